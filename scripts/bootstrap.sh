@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian machine (as root) or a developer box:
+# system packages via apt where missing, a virtualenv in .venv, sealroom with dev extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${SEALROOM_VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+# Debian packages the test-suite and the run command use (checked one by one, installed
+# only where missing, so a developer machine is left alone).
+APT_PACKAGES=(python3-venv python3-dev gcc make git openssl)
+
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+fi
+# python3-venv is only needed when the interpreter cannot make a venv by itself.
+if [ ${#missing[@]} -gt 0 ] && "$PYTHON" -m venv --help >/dev/null 2>&1; then
+  missing=("${missing[@]/python3-venv}"); missing=("${missing[@]/python3-dev}")
+  read -r -a missing <<<"${missing[*]}"
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "bootstrap: missing system packages: ${missing[*]} (install them, or run as root)" >&2
+    exit 1
+  fi
+fi
+
+stamp="$VENV/.sealroom-installed"
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e ".[dev]"
+  touch "$stamp"
+fi
