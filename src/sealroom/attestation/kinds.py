@@ -21,7 +21,7 @@ from sealroom.attestation.appraise import RuleResult
 from sealroom.attestation.binding import ReportDataInputs
 from sealroom.attestation.claims import Claims
 from sealroom.attestation.collateral import CollateralSource, NoCollateral
-from sealroom.attestation.evidence import EvidenceItem
+from sealroom.attestation.evidence import EvidenceBundle, EvidenceItem
 from sealroom.errors import InvalidInputError, MalformedEvidenceError
 
 
@@ -58,9 +58,9 @@ class EvidenceKind(Protocol):
         """True if ``data`` looks like this kind's evidence in a format ``load`` accepts."""
         ...
 
-    def load(self, data: bytes) -> EvidenceItem:
-        """Turn a file's bytes (raw, hex, vendor JSON) into an item. Parse errors are
-        MalformedEvidenceError."""
+    def load(self, data: bytes) -> EvidenceBundle:
+        """Turn a file's bytes (raw, hex, vendor JSON) into one or more items (a multi-GPU
+        file gives several). Parse errors are MalformedEvidenceError."""
         ...
 
     def inspect(self, item: EvidenceItem) -> Claims:

@@ -31,7 +31,7 @@ def load_evidence(data: bytes, kind: str | None = None) -> EvidenceBundle:
     if kind is None and is_envelope(data):
         return parse_envelope(data)
     k = kinds.get(kind) if kind is not None else kinds.sniff(data)
-    return EvidenceBundle.single(k.load(data))
+    return k.load(data)
 
 
 def _submod_names(bundle: EvidenceBundle) -> list[str]:
