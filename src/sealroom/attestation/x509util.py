@@ -6,7 +6,9 @@ Certificates are parsed by pyca/cryptography; nothing here does its own cryptogr
 from __future__ import annotations
 
 import re
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -59,6 +61,13 @@ def subject_cn(cert: x509.Certificate) -> str:
     return str(attrs[0].value) if attrs else cert.subject.rfc4514_string()
 
 
+# Signatures already verified, keyed by the SHA-256 of both certificates' DER. Only the
+# (time-independent) signature is cached; names and validity are checked on every call.
+_VERIFIED_LINKS: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+_VERIFIED_LINKS_MAX = 1024
+_LINKS_LOCK = threading.Lock()
+
+
 def verify_issued_by(child: x509.Certificate, issuer: x509.Certificate, what: str) -> None:
     """Check that ``issuer`` signed ``child`` (RSA PKCS#1 v1.5, RSA-PSS, ECDSA, Ed25519).
 
@@ -71,6 +80,19 @@ def verify_issued_by(child: x509.Certificate, issuer: x509.Certificate, what: st
             f"subject {issuer.subject.rfc4514_string()!r}",
             code="certificate-chain-invalid",
         )
+    link = (child.fingerprint(hashes.SHA256()), issuer.fingerprint(hashes.SHA256()))
+    with _LINKS_LOCK:
+        if link in _VERIFIED_LINKS:
+            _VERIFIED_LINKS.move_to_end(link)
+            return
+    _verify_signature(child, issuer, what)
+    with _LINKS_LOCK:
+        _VERIFIED_LINKS[link] = None
+        if len(_VERIFIED_LINKS) > _VERIFIED_LINKS_MAX:
+            _VERIFIED_LINKS.popitem(last=False)
+
+
+def _verify_signature(child: x509.Certificate, issuer: x509.Certificate, what: str) -> None:
     key = issuer.public_key()
     data = child.tbs_certificate_bytes
     sig = child.signature

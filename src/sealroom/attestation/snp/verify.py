@@ -1,0 +1,259 @@
+"""Verify an SEV-SNP attestation report: signature, chain to AMD (or a chosen sim) root,
+VCEK/VLEK extensions against the report, and revocation when a CRL is available.
+
+Steps (AMD #56860 "Attestation", AMD #57230 "VCEK certificate"):
+1. parse the report (abi.py) and collect certificates (attachments, cert table, collateral);
+2. choose the product from the report's CPUID (v3+), the VEK's productName, or the
+   caller's ``snp.product`` option, and refuse if they disagree;
+3. VEK <- ASK/ASVK <- ARK, RSA-PSS SHA-384, each valid at ``now``; ARK must be an embedded
+   AMD root or a root the caller added (then the claims say ``simulated``);
+4. ECDSA P-384 SHA-384 signature over report bytes [0x0, 0x2A0) with the VEK;
+5. VCEK hwID == CHIP_ID (Turin: 8-byte hwID), VEK TCB SPLs == REPORTED_TCB;
+6. CRL (signed by the ARK, current at ``now``) when one is given or the source has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from sealroom.attestation.collateral import require
+from sealroom.attestation.kinds import VerifyContext
+from sealroom.attestation.snp import kds
+from sealroom.attestation.snp.abi import SIG_ALGO_ECDSA_P384_SHA384, Product, Report, SigningKey
+from sealroom.attestation.snp.certs import (
+    VekInfo,
+    VekKind,
+    amd_arks,
+    amd_chains,
+    is_self_signed,
+    is_vek,
+    parse_cert_table,
+    vek_info,
+)
+from sealroom.attestation.snp.claims import SnpClaims, claims_from_report
+from sealroom.attestation.x509util import (
+    check_crl,
+    fingerprint,
+    load_certificates,
+    load_crl,
+    subject_cn,
+    verify_chain,
+)
+from sealroom.errors import AttestationError, InvalidInputError, UnavailableError
+
+
+@dataclass(frozen=True)
+class SnpCerts:
+    """Certificates that came with the evidence, sorted by role."""
+
+    veks: tuple[x509.Certificate, ...] = ()
+    intermediates: tuple[x509.Certificate, ...] = ()
+    arks: tuple[x509.Certificate, ...] = ()
+    crl: bytes | None = None
+
+
+def collect_certs(attachments: Mapping[str, bytes]) -> SnpCerts:
+    """Sort every certificate in the attachments by role (by content, not by name).
+
+    Names accepted: vcek, vlek, ask, asvk, ark, cert*, cert_chain (PEM bundle), certtable
+    (a GHCB certificate table, e.g. configfs-tsm auxblob), crl.
+    """
+    blobs: list[tuple[str, bytes]] = []
+    crl = None
+    for name, data in attachments.items():
+        if name == "crl":
+            crl = data
+        elif name in ("certtable", "auxblob"):
+            blobs.extend(parse_cert_table(data).items())
+        elif name in ("vcek", "vlek", "ask", "asvk", "ark") or name.startswith("cert"):
+            blobs.append((name, data))
+    veks, inters, arks = [], [], []
+    for name, data in blobs:
+        for cert in load_certificates(data, f"attachment {name}"):
+            if is_vek(cert):
+                veks.append(cert)
+            elif is_self_signed(cert):
+                arks.append(cert)
+            else:
+                inters.append(cert)
+    return SnpCerts(tuple(veks), tuple(inters), tuple(arks), crl)
+
+
+def _choose_product(
+    report: Report, info: VekInfo | None, forced: str | None
+) -> Product | None:
+    cpu = report.cpuid_product
+    cert = info.product if info else None
+    want: Product | None = None
+    if forced:
+        try:
+            want = Product(forced.capitalize())
+        except ValueError as e:
+            raise InvalidInputError(
+                f"snp.product is {forced!r}, expected one of {', '.join(p.value for p in Product)}"
+            ) from e
+    if want and cpu and want is not cpu:
+        raise AttestationError(
+            f"report CPUID says {cpu.value} (family {report.cpuid_fam_id:#x} model "
+            f"{report.cpuid_mod_id:#x}), but product {want.value} was requested",
+            code="snp-product-mismatch",
+        )
+    product = want or cpu or cert
+    if cert and product and cert is not product:
+        raise AttestationError(
+            f"{(info.kind.value if info else 'VEK').upper()} productName is "
+            f"{info.product_name if info else None!r}, but the report is from {product.value}",
+            code="snp-product-mismatch",
+        )
+    return product
+
+
+def _pick_vek(report: Report, certs: SnpCerts, ctx: VerifyContext) -> x509.Certificate:
+    wanted = {SigningKey.VCEK: VekKind.VCEK, SigningKey.VLEK: VekKind.VLEK}.get(report.signing_key)
+    if wanted is None:
+        raise AttestationError(
+            "report SIGNING_KEY is 7 (no key): the report is unsigned", code="snp-unsigned"
+        )
+    matching = [c for c in certs.veks if vek_info(c).kind is wanted]
+    if len(matching) > 1:
+        raise InvalidInputError(f"more than one {wanted.value.upper()} certificate was supplied")
+    if matching:
+        return matching[0]
+    others = [vek_info(c).kind.value.upper() for c in certs.veks]
+    if wanted is VekKind.VLEK:
+        raise UnavailableError(
+            "report SIGNING_KEY is VLEK but no VLEK certificate was supplied"
+            + (f" (got {', '.join(others)})" if others else "")
+            + "; AMD KDS serves VLEKs only to cloud providers: pass it with --certs",
+            code="snp-vlek-unavailable",
+        )
+    # VCEK: try the collateral source (an offline cache or an online KDS client).
+    product = report.cpuid_product
+    forced = ctx.options.get("snp.product")
+    if forced:
+        product = Product(forced.capitalize())
+    if product is None or product is Product.SIMULATED:
+        raise UnavailableError(
+            "no VCEK certificate was supplied and the report (version "
+            f"{report.version}) does not say its product, so the KDS URL cannot be built; "
+            "pass the VCEK with --certs or the product with --option snp.product=Milan",
+            code="snp-collateral-unavailable",
+        )
+    req = kds.vcek_request(product, report.chip_id, report.tcb("reported", product))
+    return load_certificates(require(ctx.collateral, req), "VCEK from collateral")[0]
+
+
+def _check_vek_against_report(
+    report: Report, info: VekInfo, product: Product | None
+) -> bool:
+    """VEK extensions must describe this report. Returns whether CHIP_ID was checked."""
+    tcb = report.tcb("reported", product)
+    pairs = [
+        ("blSPL", info.bl_spl, tcb.bootloader),
+        ("teeSPL", info.tee_spl, tcb.tee),
+        ("snpSPL", info.snp_spl, tcb.snp),
+        ("ucodeSPL", info.ucode_spl, tcb.microcode),
+    ]
+    if tcb.fmc is not None:
+        pairs.append(("fmcSPL", info.fmc_spl, tcb.fmc))
+    for name, got, want in pairs:
+        if got != want:
+            raise AttestationError(
+                f"{info.kind.value.upper()} {name} is {got}, REPORTED_TCB says {want} "
+                f"(REPORTED_TCB {tcb}): the certificate is for another TCB",
+                code="snp-vek-tcb-mismatch",
+            )
+    if info.kind is VekKind.VLEK:
+        return False
+    if report.mask_chip_key:
+        return False  # CHIP_ID is zeroed by the guest's request; nothing to compare
+    if info.hwid is None:
+        raise AttestationError("VCEK has no hwID extension", code="snp-vcek-hwid-missing")
+    if product is Product.TURIN:
+        ok = info.hwid == report.chip_id[:8] and not any(report.chip_id[8:])
+    else:
+        ok = info.hwid == report.chip_id
+    if not ok:
+        raise AttestationError(
+            f"VCEK hwID is {info.hwid.hex()}, report CHIP_ID is {report.chip_id.hex()}: "
+            "the VCEK belongs to another chip",
+            code="snp-vcek-wrong-chip",
+        )
+    return True
+
+
+def _chain_for(
+    vek: x509.Certificate, info: VekInfo, product: Product | None, certs: SnpCerts
+) -> list[tuple[str, x509.Certificate]]:
+    candidates = list(certs.intermediates)
+    for pc in amd_chains():
+        if product in (None, pc.product) and pc.vek_kind is info.kind:
+            candidates.append(pc.intermediate)
+    for inter in candidates:
+        if inter.subject == vek.issuer:
+            label = "ASVK" if info.kind is VekKind.VLEK else "ASK"
+            return [(info.kind.value.upper(), vek), (f"{label} {subject_cn(inter)!r}", inter)]
+    where = f"the {product.value} " if product else "any "
+    raise AttestationError(
+        f"{info.kind.value.upper()} is issued by {vek.issuer.rfc4514_string()!r}, which is not "
+        f"{where}AMD {'ASVK' if info.kind is VekKind.VLEK else 'ASK'} (wrong product root?)",
+        code="snp-wrong-product-root",
+    )
+
+
+def _verify_signature(report: Report, vek: x509.Certificate) -> None:
+    if report.signature_algo != SIG_ALGO_ECDSA_P384_SHA384:
+        raise AttestationError(
+            f"SIGNATURE_ALGO is {report.signature_algo}, only 1 (ECDSA P-384 SHA-384) is defined",
+            code="snp-signature-algorithm",
+        )
+    key = vek.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
+        raise AttestationError("VEK key is not ECDSA P-384", code="snp-signature-invalid")
+    der = encode_dss_signature(report.signature_r, report.signature_s)
+    try:
+        key.verify(der, report.signed_bytes, ec.ECDSA(hashes.SHA384()))
+    except InvalidSignature as e:
+        raise AttestationError(
+            "report signature over bytes [0x0, 0x2A0) does not verify with the "
+            f"{report.signing_key.name} (fingerprint {fingerprint(vek)[:16]}…)",
+            code="snp-signature-invalid",
+        ) from e
+
+
+def verify_report(report: Report, certs: SnpCerts, ctx: VerifyContext) -> SnpClaims:
+    vek = _pick_vek(report, certs, ctx)
+    info = vek_info(vek)
+    product = _choose_product(report, info, ctx.options.get("snp.product"))
+    chain = _chain_for(vek, info, product, certs)
+    trusted = list(amd_arks()) + [r for r in ctx.extra_roots if is_self_signed(r)]
+    # An ARK shipped with the evidence is only a hint: it must equal a trusted root.
+    for ark in certs.arks:
+        if ark not in trusted:
+            raise AttestationError(
+                f"evidence carries root {subject_cn(ark)!r}, which is not a trusted root",
+                code="untrusted-root",
+            )
+    root = verify_chain(chain, trusted, ctx.now)
+    simulated = root not in amd_arks()
+    _verify_signature(report, vek)
+    chip_checked = _check_vek_against_report(report, info, product)
+    crl_checked = False
+    crl_bytes = certs.crl
+    if crl_bytes is None and product is not None and not simulated:
+        crl_bytes = ctx.collateral.fetch(kds.crl_request(product, info.kind.value))
+    if crl_bytes is not None:
+        check_crl(load_crl(crl_bytes, "AMD CRL"), root, chain, ctx.now, "AMD CRL")
+        crl_checked = True
+    return claims_from_report(
+        report, product, verified=True, simulated=simulated,
+        vek_fingerprint=fingerprint(vek), csp_id=info.csp_id, root=subject_cn(root),
+        chip_id_checked=chip_checked, crl_checked=crl_checked,
+    )
