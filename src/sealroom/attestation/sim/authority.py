@@ -1,0 +1,260 @@
+"""The sim authority: a local, clearly-named stand-in for AMD's key hierarchy.
+
+It lets sealroom run end to end on machines without TEE hardware, and proves nothing
+about confidentiality: the authority's keys live on the host. It generates an ARK/ASK
+(RSA, RSASSA-PSS SHA-384 as AMD uses) and a VCEK (ECDSA P-384) whose names all say
+SIMULATED and whose productName is "Simulated", then signs reports in the real SEV-SNP
+layout. Verifiers check them with the production SNP code; a report is accepted only
+by a verifier that added this authority's ARK to its roots, and the claims are then
+flagged ``simulated`` (the ARK is not AMD's), which every policy rejects unless it says
+``allow_simulated: true``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import NameOID
+
+from sealroom.attestation.evidence import EvidenceItem
+from sealroom.attestation.snp import certs as snp_certs
+from sealroom.attestation.snp.abi import (
+    REPORT_SIZE,
+    SIG_ALGO_ECDSA_P384_SHA384,
+    SIGNATURE_OFFSET,
+    GuestPolicy,
+    PlatformInfo,
+    Report,
+    SigningKey,
+    TcbVersion,
+)
+from sealroom.attestation.x509util import load_certificate
+from sealroom.errors import InvalidInputError, UnavailableError
+
+SIM_ORG = "sealroom SIMULATED TEE - NOT AMD - proves nothing about confidentiality"
+SIM_PRODUCT = "Simulated"
+SIM_TCB = TcbVersion.build(bootloader=1, tee=1, snp=1, microcode=1)
+SIM_FIRMWARE = (1, 55, 0)
+_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+_VALIDITY = timedelta(days=3650)
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, SIM_ORG),
+        ]
+    )
+
+
+def _der_int(v: int) -> bytes:
+    body = v.to_bytes(max(1, (v.bit_length() + 8) // 8), "big")
+    return bytes([0x02, len(body)]) + body
+
+
+def _der_ia5(s: str) -> bytes:
+    return bytes([0x16, len(s)]) + s.encode()
+
+
+def _private_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class SimKeys:
+    ark: x509.Certificate
+    ask: x509.Certificate
+    vcek: x509.Certificate
+    vcek_key: ec.EllipticCurvePrivateKey
+    chip_id: bytes
+
+
+def _generate(now: datetime) -> tuple[SimKeys, rsa.RSAPrivateKey, rsa.RSAPrivateKey]:
+    ark_key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    ask_key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    vcek_key = ec.generate_private_key(ec.SECP384R1())
+    chip_id = secrets.token_bytes(64)
+    start, end = now - timedelta(days=1), now + _VALIDITY
+    ark_name = _name("SIMULATED-ARK sealroom sim authority")
+    ask_name = _name("SIMULATED-ASK sealroom sim authority")
+    ca = x509.BasicConstraints(ca=True, path_length=None)
+    ark = (
+        x509.CertificateBuilder().subject_name(ark_name).issuer_name(ark_name)
+        .public_key(ark_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(start).not_valid_after(end).add_extension(ca, critical=True)
+        .sign(ark_key, hashes.SHA384(), rsa_padding=_PSS)
+    )
+    ask = (
+        x509.CertificateBuilder().subject_name(ask_name).issuer_name(ark_name)
+        .public_key(ask_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(start).not_valid_after(end).add_extension(ca, critical=True)
+        .sign(ark_key, hashes.SHA384(), rsa_padding=_PSS)
+    )
+    exts = [
+        (snp_certs.OID_STRUCT_VERSION, _der_int(0)),
+        (snp_certs.OID_PRODUCT_NAME, _der_ia5(SIM_PRODUCT)),
+        (snp_certs.OID_BL_SPL, _der_int(SIM_TCB.bootloader)),
+        (snp_certs.OID_TEE_SPL, _der_int(SIM_TCB.tee)),
+        (snp_certs.OID_SNP_SPL, _der_int(SIM_TCB.snp)),
+        (snp_certs.OID_UCODE_SPL, _der_int(SIM_TCB.microcode)),
+        (snp_certs.OID_HWID, chip_id),
+    ]
+    builder = (
+        x509.CertificateBuilder().subject_name(_name("SEV-VCEK SIMULATED"))
+        .issuer_name(ask_name).public_key(vcek_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(start)
+        .not_valid_after(end)
+    )
+    for oid, value in exts:
+        builder = builder.add_extension(x509.UnrecognizedExtension(oid, value), critical=False)
+    vcek = builder.sign(ask_key, hashes.SHA384(), rsa_padding=_PSS)
+    return SimKeys(ark, ask, vcek, vcek_key, chip_id), ark_key, ask_key
+
+
+class SimAuthority:
+    """Loads (or creates, once) the authority's state in ``home`` and signs reports."""
+
+    def __init__(self, keys: SimKeys, home: Path | None = None) -> None:
+        self.keys = keys
+        self.home = home
+
+    @classmethod
+    def load_or_create(cls, home: Path, now: datetime | None = None) -> SimAuthority:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        files = {n: home / f"{n}.pem" for n in ("ark", "ask", "vcek", "vcek-key")}
+        if not all(p.exists() for p in files.values()):
+            keys, _, _ = _generate(now or datetime.now(UTC))
+            for name, cert in (("ark", keys.ark), ("ask", keys.ask), ("vcek", keys.vcek)):
+                files[name].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+            # Only the VCEK key is kept: ARK/ASK keys are not needed after issuance.
+            _write_private(files["vcek-key"], _private_pem(keys.vcek_key))
+            return cls(keys, home)
+        try:
+            ark = load_certificate(files["ark"].read_bytes(), "sim ARK")
+            ask = load_certificate(files["ask"].read_bytes(), "sim ASK")
+            vcek = load_certificate(files["vcek"].read_bytes(), "sim VCEK")
+            key = serialization.load_pem_private_key(files["vcek-key"].read_bytes(), None)
+        except (OSError, ValueError) as e:
+            raise UnavailableError(f"sim authority state in {home} is unreadable: {e}") from e
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise InvalidInputError(f"{files['vcek-key']} is not an EC private key")
+        hwid = snp_certs.vek_info(vcek).hwid
+        if hwid is None:
+            raise InvalidInputError(f"{files['vcek']} has no hwID")
+        return cls(SimKeys(ark, ask, vcek, key, hwid), home)
+
+    @classmethod
+    def ephemeral(cls, now: datetime | None = None) -> SimAuthority:
+        keys, _, _ = _generate(now or datetime.now(UTC))
+        return cls(keys)
+
+    @property
+    def root(self) -> x509.Certificate:
+        return self.keys.ark
+
+    def root_pem(self) -> bytes:
+        return self.keys.ark.public_bytes(serialization.Encoding.PEM)
+
+    def sign(self, report: Report) -> Report:
+        """Sign a report (its signature field is replaced) with the sim VCEK."""
+        unsigned = replace(report, signature=bytes(REPORT_SIZE - SIGNATURE_OFFSET), raw=b"")
+        der = self.keys.vcek_key.sign(unsigned.to_bytes()[:SIGNATURE_OFFSET],
+                                      ec.ECDSA(hashes.SHA384()))
+        r, s = decode_dss_signature(der)
+        return unsigned.with_signature(r, s)
+
+    def report(
+        self,
+        *,
+        measurement: bytes,
+        report_data: bytes = bytes(64),
+        host_data: bytes = bytes(32),
+        policy: GuestPolicy | None = None,
+        vmpl: int = 0,
+        guest_svn: int = 0,
+    ) -> Report:
+        if len(measurement) != 48:
+            raise InvalidInputError(f"measurement must be 48 bytes, got {len(measurement)}")
+        if len(report_data) != 64:
+            raise InvalidInputError(f"report_data must be 64 bytes, got {len(report_data)}")
+        if len(host_data) != 32:
+            raise InvalidInputError(f"host_data must be 32 bytes, got {len(host_data)}")
+        tcb = SIM_TCB.raw
+        major, minor, build = SIM_FIRMWARE
+        unsigned = Report(
+            version=3, guest_svn=guest_svn, policy=policy or GuestPolicy.build(abi_major=1,
+            abi_minor=55), family_id=bytes(16), image_id=bytes(16), vmpl=vmpl,
+            signature_algo=SIG_ALGO_ECDSA_P384_SHA384, current_tcb_raw=tcb,
+            platform_info=PlatformInfo(0), author_key_en=False, mask_chip_key=False,
+            signing_key=SigningKey.VCEK, report_data=report_data, measurement=measurement,
+            host_data=host_data, id_key_digest=bytes(48), author_key_digest=bytes(48),
+            report_id=hashlib.sha256(report_data + measurement).digest(),
+            report_id_ma=b"\xff" * 32, reported_tcb_raw=tcb, cpuid_fam_id=0, cpuid_mod_id=0,
+            cpuid_step=0, chip_id=self.keys.chip_id, committed_tcb_raw=tcb,
+            current_build=build, current_minor=minor, current_major=major,
+            committed_build=build, committed_minor=minor, committed_major=major,
+            launch_tcb_raw=tcb, launch_mit_vector=None, current_mit_vector=None,
+            signature=bytes(REPORT_SIZE - SIGNATURE_OFFSET),
+        )
+        return self.sign(unsigned)
+
+    def evidence(self, report: Report, collected_at: datetime | None = None) -> EvidenceItem:
+        """An evidence item carrying the VCEK and ASK (never the ARK: trust is the
+        verifier's choice)."""
+        der = serialization.Encoding.DER
+        return EvidenceItem(
+            kind="snp",
+            data=report.raw or report.to_bytes(),
+            attachments={
+                "vcek": self.keys.vcek.public_bytes(der),
+                "ask": self.keys.ask.public_bytes(der),
+            },
+            collected_at=collected_at,
+        )
+
+
+def measure_tree(root: Path) -> bytes:
+    """SHA-384 over a code tree: the sim 'launch measurement'.
+
+    Deterministic: files in sorted relative-path order, each framed as
+    (path length, path, content length, content); ``__pycache__`` and ``*.pyc`` skipped.
+    A changed runtime file changes the measurement, and policy catches it.
+    """
+    h = hashlib.sha384(b"sealroom/sim-measurement/v1\0")
+    if root.is_file():
+        files = [root]
+        base = root.parent
+    else:
+        base = root
+        files = sorted(
+            (p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+             and p.suffix != ".pyc"),
+            key=lambda p: p.relative_to(root).as_posix(),
+        )
+    for p in files:
+        rel = p.relative_to(base).as_posix().encode()
+        content = p.read_bytes()
+        h.update(len(rel).to_bytes(8, "big") + rel + len(content).to_bytes(8, "big") + content)
+    return h.digest()

@@ -1,0 +1,217 @@
+"""`sealroom attest ...`: inspect, verify and appraise evidence; starter policies."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sealroom.attestation import kinds
+from sealroom.attestation.appraise import AppraisalResult
+from sealroom.attestation.binding import ReportDataInputs
+from sealroom.attestation.collateral import CollateralSource, DirectoryCollateral, NoCollateral
+from sealroom.attestation.evidence import EvidenceBundle
+from sealroom.attestation.kinds import VerifyContext
+from sealroom.attestation.policy import Policy, starter_policy
+from sealroom.attestation.verifier import appraise, load_evidence, verify_bundle
+from sealroom.attestation.x509util import load_certificates
+from sealroom.cli.common import (
+    console,
+    home_dir,
+    parse_hex,
+    parse_now,
+    print_json,
+    read_input,
+    render_claims,
+    render_result,
+)
+from sealroom.errors import InvalidInputError, PolicyViolationError
+
+attest_app = typer.Typer(help="Inspect, verify and appraise TEE evidence.", no_args_is_help=True)
+policy_app = typer.Typer(help="Appraisal policies.", no_args_is_help=True)
+attest_app.add_typer(policy_app, name="policy")
+
+KindOpt = Annotated[
+    str | None, typer.Option("--kind", help="Evidence kind (default: recognised from content).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _attachments(
+    certs: list[Path], collateral_file: Path | None, ak: Path | None, pcrs: Path | None
+) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for n, p in enumerate(certs):
+        out["cert" if n == 0 else f"cert.{n}"] = read_input(str(p), "certificate file")
+    if collateral_file is not None:
+        out["collateral"] = read_input(str(collateral_file), "collateral file")
+    if ak is not None:
+        out["ak"] = read_input(str(ak), "AK file")
+    if pcrs is not None:
+        out["pcrs"] = read_input(str(pcrs), "PCR values file")
+    return out
+
+
+def _load(file: str, kind: str | None, extra: dict[str, bytes]) -> EvidenceBundle:
+    bundle = load_evidence(read_input(file, "evidence"), kind)
+    if not extra:
+        return bundle
+    return EvidenceBundle(tuple(i.with_attachments(extra) for i in bundle.items))
+
+
+@attest_app.command("inspect")
+def inspect_cmd(
+    file: Annotated[str, typer.Argument(help="Evidence file ('-' for stdin).")],
+    kind: KindOpt = None,
+    certs: Annotated[list[Path], typer.Option("--certs", help="Certificate file(s).")] = [],  # noqa: B006
+    as_json: JsonOpt = False,
+) -> None:
+    """Parse evidence and show its claims. Checks NOTHING: use `verify` for a verdict."""
+    bundle = _load(file, kind, _attachments(certs, None, None, None))
+    out = {}
+    for n, item in enumerate(bundle.items):
+        claims = kinds.get(item.kind).inspect(item)
+        name = item.name or f"item{n}"
+        if as_json:
+            out[name] = claims.to_dict()
+        else:
+            render_claims(name, claims)
+    if as_json:
+        print_json({"verified": False, "items": out})
+
+
+@attest_app.command("verify")
+def verify_cmd(
+    file: Annotated[str, typer.Argument(help="Evidence file ('-' for stdin).")],
+    policy: Annotated[Path, typer.Option("--policy", help="Appraisal policy (YAML/JSON).")],
+    kind: KindOpt = None,
+    certs: Annotated[
+        list[Path], typer.Option("--certs", help="Certificates (VCEK/VLEK, chains), repeatable.")
+    ] = [],  # noqa: B006
+    collateral: Annotated[
+        Path | None,
+        typer.Option("--collateral", help="Collateral directory (offline cache) or file."),
+    ] = None,
+    ak: Annotated[Path | None, typer.Option("--ak", help="TPM attestation key.")] = None,
+    pcrs: Annotated[Path | None, typer.Option("--pcrs", help="TPM PCR values (JSON).")] = None,
+    device_root: Annotated[
+        list[Path], typer.Option("--device-root", help="Extra device root (NVIDIA).")
+    ] = [],  # noqa: B006
+    root: Annotated[
+        list[Path],
+        typer.Option("--root", help="Extra trusted root, e.g. a sim authority's ARK. Evidence "
+                     "anchored there is reported as SIMULATED."),
+    ] = [],  # noqa: B006
+    now: Annotated[
+        str | None, typer.Option("--now", help="Check at this ISO 8601 time (default: now).")
+    ] = None,
+    nonce: Annotated[str | None, typer.Option("--nonce", help="Verifier nonce (hex).")] = None,
+    manifest_hash: Annotated[
+        str | None, typer.Option("--manifest-hash", help="For report_data mode sealroom-v1.")
+    ] = None,
+    keys_digest: Annotated[
+        str | None, typer.Option("--keys-digest", help="For report_data mode sealroom-v1.")
+    ] = None,
+    option: Annotated[
+        list[str], typer.Option("--option", help="Kind option KEY=VALUE, e.g. snp.product=Milan.")
+    ] = [],  # noqa: B006
+    as_json: JsonOpt = False,
+    ear: Annotated[
+        Path | None, typer.Option("--ear", help="Write an EAR attestation-result token here.")
+    ] = None,
+    ear_key: Annotated[
+        Path | None,
+        typer.Option("--ear-key", help="Verifier signing key (default: created in SEALROOM_HOME)."),
+    ] = None,
+    ear_ttl: Annotated[int, typer.Option("--ear-ttl", help="EAR lifetime, seconds.")] = 3600,
+) -> None:
+    """Verify evidence (signatures, chains, revocation) and appraise it against a policy.
+
+    Exit codes: 0 accepted, 1 bad input, 2 not authentic, 3 collateral unavailable,
+    4 policy violation.
+    """
+    pol = Policy.load(policy)
+    collateral_dir = collateral if collateral is not None and collateral.is_dir() else None
+    collateral_file = collateral if collateral is not None and not collateral.is_dir() else None
+    source: CollateralSource = (
+        DirectoryCollateral(collateral_dir) if collateral_dir else NoCollateral()
+    )
+    extra_roots = []
+    for p in [*root, *device_root]:
+        extra_roots.extend(load_certificates(read_input(str(p), "root certificate"), str(p)))
+    options = {}
+    for o in option:
+        key, sep, value = o.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"--option must be KEY=VALUE, got {o!r}")
+        options[key] = value
+    mh = parse_hex(manifest_hash, "--manifest-hash", 32)
+    kd = parse_hex(keys_digest, "--keys-digest", 32)
+    if (mh is None) != (kd is None):
+        raise InvalidInputError("--manifest-hash and --keys-digest go together")
+    ctx = VerifyContext(
+        now=parse_now(now),
+        collateral=source,
+        nonce=parse_hex(nonce, "--nonce"),
+        extra_roots=tuple(extra_roots),
+        report_data_inputs=ReportDataInputs(mh, kd) if mh is not None and kd is not None else None,
+        options=options,
+    )
+    bundle = _load(file, kind, _attachments(certs, collateral_file, ak, pcrs))
+    verified = verify_bundle(bundle, ctx)
+    result = appraise(verified, pol, ctx)
+    if ear is not None:
+        _write_ear(result, ear, ear_key, ctx, ear_ttl)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        render_result(result)
+        if ear is not None:
+            console.print(f"EAR token written to {ear}")
+    if not result.ok:
+        bad = result.failures()
+        raise PolicyViolationError(
+            f"policy {pol.id!r} rejected the evidence: {len(bad)} rule(s) failed", result
+        )
+
+
+def _write_ear(
+    result: AppraisalResult, out: Path, key_path: Path | None, ctx: VerifyContext, ttl: int
+) -> None:
+    from sealroom.attestation.ear import VerifierKey, issue_ear
+
+    key = VerifierKey.load_or_create(key_path or home_dir() / "verifier" / "ear-key.pem")
+    token = issue_ear(result, key, now=ctx.now, ttl=timedelta(seconds=ttl), nonce=ctx.nonce)
+    out.write_text(token + "\n")
+
+
+@policy_app.command("init")
+def policy_init(
+    kind: Annotated[
+        list[str], typer.Option("--kind", help="Evidence kinds to include (default: snp).")
+    ] = [],  # noqa: B006
+    out: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out.")] = False,
+) -> None:
+    """Print a commented starter policy."""
+    for k in kind:
+        kinds.get(k)
+    text = starter_policy(kind or None)
+    Policy.loads(text, "starter policy")  # the starter must itself be a valid policy
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    if out.exists() and not force:
+        raise InvalidInputError(f"{out} exists; pass --force to overwrite")
+    out.write_text(text)
+    console.print(f"policy written to {out}")
+
+
+@policy_app.command("check")
+def policy_check(policy: Annotated[Path, typer.Argument(help="Policy file.")]) -> None:
+    """Validate a policy file and print it normalised."""
+    pol = Policy.load(policy)
+    typer.echo(pol.to_json())
+

@@ -1,0 +1,121 @@
+"""Shared CLI helpers: paths, input parsing, rendering. No business logic here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from sealroom.attestation.appraise import AppraisalResult
+from sealroom.attestation.claims import Claims
+from sealroom.errors import InvalidInputError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+SIMULATED_BANNER = (
+    "SIMULATED TEE: this evidence was signed by the local sealroom sim authority, not by "
+    "TEE hardware. It proves the pipeline works and NOTHING about confidentiality."
+)
+
+
+def home_dir() -> Path:
+    """sealroom's state directory: $SEALROOM_HOME or ~/.local/share/sealroom."""
+    env = os.environ.get("SEALROOM_HOME")
+    return Path(env) if env else Path.home() / ".local" / "share" / "sealroom"
+
+
+def read_input(path: str, what: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise InvalidInputError(f"cannot read {what} {path}: {e.strerror}") from e
+
+
+def parse_now(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise InvalidInputError(f"--now is not an ISO 8601 time: {text!r}") from e
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def parse_hex(text: str | None, what: str, size: int | None = None) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        value = bytes.fromhex(text.strip().removeprefix("0x"))
+    except ValueError as e:
+        raise InvalidInputError(f"{what} is not hex: {text!r}") from e
+    if size is not None and len(value) != size:
+        raise InvalidInputError(f"{what} must be {size} bytes, got {len(value)}")
+    return value
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def simulated_banner() -> None:
+    console.print(Panel(f"[bold yellow]{SIMULATED_BANNER}[/]", title="[bold red]SIMULATED[/]",
+                        border_style="red"))
+
+
+def _claim_rows(d: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and not {"raw"} >= set(v):
+            if "raw" in v and all(not isinstance(x, dict) for x in v.values()):
+                inner = " ".join(f"{ik}={iv}" for ik, iv in v.items() if ik != "raw"
+                                 and iv is not None)
+                rows.append((key, f"{inner}  (raw {v['raw']:#x})" if isinstance(v["raw"], int)
+                             else inner))
+            else:
+                rows.extend(_claim_rows(v, key + "."))
+        else:
+            rows.append((key, "" if v is None else str(v)))
+    return rows
+
+
+def render_claims(name: str, claims: Claims) -> None:
+    if claims.simulated:
+        simulated_banner()
+    state = "verified" if claims.verified else "NOT verified (inspect only)"
+    table = Table(title=f"{name}: {claims.kind} claims, {state}", show_lines=False)
+    table.add_column("claim", style="cyan", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for k, v in _claim_rows(claims.to_dict()):
+        table.add_row(k, v)
+    console.print(table)
+
+
+def render_result(result: AppraisalResult) -> None:
+    if any(s.claims.simulated for s in result.submods):
+        simulated_banner()
+    table = Table(title=f"appraisal under policy {result.policy_id!r}")
+    table.add_column("submod")
+    table.add_column("rule", style="cyan")
+    table.add_column("got", overflow="fold")
+    table.add_column("want", overflow="fold")
+    table.add_column("")
+    for r in result.all_rules():
+        mark = "[green]pass[/]" if r.passed else "[bold red]FAIL[/]"
+        table.add_row(r.submod or "(bundle)", r.field, r.got, r.want, mark)
+    console.print(table)
+    sim = " (SIMULATED)" if any(s.claims.simulated for s in result.submods) else ""
+    if result.ok:
+        console.print(f"[bold green]ACCEPTED{sim}[/]: authentic, and every rule passed")
+    else:
+        console.print(f"[bold red]REJECTED{sim}[/]: {len(result.failures())} rule(s) failed")

@@ -1,0 +1,218 @@
+"""`sealroom demo`: the main job on embedded defaults, shown step by step.
+
+1. sim evidence: the sim authority signs a real-layout SNP report whose measurement is
+   the hash of the sealroom code and whose REPORT_DATA binds a fresh nonce;
+2. it is verified and appraised (accepted only by a policy that allows simulation),
+   rejected by a production policy, and rejected when a byte is flipped;
+3. where ../shared/vectors is present, every real AMD SEV-SNP vector is verified and
+   appraised under the starter policy, and a verdict table is printed.
+
+Exits non-zero if any outcome differs from what it should be.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+import sealroom
+from sealroom.attestation import kinds
+from sealroom.attestation.evidence import EvidenceBundle, EvidenceItem
+from sealroom.attestation.kinds import VerifyContext
+from sealroom.attestation.policy import Policy, starter_policy
+from sealroom.attestation.sim.authority import SimAuthority, measure_tree
+from sealroom.attestation.verifier import appraise, verify_and_appraise, verify_bundle
+from sealroom.attestation.x509util import load_certificates
+from sealroom.cli.common import console, home_dir, render_result
+from sealroom.errors import AttestationError, SealroomError
+
+
+@dataclass(frozen=True)
+class VectorCase:
+    path: str  # relative to the vectors folder
+    vek: str
+    expect_authentic: bool
+    note: str = ""
+
+
+SNP_VECTORS = (
+    VectorCase("amd/milan_gosev_debug/report.bin", "amd/milan_gosev_debug/vcek.der", True,
+               "DEBUG policy bit set"),
+    VectorCase("amd/milan_virtee/report.hex", "amd/milan_virtee/vcek.der", True),
+    VectorCase("amd/milan_trustee/report.bin", "amd/milan_trustee/vcek.der", True,
+               "CURRENT_TCB != REPORTED_TCB"),
+    VectorCase("amd/milan_trustee/report.bin",
+               "amd/milan_trustee/NEG_vcek_tampered_hwid_legacy.der", False, "tampered VCEK"),
+    VectorCase("amd/milan_trustee/report.bin",
+               "amd/milan_trustee/NEG_vcek_tampered_hwid_octetstring.der", False,
+               "tampered VCEK"),
+    VectorCase("amd/milan_vlek_aws_trustee/report.bin", "amd/milan_vlek_aws_trustee/vlek.der",
+               True, "VLEK (AWS), VMPL 1"),
+    VectorCase("amd/milan_oak/report.bin", "amd/milan_oak/vcek.der", True),
+    VectorCase("amd/genoa_trustee_e2e/snp_evidence.json", "", True, "Trustee JSON"),
+    VectorCase("amd/genoa_oak/report.bin", "amd/genoa_oak/vcek.der", True, "report v5"),
+    VectorCase("amd/turin_oak/report.bin", "amd/turin_oak/vcek.der", True,
+               "Turin TCB layout, 8-byte hwID"),
+)
+
+
+def find_vectors(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit if explicit.is_dir() else None
+    candidates = [Path.cwd() / ".." / "shared" / "vectors"]
+    pkg = Path(sealroom.__file__).resolve()
+    candidates += [parent / ".." / "shared" / "vectors" for parent in pkg.parents[:4]]
+    for c in candidates:
+        if (c / "README.md").is_file():
+            return c.resolve()
+    return None
+
+
+def _step(n: int, text: str) -> None:
+    console.print(f"\n[bold]Step {n}.[/] {text}")
+
+
+def _check(ok: bool, text: str, failures: list[str]) -> None:
+    console.print(("[green]✔[/] " if ok else "[bold red]✘[/] ") + text)
+    if not ok:
+        failures.append(text)
+
+
+def _sim_demo(failures: list[str]) -> None:
+    now = datetime.now(UTC)
+    _step(1, "Sim authority (stands in for AMD hardware; SIMULATED, proves no confidentiality)")
+    auth = SimAuthority.load_or_create(home_dir() / "sim-authority")
+    console.print(f"  root: {auth.root.subject.rfc4514_string()}")
+    _step(2, "Measure the code the enclave would run (the sealroom package)")
+    measurement = measure_tree(Path(sealroom.__file__).resolve().parent)
+    console.print(f"  measurement: {measurement.hex()}")
+    _step(3, "The 'enclave' answers a challenge: fresh nonce bound into REPORT_DATA")
+    nonce = secrets.token_bytes(32)
+    report = auth.report(measurement=measurement, report_data=nonce + bytes(32))
+    item = auth.evidence(report, collected_at=now)
+    console.print(f"  nonce: {nonce.hex()}  report: {len(item.data)} bytes (real SNP layout)")
+    ctx = VerifyContext(now=now, nonce=nonce, extra_roots=(auth.root,))
+    dev_policy = Policy.from_dict({
+        "version": 1, "id": "demo-dev", "allow_simulated": True, "max_evidence_age": 300,
+        "require": ["snp"],
+        "snp": {"measurements": [measurement.hex()], "report_data": {"mode": "nonce"},
+                "vmpl": [0], "allow_debug": False},
+    })
+    _step(4, "Verify + appraise under a development policy (allow_simulated: true)")
+    result = verify_and_appraise(EvidenceBundle.single(item), dev_policy, ctx)
+    render_result(result)
+    _check(result.ok, "sim evidence accepted by a policy that allows simulation", failures)
+    _step(5, "The same evidence under the starter (production) policy")
+    prod = Policy.loads(starter_policy(["snp"]), "starter policy")
+    prod_result = verify_and_appraise(EvidenceBundle.single(item), prod, ctx)
+    failed = [r.field for r in prod_result.failures()]
+    _check(not prod_result.ok and "simulated" in failed,
+           f"rejected by a production policy (failed rules: {', '.join(failed)})", failures)
+    _step(6, "A flipped byte in the measurement")
+    tampered = bytearray(item.data)
+    tampered[0x90] ^= 1
+    bad = EvidenceItem(kind="snp", data=bytes(tampered), attachments=item.attachments)
+    try:
+        verify_bundle(EvidenceBundle.single(bad), ctx)
+        _check(False, "tampered report rejected", failures)
+    except AttestationError as e:
+        _check(True, f"tampered report rejected as not authentic: {e.message}", failures)
+    wrong_nonce = VerifyContext(now=now, nonce=secrets.token_bytes(32), extra_roots=(auth.root,))
+    replay = verify_and_appraise(EvidenceBundle.single(item), dev_policy, wrong_nonce)
+    _check(not replay.ok, "replayed evidence (another verifier's nonce) rejected", failures)
+
+
+def _vector_item(base: Path, case: VectorCase) -> EvidenceItem:
+    bundle = kinds.get("snp").load((base / case.path).read_bytes())
+    item = bundle.items[0]
+    if case.vek:
+        item = item.with_attachments({"cert": (base / case.vek).read_bytes()})
+    return item
+
+
+def _validity_time(item: EvidenceItem) -> datetime:
+    """A time inside every supplied certificate's validity (for expired real vectors)."""
+    certs = [c for name, data in item.attachments.items() if name.startswith("cert")
+             for c in load_certificates(data)]
+    start = max(c.not_valid_before_utc for c in certs)
+    end = min(c.not_valid_after_utc for c in certs)
+    return start + (end - start) / 2 if end > start else start
+
+
+def _vectors_demo(base: Path, failures: list[str]) -> None:
+    _step(7, f"Real AMD SEV-SNP evidence from {base}")
+    policy = Policy.loads(starter_policy(["snp"]), "starter policy")
+    table = Table(title="real vectors: verified now (or within the VEK's validity) under the "
+                  "starter policy")
+    for col in ("vector", "product", "key", "ver", "authentic", "policy", "note"):
+        table.add_column(col, overflow="fold")
+    now = datetime.now(UTC)
+    for case in SNP_VECTORS:
+        label = case.path.removeprefix("amd/") + ("" if case.vek.endswith(("vcek.der",
+                "vlek.der")) or not case.vek else f" + {Path(case.vek).name}")
+        try:
+            item = _vector_item(base, case)
+        except (OSError, SealroomError) as e:
+            table.add_row(label, "", "", "", f"[red]unreadable: {e}[/]", "", case.note)
+            failures.append(f"{label}: unreadable")
+            continue
+        when = now
+        try:
+            verified = verify_bundle(EvidenceBundle.single(item), VerifyContext(now=when))
+        except AttestationError as e:
+            if e.code == "certificate-expired" and case.expect_authentic:
+                when = _validity_time(item)
+                try:
+                    verified = verify_bundle(EvidenceBundle.single(item), VerifyContext(now=when))
+                except AttestationError as e2:
+                    verified, e = [], e2
+            else:
+                verified = []
+            if not verified:
+                ok = not case.expect_authentic
+                table.add_row(label, "", "", "", ("[green]no[/]" if ok else "[red]no[/]")
+                              + f" ({e.code})", "", case.note + ("" if ok else " UNEXPECTED"))
+                if not ok:
+                    failures.append(f"{label}: {e.message}")
+                continue
+        claims = verified[0].claims
+        result = appraise(verified, policy, VerifyContext(now=when))
+        fails = ", ".join(r.field for r in result.failures())
+        at = "" if when == now else f" at {when.date()}"
+        good = case.expect_authentic
+        table.add_row(
+            label, str(getattr(claims, "product", "")), str(getattr(claims, "signing_key", "")),
+            str(getattr(claims, "report_version", "")),
+            ("[green]yes[/]" if good else "[red]yes[/]") + at,
+            "[green]accepted[/]" if result.ok else f"[yellow]rejected[/]: {fails}",
+            case.note + ("" if good else " UNEXPECTED"),
+        )
+        if not good:
+            failures.append(f"{label}: tampered evidence verified")
+    console.print(table)
+
+
+def demo_cmd(
+    vectors: Annotated[
+        Path | None, typer.Option("--vectors", help="Vectors folder (default: ../shared/vectors).")
+    ] = None,
+) -> None:
+    """Run the attestation pipeline end to end on this machine and show each step."""
+    console.print("[bold]sealroom demo[/]: attestation core on embedded defaults")
+    failures: list[str] = []
+    _sim_demo(failures)
+    base = find_vectors(vectors)
+    if base is None:
+        console.print("\n(../shared/vectors not found: real-vector table skipped)")
+    else:
+        _vectors_demo(base, failures)
+    if failures:
+        console.print(f"\n[bold red]{len(failures)} unexpected outcome(s)[/]")
+        raise typer.Exit(1)
+    console.print("\n[bold green]demo complete: every outcome as expected[/]")

@@ -1,0 +1,71 @@
+"""The `sealroom` command. Errors become messages and exit codes here, and only here.
+
+Exit codes: 0 ok, 1 bad input, 2 not authentic, 3 unavailable, 4 policy violation.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+from rich.text import Text
+
+from sealroom import __version__
+from sealroom.cli.attest_cmd import attest_app
+from sealroom.cli.common import err_console
+from sealroom.cli.demo import demo_cmd
+from sealroom.cli.sim_cmd import sim_app
+from sealroom.errors import SealroomError
+
+app = typer.Typer(
+    name="sealroom",
+    help="Confidential computing you can check for yourself.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(attest_app, name="attest")
+app.add_typer(sim_app, name="sim")
+app.command("demo")(demo_cmd)
+
+# Sub-apps that live in modules owned by other parts of the tree; mounted when present.
+for _module, _attr, _name in (("sealroom.cli.ear_cmd", "ear_app", "ear"),):
+    try:
+        app.add_typer(getattr(importlib.import_module(_module), _attr), name=_name)
+    except ModuleNotFoundError as _e:
+        if _e.name != _module:
+            raise
+
+
+@app.command("version")
+def version_cmd() -> None:
+    """Print the sealroom version."""
+    typer.echo(f"sealroom {__version__}")
+
+
+def run(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="sealroom: %(levelname)s: %(message)s")
+    try:
+        app(args=argv, prog_name="sealroom")
+    except SealroomError as e:
+        # Text, not markup: messages quote evidence and must never be interpreted.
+        err_console.print(
+            Text.assemble(("error", "bold red"), f" [{e.code}]: {e.diagnostics()}"),
+            soft_wrap=True,
+        )
+        return e.exit_code
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        # The CLI framework exits 2 on usage errors; sealroom reserves 2 for "not authentic",
+        # and sealroom's own commands never exit 2 this way, so a 2 here is bad input.
+        return 1 if code == 2 else code
+    return 0
+
+
+def main() -> None:  # console-script entry point
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()
