@@ -1,0 +1,1 @@
+"""NVIDIA H100 / NVSwitch SPDM evidence: parse (abi), verify, appraise (policy), kind."""
