@@ -85,6 +85,7 @@ class EvidenceKind(Protocol):
 # bytes wins, so more specific formats come first.
 _REGISTRY: dict[str, str] = {
     "snp": "sealroom.attestation.snp.kind:KIND",
+    "nvidia": "sealroom.attestation.nvidia.kind:KIND",
 }
 _loaded: dict[str, EvidenceKind] = {}
 
