@@ -91,12 +91,35 @@ class SimKeys:
     chip_id: bytes
 
 
-def _generate(now: datetime) -> tuple[SimKeys, rsa.RSAPrivateKey, rsa.RSAPrivateKey]:
-    ark_key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    ask_key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+@dataclass(frozen=True)
+class IssuedChain:
+    """A freshly issued chain; the ARK/ASK private keys exist only in this object."""
+
+    keys: SimKeys
+    ark_key: rsa.RSAPrivateKey
+    ask_key: rsa.RSAPrivateKey
+
+
+def issue_chain(
+    now: datetime,
+    *,
+    product_name: str = SIM_PRODUCT,
+    chip_id: bytes | None = None,
+    hwid: bytes | None = None,
+    tcb: TcbVersion = SIM_TCB,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+    rsa_bits: int = 3072,
+) -> IssuedChain:
+    """Issue ARK -> ASK -> VCEK. The keyword arguments exist so tests can build
+    certificates that are wrong in exactly one way (hwID of another chip, other TCB,
+    expired); the sim authority itself uses the defaults."""
+    ark_key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+    ask_key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
     vcek_key = ec.generate_private_key(ec.SECP384R1())
-    chip_id = secrets.token_bytes(64)
-    start, end = now - timedelta(days=1), now + _VALIDITY
+    chip_id = chip_id if chip_id is not None else secrets.token_bytes(64)
+    start = not_before or now - timedelta(days=1)
+    end = not_after or now + _VALIDITY
     ark_name = _name("SIMULATED-ARK sealroom sim authority")
     ask_name = _name("SIMULATED-ASK sealroom sim authority")
     ca = x509.BasicConstraints(ca=True, path_length=None)
@@ -114,13 +137,15 @@ def _generate(now: datetime) -> tuple[SimKeys, rsa.RSAPrivateKey, rsa.RSAPrivate
     )
     exts = [
         (snp_certs.OID_STRUCT_VERSION, _der_int(0)),
-        (snp_certs.OID_PRODUCT_NAME, _der_ia5(SIM_PRODUCT)),
-        (snp_certs.OID_BL_SPL, _der_int(SIM_TCB.bootloader)),
-        (snp_certs.OID_TEE_SPL, _der_int(SIM_TCB.tee)),
-        (snp_certs.OID_SNP_SPL, _der_int(SIM_TCB.snp)),
-        (snp_certs.OID_UCODE_SPL, _der_int(SIM_TCB.microcode)),
-        (snp_certs.OID_HWID, chip_id),
+        (snp_certs.OID_PRODUCT_NAME, _der_ia5(product_name)),
+        (snp_certs.OID_BL_SPL, _der_int(tcb.bootloader)),
+        (snp_certs.OID_TEE_SPL, _der_int(tcb.tee)),
+        (snp_certs.OID_SNP_SPL, _der_int(tcb.snp)),
+        (snp_certs.OID_UCODE_SPL, _der_int(tcb.microcode)),
+        (snp_certs.OID_HWID, hwid if hwid is not None else chip_id),
     ]
+    if tcb.fmc is not None:
+        exts.append((snp_certs.OID_FMC_SPL, _der_int(tcb.fmc)))
     builder = (
         x509.CertificateBuilder().subject_name(_name("SEV-VCEK SIMULATED"))
         .issuer_name(ask_name).public_key(vcek_key.public_key())
@@ -130,7 +155,7 @@ def _generate(now: datetime) -> tuple[SimKeys, rsa.RSAPrivateKey, rsa.RSAPrivate
     for oid, value in exts:
         builder = builder.add_extension(x509.UnrecognizedExtension(oid, value), critical=False)
     vcek = builder.sign(ask_key, hashes.SHA384(), rsa_padding=_PSS)
-    return SimKeys(ark, ask, vcek, vcek_key, chip_id), ark_key, ask_key
+    return IssuedChain(SimKeys(ark, ask, vcek, vcek_key, chip_id), ark_key, ask_key)
 
 
 class SimAuthority:
@@ -145,7 +170,7 @@ class SimAuthority:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         files = {n: home / f"{n}.pem" for n in ("ark", "ask", "vcek", "vcek-key")}
         if not all(p.exists() for p in files.values()):
-            keys, _, _ = _generate(now or datetime.now(UTC))
+            keys = issue_chain(now or datetime.now(UTC)).keys
             for name, cert in (("ark", keys.ark), ("ask", keys.ask), ("vcek", keys.vcek)):
                 files[name].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
             # Only the VCEK key is kept: ARK/ASK keys are not needed after issuance.
@@ -167,7 +192,7 @@ class SimAuthority:
 
     @classmethod
     def ephemeral(cls, now: datetime | None = None) -> SimAuthority:
-        keys, _, _ = _generate(now or datetime.now(UTC))
+        keys = issue_chain(now or datetime.now(UTC)).keys
         return cls(keys)
 
     @property
@@ -194,6 +219,8 @@ class SimAuthority:
         policy: GuestPolicy | None = None,
         vmpl: int = 0,
         guest_svn: int = 0,
+        tcb: TcbVersion = SIM_TCB,
+        cpuid: tuple[int, int, int] = (0, 0, 0),
     ) -> Report:
         if len(measurement) != 48:
             raise InvalidInputError(f"measurement must be 48 bytes, got {len(measurement)}")
@@ -201,21 +228,22 @@ class SimAuthority:
             raise InvalidInputError(f"report_data must be 64 bytes, got {len(report_data)}")
         if len(host_data) != 32:
             raise InvalidInputError(f"host_data must be 32 bytes, got {len(host_data)}")
-        tcb = SIM_TCB.raw
+        tcb_raw = tcb.raw
         major, minor, build = SIM_FIRMWARE
         unsigned = Report(
             version=3, guest_svn=guest_svn, policy=policy or GuestPolicy.build(abi_major=1,
             abi_minor=55), family_id=bytes(16), image_id=bytes(16), vmpl=vmpl,
-            signature_algo=SIG_ALGO_ECDSA_P384_SHA384, current_tcb_raw=tcb,
+            signature_algo=SIG_ALGO_ECDSA_P384_SHA384, current_tcb_raw=tcb_raw,
             platform_info=PlatformInfo(0), author_key_en=False, mask_chip_key=False,
             signing_key=SigningKey.VCEK, report_data=report_data, measurement=measurement,
             host_data=host_data, id_key_digest=bytes(48), author_key_digest=bytes(48),
             report_id=hashlib.sha256(report_data + measurement).digest(),
-            report_id_ma=b"\xff" * 32, reported_tcb_raw=tcb, cpuid_fam_id=0, cpuid_mod_id=0,
-            cpuid_step=0, chip_id=self.keys.chip_id, committed_tcb_raw=tcb,
+            report_id_ma=b"\xff" * 32, reported_tcb_raw=tcb_raw, cpuid_fam_id=cpuid[0],
+            cpuid_mod_id=cpuid[1], cpuid_step=cpuid[2], chip_id=self.keys.chip_id,
+            committed_tcb_raw=tcb_raw,
             current_build=build, current_minor=minor, current_major=major,
             committed_build=build, committed_minor=minor, committed_major=major,
-            launch_tcb_raw=tcb, launch_mit_vector=None, current_mit_vector=None,
+            launch_tcb_raw=tcb_raw, launch_mit_vector=None, current_mit_vector=None,
             signature=bytes(REPORT_SIZE - SIGNATURE_OFFSET),
         )
         return self.sign(unsigned)

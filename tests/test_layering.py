@@ -1,0 +1,64 @@
+"""The layers stay one-way (style.md): checked by walking every module's imports."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "sealroom"
+WEB_DB = ("fastapi", "starlette", "sqlalchemy", "alembic", "psycopg", "asyncpg", "uvicorn")
+
+# package -> prefixes it must never import
+FORBIDDEN = {
+    "attestation": (*WEB_DB, "sealroom.cli", "sealroom.controlplane", "sealroom.hostagent",
+                    "sealroom.runtime", "sealroom.client", "sealroom.testing", "httpx",
+                    "requests"),
+    "crypto": (*WEB_DB, "sealroom.cli", "sealroom.controlplane", "sealroom.hostagent",
+               "sealroom.runtime", "sealroom.testing"),
+    "tee": (*WEB_DB, "sealroom.cli", "sealroom.controlplane", "sealroom.hostagent",
+            "sealroom.runtime", "sealroom.testing"),
+    "runtime": (*WEB_DB, "sealroom.cli", "sealroom.controlplane", "sealroom.hostagent",
+                "sealroom.client", "sealroom.testing"),
+    "hostagent": ("sealroom.cli", "sealroom.testing"),
+    "controlplane": ("sealroom.cli", "sealroom.testing"),
+    "client": ("sealroom.cli", "sealroom.testing"),
+    "errors.py": ("sealroom.attestation.kinds", *WEB_DB),
+}
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def _modules() -> list[tuple[str, Path]]:
+    out = []
+    for p in sorted(SRC.rglob("*.py")):
+        rel = p.relative_to(SRC)
+        out.append((rel.parts[0], p))
+    return out
+
+
+@pytest.mark.parametrize(("top", "path"), _modules(), ids=lambda x: str(x))
+def test_module_respects_layers(top: str, path: Path) -> None:
+    banned = FORBIDDEN.get(top, ())
+    if top != "testing":
+        banned = (*banned, "sealroom.testing")
+    if top != "cli":
+        banned = (*banned, "sealroom.cli")  # nothing imports the CLI
+    bad = [m for m in _imports(path) if any(m == b or m.startswith(b + ".") for b in banned)]
+    assert not bad, f"{path.relative_to(SRC)} imports {bad}, which its layer must not"
+
+
+def test_layering_check_can_fail(tmp_path: Path) -> None:
+    p = tmp_path / "m.py"
+    p.write_text("import sqlalchemy\nfrom sealroom.cli import main\n")
+    assert _imports(p) == ["sqlalchemy", "sealroom.cli"]
