@@ -754,7 +754,7 @@ def test_save_without_overwrite_keeps_existing_key(tmp_path: Path, key: Verifier
 
 
 def test_load_or_create_creates_once(tmp_path: Path) -> None:
-    path = tmp_path / "ear.pem"
+    path = tmp_path / "home" / "verifier" / "ear.pem"  # folders created on first use
     first = VerifierKey.load_or_create(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert VerifierKey.load_or_create(path).kid == first.kid

@@ -421,6 +421,8 @@ class VerifierKey:
         p = Path(path)
         if p.exists():
             return cls.load(p)
+        # The folder holds a private key: create it private (an existing one is left as is).
+        p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = cls.generate()
         try:
             key.save(p, overwrite=False)
