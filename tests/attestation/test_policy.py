@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sealroom.attestation.appraise import AppraisalResult
 from sealroom.attestation.binding import ReportDataInputs, sealroom_report_data
 from sealroom.attestation.evidence import EvidenceBundle
 from sealroom.attestation.kinds import VerifyContext
@@ -27,15 +29,23 @@ def sim() -> SimAuthority:
     return SimAuthority.ephemeral(NOW)
 
 
-def _run(sim: SimAuthority, pol: dict[str, object], *, nonce: bytes | None = None,
-         inputs: ReportDataInputs | None = None, **report: object):  # type: ignore[no-untyped-def]
-    item = sim.evidence(sim.report(measurement=M, **report),  # type: ignore[arg-type]
-                        collected_at=NOW - timedelta(seconds=30))
+def _run(
+    sim: SimAuthority,
+    pol: dict[str, object],
+    *,
+    nonce: bytes | None = None,
+    inputs: ReportDataInputs | None = None,
+    **report: Any,
+) -> AppraisalResult:
+    item = sim.evidence(
+        sim.report(measurement=M, **report),
+        collected_at=NOW - timedelta(seconds=30),
+    )
     ctx = VerifyContext(now=NOW, nonce=nonce, extra_roots=(sim.root,), report_data_inputs=inputs)
     return verify_and_appraise(EvidenceBundle.single(item), Policy.from_dict(pol), ctx)
 
 
-def _failed(result) -> list[str]:  # type: ignore[no-untyped-def]
+def _failed(result: AppraisalResult) -> list[str]:
     return [r.field for r in result.failures()]
 
 
@@ -52,7 +62,10 @@ BASE = {"version": 1, "allow_simulated": True}
         ({"version": 1, "snp": {"measurement": []}}, "snp.measurement"),
         ({"version": 1, "snp": {"measurements": ["abcd"]}}, "must be 48 bytes"),
         ({"version": 1, "snp": {"measurements": ["zz" * 48]}}, "is not hex"),
-        ({"version": 1, "snp": {"min_tcb": {"reported": {"snp": 256}}}}, "snp.min_tcb.reported.snp"),
+        (
+            {"version": 1, "snp": {"min_tcb": {"reported": {"snp": 256}}}},
+            "snp.min_tcb.reported.snp",
+        ),
         ({"version": 1, "snp": {"vmpl": [4]}}, "snp.vmpl.0"),
         ({"version": 1, "snp": {"min_firmware": {"current": "1.x"}}}, "min_firmware.current"),
         ({"version": 1, "require": ["tdx"], "snp": {}}, "require lists 'tdx'"),
@@ -114,18 +127,29 @@ def test_minimum_tcb_per_component(sim: SimAuthority) -> None:
 
 def test_debug_smt_migration_vmpl_svn(sim: SimAuthority) -> None:
     pol = {**BASE, "snp": {"allow_smt": False, "vmpl": [0], "min_guest_svn": 2}}
-    result = _run(sim, pol, policy=GuestPolicy.build(debug=True, smt=True, migrate_ma=True),
-                  vmpl=1, guest_svn=1)
-    assert _failed(result) == ["GUEST_SVN", "VMPL", "POLICY.DEBUG", "POLICY.SMT",
-                               "POLICY.MIGRATE_MA"]
+    result = _run(
+        sim,
+        pol,
+        policy=GuestPolicy.build(debug=True, smt=True, migrate_ma=True),
+        vmpl=1,
+        guest_svn=1,
+    )
+    assert _failed(result) == [
+        "GUEST_SVN",
+        "VMPL",
+        "POLICY.DEBUG",
+        "POLICY.SMT",
+        "POLICY.MIGRATE_MA",
+    ]
     relaxed = {**BASE, "snp": {"allow_debug": True, "allow_migrate_ma": True}}
     assert _run(sim, relaxed, policy=GuestPolicy.build(debug=True, migrate_ma=True)).ok
 
 
 def test_firmware_and_abi_minimums(sim: SimAuthority) -> None:
     assert _run(sim, {**BASE, "snp": {"min_firmware": {"current": "1.55"}, "min_abi": "1.51"}}).ok
-    result = _run(sim, {**BASE, "snp": {"min_firmware": {"committed": "1.57.1"},
-                                        "min_abi": "1.56"}})
+    result = _run(
+        sim, {**BASE, "snp": {"min_firmware": {"committed": "1.57.1"}, "min_abi": "1.56"}}
+    )
     assert _failed(result) == ["COMMITTED_FIRMWARE", "POLICY.ABI"]
 
 
@@ -166,8 +190,9 @@ def test_require_names_missing_kind(sim: SimAuthority) -> None:
     assert [r.field for r in result.bundle_rules] == ["require.snp"]
 
 
-def test_unsafe_accept_all_is_spelled_and_logged(sim: SimAuthority,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_unsafe_accept_all_is_spelled_and_logged(
+    sim: SimAuthority, caplog: pytest.LogCaptureFixture
+) -> None:
     policy = Policy.unsafe_accept_all(allow_simulated=True)
     assert "unsafe_accept_all" in caplog.text
     item = sim.evidence(sim.report(measurement=M))

@@ -13,11 +13,16 @@ import pytest
 from sealroom.attestation.policy import Policy
 
 
-def sealroom(*args: str, home: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+def sealroom(
+    *args: str, home: Path, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SEALROOM_HOME": str(home), "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "sealroom.cli.main", *args],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
         input=stdin.decode() if stdin is not None else None,
     )
 
@@ -44,20 +49,41 @@ def test_policy_init_refuses_to_overwrite(starter: Path, home: Path) -> None:
 
 
 def test_verify_real_vector_ok(vectors: Path, starter: Path, home: Path) -> None:
-    r = sealroom("attest", "verify", str(vectors / "amd/milan_oak/report.bin"), "--certs",
-                 str(vectors / "amd/milan_oak/vcek.der"), "--policy", str(starter),
-                 "--now", "2025-06-01T00:00:00Z", home=home)
+    r = sealroom(
+        "attest",
+        "verify",
+        str(vectors / "amd/milan_oak/report.bin"),
+        "--certs",
+        str(vectors / "amd/milan_oak/vcek.der"),
+        "--policy",
+        str(starter),
+        "--now",
+        "2025-06-01T00:00:00Z",
+        home=home,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ACCEPTED" in r.stdout and "SIMULATED" not in r.stdout
 
 
-def test_verify_json_and_policy_violation_exit_4(vectors: Path, starter: Path, home: Path,
-                                                 tmp_path: Path) -> None:
+def test_verify_json_and_policy_violation_exit_4(
+    vectors: Path, starter: Path, home: Path, tmp_path: Path
+) -> None:
     ear = tmp_path / "result.jwt"
-    r = sealroom("attest", "verify", str(vectors / "amd/milan_gosev_debug/report.bin"),
-                 "--certs", str(vectors / "amd/milan_gosev_debug/vcek.der"), "--policy",
-                 str(starter), "--now", "2024-01-01T00:00:00Z", "--json", "--ear", str(ear),
-                 home=home)
+    r = sealroom(
+        "attest",
+        "verify",
+        str(vectors / "amd/milan_gosev_debug/report.bin"),
+        "--certs",
+        str(vectors / "amd/milan_gosev_debug/vcek.der"),
+        "--policy",
+        str(starter),
+        "--now",
+        "2024-01-01T00:00:00Z",
+        "--json",
+        "--ear",
+        str(ear),
+        home=home,
+    )
     assert r.returncode == 4, r.stderr
     out = json.loads(r.stdout)
     assert out["ok"] is False
@@ -70,23 +96,47 @@ def test_verify_json_and_policy_violation_exit_4(vectors: Path, starter: Path, h
 
 
 def test_not_authentic_exit_2(vectors: Path, starter: Path, home: Path) -> None:
-    r = sealroom("attest", "verify", str(vectors / "amd/milan_trustee/report.bin"), "--certs",
-                 str(vectors / "amd/milan_trustee/NEG_vcek_tampered_hwid_legacy.der"),
-                 "--policy", str(starter), "--now", "2024-06-01T00:00:00Z", home=home)
+    r = sealroom(
+        "attest",
+        "verify",
+        str(vectors / "amd/milan_trustee/report.bin"),
+        "--certs",
+        str(vectors / "amd/milan_trustee/NEG_vcek_tampered_hwid_legacy.der"),
+        "--policy",
+        str(starter),
+        "--now",
+        "2024-06-01T00:00:00Z",
+        home=home,
+    )
     assert r.returncode == 2
     assert "certificate-chain-invalid" in r.stderr
 
 
 def test_expired_without_now_exit_2(vectors: Path, starter: Path, home: Path) -> None:
-    r = sealroom("attest", "verify", str(vectors / "amd/milan_vlek_aws_trustee/report.bin"),
-                 "--certs", str(vectors / "amd/milan_vlek_aws_trustee/vlek.der"), "--policy",
-                 str(starter), home=home)
+    r = sealroom(
+        "attest",
+        "verify",
+        str(vectors / "amd/milan_vlek_aws_trustee/report.bin"),
+        "--certs",
+        str(vectors / "amd/milan_vlek_aws_trustee/vlek.der"),
+        "--policy",
+        str(starter),
+        home=home,
+    )
     assert r.returncode == 2 and "expired" in r.stderr and "--now" in r.stderr
 
 
 def test_collateral_unavailable_exit_3(vectors: Path, starter: Path, home: Path) -> None:
-    r = sealroom("attest", "verify", str(vectors / "amd/milan_vlek_aws_trustee/report.bin"),
-                 "--policy", str(starter), "--now", "2025-06-01T00:00:00Z", home=home)
+    r = sealroom(
+        "attest",
+        "verify",
+        str(vectors / "amd/milan_vlek_aws_trustee/report.bin"),
+        "--policy",
+        str(starter),
+        "--now",
+        "2025-06-01T00:00:00Z",
+        home=home,
+    )
     assert r.returncode == 3 and "VLEK" in r.stderr
 
 
@@ -97,13 +147,16 @@ def test_collateral_unavailable_exit_3(vectors: Path, starter: Path, home: Path)
         (["attest", "verify", "-", "--policy", "POLICY"], "cannot tell what kind"),
         (["attest", "verify", "REPORT", "--policy", "POLICY", "--now", "yesterday"], "--now"),
         (["attest", "verify", "REPORT", "--policy", "POLICY", "--nonce", "xyz"], "--nonce"),
-        (["attest", "verify", "REPORT", "--policy", "POLICY", "--kind", "sgx-magic"],
-         "unknown evidence kind"),
+        (
+            ["attest", "verify", "REPORT", "--policy", "POLICY", "--kind", "sgx-magic"],
+            "unknown evidence kind",
+        ),
         (["attest", "verify", "REPORT"], "policy"),  # usage error: exit 1, not 2
     ],
 )
-def test_bad_input_exit_1(vectors: Path, starter: Path, home: Path, args: list[str],
-                          needle: str) -> None:
+def test_bad_input_exit_1(
+    vectors: Path, starter: Path, home: Path, args: list[str], needle: str
+) -> None:
     report = str(vectors / "amd/milan_oak/report.bin")
     args = [report if a == "REPORT" else str(starter) if a == "POLICY" else a for a in args]
     r = sealroom(*args, home=home, stdin=b"not evidence")
@@ -112,8 +165,9 @@ def test_bad_input_exit_1(vectors: Path, starter: Path, home: Path, args: list[s
 
 
 def test_inspect_pretty_and_json(vectors: Path, home: Path) -> None:
-    r = sealroom("attest", "inspect", str(vectors / "amd/turin_oak/report.bin"), "--json",
-                 home=home)
+    r = sealroom(
+        "attest", "inspect", str(vectors / "amd/turin_oak/report.bin"), "--json", home=home
+    )
     assert r.returncode == 0, r.stderr
     item = json.loads(r.stdout)["items"]["item0"]
     assert item["verified"] is False and item["product"] == "Turin"
@@ -122,11 +176,21 @@ def test_inspect_pretty_and_json(vectors: Path, home: Path) -> None:
     assert r.returncode == 0 and "NOT verified" in r.stdout
 
 
-def test_sim_report_needs_root_and_allow_simulated(tmp_path: Path, home: Path,
-                                                   starter: Path) -> None:
+def test_sim_report_needs_root_and_allow_simulated(
+    tmp_path: Path, home: Path, starter: Path
+) -> None:
     ev = tmp_path / "sim.json"
-    r = sealroom("sim", "report", "--out", str(ev), "--measurement", "ab" * 48,
-                 "--report-data", "0102", home=home)
+    r = sealroom(
+        "sim",
+        "report",
+        "--out",
+        str(ev),
+        "--measurement",
+        "ab" * 48,
+        "--report-data",
+        "0102",
+        home=home,
+    )
     assert r.returncode == 0, r.stderr
     assert "SIMULATED" in r.stderr
     root = tmp_path / "sim-root.pem"
@@ -135,18 +199,42 @@ def test_sim_report_needs_root_and_allow_simulated(tmp_path: Path, home: Path,
     r = sealroom("attest", "verify", str(ev), "--policy", str(starter), home=home)
     assert r.returncode == 2 and "untrusted-root" in r.stderr
     # With the root but a production policy: rejected because it is simulated.
-    r = sealroom("attest", "verify", str(ev), "--policy", str(starter), "--root", str(root),
-                 home=home)
+    r = sealroom(
+        "attest", "verify", str(ev), "--policy", str(starter), "--root", str(root), home=home
+    )
     assert r.returncode == 4 and "SIMULATED" in r.stdout
     dev = tmp_path / "dev.yaml"
-    dev.write_text("version: 1\nallow_simulated: true\nsnp:\n  measurements: ['" + "ab" * 48
-                   + "']\n  report_data: {mode: nonce}\n")
-    r = sealroom("attest", "verify", str(ev), "--policy", str(dev), "--root", str(root),
-                 "--nonce", "0102", home=home)
+    dev.write_text(
+        "version: 1\nallow_simulated: true\nsnp:\n  measurements: ['"
+        + "ab" * 48
+        + "']\n  report_data: {mode: nonce}\n"
+    )
+    r = sealroom(
+        "attest",
+        "verify",
+        str(ev),
+        "--policy",
+        str(dev),
+        "--root",
+        str(root),
+        "--nonce",
+        "0102",
+        home=home,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ACCEPTED (SIMULATED)" in r.stdout
-    r = sealroom("attest", "verify", str(ev), "--policy", str(dev), "--root", str(root),
-                 "--nonce", "0103", home=home)
+    r = sealroom(
+        "attest",
+        "verify",
+        str(ev),
+        "--policy",
+        str(dev),
+        "--root",
+        str(root),
+        "--nonce",
+        "0103",
+        home=home,
+    )
     assert r.returncode == 4
 
 

@@ -149,7 +149,9 @@ def parse_envelope(data: bytes) -> EvidenceBundle:
                 data=_b64(raw.get("data"), f"{where}.data"),
                 attachments=atts,
                 name=name,
-                collected_at=None if collected is None else _time(collected, f"{where}.collected_at"),
+                collected_at=None
+                if collected is None
+                else _time(collected, f"{where}.collected_at"),
             )
         )
     return EvidenceBundle(tuple(items))

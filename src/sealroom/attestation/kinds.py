@@ -86,6 +86,7 @@ class EvidenceKind(Protocol):
 _REGISTRY: dict[str, str] = {
     "snp": "sealroom.attestation.snp.kind:KIND",
     "nvidia": "sealroom.attestation.nvidia.kind:KIND",
+    "tpm": "sealroom.attestation.tpm.kind:KIND",
 }
 _loaded: dict[str, EvidenceKind] = {}
 

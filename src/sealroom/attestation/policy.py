@@ -164,9 +164,7 @@ class Policy:
     @classmethod
     def unsafe_accept_all(cls, *, allow_simulated: bool = False) -> Policy:
         """Accepts any authentic evidence of any kind. For inspection and tests only."""
-        log.warning(
-            "using Policy.unsafe_accept_all(): authentic evidence of any content will pass"
-        )
+        log.warning("using Policy.unsafe_accept_all(): authentic evidence of any content will pass")
         return cls(
             version=POLICY_VERSION,
             id="unsafe-accept-all",
@@ -251,6 +249,9 @@ def check_report_data(
         rules.add(field_name, got, reason, False, Trust.INSTANCE_IDENTITY)
     else:
         rules.add(
-            field_name, got, f"{want.hex()} ({pol.mode})", hmac.compare_digest(got, want),
+            field_name,
+            got,
+            f"{want.hex()} ({pol.mode})",
+            hmac.compare_digest(got, want),
             Trust.INSTANCE_IDENTITY,
         )

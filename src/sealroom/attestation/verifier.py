@@ -65,7 +65,10 @@ def appraise(verified: list[VerifiedItem], policy: Policy, ctx: VerifyContext) -
     present = [v.item.kind for v in verified]
     for req in policy.require:
         bundle_rules.add(
-            f"require.{req}", present, f"a {req} evidence item", req in present,
+            f"require.{req}",
+            present,
+            f"a {req} evidence item",
+            req in present,
             Trust.INSTANCE_IDENTITY,
         )
     submods = []
@@ -76,22 +79,30 @@ def appraise(verified: list[VerifiedItem], policy: Policy, ctx: VerifyContext) -
             collected = v.item.collected_at
             if collected is None:
                 rules.add(
-                    "evidence_age", None,
+                    "evidence_age",
+                    None,
                     f"<= {policy.max_evidence_age}s (evidence carries no collected_at)",
-                    False, Trust.INSTANCE_IDENTITY,
+                    False,
+                    Trust.INSTANCE_IDENTITY,
                 )
             else:
                 age = int((ctx.now - collected).total_seconds())
                 rules.add(
-                    "evidence_age", f"{age}s", f"<= {policy.max_evidence_age}s",
-                    -60 <= age <= policy.max_evidence_age, Trust.INSTANCE_IDENTITY,
+                    "evidence_age",
+                    f"{age}s",
+                    f"<= {policy.max_evidence_age}s",
+                    -60 <= age <= policy.max_evidence_age,
+                    Trust.INSTANCE_IDENTITY,
                 )
         section = policy.sections.get(v.item.kind)
         if section is not None:
             rules.extend(kinds.get(v.item.kind).appraise(v.claims, section, ctx))
         elif not policy.unsafe:
             rules.add(
-                "kind", v.item.kind, f"one of {sorted(policy.sections)}", False,
+                "kind",
+                v.item.kind,
+                f"one of {sorted(policy.sections)}",
+                False,
                 Trust.INSTANCE_IDENTITY,
             )
         named = tuple(

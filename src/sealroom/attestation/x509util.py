@@ -11,6 +11,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import pairwise
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -102,12 +103,15 @@ def _verify_signature(child: x509.Certificate, issuer: x509.Certificate, what: s
             params = child.signature_algorithm_parameters
             if not isinstance(params, padding.PSS | padding.PKCS1v15) or hash_alg is None:
                 raise AttestationError(
-                    f"{what}: unsupported RSA signature parameters", code="certificate-chain-invalid"
+                    f"{what}: unsupported RSA signature parameters",
+                    code="certificate-chain-invalid",
                 )
             key.verify(sig, data, params, hash_alg)
         elif isinstance(key, ec.EllipticCurvePublicKey):
             if hash_alg is None:
-                raise AttestationError(f"{what}: ECDSA without hash", code="certificate-chain-invalid")
+                raise AttestationError(
+                    f"{what}: ECDSA without hash", code="certificate-chain-invalid"
+                )
             key.verify(sig, data, ec.ECDSA(hash_alg))
         elif isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(sig, data)
@@ -152,7 +156,7 @@ def verify_chain(
     """
     if not chain:
         raise ValueError("empty chain")
-    for (name, cert), (iname, issuer) in zip(chain, chain[1:], strict=False):
+    for (name, cert), (iname, issuer) in pairwise(chain):
         verify_issued_by(cert, issuer, f"{name} <- {iname}")
     for name, cert in chain:
         check_validity(cert, now, name)

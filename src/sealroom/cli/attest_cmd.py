@@ -101,8 +101,11 @@ def verify_cmd(
     ] = [],  # noqa: B006
     root: Annotated[
         list[Path],
-        typer.Option("--root", help="Extra trusted root, e.g. a sim authority's ARK. Evidence "
-                     "anchored there is reported as SIMULATED."),
+        typer.Option(
+            "--root",
+            help="Extra trusted root, e.g. a sim authority's ARK. Evidence "
+            "anchored there is reported as SIMULATED.",
+        ),
     ] = [],  # noqa: B006
     now: Annotated[
         str | None, typer.Option("--now", help="Check at this ISO 8601 time (default: now).")
@@ -214,4 +217,3 @@ def policy_check(policy: Annotated[Path, typer.Argument(help="Policy file.")]) -
     """Validate a policy file and print it normalised."""
     pol = Policy.load(policy)
     typer.echo(pol.to_json())
-

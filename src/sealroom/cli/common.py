@@ -68,8 +68,13 @@ def print_json(obj: Any) -> None:
 
 
 def simulated_banner() -> None:
-    console.print(Panel(f"[bold yellow]{SIMULATED_BANNER}[/]", title="[bold red]SIMULATED[/]",
-                        border_style="red"))
+    console.print(
+        Panel(
+            f"[bold yellow]{SIMULATED_BANNER}[/]",
+            title="[bold red]SIMULATED[/]",
+            border_style="red",
+        )
+    )
 
 
 def _claim_rows(d: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -78,10 +83,12 @@ def _claim_rows(d: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v and not {"raw"} >= set(v):
             if "raw" in v and all(not isinstance(x, dict) for x in v.values()):
-                inner = " ".join(f"{ik}={iv}" for ik, iv in v.items() if ik != "raw"
-                                 and iv is not None)
-                rows.append((key, f"{inner}  (raw {v['raw']:#x})" if isinstance(v["raw"], int)
-                             else inner))
+                inner = " ".join(
+                    f"{ik}={iv}" for ik, iv in v.items() if ik != "raw" and iv is not None
+                )
+                rows.append(
+                    (key, f"{inner}  (raw {v['raw']:#x})" if isinstance(v["raw"], int) else inner)
+                )
             else:
                 rows.extend(_claim_rows(v, key + "."))
         else:

@@ -42,23 +42,43 @@ class VectorCase:
 
 
 SNP_VECTORS = (
-    VectorCase("amd/milan_gosev_debug/report.bin", "amd/milan_gosev_debug/vcek.der", True,
-               "DEBUG policy bit set"),
+    VectorCase(
+        "amd/milan_gosev_debug/report.bin",
+        "amd/milan_gosev_debug/vcek.der",
+        True,
+        "DEBUG policy bit set",
+    ),
     VectorCase("amd/milan_virtee/report.hex", "amd/milan_virtee/vcek.der", True),
-    VectorCase("amd/milan_trustee/report.bin", "amd/milan_trustee/vcek.der", True,
-               "CURRENT_TCB != REPORTED_TCB"),
-    VectorCase("amd/milan_trustee/report.bin",
-               "amd/milan_trustee/NEG_vcek_tampered_hwid_legacy.der", False, "tampered VCEK"),
-    VectorCase("amd/milan_trustee/report.bin",
-               "amd/milan_trustee/NEG_vcek_tampered_hwid_octetstring.der", False,
-               "tampered VCEK"),
-    VectorCase("amd/milan_vlek_aws_trustee/report.bin", "amd/milan_vlek_aws_trustee/vlek.der",
-               True, "VLEK (AWS), VMPL 1"),
+    VectorCase(
+        "amd/milan_trustee/report.bin",
+        "amd/milan_trustee/vcek.der",
+        True,
+        "CURRENT_TCB != REPORTED_TCB",
+    ),
+    VectorCase(
+        "amd/milan_trustee/report.bin",
+        "amd/milan_trustee/NEG_vcek_tampered_hwid_legacy.der",
+        False,
+        "tampered VCEK",
+    ),
+    VectorCase(
+        "amd/milan_trustee/report.bin",
+        "amd/milan_trustee/NEG_vcek_tampered_hwid_octetstring.der",
+        False,
+        "tampered VCEK",
+    ),
+    VectorCase(
+        "amd/milan_vlek_aws_trustee/report.bin",
+        "amd/milan_vlek_aws_trustee/vlek.der",
+        True,
+        "VLEK (AWS), VMPL 1",
+    ),
     VectorCase("amd/milan_oak/report.bin", "amd/milan_oak/vcek.der", True),
     VectorCase("amd/genoa_trustee_e2e/snp_evidence.json", "", True, "Trustee JSON"),
     VectorCase("amd/genoa_oak/report.bin", "amd/genoa_oak/vcek.der", True, "report v5"),
-    VectorCase("amd/turin_oak/report.bin", "amd/turin_oak/vcek.der", True,
-               "Turin TCB layout, 8-byte hwID"),
+    VectorCase(
+        "amd/turin_oak/report.bin", "amd/turin_oak/vcek.der", True, "Turin TCB layout, 8-byte hwID"
+    ),
 )
 
 
@@ -98,12 +118,21 @@ def _sim_demo(failures: list[str]) -> None:
     item = auth.evidence(report, collected_at=now)
     console.print(f"  nonce: {nonce.hex()}  report: {len(item.data)} bytes (real SNP layout)")
     ctx = VerifyContext(now=now, nonce=nonce, extra_roots=(auth.root,))
-    dev_policy = Policy.from_dict({
-        "version": 1, "id": "demo-dev", "allow_simulated": True, "max_evidence_age": 300,
-        "require": ["snp"],
-        "snp": {"measurements": [measurement.hex()], "report_data": {"mode": "nonce"},
-                "vmpl": [0], "allow_debug": False},
-    })
+    dev_policy = Policy.from_dict(
+        {
+            "version": 1,
+            "id": "demo-dev",
+            "allow_simulated": True,
+            "max_evidence_age": 300,
+            "require": ["snp"],
+            "snp": {
+                "measurements": [measurement.hex()],
+                "report_data": {"mode": "nonce"},
+                "vmpl": [0],
+                "allow_debug": False,
+            },
+        }
+    )
     _step(4, "Verify + appraise under a development policy (allow_simulated: true)")
     result = verify_and_appraise(EvidenceBundle.single(item), dev_policy, ctx)
     render_result(result)
@@ -112,8 +141,11 @@ def _sim_demo(failures: list[str]) -> None:
     prod = Policy.loads(starter_policy(["snp"]), "starter policy")
     prod_result = verify_and_appraise(EvidenceBundle.single(item), prod, ctx)
     failed = [r.field for r in prod_result.failures()]
-    _check(not prod_result.ok and "simulated" in failed,
-           f"rejected by a production policy (failed rules: {', '.join(failed)})", failures)
+    _check(
+        not prod_result.ok and "simulated" in failed,
+        f"rejected by a production policy (failed rules: {', '.join(failed)})",
+        failures,
+    )
     _step(6, "A flipped byte in the measurement")
     tampered = bytearray(item.data)
     tampered[0x90] ^= 1
@@ -138,8 +170,12 @@ def _vector_item(base: Path, case: VectorCase) -> EvidenceItem:
 
 def _validity_time(item: EvidenceItem) -> datetime:
     """A time inside every supplied certificate's validity (for expired real vectors)."""
-    certs = [c for name, data in item.attachments.items() if name.startswith("cert")
-             for c in load_certificates(data)]
+    certs = [
+        c
+        for name, data in item.attachments.items()
+        if name.startswith("cert")
+        for c in load_certificates(data)
+    ]
     start = max(c.not_valid_before_utc for c in certs)
     end = min(c.not_valid_after_utc for c in certs)
     return start + (end - start) / 2 if end > start else start
@@ -148,14 +184,18 @@ def _validity_time(item: EvidenceItem) -> datetime:
 def _vectors_demo(base: Path, failures: list[str]) -> None:
     _step(7, f"Real AMD SEV-SNP evidence from {base}")
     policy = Policy.loads(starter_policy(["snp"]), "starter policy")
-    table = Table(title="real vectors: verified now (or within the VEK's validity) under the "
-                  "starter policy")
+    table = Table(
+        title="real vectors: verified now (or within the VEK's validity) under the starter policy"
+    )
     for col in ("vector", "product", "key", "ver", "authentic", "policy", "note"):
         table.add_column(col, overflow="fold")
     now = datetime.now(UTC)
     for case in SNP_VECTORS:
-        label = case.path.removeprefix("amd/") + ("" if case.vek.endswith(("vcek.der",
-                "vlek.der")) or not case.vek else f" + {Path(case.vek).name}")
+        label = case.path.removeprefix("amd/") + (
+            ""
+            if case.vek.endswith(("vcek.der", "vlek.der")) or not case.vek
+            else f" + {Path(case.vek).name}"
+        )
         try:
             item = _vector_item(base, case)
         except (OSError, SealroomError) as e:
@@ -176,8 +216,15 @@ def _vectors_demo(base: Path, failures: list[str]) -> None:
                 verified = []
             if not verified:
                 ok = not case.expect_authentic
-                table.add_row(label, "", "", "", ("[green]no[/]" if ok else "[red]no[/]")
-                              + f" ({e.code})", "", case.note + ("" if ok else " UNEXPECTED"))
+                table.add_row(
+                    label,
+                    "",
+                    "",
+                    "",
+                    ("[green]no[/]" if ok else "[red]no[/]") + f" ({e.code})",
+                    "",
+                    case.note + ("" if ok else " UNEXPECTED"),
+                )
                 if not ok:
                     failures.append(f"{label}: {e.message}")
                 continue
@@ -187,7 +234,9 @@ def _vectors_demo(base: Path, failures: list[str]) -> None:
         at = "" if when == now else f" at {when.date()}"
         good = case.expect_authentic
         table.add_row(
-            label, str(getattr(claims, "product", "")), str(getattr(claims, "signing_key", "")),
+            label,
+            str(getattr(claims, "product", "")),
+            str(getattr(claims, "signing_key", "")),
             str(getattr(claims, "report_version", "")),
             ("[green]yes[/]" if good else "[red]yes[/]") + at,
             "[green]accepted[/]" if result.ok else f"[yellow]rejected[/]: {fails}",

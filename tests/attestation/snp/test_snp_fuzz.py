@@ -17,16 +17,15 @@ from sealroom.errors import MalformedEvidenceError
 
 from ...conftest import VECTORS
 
-FUZZ = settings(max_examples=300, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _seed_report() -> bytes:
     p = VECTORS / "amd" / "milan_oak" / "report.bin"
     if p.is_file():
         return p.read_bytes()
-    return bytes([2, 0, 0, 0]) + bytes(4) + (0x30000).to_bytes(8, "little") + bytes(
-        REPORT_SIZE - 16
+    return (
+        bytes([2, 0, 0, 0]) + bytes(4) + (0x30000).to_bytes(8, "little") + bytes(REPORT_SIZE - 16)
     )
 
 
@@ -73,8 +72,10 @@ def test_cert_table_round_trip(entries: dict[str, bytes]) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-300, 70000) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=70) | st.dictionaries(st.text(max_size=12),
-                                                                       children, max_size=8),
+    lambda children: (
+        st.lists(children, max_size=70)
+        | st.dictionaries(st.text(max_size=12), children, max_size=8)
+    ),
     max_leaves=200,
 )
 

@@ -111,10 +111,15 @@ def test_flipped_signed_byte_rejected(vectors: Path, pos: int) -> None:
     with pytest.raises((AttestationError, MalformedEvidenceError)) as e:
         SNP.verify(bad, VerifyContext(now=v.now))
     if isinstance(e.value, AttestationError):
-        assert e.value.code in ("snp-signature-invalid", "snp-vek-tcb-mismatch",
-                                "snp-vcek-wrong-chip", "snp-product-mismatch",
-                                "snp-wrong-product-root", "snp-signature-algorithm",
-                                "snp-unsigned")
+        assert e.value.code in (
+            "snp-signature-invalid",
+            "snp-vek-tcb-mismatch",
+            "snp-vcek-wrong-chip",
+            "snp-product-mismatch",
+            "snp-wrong-product-root",
+            "snp-signature-algorithm",
+            "snp-unsigned",
+        )
 
 
 @pytest.mark.parametrize("pos", [0x2A0, 0x2A0 + 40, 0x2E8, 0x2E8 + 71])
@@ -201,8 +206,9 @@ def test_missing_vcek_is_unavailable_not_a_verdict(vectors: Path) -> None:
 def test_vcek_from_offline_collateral_directory(vectors: Path, tmp_path: Path) -> None:
     (tmp_path / "vcek.der").write_bytes(amd(vectors, "milan_oak/vcek.der"))
     item = SNP.load(amd(vectors, "milan_oak/report.bin")).items[0]
-    ctx = VerifyContext(now=datetime(2025, 6, 1, tzinfo=UTC),
-                        collateral=DirectoryCollateral(tmp_path))
+    ctx = VerifyContext(
+        now=datetime(2025, 6, 1, tzinfo=UTC), collateral=DirectoryCollateral(tmp_path)
+    )
     claims = SNP.verify(item, ctx)
     assert isinstance(claims, SnpClaims) and claims.product == "Milan"
 
@@ -235,8 +241,9 @@ def test_crl_not_revoking_marks_revocation_checked() -> None:
 def test_revoked_ask_rejected() -> None:
     pki = FakeSnpPki(NOW)
     with pytest.raises(AttestationError) as e:
-        SNP.verify(_crl_case(pki, pki.crl([pki.ask])),
-                   VerifyContext(now=NOW, extra_roots=(pki.ark,)))
+        SNP.verify(
+            _crl_case(pki, pki.crl([pki.ask])), VerifyContext(now=NOW, extra_roots=(pki.ark,))
+        )
     assert e.value.code == "certificate-revoked"
 
 
@@ -251,8 +258,10 @@ def test_stale_crl_rejected() -> None:
 def test_crl_from_wrong_issuer_rejected() -> None:
     pki = FakeSnpPki(NOW)
     with pytest.raises(AttestationError) as e:
-        SNP.verify(_crl_case(pki, pki.crl(signed_by_ask=True)),
-                   VerifyContext(now=NOW, extra_roots=(pki.ark,)))
+        SNP.verify(
+            _crl_case(pki, pki.crl(signed_by_ask=True)),
+            VerifyContext(now=NOW, extra_roots=(pki.ark,)),
+        )
     assert e.value.code == "crl-invalid"
 
 

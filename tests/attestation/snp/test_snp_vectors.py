@@ -34,30 +34,94 @@ class Vec:
 
 
 VECS = {
-    "milan_gosev_debug": Vec("milan_gosev_debug/report.bin", "milan_gosev_debug/vcek.der",
-                             datetime(2024, 1, 1, tzinfo=UTC), "Milan", 2, "vcek",
-                             0x4405000000000002, "1.49.3", 0xB0000),
-    "milan_virtee": Vec("milan_virtee/report.hex", "milan_virtee/vcek.der",
-                        datetime(2024, 1, 1, tzinfo=UTC), "Milan", 2, "vcek",
-                        0x7308000000000003, "1.52.4", 0x30000),
-    "milan_trustee": Vec("milan_trustee/report.bin", "milan_trustee/vcek.der",
-                         datetime(2024, 6, 1, tzinfo=UTC), "Milan", 2, "vcek",
-                         0x7308000000000003, "1.52.4", 0x3001F),
-    "milan_vlek_aws": Vec("milan_vlek_aws_trustee/report.bin", "milan_vlek_aws_trustee/vlek.der",
-                          datetime(2025, 6, 1, tzinfo=UTC), "Milan", 3, "vlek",
-                          0xD918000000000004, "1.55.29", 0x30000),
-    "milan_oak": Vec("milan_oak/report.bin", "milan_oak/vcek.der",
-                     datetime(2025, 6, 1, tzinfo=UTC), "Milan", 3, "vcek",
-                     0xDB18000000000004, "1.55.29", 0x30000),
-    "genoa_trustee_e2e": Vec("genoa_trustee_e2e/report.bin", "genoa_trustee_e2e/vcek.der",
-                             datetime(2025, 6, 1, tzinfo=UTC), "Genoa", 3, "vcek",
-                             0x191700000000000A, "1.55.40", 0x30000),
-    "genoa_oak": Vec("genoa_oak/report.bin", "genoa_oak/vcek.der",
-                     datetime(2025, 9, 1, tzinfo=UTC), "Genoa", 5, "vcek",
-                     0x541900000000000A, "1.55.43", 0x30000),
-    "turin_oak": Vec("turin_oak/report.bin", "turin_oak/vcek.der",
-                     datetime(2025, 9, 1, tzinfo=UTC), "Turin", 5, "vcek",
-                     0x4700000002000100, "1.55.61", 0x30000),
+    "milan_gosev_debug": Vec(
+        "milan_gosev_debug/report.bin",
+        "milan_gosev_debug/vcek.der",
+        datetime(2024, 1, 1, tzinfo=UTC),
+        "Milan",
+        2,
+        "vcek",
+        0x4405000000000002,
+        "1.49.3",
+        0xB0000,
+    ),
+    "milan_virtee": Vec(
+        "milan_virtee/report.hex",
+        "milan_virtee/vcek.der",
+        datetime(2024, 1, 1, tzinfo=UTC),
+        "Milan",
+        2,
+        "vcek",
+        0x7308000000000003,
+        "1.52.4",
+        0x30000,
+    ),
+    "milan_trustee": Vec(
+        "milan_trustee/report.bin",
+        "milan_trustee/vcek.der",
+        datetime(2024, 6, 1, tzinfo=UTC),
+        "Milan",
+        2,
+        "vcek",
+        0x7308000000000003,
+        "1.52.4",
+        0x3001F,
+    ),
+    "milan_vlek_aws": Vec(
+        "milan_vlek_aws_trustee/report.bin",
+        "milan_vlek_aws_trustee/vlek.der",
+        datetime(2025, 6, 1, tzinfo=UTC),
+        "Milan",
+        3,
+        "vlek",
+        0xD918000000000004,
+        "1.55.29",
+        0x30000,
+    ),
+    "milan_oak": Vec(
+        "milan_oak/report.bin",
+        "milan_oak/vcek.der",
+        datetime(2025, 6, 1, tzinfo=UTC),
+        "Milan",
+        3,
+        "vcek",
+        0xDB18000000000004,
+        "1.55.29",
+        0x30000,
+    ),
+    "genoa_trustee_e2e": Vec(
+        "genoa_trustee_e2e/report.bin",
+        "genoa_trustee_e2e/vcek.der",
+        datetime(2025, 6, 1, tzinfo=UTC),
+        "Genoa",
+        3,
+        "vcek",
+        0x191700000000000A,
+        "1.55.40",
+        0x30000,
+    ),
+    "genoa_oak": Vec(
+        "genoa_oak/report.bin",
+        "genoa_oak/vcek.der",
+        datetime(2025, 9, 1, tzinfo=UTC),
+        "Genoa",
+        5,
+        "vcek",
+        0x541900000000000A,
+        "1.55.43",
+        0x30000,
+    ),
+    "turin_oak": Vec(
+        "turin_oak/report.bin",
+        "turin_oak/vcek.der",
+        datetime(2025, 9, 1, tzinfo=UTC),
+        "Turin",
+        5,
+        "vcek",
+        0x4700000002000100,
+        "1.55.61",
+        0x30000,
+    ),
 }
 
 
@@ -92,8 +156,12 @@ def test_milan_gosev_debug_claims(vectors: Path) -> None:
     c = verify_vector(vectors, "milan_gosev_debug")
     assert c.policy.debug is True
     assert c.report_data.startswith(bytes(range(1, 6)))
-    assert (c.reported_tcb.bootloader, c.reported_tcb.tee, c.reported_tcb.snp,
-            c.reported_tcb.microcode) == (2, 0, 5, 68)
+    assert (
+        c.reported_tcb.bootloader,
+        c.reported_tcb.tee,
+        c.reported_tcb.snp,
+        c.reported_tcb.microcode,
+    ) == (2, 0, 5, 68)
     assert c.chip_id_checked
 
 
@@ -155,7 +223,9 @@ def test_embedded_amd_chains_equal_the_vectors(vectors: Path, chain: str) -> Non
     embedded = next(
         c for c in amd_chains() if c.product.value.lower() == product and c.vek_kind.value == kind
     )
-    theirs = load_certificates((vectors / f"amd/kds_cert_chains/{chain}_cert_chain.pem").read_bytes())
+    theirs = load_certificates(
+        (vectors / f"amd/kds_cert_chains/{chain}_cert_chain.pem").read_bytes()
+    )
     assert [embedded.intermediate, embedded.ark] == theirs
 
 
@@ -163,7 +233,10 @@ def test_turin_vcek_only_chains_to_embedded_turin_ask(vectors: Path) -> None:
     from sealroom.attestation.x509util import load_certificate, verify_issued_by
 
     vcek = load_certificate((vectors / "amd/turin_virtee_vcek_only/vcek.der").read_bytes())
-    ask = next(c.intermediate for c in amd_chains()
-               if c.product.value == "Turin" and c.vek_kind.value == "vcek")
+    ask = next(
+        c.intermediate
+        for c in amd_chains()
+        if c.product.value == "Turin" and c.vek_kind.value == "vcek"
+    )
     verify_issued_by(vcek, ask, "VCEK <- ASK-Turin")
     assert isinstance(vcek, x509.Certificate)

@@ -124,15 +124,25 @@ def issue_chain(
     ask_name = _name("SIMULATED-ASK sealroom sim authority")
     ca = x509.BasicConstraints(ca=True, path_length=None)
     ark = (
-        x509.CertificateBuilder().subject_name(ark_name).issuer_name(ark_name)
-        .public_key(ark_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end).add_extension(ca, critical=True)
+        x509.CertificateBuilder()
+        .subject_name(ark_name)
+        .issuer_name(ark_name)
+        .public_key(ark_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(ca, critical=True)
         .sign(ark_key, hashes.SHA384(), rsa_padding=_PSS)
     )
     ask = (
-        x509.CertificateBuilder().subject_name(ask_name).issuer_name(ark_name)
-        .public_key(ask_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(end).add_extension(ca, critical=True)
+        x509.CertificateBuilder()
+        .subject_name(ask_name)
+        .issuer_name(ark_name)
+        .public_key(ask_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(ca, critical=True)
         .sign(ark_key, hashes.SHA384(), rsa_padding=_PSS)
     )
     exts = [
@@ -147,9 +157,12 @@ def issue_chain(
     if tcb.fmc is not None:
         exts.append((snp_certs.OID_FMC_SPL, _der_int(tcb.fmc)))
     builder = (
-        x509.CertificateBuilder().subject_name(_name("SEV-VCEK SIMULATED"))
-        .issuer_name(ask_name).public_key(vcek_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(start)
+        x509.CertificateBuilder()
+        .subject_name(_name("SEV-VCEK SIMULATED"))
+        .issuer_name(ask_name)
+        .public_key(vcek_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
         .not_valid_after(end)
     )
     for oid, value in exts:
@@ -205,8 +218,9 @@ class SimAuthority:
     def sign(self, report: Report) -> Report:
         """Sign a report (its signature field is replaced) with the sim VCEK."""
         unsigned = replace(report, signature=bytes(REPORT_SIZE - SIGNATURE_OFFSET), raw=b"")
-        der = self.keys.vcek_key.sign(unsigned.to_bytes()[:SIGNATURE_OFFSET],
-                                      ec.ECDSA(hashes.SHA384()))
+        der = self.keys.vcek_key.sign(
+            unsigned.to_bytes()[:SIGNATURE_OFFSET], ec.ECDSA(hashes.SHA384())
+        )
         r, s = decode_dss_signature(der)
         return unsigned.with_signature(r, s)
 
@@ -231,19 +245,40 @@ class SimAuthority:
         tcb_raw = tcb.raw
         major, minor, build = SIM_FIRMWARE
         unsigned = Report(
-            version=3, guest_svn=guest_svn, policy=policy or GuestPolicy.build(abi_major=1,
-            abi_minor=55), family_id=bytes(16), image_id=bytes(16), vmpl=vmpl,
-            signature_algo=SIG_ALGO_ECDSA_P384_SHA384, current_tcb_raw=tcb_raw,
-            platform_info=PlatformInfo(0), author_key_en=False, mask_chip_key=False,
-            signing_key=SigningKey.VCEK, report_data=report_data, measurement=measurement,
-            host_data=host_data, id_key_digest=bytes(48), author_key_digest=bytes(48),
+            version=3,
+            guest_svn=guest_svn,
+            policy=policy or GuestPolicy.build(abi_major=1, abi_minor=55),
+            family_id=bytes(16),
+            image_id=bytes(16),
+            vmpl=vmpl,
+            signature_algo=SIG_ALGO_ECDSA_P384_SHA384,
+            current_tcb_raw=tcb_raw,
+            platform_info=PlatformInfo(0),
+            author_key_en=False,
+            mask_chip_key=False,
+            signing_key=SigningKey.VCEK,
+            report_data=report_data,
+            measurement=measurement,
+            host_data=host_data,
+            id_key_digest=bytes(48),
+            author_key_digest=bytes(48),
             report_id=hashlib.sha256(report_data + measurement).digest(),
-            report_id_ma=b"\xff" * 32, reported_tcb_raw=tcb_raw, cpuid_fam_id=cpuid[0],
-            cpuid_mod_id=cpuid[1], cpuid_step=cpuid[2], chip_id=self.keys.chip_id,
+            report_id_ma=b"\xff" * 32,
+            reported_tcb_raw=tcb_raw,
+            cpuid_fam_id=cpuid[0],
+            cpuid_mod_id=cpuid[1],
+            cpuid_step=cpuid[2],
+            chip_id=self.keys.chip_id,
             committed_tcb_raw=tcb_raw,
-            current_build=build, current_minor=minor, current_major=major,
-            committed_build=build, committed_minor=minor, committed_major=major,
-            launch_tcb_raw=tcb_raw, launch_mit_vector=None, current_mit_vector=None,
+            current_build=build,
+            current_minor=minor,
+            current_major=major,
+            committed_build=build,
+            committed_minor=minor,
+            committed_major=major,
+            launch_tcb_raw=tcb_raw,
+            launch_mit_vector=None,
+            current_mit_vector=None,
             signature=bytes(REPORT_SIZE - SIGNATURE_OFFSET),
         )
         return self.sign(unsigned)
@@ -277,8 +312,11 @@ def measure_tree(root: Path) -> bytes:
     else:
         base = root
         files = sorted(
-            (p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-             and p.suffix != ".pyc"),
+            (
+                p
+                for p in root.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+            ),
             key=lambda p: p.relative_to(root).as_posix(),
         )
     for p in files:

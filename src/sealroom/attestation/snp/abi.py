@@ -87,8 +87,12 @@ class TcbVersion:
         return self._b[7]
 
     def components(self) -> dict[str, int]:
-        out = {"bootloader": self.bootloader, "tee": self.tee, "snp": self.snp,
-               "microcode": self.microcode}
+        out = {
+            "bootloader": self.bootloader,
+            "tee": self.tee,
+            "snp": self.snp,
+            "microcode": self.microcode,
+        }
         if self.turin:
             out["fmc"] = self._b[0]
         return out
@@ -127,8 +131,15 @@ class GuestPolicy:
     page_swap_disable = property(lambda self: bool(self.raw >> 25 & 1))
 
     @staticmethod
-    def build(*, abi_major: int = 0, abi_minor: int = 0, smt: bool = True, debug: bool = False,
-              migrate_ma: bool = False, single_socket: bool = False) -> GuestPolicy:
+    def build(
+        *,
+        abi_major: int = 0,
+        abi_minor: int = 0,
+        smt: bool = True,
+        debug: bool = False,
+        migrate_ma: bool = False,
+        single_socket: bool = False,
+    ) -> GuestPolicy:
         raw = abi_minor | abi_major << 8 | 1 << 17
         raw |= int(smt) << 16 | int(migrate_ma) << 18 | int(debug) << 19
         raw |= int(single_socket) << 20
@@ -232,10 +243,24 @@ class Report:
         signer = int(self.author_key_en) | int(self.mask_chip_key) << 1
         signer |= int(self.signing_key) << 2
         head = _HEAD.pack(
-            self.version, self.guest_svn, self.policy.raw, self.family_id, self.image_id,
-            self.vmpl, self.signature_algo, self.current_tcb_raw, self.platform_info.raw,
-            signer, self.report_data, self.measurement, self.host_data, self.id_key_digest,
-            self.author_key_digest, self.report_id, self.report_id_ma, self.reported_tcb_raw,
+            self.version,
+            self.guest_svn,
+            self.policy.raw,
+            self.family_id,
+            self.image_id,
+            self.vmpl,
+            self.signature_algo,
+            self.current_tcb_raw,
+            self.platform_info.raw,
+            signer,
+            self.report_data,
+            self.measurement,
+            self.host_data,
+            self.id_key_digest,
+            self.author_key_digest,
+            self.report_id,
+            self.report_id_ma,
+            self.reported_tcb_raw,
         )
         out = bytearray(REPORT_SIZE)
         out[: len(head)] = head
@@ -246,18 +271,19 @@ class Report:
         out[0x1A0:0x1E0] = self.chip_id
         struct.pack_into("<Q", out, 0x1E0, self.committed_tcb_raw)
         out[0x1E8:0x1EB] = bytes([self.current_build, self.current_minor, self.current_major])
-        out[0x1EC:0x1EF] = bytes(
-            [self.committed_build, self.committed_minor, self.committed_major]
-        )
+        out[0x1EC:0x1EF] = bytes([self.committed_build, self.committed_minor, self.committed_major])
         struct.pack_into("<Q", out, 0x1F0, self.launch_tcb_raw)
         if self.version >= 5:
-            struct.pack_into("<QQ", out, 0x1F8, self.launch_mit_vector or 0,
-                             self.current_mit_vector or 0)
+            struct.pack_into(
+                "<QQ", out, 0x1F8, self.launch_mit_vector or 0, self.current_mit_vector or 0
+            )
         out[SIGNATURE_OFFSET:] = self.signature
         return bytes(out)
 
     def with_signature(self, r: int, s: int) -> Report:
-        sig = (r.to_bytes(ECDSA_COMPONENT_SIZE, "little") + s.to_bytes(ECDSA_COMPONENT_SIZE, "little"))
+        sig = r.to_bytes(ECDSA_COMPONENT_SIZE, "little") + s.to_bytes(
+            ECDSA_COMPONENT_SIZE, "little"
+        )
         sig += bytes(REPORT_SIZE - SIGNATURE_OFFSET - len(sig))
         unsigned = replace(self, signature=sig, raw=b"")
         return replace(unsigned, raw=unsigned.to_bytes())
@@ -280,9 +306,26 @@ def parse_report(data: bytes) -> Report:
         raise MalformedEvidenceError(
             f"SNP report is {len(data)} bytes, expected {REPORT_SIZE} ({REPORT_SIZE:#x})"
         )
-    (version, guest_svn, policy, family_id, image_id, vmpl, sig_algo, current_tcb, plat_info,
-     signer, report_data, measurement, host_data, id_key_digest, author_key_digest, report_id,
-     report_id_ma, reported_tcb) = _HEAD.unpack_from(data)
+    (
+        version,
+        guest_svn,
+        policy,
+        family_id,
+        image_id,
+        vmpl,
+        sig_algo,
+        current_tcb,
+        plat_info,
+        signer,
+        report_data,
+        measurement,
+        host_data,
+        id_key_digest,
+        author_key_digest,
+        report_id,
+        report_id_ma,
+        reported_tcb,
+    ) = _HEAD.unpack_from(data)
     if version not in SUPPORTED_VERSIONS:
         raise MalformedEvidenceError(
             f"SNP report VERSION is {version}, supported: {', '.join(map(str, SUPPORTED_VERSIONS))}"
@@ -297,6 +340,9 @@ def parse_report(data: bytes) -> Report:
     if key_sel not in (0, 1, 7):
         raise MalformedEvidenceError(f"SNP SIGNING_KEY value {key_sel} is reserved")
     _mbz(data, 0x4C, 0x50)
+    fam: int | None
+    mod: int | None
+    step: int | None
     if version >= 3:
         fam, mod, step = data[0x188], data[0x189], data[0x18A]
         _mbz(data, 0x18B, 0x1A0)
@@ -316,17 +362,40 @@ def parse_report(data: bytes) -> Report:
     if sig_algo == SIG_ALGO_ECDSA_P384_SHA384:
         _mbz(data, SIGNATURE_OFFSET + 2 * ECDSA_COMPONENT_SIZE, REPORT_SIZE)
     return Report(
-        version=version, guest_svn=guest_svn, policy=GuestPolicy(policy), family_id=family_id,
-        image_id=image_id, vmpl=vmpl, signature_algo=sig_algo, current_tcb_raw=current_tcb,
-        platform_info=PlatformInfo(plat_info), author_key_en=bool(signer & 1),
-        mask_chip_key=bool(signer >> 1 & 1), signing_key=SigningKey(key_sel),
-        report_data=report_data, measurement=measurement, host_data=host_data,
-        id_key_digest=id_key_digest, author_key_digest=author_key_digest, report_id=report_id,
-        report_id_ma=report_id_ma, reported_tcb_raw=reported_tcb, cpuid_fam_id=fam,
-        cpuid_mod_id=mod, cpuid_step=step, chip_id=data[0x1A0:0x1E0],
-        committed_tcb_raw=committed_tcb, current_build=data[0x1E8],
-        current_minor=data[0x1E9], current_major=data[0x1EA], committed_build=data[0x1EC],
-        committed_minor=data[0x1ED], committed_major=data[0x1EE], launch_tcb_raw=launch_tcb,
-        launch_mit_vector=launch_mit, current_mit_vector=current_mit,
-        signature=data[SIGNATURE_OFFSET:], raw=data,
+        version=version,
+        guest_svn=guest_svn,
+        policy=GuestPolicy(policy),
+        family_id=family_id,
+        image_id=image_id,
+        vmpl=vmpl,
+        signature_algo=sig_algo,
+        current_tcb_raw=current_tcb,
+        platform_info=PlatformInfo(plat_info),
+        author_key_en=bool(signer & 1),
+        mask_chip_key=bool(signer >> 1 & 1),
+        signing_key=SigningKey(key_sel),
+        report_data=report_data,
+        measurement=measurement,
+        host_data=host_data,
+        id_key_digest=id_key_digest,
+        author_key_digest=author_key_digest,
+        report_id=report_id,
+        report_id_ma=report_id_ma,
+        reported_tcb_raw=reported_tcb,
+        cpuid_fam_id=fam,
+        cpuid_mod_id=mod,
+        cpuid_step=step,
+        chip_id=data[0x1A0:0x1E0],
+        committed_tcb_raw=committed_tcb,
+        current_build=data[0x1E8],
+        current_minor=data[0x1E9],
+        current_major=data[0x1EA],
+        committed_build=data[0x1EC],
+        committed_minor=data[0x1ED],
+        committed_major=data[0x1EE],
+        launch_tcb_raw=launch_tcb,
+        launch_mit_vector=launch_mit,
+        current_mit_vector=current_mit,
+        signature=data[SIGNATURE_OFFSET:],
+        raw=data,
     )

@@ -118,7 +118,7 @@ class VekInfo:
 
 
 def product_from_name(name: str | None) -> Product | None:
-    """"Milan-B0" -> Milan; "Genoa" -> Genoa; sim certificates say "Simulated"."""
+    """ "Milan-B0" -> Milan; "Genoa" -> Genoa; sim certificates say "Simulated"."""
     if not name:
         return None
     head = name.split("-")[0].strip().lower()
@@ -147,8 +147,10 @@ def vek_info(cert: x509.Certificate) -> VekInfo:
 
 
 def is_vek(cert: x509.Certificate) -> bool:
-    return _ext_value(cert, OID_HWID) is not None or _ext_value(cert, OID_CSP_ID) is not None or (
-        subject_cn(cert) in ("SEV-VCEK", "SEV-VLEK")
+    return (
+        _ext_value(cert, OID_HWID) is not None
+        or _ext_value(cert, OID_CSP_ID) is not None
+        or (subject_cn(cert) in ("SEV-VCEK", "SEV-VLEK"))
     )
 
 

@@ -80,7 +80,9 @@ def parse_kds_url(url: str) -> KdsRequest:
 
 def vcek_request(product: Product, chip_id: bytes, tcb: TcbVersion) -> CollateralRequest:
     return CollateralRequest(
-        kind="snp", item="vcek", url=vcek_url(product, chip_id, tcb),
+        kind="snp",
+        item="vcek",
+        url=vcek_url(product, chip_id, tcb),
         filenames=("vcek.der", "vcek.pem"),
     )
 
@@ -88,7 +90,9 @@ def vcek_request(product: Product, chip_id: bytes, tcb: TcbVersion) -> Collatera
 def chain_request(product: Product, key_kind: str) -> CollateralRequest:
     name = product.value.lower()
     return CollateralRequest(
-        kind="snp", item=f"{key_kind} cert_chain", url=chain_url(product, key_kind),
+        kind="snp",
+        item=f"{key_kind} cert_chain",
+        url=chain_url(product, key_kind),
         filenames=(f"{name}_{key_kind}_cert_chain.pem", "cert_chain.pem"),
     )
 
@@ -96,6 +100,8 @@ def chain_request(product: Product, key_kind: str) -> CollateralRequest:
 def crl_request(product: Product, key_kind: str) -> CollateralRequest:
     name = product.value.lower()
     return CollateralRequest(
-        kind="snp", item=f"{key_kind} crl", url=crl_url(product, key_kind),
+        kind="snp",
+        item=f"{key_kind} crl",
+        url=crl_url(product, key_kind),
         filenames=(f"{name}_{key_kind}.crl", f"{name}.crl", "crl.der", "crl.pem"),
     )

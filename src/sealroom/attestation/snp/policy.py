@@ -71,7 +71,7 @@ class SnpPolicy(Section):
     min_abi: str | None = None
     id_key_digests: list[Hex48] | None = None
     author_key_digests: list[Hex48] | None = None
-    signing_keys: list[Literal["vcek", "vlek"]] = ["vcek", "vlek"]
+    signing_keys: tuple[Literal["vcek", "vlek"], ...] = ("vcek", "vlek")
     require_crl: bool = False
 
     @field_validator("min_abi")
@@ -101,8 +101,9 @@ def appraise_snp(claims: SnpClaims, pol: SnpPolicy, ctx: VerifyContext) -> list[
     if pol.products is not None:
         if claims.simulated:
             # The sim product is governed by allow_simulated (a separate, always-run rule).
-            r.add("product", claims.product, "(simulated: see allow_simulated)", True,
-                  Trust.HARDWARE)
+            r.add(
+                "product", claims.product, "(simulated: see allow_simulated)", True, Trust.HARDWARE
+            )
         else:
             r.one_of("product", claims.product, list(pol.products), Trust.HARDWARE)
     r.one_of("MEASUREMENT", claims.measurement, pol.measurements, Trust.EXECUTABLES)
@@ -120,10 +121,13 @@ def appraise_snp(claims: SnpClaims, pol: SnpPolicy, ctx: VerifyContext) -> list[
     r.flag("POLICY.SMT", claims.policy.smt, pol.allow_smt)
     r.flag("POLICY.MIGRATE_MA", claims.policy.migrate_ma, pol.allow_migrate_ma)
     if pol.require_single_socket:
-        r.add("POLICY.SINGLE_SOCKET", claims.policy.single_socket, "true",
-              claims.policy.single_socket)
-    for which, minimum in (("current", pol.min_firmware.current),
-                           ("committed", pol.min_firmware.committed)):
+        r.add(
+            "POLICY.SINGLE_SOCKET", claims.policy.single_socket, "true", claims.policy.single_socket
+        )
+    for which, minimum in (
+        ("current", pol.min_firmware.current),
+        ("committed", pol.min_firmware.committed),
+    ):
         if minimum is not None:
             got: FirmwareVersion = getattr(claims, f"{which}_firmware")
             want = FirmwareVersion.parse(minimum)
@@ -131,19 +135,32 @@ def appraise_snp(claims: SnpClaims, pol: SnpPolicy, ctx: VerifyContext) -> list[
     if pol.min_abi is not None:
         want = FirmwareVersion.parse(pol.min_abi)
         got_abi = FirmwareVersion(claims.policy.abi_major, claims.policy.abi_minor, 0)
-        r.add("POLICY.ABI", f"{got_abi.major}.{got_abi.minor}", f">= {want.major}.{want.minor}",
-              got_abi >= FirmwareVersion(want.major, want.minor, 0))
+        r.add(
+            "POLICY.ABI",
+            f"{got_abi.major}.{got_abi.minor}",
+            f">= {want.major}.{want.minor}",
+            got_abi >= FirmwareVersion(want.major, want.minor, 0),
+        )
     r.one_of("ID_KEY_DIGEST", claims.id_key_digest, pol.id_key_digests, Trust.EXECUTABLES)
     if pol.author_key_digests is not None:
         # AUTHOR_KEY_DIGEST is meaningful only when AUTHOR_KEY_EN says the ID block had one.
         got_author = claims.author_key_digest if claims.author_key_en else None
-        r.add("AUTHOR_KEY_DIGEST", got_author,
-              f"one of {[d.hex() for d in pol.author_key_digests]}",
-              got_author in pol.author_key_digests, Trust.EXECUTABLES)
+        r.add(
+            "AUTHOR_KEY_DIGEST",
+            got_author,
+            f"one of {[d.hex() for d in pol.author_key_digests]}",
+            got_author in pol.author_key_digests,
+            Trust.EXECUTABLES,
+        )
     r.one_of("SIGNING_KEY", claims.signing_key, list(pol.signing_keys), Trust.HARDWARE)
     if pol.require_crl:
-        r.add("revocation_checked", claims.crl_checked, "true (an AMD CRL must be available)",
-              claims.crl_checked, Trust.HARDWARE)
+        r.add(
+            "revocation_checked",
+            claims.crl_checked,
+            "true (an AMD CRL must be available)",
+            claims.crl_checked,
+            Trust.HARDWARE,
+        )
     return r.results
 
 

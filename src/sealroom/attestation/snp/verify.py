@@ -86,9 +86,7 @@ def collect_certs(attachments: Mapping[str, bytes]) -> SnpCerts:
     return SnpCerts(tuple(veks), tuple(inters), tuple(arks), crl)
 
 
-def _choose_product(
-    report: Report, info: VekInfo | None, forced: str | None
-) -> Product | None:
+def _choose_product(report: Report, info: VekInfo | None, forced: str | None) -> Product | None:
     cpu = report.cpuid_product
     cert = info.product if info else None
     want: Product | None = None
@@ -150,9 +148,7 @@ def _pick_vek(report: Report, certs: SnpCerts, ctx: VerifyContext) -> x509.Certi
     return load_certificates(require(ctx.collateral, req), "VCEK from collateral")[0]
 
 
-def _check_vek_against_report(
-    report: Report, info: VekInfo, product: Product | None
-) -> bool:
+def _check_vek_against_report(report: Report, info: VekInfo, product: Product | None) -> bool:
     """VEK extensions must describe this report. Returns whether CHIP_ID was checked."""
     tcb = report.tcb("reported", product)
     pairs = [
@@ -253,7 +249,13 @@ def verify_report(report: Report, certs: SnpCerts, ctx: VerifyContext) -> SnpCla
         check_crl(load_crl(crl_bytes, "AMD CRL"), root, chain, ctx.now, "AMD CRL")
         crl_checked = True
     return claims_from_report(
-        report, product, verified=True, simulated=simulated,
-        vek_fingerprint=fingerprint(vek), csp_id=info.csp_id, root=subject_cn(root),
-        chip_id_checked=chip_checked, crl_checked=crl_checked,
+        report,
+        product,
+        verified=True,
+        simulated=simulated,
+        vek_fingerprint=fingerprint(vek),
+        csp_id=info.csp_id,
+        root=subject_cn(root),
+        chip_id_checked=chip_checked,
+        crl_checked=crl_checked,
     )
