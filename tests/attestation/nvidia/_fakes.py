@@ -95,8 +95,9 @@ def _cert(
 
 @dataclass
 class FakeDevice:
-    """Root -> "NVIDIA GH100 Provisioner ICA 1" -> "GH100 A01 GSP FMC LF" (P-384)."""
+    """Root -> "NVIDIA GH100 Provisioner ICA 1" -> "GH100 A01 GSP BROM" -> FMC leaf (P-384)."""
 
+    leaf_cn: str = "GH100 A01 GSP FMC LF"
     leaf_not_after: datetime = NOT_BEFORE + timedelta(days=3650)
     fwid_in_cert: bytes | None = FWID
     leaf_curve: ec.EllipticCurve = field(default_factory=ec.SECP384R1)
@@ -105,6 +106,7 @@ class FakeDevice:
     def __post_init__(self) -> None:
         self.root_key = ec.generate_private_key(ec.SECP384R1())
         self.ica_key = ec.generate_private_key(ec.SECP384R1())
+        self.brom_key = ec.generate_private_key(ec.SECP384R1())
         self.leaf_key = ec.generate_private_key(self.leaf_curve)
         self.root = _cert(
             "Fake Device Identity CA",
@@ -120,21 +122,28 @@ class FakeDevice:
             self.root_key,
             ca=self.ica_is_ca,
         )
+        self.brom = _cert(
+            "GH100 A01 GSP BROM",
+            self.brom_key,
+            "NVIDIA GH100 Provisioner ICA 1",
+            self.ica_key,
+            ca=True,
+        )
         exts: tuple[x509.ExtensionType, ...] = ()
         if self.fwid_in_cert is not None:
             exts = (tcb_info_extension(self.fwid_in_cert),)
         self.leaf = _cert(
-            "GH100 A01 GSP FMC LF",
+            self.leaf_cn,
             self.leaf_key,
-            "NVIDIA GH100 Provisioner ICA 1",
-            self.ica_key,
+            "GH100 A01 GSP BROM",
+            self.brom_key,
             ca=False,
             not_after=self.leaf_not_after,
             extensions=exts,
         )
 
     def chain_pem(self, *, with_root: bool = True) -> bytes:
-        certs = [self.leaf, self.ica] + ([self.root] if with_root else [])
+        certs = [self.leaf, self.brom, self.ica] + ([self.root] if with_root else [])
         return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
     def evidence(

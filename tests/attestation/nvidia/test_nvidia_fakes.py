@@ -125,3 +125,17 @@ def test_trailing_bytes_are_reported_not_signed(device: FakeDevice) -> None:
     assert claims.trailing_bytes == 3
     changed = replace(item, data=item.data[:-1] + b"\xff")
     assert KIND.verify(changed, _ctx(device)).verified
+
+
+def test_leaf_naming_another_chip_than_its_provisioned_identity() -> None:
+    dev = FakeDevice(leaf_cn="LS_10 A01 FSP FMC LF")
+    with pytest.raises(AttestationError, match="names chip 'LS_10'") as info:
+        KIND.verify(dev.item(), _ctx(dev))
+    assert info.value.code == "nvidia-leaf-invalid"
+
+
+def test_fake_device_claims_name_the_chip(device: FakeDevice) -> None:
+    claims = KIND.verify(device.item(), _ctx(device))
+    assert isinstance(claims, NvidiaClaims)
+    assert (claims.chip, claims.arch, claims.device_kind) == ("GH100", "HOPPER", "gpu")
+    assert len(claims.cert_chain) == 4

@@ -166,7 +166,35 @@ def leaf_info(cert: x509.Certificate) -> LeafInfo:
     return LeafInfo(fwid, fwid_alg, name)
 
 
+def _first_word(cert: x509.Certificate) -> str:
+    words = subject_cn(cert).split()
+    return words[0] if words else ""
+
+
+def _device_certs(chain: list[x509.Certificate]) -> list[x509.Certificate]:
+    """The per-device certificates at the head of the chain (FMC leaf, BROM); NVIDIA's
+    own CAs are named "NVIDIA ..." and end the device part."""
+    out = []
+    for cert in chain:
+        if subject_cn(cert).startswith("NVIDIA "):
+            break
+        out.append(cert)
+    return out or chain[:1]
+
+
 def chip_of(chain: list[x509.Certificate]) -> str:
-    """Chip name from the device certificates' CN ("GH100 A01 GSP FMC LF" -> "GH100")."""
-    cn = subject_cn(chain[0]).split()
-    return cn[0] if cn else ""
+    """Chip name from the device certificates' CN ("GH100 A01 GSP BROM" -> "GH100").
+
+    Taken from the last device certificate (the BROM identity, which NVIDIA's provisioning
+    CA issued) rather than the leaf (which the device issues itself).
+    """
+    return _first_word(_device_certs(chain)[-1])
+
+
+def leaf_chip_mismatch(chain: list[x509.Certificate]) -> str | None:
+    """A device certificate naming another chip than :func:`chip_of`, else None."""
+    chip = chip_of(chain)
+    for cert in _device_certs(chain):
+        if _first_word(cert) != chip:
+            return _first_word(cert)
+    return None

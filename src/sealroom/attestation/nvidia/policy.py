@@ -77,6 +77,7 @@ Fingerprint = Annotated[str, BeforeValidator(_fingerprint), AfterValidator(_sha2
 DriverVersion = Annotated[str, AfterValidator(_driver)]
 VbiosVersion = Annotated[str, AfterValidator(_vbios)]
 DeviceKind = Literal["gpu", "nvswitch"]
+Arch = Annotated[str, AfterValidator(lambda v: v.strip().upper())]
 
 
 class _DevicePolicy(Section):
@@ -105,7 +106,7 @@ class NvidiaPolicy(Section):
     #: The verifier must pass a nonce and the evidence must carry it.
     require_nonce: bool = True
     device_kinds: list[DeviceKind] | None = None
-    archs: list[str] | None = None
+    archs: list[Arch] | None = None
     gpu: GpuPolicy | None = None
     nvswitch: SwitchPolicy | None = None
 

@@ -221,6 +221,13 @@ def verify(item: EvidenceItem, ctx: VerifyContext) -> NvidiaClaims:
     root = verify_chain(named, [*embedded, *ctx.extra_roots], ctx.now)
     root_der = root.public_bytes(serialization.Encoding.DER)
     vendor = any(r.public_bytes(serialization.Encoding.DER) == root_der for r in embedded)
+    mismatch = certs.leaf_chip_mismatch(chain)
+    if mismatch is not None:
+        raise AttestationError(
+            f"device certificate names chip {mismatch!r}, the provisioned identity "
+            f"names {certs.chip_of(chain)!r}",
+            code="nvidia-leaf-invalid",
+        )
     _check_signature(ev, key)
     _check_fwid(ev, certs.leaf_info(chain[0]))
     claims = _claims(ev, chain, verified=True, root=root, vendor_rooted=vendor)
