@@ -86,6 +86,8 @@ class EvidenceKind(Protocol):
 _REGISTRY: dict[str, str] = {
     "snp": "sealroom.attestation.snp.kind:KIND",
     "nvidia": "sealroom.attestation.nvidia.kind:KIND",
+    "tdx": "sealroom.attestation.tdx.kind:KIND",
+    "sgx": "sealroom.attestation.tdx.kind:SGX_KIND",
     "tpm": "sealroom.attestation.tpm.kind:KIND",
 }
 _loaded: dict[str, EvidenceKind] = {}

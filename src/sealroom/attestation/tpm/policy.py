@@ -1,0 +1,181 @@
+"""The ``tpm`` policy section and its (pure) appraisal; reused inside the Azure sections."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from sealroom.attestation.appraise import RuleResult, Rules, Trust
+from sealroom.attestation.binding import ReportDataInputs, sealroom_report_data
+from sealroom.attestation.kinds import VerifyContext
+from sealroom.attestation.policy import HexBytes, ReportDataPolicy, Section
+from sealroom.attestation.tpm.abi import HASH_BY_NAME, HASH_SIZES
+from sealroom.attestation.tpm.claims import TpmClaims
+
+Bank = Literal["sha1", "sha256", "sha384", "sha512"]
+AkTrustName = Literal["pinned", "certified", "none"]
+
+
+def _default_ak_trust() -> list[AkTrustName]:
+    return ["pinned", "certified"]
+
+
+def _u64(value: Any) -> Any:
+    """Firmware versions are 64-bit and usually written in hex: accept "0x..." too."""
+    if isinstance(value, str):
+        try:
+            return int(value, 0)
+        except ValueError as e:
+            raise ValueError(f"is not an integer: {value!r}") from e
+    return value
+
+
+U64 = Annotated[int, BeforeValidator(_u64), Field(ge=0, lt=1 << 64)]
+PcrIndex = Annotated[int, Field(ge=0, le=31)]
+
+
+class TpmPolicy(Section):
+    #: What must vouch for the AK. "none" accepts any AK that signed the quote: only for
+    #: experiments (a software TPM anywhere can produce such evidence).
+    ak_trust: list[AkTrustName] = Field(default_factory=_default_ak_trust, min_length=1)
+    #: Allowed AKs by SHA-256 of their DER SubjectPublicKeyInfo (pinning in the policy).
+    ak_fingerprints: list[str] | None = None
+    #: The AK's TPMT_PUBLIC must be known and restricted (TPM-generated data only).
+    require_restricted_ak: bool = False
+    #: Expected PCR values: bank -> PCR index -> allowed values. A listed PCR that the
+    #: evidence did not quote fails.
+    pcrs: dict[Bank, dict[PcrIndex, list[HexBytes]]] | None = None
+    #: The quote's extraData (qualifying data): "nonce" = exactly the verifier's nonce;
+    #: "exact" = exactly ``value``; "sealroom-v1" = the 64-byte sealroom binding.
+    extra_data: ReportDataPolicy = ReportDataPolicy()
+    min_firmware_version: U64 | None = None
+    #: A TCG event log must be present and replay to the quoted PCRs.
+    require_event_log: bool = False
+
+    @model_validator(mode="after")
+    def _sizes(self) -> TpmPolicy:
+        for bank, indices in (self.pcrs or {}).items():
+            size = HASH_SIZES[HASH_BY_NAME[bank]]
+            for idx, values in indices.items():
+                for v in values:
+                    if len(v) != size:
+                        raise ValueError(
+                            f"pcrs.{bank}[{idx}]: {v.hex()} is {len(v)} bytes, a {bank} PCR is "
+                            f"{size}"
+                        )
+        if self.ak_fingerprints is not None:
+            for fp in self.ak_fingerprints:
+                if len(fp) != 64 or any(c not in "0123456789abcdef" for c in fp.lower()):
+                    raise ValueError(f"ak_fingerprints: {fp!r} is not a SHA-256 hex digest")
+        return self
+
+
+def check_exact_data(
+    rules: Rules,
+    field_name: str,
+    got: bytes,
+    pol: ReportDataPolicy,
+    nonce: bytes | None,
+    inputs: ReportDataInputs | None,
+) -> None:
+    """Like ``policy.check_report_data`` for a variable-size field: exact, no zero padding."""
+    if pol.mode == "any":
+        return
+    want: bytes | None = None
+    reason = ""
+    if pol.mode == "exact":
+        if pol.value is None:
+            reason = "exact mode without a value"
+        else:
+            want = pol.value
+    elif pol.mode == "nonce":
+        if nonce is None:
+            reason = "the verifier's nonce, but the verifier was given none (--nonce)"
+        else:
+            want = nonce
+    elif nonce is None or inputs is None:
+        reason = "the sealroom-v1 binding, but manifest hash, keys digest or nonce is missing"
+    else:
+        want = sealroom_report_data(inputs, nonce)
+    if want is None:
+        rules.add(field_name, got, reason, False, Trust.INSTANCE_IDENTITY)
+    else:
+        rules.add(
+            field_name,
+            got,
+            f"{want.hex() or '(empty)'} ({pol.mode})",
+            len(got) == len(want) and hmac.compare_digest(got, want),
+            Trust.INSTANCE_IDENTITY,
+        )
+
+
+def appraise_tpm(
+    claims: TpmClaims, pol: TpmPolicy, ctx: VerifyContext, prefix: str = ""
+) -> list[RuleResult]:
+    r = Rules()
+    p = prefix
+    r.one_of(f"{p}ak_trust", claims.ak_trust, list(pol.ak_trust), Trust.HARDWARE)
+    if pol.ak_fingerprints is not None:
+        r.one_of(
+            f"{p}ak_fingerprint",
+            claims.ak_fingerprint,
+            [f.lower() for f in pol.ak_fingerprints],
+            Trust.INSTANCE_IDENTITY,
+        )
+    if pol.require_restricted_ak:
+        r.add(
+            f"{p}ak_restricted",
+            claims.ak_restricted,
+            "true (a restricted signing key, TPMT_PUBLIC known)",
+            claims.ak_restricted is True,
+            Trust.HARDWARE,
+        )
+    check_exact_data(
+        r, f"{p}extra_data", claims.extra_data, pol.extra_data, ctx.nonce, ctx.report_data_inputs
+    )
+    if pol.min_firmware_version is not None:
+        r.add(
+            f"{p}firmware_version",
+            f"{claims.firmware_version:#x}",
+            f">= {pol.min_firmware_version:#x}",
+            claims.firmware_version >= pol.min_firmware_version,
+            Trust.HARDWARE,
+        )
+    for bank, indices in (pol.pcrs or {}).items():
+        quoted = claims.pcrs.get(bank, {})
+        for idx, allowed in sorted(indices.items()):
+            got = quoted.get(idx)
+            want = f"one of [{', '.join(v.hex() for v in allowed)}]"
+            if got is None:
+                want += " (PCR not quoted)"
+            r.add(f"{p}pcrs.{bank}[{idx}]", got, want, got in allowed, Trust.EXECUTABLES)
+    if pol.require_event_log:
+        log = claims.event_log
+        replayed = sorted(b for b, idx in log.replayed.items() if idx) if log else []
+        r.add(
+            f"{p}event_log.replayed",
+            replayed,
+            "an event log replayed against a quoted bank",
+            bool(replayed),
+            Trust.EXECUTABLES,
+        )
+    return r.results
+
+
+STARTER = """\
+# What vouches for the attestation key (AK): "pinned" (you pass --ak), "certified" (an AK
+# certificate chains to a root you pass with --root), "none" (nothing: any software TPM).
+ak_trust: [pinned, certified]
+# ak_fingerprints: [<sha256 of the AK's DER SubjectPublicKeyInfo>]
+# The quote's extraData must be your nonce (--nonce HEX): freshness.
+extra_data: {mode: nonce}
+# Expected PCR values per bank; each PCR lists the values accepted.
+pcrs:
+  sha256:
+    # 7: [<64 hex digits>]    # Secure Boot state
+    {}
+# min_firmware_version: 0x2016051100162800
+require_event_log: false
+"""
