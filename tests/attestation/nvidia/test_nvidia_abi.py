@@ -239,3 +239,21 @@ def test_fuzz_loader_random_bytes(data: bytes) -> None:
     for candidate in (data, b"[" + data, b"11e0" + data.hex().encode(), b"\x11\xe0" + data):
         with contextlib.suppress(MalformedEvidenceError):
             formats.load(candidate)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b'[{"evidence": "", "certificate": ""}]', True),
+        (b'{"evidence": "", "certificate": ""}', True),
+        (b'{"quote": {"evidence": 1}, "certificate": 2}', False),
+        (b'[{"evidence": "", "certificate": ""}, 3]', False),
+        (b'{"evidence": "certificate"', False),
+        (b"11e0" + b"00" * 100, True),
+        (b"\x11\xe0" + bytes(100), True),
+        (b"\x04\x00" + bytes(100), False),
+        (b"11e0zz", False),
+    ],
+)
+def test_sniff_recognises_only_its_formats(data: bytes, expected: bool) -> None:
+    assert formats.sniff(data) is expected

@@ -57,8 +57,19 @@ def _looks_hex(data: bytes) -> bool:
 
 
 def _looks_json(data: bytes) -> bool:
+    """nvtrust's shape: an object, or a non-empty list of objects, with top-level keys
+    "evidence" and "certificate" (other kinds' JSON may mention those words elsewhere)."""
     head = data.lstrip()[:1]
-    return head in (b"[", b"{") and b'"evidence"' in data and b'"certificate"' in data
+    if head not in (b"[", b"{") or b'"evidence"' not in data or b'"certificate"' not in data:
+        return False
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    entries = obj if isinstance(obj, list) else [obj]
+    return bool(entries) and all(
+        isinstance(e, dict) and "evidence" in e and "certificate" in e for e in entries
+    )
 
 
 def sniff(data: bytes) -> bool:
