@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ from sealroom.attestation.x509util import (
     subject_cn,
     verify_chain,
 )
-from sealroom.errors import AttestationError, UnavailableError
+from sealroom.errors import AttestationError, MalformedEvidenceError, UnavailableError
 
 _DER = serialization.Encoding.DER
 
@@ -92,13 +93,38 @@ def intel_root_der() -> bytes:
 
 @functools.lru_cache(maxsize=512)
 def _cert(der: bytes) -> x509.Certificate:
-    return load_certificate(der, "certificate")
+    cert = load_certificate(der, "certificate")
+    # cryptography decodes names, extensions and keys lazily; decode them here so a
+    # corrupted certificate is a parse error, not a ValueError deep inside verification.
+    try:
+        _ = (cert.subject, cert.issuer, cert.extensions, cert.not_valid_after_utc)
+        cert.public_key()
+    except ValueError as e:
+        raise MalformedEvidenceError(
+            f"certificate {cert.serial_number:#x} does not decode: {e}",
+            code="tdx-certificate-malformed",
+        ) from e
+    return cert
+
+
+_PEM_BLOCK = rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----"
+_PEM_CHAIN = re.compile(rb"\s*(?:" + _PEM_BLOCK + rb"\s*)+")
 
 
 @functools.lru_cache(maxsize=256)
 def _pem_chain(data: bytes) -> tuple[bytes, ...]:
-    """DER of each certificate of a PEM chain (certification data may end with a NUL)."""
-    certs = load_certificates(data.rstrip(b"\x00"), "PCK certificate chain")
+    """DER of each certificate of a PEM chain.
+
+    Strict: the text must be PEM certificate blocks and whitespace only (the QE ends it
+    with one NUL byte, which is allowed), so no block can be silently skipped.
+    """
+    text = data[:-1] if data.endswith(b"\x00") else data
+    if not _PEM_CHAIN.fullmatch(text):
+        raise MalformedEvidenceError(
+            "PCK certificate chain is not a sequence of PEM certificates",
+            code="tdx-pck-chain-malformed",
+        )
+    certs = load_certificates(text, "PCK certificate chain")
     return tuple(c.public_bytes(_DER) for c in certs)
 
 
