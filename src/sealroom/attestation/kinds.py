@@ -88,6 +88,8 @@ _REGISTRY: dict[str, str] = {
     "nvidia": "sealroom.attestation.nvidia.kind:KIND",
     "tdx": "sealroom.attestation.tdx.kind:KIND",
     "sgx": "sealroom.attestation.tdx.kind:SGX_KIND",
+    "az-snp-vtpm": "sealroom.attestation.tpm.kind:AZ_SNP_KIND",
+    "az-tdx-vtpm": "sealroom.attestation.tpm.kind:AZ_TDX_KIND",
     "tpm": "sealroom.attestation.tpm.kind:KIND",
 }
 _loaded: dict[str, EvidenceKind] = {}

@@ -11,12 +11,14 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 from itertools import pairwise
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.utils import CryptographyDeprecationWarning
 
 from sealroom.errors import AttestationError, MalformedEvidenceError
@@ -32,17 +34,25 @@ def load_certificate(data: bytes, what: str = "certificate") -> x509.Certificate
     purpose (the certificates are AMD's, we cannot change them) and silences exactly
     that warning here, rather than globally. The dependency pin keeps a future
     cryptography release that raises instead from being installed unnoticed.
+
+    Parsed certificates are memoised by their exact bytes (they are immutable), so a
+    verifier that sees the same VCEK again does not parse it again.
     """
+    try:
+        return _load_certificate_cached(bytes(data))
+    except ValueError as e:
+        raise MalformedEvidenceError(f"{what} is not a valid X.509 certificate: {e}") from e
+
+
+@lru_cache(maxsize=512)
+def _load_certificate_cached(data: bytes) -> x509.Certificate:
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message=".*serial number.*", category=CryptographyDeprecationWarning
         )
-        try:
-            if data.lstrip().startswith(b"-----BEGIN"):
-                return x509.load_pem_x509_certificate(data)
-            return x509.load_der_x509_certificate(data)
-        except ValueError as e:
-            raise MalformedEvidenceError(f"{what} is not a valid X.509 certificate: {e}") from e
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
 
 
 def load_certificates(data: bytes, what: str = "certificate bundle") -> list[x509.Certificate]:
@@ -53,10 +63,18 @@ def load_certificates(data: bytes, what: str = "certificate bundle") -> list[x50
     return [load_certificate(data, what)]
 
 
+@lru_cache(maxsize=1024)
 def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER, hex (memoised: certificates are immutable and hash by DER)."""
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
+@lru_cache(maxsize=1024)
+def public_key(cert: x509.Certificate) -> CertificatePublicKeyTypes:
+    return cert.public_key()
+
+
+@lru_cache(maxsize=1024)
 def subject_cn(cert: x509.Certificate) -> str:
     attrs = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return str(attrs[0].value) if attrs else cert.subject.rfc4514_string()
@@ -64,7 +82,7 @@ def subject_cn(cert: x509.Certificate) -> str:
 
 # Signatures already verified, keyed by the SHA-256 of both certificates' DER. Only the
 # (time-independent) signature is cached; names and validity are checked on every call.
-_VERIFIED_LINKS: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+_VERIFIED_LINKS: OrderedDict[tuple[str, str], None] = OrderedDict()
 _VERIFIED_LINKS_MAX = 1024
 _LINKS_LOCK = threading.Lock()
 
@@ -75,17 +93,17 @@ def verify_issued_by(child: x509.Certificate, issuer: x509.Certificate, what: st
     RSA-PSS parameters (hash, MGF1 hash, salt length) come from the child's
     signatureAlgorithm field, as AMD's certificates use explicit PSS parameters.
     """
+    link = (fingerprint(child), fingerprint(issuer))
+    with _LINKS_LOCK:
+        if link in _VERIFIED_LINKS:  # same two certificates (by DER) already checked
+            _VERIFIED_LINKS.move_to_end(link)
+            return
     if child.issuer != issuer.subject:
         raise AttestationError(
             f"{what}: issuer name {child.issuer.rfc4514_string()!r} does not match signer "
             f"subject {issuer.subject.rfc4514_string()!r}",
             code="certificate-chain-invalid",
         )
-    link = (child.fingerprint(hashes.SHA256()), issuer.fingerprint(hashes.SHA256()))
-    with _LINKS_LOCK:
-        if link in _VERIFIED_LINKS:
-            _VERIFIED_LINKS.move_to_end(link)
-            return
     _verify_signature(child, issuer, what)
     with _LINKS_LOCK:
         _VERIFIED_LINKS[link] = None
@@ -94,7 +112,7 @@ def verify_issued_by(child: x509.Certificate, issuer: x509.Certificate, what: st
 
 
 def _verify_signature(child: x509.Certificate, issuer: x509.Certificate, what: str) -> None:
-    key = issuer.public_key()
+    key = public_key(issuer)
     data = child.tbs_certificate_bytes
     sig = child.signature
     try:
@@ -147,29 +165,31 @@ def check_validity(cert: x509.Certificate, now: datetime, what: str) -> None:
 def verify_chain(
     chain: Sequence[tuple[str, x509.Certificate]],
     roots: Sequence[x509.Certificate],
-    now: datetime,
+    now: datetime | None,
 ) -> x509.Certificate:
     """Verify ``chain`` (leaf first, named for messages) up to one of ``roots``.
 
     The last element must be a root itself (compared by exact DER) or be signed by one.
-    Returns the root that anchored it.
+    Returns the root that anchored it. ``now=None`` checks signatures only, for callers
+    that memoise the (time-independent) result and check validity on every call.
     """
     if not chain:
         raise ValueError("empty chain")
     for (name, cert), (iname, issuer) in pairwise(chain):
         verify_issued_by(cert, issuer, f"{name} <- {iname}")
-    for name, cert in chain:
-        check_validity(cert, now, name)
+    if now is not None:
+        for name, cert in chain:
+            check_validity(cert, now, name)
     top_name, top = chain[-1]
-    top_der = top.public_bytes(serialization.Encoding.DER)
     for root in roots:
-        if root.public_bytes(serialization.Encoding.DER) == top_der:
+        if root == top:  # certificates compare by DER
             verify_issued_by(top, top, f"{top_name} (self-signed)")
             return root
     for root in roots:
         if root.subject == top.issuer:
             verify_issued_by(top, root, f"{top_name} <- {subject_cn(root)}")
-            check_validity(root, now, subject_cn(root))
+            if now is not None:
+                check_validity(root, now, subject_cn(root))
             return root
     raise AttestationError(
         f"{top_name} ({subject_cn(top)!r}) does not chain to a trusted root "

@@ -12,7 +12,7 @@ import enum
 import struct
 import uuid
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 from cryptography import x509
@@ -128,6 +128,7 @@ def product_from_name(name: str | None) -> Product | None:
     return None
 
 
+@lru_cache(maxsize=512)
 def vek_info(cert: x509.Certificate) -> VekInfo:
     csp = _ext_str(cert, OID_CSP_ID)
     cn = subject_cn(cert)
@@ -146,6 +147,7 @@ def vek_info(cert: x509.Certificate) -> VekInfo:
     )
 
 
+@lru_cache(maxsize=512)
 def is_vek(cert: x509.Certificate) -> bool:
     return (
         _ext_value(cert, OID_HWID) is not None
@@ -154,6 +156,7 @@ def is_vek(cert: x509.Certificate) -> bool:
     )
 
 
+@lru_cache(maxsize=512)
 def is_self_signed(cert: x509.Certificate) -> bool:
     return cert.issuer == cert.subject
 

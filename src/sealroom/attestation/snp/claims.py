@@ -36,7 +36,10 @@ class Tcb:
 
     @staticmethod
     def of(t: TcbVersion) -> Tcb:
-        return Tcb(t.raw, t.bootloader, t.tee, t.snp, t.microcode, t.fmc)
+        b = t.raw.to_bytes(8, "little")  # layouts as in TcbVersion, decoded once
+        if t.turin:
+            return Tcb(t.raw, b[1], b[2], b[3], b[7], b[0])
+        return Tcb(t.raw, b[0], b[1], b[6], b[7], None)
 
     def __str__(self) -> str:
         s = f"bl={self.bootloader} tee={self.tee} snp={self.snp} ucode={self.microcode}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -40,6 +41,7 @@ from sealroom.attestation.snp.certs import (
 from sealroom.attestation.snp.claims import SnpClaims, claims_from_report
 from sealroom.attestation.x509util import (
     check_crl,
+    check_validity,
     fingerprint,
     load_certificates,
     load_crl,
@@ -49,14 +51,20 @@ from sealroom.attestation.x509util import (
 from sealroom.errors import AttestationError, InvalidInputError, UnavailableError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SnpCerts:
-    """Certificates that came with the evidence, sorted by role."""
+    """Certificates that came with the evidence, sorted by role.
+
+    Compared and hashed by identity: ``collect_certs`` returns the same object for the
+    same attachment bytes, which is what the chain memo below keys on.
+    """
 
     veks: tuple[x509.Certificate, ...] = ()
     intermediates: tuple[x509.Certificate, ...] = ()
     arks: tuple[x509.Certificate, ...] = ()
     crl: bytes | None = None
+    vek_infos: tuple[VekInfo, ...] = ()  # parallel to ``veks``
+    source: tuple[tuple[str, bytes], ...] = ()  # the attachments these came from
 
 
 def collect_certs(attachments: Mapping[str, bytes]) -> SnpCerts:
@@ -65,9 +73,14 @@ def collect_certs(attachments: Mapping[str, bytes]) -> SnpCerts:
     Names accepted: vcek, vlek, ask, asvk, ark, cert*, cert_chain (PEM bundle), certtable
     (a GHCB certificate table, e.g. configfs-tsm auxblob), crl.
     """
+    return _collect_certs(tuple(sorted(attachments.items())))
+
+
+@lru_cache(maxsize=256)
+def _collect_certs(attachments: tuple[tuple[str, bytes], ...]) -> SnpCerts:
     blobs: list[tuple[str, bytes]] = []
     crl = None
-    for name, data in attachments.items():
+    for name, data in attachments:
         if name == "crl":
             crl = data
         elif name in ("certtable", "auxblob"):
@@ -83,7 +96,9 @@ def collect_certs(attachments: Mapping[str, bytes]) -> SnpCerts:
                 arks.append(cert)
             else:
                 inters.append(cert)
-    return SnpCerts(tuple(veks), tuple(inters), tuple(arks), crl)
+    return SnpCerts(
+        tuple(veks), tuple(inters), tuple(arks), crl, tuple(vek_info(v) for v in veks), attachments
+    )
 
 
 def _choose_product(report: Report, info: VekInfo | None, forced: str | None) -> Product | None:
@@ -113,18 +128,22 @@ def _choose_product(report: Report, info: VekInfo | None, forced: str | None) ->
     return product
 
 
-def _pick_vek(report: Report, certs: SnpCerts, ctx: VerifyContext) -> x509.Certificate:
+def _pick_vek(report: Report, certs: SnpCerts, ctx: VerifyContext) -> tuple[SnpCerts, int]:
+    """The certificate set holding the VEK the report names, and the VEK's index in it.
+
+    A VCEK missing from the evidence is fetched through the collateral source and added
+    to the set (memoised by bytes like any supplied certificate)."""
     wanted = {SigningKey.VCEK: VekKind.VCEK, SigningKey.VLEK: VekKind.VLEK}.get(report.signing_key)
     if wanted is None:
         raise AttestationError(
             "report SIGNING_KEY is 7 (no key): the report is unsigned", code="snp-unsigned"
         )
-    matching = [c for c in certs.veks if vek_info(c).kind is wanted]
+    matching = [n for n, info in enumerate(certs.vek_infos) if info.kind is wanted]
     if len(matching) > 1:
         raise InvalidInputError(f"more than one {wanted.value.upper()} certificate was supplied")
     if matching:
-        return matching[0]
-    others = [vek_info(c).kind.value.upper() for c in certs.veks]
+        return certs, matching[0]
+    others = [info.kind.value.upper() for info in certs.vek_infos]
     if wanted is VekKind.VLEK:
         raise UnavailableError(
             "report SIGNING_KEY is VLEK but no VLEK certificate was supplied"
@@ -145,7 +164,13 @@ def _pick_vek(report: Report, certs: SnpCerts, ctx: VerifyContext) -> x509.Certi
             code="snp-collateral-unavailable",
         )
     req = kds.vcek_request(product, report.chip_id, report.tcb("reported", product))
-    return load_certificates(require(ctx.collateral, req), "VCEK from collateral")[0]
+    fetched = require(ctx.collateral, req)
+    augmented = _collect_certs(tuple(sorted((*certs.source, ("cert.collateral", fetched)))))
+    if not any(i.kind is VekKind.VCEK for i in augmented.vek_infos):
+        raise AttestationError(
+            f"collateral for {req.describe()} is not a VCEK certificate", code="snp-vcek-invalid"
+        )
+    return augmented, next(n for n, i in enumerate(augmented.vek_infos) if i.kind is VekKind.VCEK)
 
 
 def _check_vek_against_report(report: Report, info: VekInfo, product: Product | None) -> bool:
@@ -185,17 +210,22 @@ def _check_vek_against_report(report: Report, info: VekInfo, product: Product | 
     return True
 
 
+@lru_cache(maxsize=512)
 def _chain_for(
-    vek: x509.Certificate, info: VekInfo, product: Product | None, certs: SnpCerts
-) -> list[tuple[str, x509.Certificate]]:
-    candidates = list(certs.intermediates)
+    vek: x509.Certificate,
+    info: VekInfo,
+    product: Product | None,
+    intermediates: tuple[x509.Certificate, ...],
+) -> tuple[tuple[str, x509.Certificate], ...]:
+    """VEK and the intermediate that issued it (memoised: pure in its arguments)."""
+    candidates = list(intermediates)
     for pc in amd_chains():
         if product in (None, pc.product) and pc.vek_kind is info.kind:
             candidates.append(pc.intermediate)
     for inter in candidates:
         if inter.subject == vek.issuer:
             label = "ASVK" if info.kind is VekKind.VLEK else "ASK"
-            return [(info.kind.value.upper(), vek), (f"{label} {subject_cn(inter)!r}", inter)]
+            return ((info.kind.value.upper(), vek), (f"{label} {subject_cn(inter)!r}", inter))
     where = f"the {product.value} " if product else "any "
     raise AttestationError(
         f"{info.kind.value.upper()} is issued by {vek.issuer.rfc4514_string()!r}, which is not "
@@ -204,13 +234,13 @@ def _chain_for(
     )
 
 
-def _verify_signature(report: Report, vek: x509.Certificate) -> None:
+def _verify_signature(report: Report, vek: x509.Certificate, key: object = None) -> None:
     if report.signature_algo != SIG_ALGO_ECDSA_P384_SHA384:
         raise AttestationError(
             f"SIGNATURE_ALGO is {report.signature_algo}, only 1 (ECDSA P-384 SHA-384) is defined",
             code="snp-signature-algorithm",
         )
-    key = vek.public_key()
+    key = key or vek.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
         raise AttestationError("VEK key is not ECDSA P-384", code="snp-signature-invalid")
     der = encode_dss_signature(report.signature_r, report.signature_s)
@@ -224,12 +254,34 @@ def _verify_signature(report: Report, vek: x509.Certificate) -> None:
         ) from e
 
 
-def verify_report(report: Report, certs: SnpCerts, ctx: VerifyContext) -> SnpClaims:
-    vek = _pick_vek(report, certs, ctx)
-    info = vek_info(vek)
-    product = _choose_product(report, info, ctx.options.get("snp.product"))
-    chain = _chain_for(vek, info, product, certs)
-    trusted = list(amd_arks()) + [r for r in ctx.extra_roots if is_self_signed(r)]
+@dataclass(frozen=True)
+class _Anchor:
+    """What a VEK and its chain resolve to; independent of the report and of time."""
+
+    vek: x509.Certificate
+    info: VekInfo
+    product: Product | None
+    chain: tuple[tuple[str, x509.Certificate], ...]
+    root: x509.Certificate
+    simulated: bool
+    vek_fingerprint: str
+    vek_key: object
+    root_cn: str
+    validity: tuple[tuple[str, x509.Certificate], ...]
+
+
+@lru_cache(maxsize=256)
+def _anchor(
+    certs: SnpCerts,
+    index: int,
+    product: Product | None,
+    extra_roots: tuple[x509.Certificate, ...],
+) -> _Anchor:
+    """Chain signatures and trust anchor for ``certs.veks[index]``: memoised, as none of
+    it depends on the report or on time (validity is checked by the caller, every time)."""
+    vek, info = certs.veks[index], certs.vek_infos[index]
+    chain = _chain_for(vek, info, product, certs.intermediates)
+    trusted = list(amd_arks()) + [r for r in extra_roots if is_self_signed(r)]
     # An ARK shipped with the evidence is only a hint: it must equal a trusted root.
     for ark in certs.arks:
         if ark not in trusted:
@@ -237,25 +289,45 @@ def verify_report(report: Report, certs: SnpCerts, ctx: VerifyContext) -> SnpCla
                 f"evidence carries root {subject_cn(ark)!r}, which is not a trusted root",
                 code="untrusted-root",
             )
-    root = verify_chain(chain, trusted, ctx.now)
-    simulated = root not in amd_arks()
-    _verify_signature(report, vek)
+    root = verify_chain(chain, trusted, None)
+    return _Anchor(
+        vek=vek,
+        info=info,
+        product=product,
+        chain=chain,
+        root=root,
+        simulated=root not in amd_arks(),
+        vek_fingerprint=fingerprint(vek),
+        vek_key=vek.public_key(),
+        root_cn=subject_cn(root),
+        validity=(*chain, (subject_cn(root), root)),
+    )
+
+
+def verify_report(report: Report, certs: SnpCerts, ctx: VerifyContext) -> SnpClaims:
+    certs, index = _pick_vek(report, certs, ctx)
+    vek, info = certs.veks[index], certs.vek_infos[index]
+    product = _choose_product(report, info, ctx.options.get("snp.product"))
+    anchor = _anchor(certs, index, product, ctx.extra_roots)
+    for name, cert in anchor.validity:
+        check_validity(cert, ctx.now, name)
+    _verify_signature(report, vek, anchor.vek_key)
     chip_checked = _check_vek_against_report(report, info, product)
     crl_checked = False
     crl_bytes = certs.crl
-    if crl_bytes is None and product is not None and not simulated:
+    if crl_bytes is None and product is not None and not anchor.simulated:
         crl_bytes = ctx.collateral.fetch(kds.crl_request(product, info.kind.value))
     if crl_bytes is not None:
-        check_crl(load_crl(crl_bytes, "AMD CRL"), root, chain, ctx.now, "AMD CRL")
+        check_crl(load_crl(crl_bytes, "AMD CRL"), anchor.root, anchor.chain, ctx.now, "AMD CRL")
         crl_checked = True
     return claims_from_report(
         report,
         product,
         verified=True,
-        simulated=simulated,
-        vek_fingerprint=fingerprint(vek),
+        simulated=anchor.simulated,
+        vek_fingerprint=anchor.vek_fingerprint,
         csp_id=info.csp_id,
-        root=subject_cn(root),
+        root=anchor.root_cn,
         chip_id_checked=chip_checked,
         crl_checked=crl_checked,
     )
