@@ -10,22 +10,26 @@ PYTHON=${PYTHON:-python3}
 # only where missing, so a developer machine is left alone).
 APT_PACKAGES=(python3-venv python3-dev gcc make git openssl)
 
+# python3-venv/python3-dev matter only when the interpreter cannot make a venv itself.
+if "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  NEEDED=()
+  for p in "${APT_PACKAGES[@]}"; do
+    case "$p" in python3-venv|python3-dev) ;; *) NEEDED+=("$p") ;; esac
+  done
+else
+  NEEDED=("${APT_PACKAGES[@]}")
+fi
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
-  for p in "${APT_PACKAGES[@]}"; do
+  for p in "${NEEDED[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
-fi
-# python3-venv is only needed when the interpreter cannot make a venv by itself.
-if [ ${#missing[@]} -gt 0 ] && "$PYTHON" -m venv --help >/dev/null 2>&1; then
-  missing=("${missing[@]/python3-venv}"); missing=("${missing[@]/python3-dev}")
-  read -r -a missing <<<"${missing[*]}"
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: apt-get install ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
     echo "bootstrap: missing system packages: ${missing[*]} (install them, or run as root)" >&2
     exit 1
