@@ -143,3 +143,59 @@ def test_every_seed_parses_unmutated(name: str) -> None:
     if name == "gce" and not _GCE.is_file():
         pytest.skip(f"vectors absent at {VTPM}")
     parser[name](SEEDS[name])
+
+
+RUNTIME_SLICE = slice(0x4D4, 0x4D4 + 1110)
+_HCL = VTPM / "azure_snp_milan_hcl" / "hcl_report.bin"
+_HCL_SEED = _HCL.read_bytes() if _HCL.is_file() else b"HCLA" + bytes(0x4D0)
+_AZ_JSON = VTPM / "azure_snp_milan" / "evidence_v1.json"
+_AZ_JSON_SEED = _AZ_JSON.read_bytes()[:3000] if _AZ_JSON.is_file() else b'{"version": 1}'
+
+
+@st.composite
+def hcl_mutations(draw: st.DrawFn) -> bytes:
+    """The real HCL report with bytes changed in the header, the IGVM header or the JSON."""
+    data = bytearray(_HCL_SEED)
+    regions = [(0, 0x20), (0x4C0, 0x4D4), (0x4D4, min(len(data), 0x4D4 + 1110))]
+    for _ in range(draw(st.integers(1, 4))):
+        lo, hi = draw(st.sampled_from(regions))
+        if hi > lo:
+            data[draw(st.integers(lo, hi - 1))] = draw(st.integers(0, 255))
+    if draw(st.booleans()):
+        data = data[: draw(st.integers(0, len(data)))]
+    return bytes(data)
+
+
+@FUZZ
+@given(st.one_of(hcl_mutations(), mutated(_HCL_SEED[:0x600])))
+def test_fuzz_hcl_report_and_runtime_data(data: bytes) -> None:
+    from sealroom.attestation.tpm import azure
+
+    def parse(b: bytes) -> None:
+        hcl = azure.parse_hcl_report(b)
+        assert hcl.to_bytes() == b[: hcl.report_size]
+        azure.parse_runtime_data(hcl.runtime_data)
+
+    _only_malformed(parse, data)
+    _only_malformed(azure.load_azure, data)
+    assert azure.looks_like_azure(data) in (None, "snp", "tdx")
+
+
+@FUZZ
+@given(st.one_of(mutated(_HCL_SEED[RUNTIME_SLICE]), st.binary(max_size=200)))
+def test_fuzz_runtime_json(data: bytes) -> None:
+    from sealroom.attestation.tpm import azure
+
+    _only_malformed(azure.parse_runtime_data, data)
+
+
+@FUZZ
+@given(mutated(_AZ_JSON_SEED))
+def test_fuzz_azure_evidence_json(data: bytes) -> None:
+    from sealroom.attestation.tpm import azure
+
+    _only_malformed(azure.load_azure, data)
+    for name in ("az-snp-vtpm", "az-tdx-vtpm"):
+        kind = kinds.get(name)
+        if kind.sniff(data):
+            _only_malformed(kind.load, data)

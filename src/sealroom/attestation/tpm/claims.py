@@ -83,3 +83,19 @@ class TpmClaims(Claims):
     event_log: EventLogClaims | None = None
     gce_instance: GceInstanceClaims | None = None
     notes: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, kw_only=True)
+class AzureVtpmClaims(Claims):
+    """Azure CVM evidence: the hardware report's claims, the HCL runtime data, the TPM quote."""
+
+    hcl_version: int
+    report_data_hash: str  # sha256 | sha384 | sha512: how REPORT_DATA binds the runtime data
+    runtime_keys: tuple[str, ...]  # kids in the runtime JSON (HCLAkPub, HCLEkPub, ...)
+    vm_configuration: dict[str, object]
+    user_data: bytes | None
+    tpm: TpmClaims
+    #: The SNP or TDX kind's claims for the embedded / accompanying hardware evidence.
+    hardware: Claims
+    #: TDX only: the TDREPORT's REPORT_DATA (equal to the TD quote's).
+    tdreport_report_data: bytes | None = None

@@ -1,5 +1,10 @@
-"""The ``tpm`` evidence kind: TPM 2.0 quotes (tpm2-tools/sealroom form, GCE go-tpm-tools
-protobuf, Trustee JSON). Azure vTPM evidence has its own kinds (``azure_kind.py``)."""
+"""Evidence kinds of the TPM path.
+
+``tpm``: TPM 2.0 quotes (tpm2-tools/sealroom form, GCE go-tpm-tools protobuf, Trustee JSON).
+``az-snp-vtpm`` / ``az-tdx-vtpm``: Azure confidential VMs, where an SNP report or a TD quote
+certifies the vTPM's AK through the HCL report (see ``azure.py``); separate kinds because
+their policy embeds the SNP or TDX section and their claims carry the hardware claims.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,14 @@ from sealroom.attestation.claims import Claims
 from sealroom.attestation.evidence import EvidenceBundle, EvidenceItem
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.tpm.abi import parse_attest
-from sealroom.attestation.tpm.claims import TpmClaims
+from sealroom.attestation.tpm.azure import (
+    AzureEvidence,
+    decode_azure_item,
+    load_azure,
+    looks_like_azure,
+)
+from sealroom.attestation.tpm.azure_verify import inspect_azure, verify_azure
+from sealroom.attestation.tpm.claims import AzureVtpmClaims, TpmClaims
 from sealroom.attestation.tpm.formats import (
     MAGIC,
     decode_tpm_item,
@@ -20,8 +32,17 @@ from sealroom.attestation.tpm.formats import (
     looks_like_trustee_tpm,
 )
 from sealroom.attestation.tpm.gce import looks_like_gce_attestation
-from sealroom.attestation.tpm.policy import STARTER, TpmPolicy, appraise_tpm
+from sealroom.attestation.tpm.policy import (
+    AZURE_STARTER,
+    STARTER,
+    AzSnpVtpmPolicy,
+    AzTdxVtpmPolicy,
+    TpmPolicy,
+    appraise_azure,
+    appraise_tpm,
+)
 from sealroom.attestation.tpm.verify import inspect_tpm_evidence, verify_tpm_evidence
+from sealroom.errors import MalformedEvidenceError
 
 
 class TpmKind:
@@ -62,3 +83,75 @@ class TpmKind:
 
 
 KIND = TpmKind()
+
+
+class _AzureKind:
+    name: ClassVar[str]
+    default_submod: ClassVar[str]
+    hardware: ClassVar[str]
+    policy_model: ClassVar[type[BaseModel]]
+
+    def sniff(self, data: bytes) -> bool:
+        return looks_like_azure(data) == self.hardware
+
+    def load(self, data: bytes) -> EvidenceBundle:
+        item = load_azure(data)
+        if item.kind != self.name:
+            raise MalformedEvidenceError(
+                f"this is {item.kind} evidence, not {self.name}",
+                code="azure-kind-mismatch",
+            )
+        return EvidenceBundle.single(item)
+
+    def _decode(self, item: EvidenceItem) -> AzureEvidence:
+        ev = decode_azure_item(item)
+        if ev.hcl.hardware != self.hardware:
+            raise MalformedEvidenceError(
+                f"the HCL report holds a {ev.hcl.hardware} report, this kind reads {self.hardware}",
+                code="azure-kind-mismatch",
+            )
+        return ev
+
+    def inspect(self, item: EvidenceItem) -> Claims:
+        return inspect_azure(self._decode(item), self.name)
+
+    def verify(self, item: EvidenceItem, ctx: VerifyContext) -> Claims:
+        return verify_azure(
+            self._decode(item),
+            self.name,
+            ctx,
+            item.attachments.get("ak"),
+        )
+
+    def appraise(self, claims: Claims, section: BaseModel, ctx: VerifyContext) -> list[RuleResult]:
+        if not isinstance(claims, AzureVtpmClaims) or not isinstance(
+            section, AzSnpVtpmPolicy | AzTdxVtpmPolicy
+        ):
+            raise TypeError("Azure vTPM appraisal needs AzureVtpmClaims and its policy section")
+        return appraise_azure(claims, section, ctx)
+
+    def starter_policy(self) -> str:
+        hw = (
+            f"# The {self.hardware} kind's rules for the hardware evidence "
+            "(keep report_data: any; verification checks the HCL binding).\n"
+            f"{self.hardware}: {{}}\n"
+        )
+        return AZURE_STARTER + hw
+
+
+class AzSnpVtpmKind(_AzureKind):
+    name: ClassVar[str] = "az-snp-vtpm"
+    default_submod: ClassVar[str] = "cvm0"
+    hardware: ClassVar[str] = "snp"
+    policy_model: ClassVar[type[BaseModel]] = AzSnpVtpmPolicy
+
+
+class AzTdxVtpmKind(_AzureKind):
+    name: ClassVar[str] = "az-tdx-vtpm"
+    default_submod: ClassVar[str] = "cvm0"
+    hardware: ClassVar[str] = "tdx"
+    policy_model: ClassVar[type[BaseModel]] = AzTdxVtpmPolicy
+
+
+AZ_SNP_KIND = AzSnpVtpmKind()
+AZ_TDX_KIND = AzTdxVtpmKind()

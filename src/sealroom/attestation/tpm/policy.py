@@ -5,14 +5,15 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, SerializeAsAny, model_validator
 
+from sealroom.attestation import kinds
 from sealroom.attestation.appraise import RuleResult, Rules, Trust
 from sealroom.attestation.binding import ReportDataInputs, sealroom_report_data
 from sealroom.attestation.kinds import VerifyContext
-from sealroom.attestation.policy import HexBytes, ReportDataPolicy, Section
+from sealroom.attestation.policy import HexBytes, ReportDataPolicy, Section, check_report_data
 from sealroom.attestation.tpm.abi import HASH_BY_NAME, HASH_SIZES
-from sealroom.attestation.tpm.claims import TpmClaims
+from sealroom.attestation.tpm.claims import AzureVtpmClaims, TpmClaims
 
 Bank = Literal["sha1", "sha256", "sha384", "sha512"]
 AkTrustName = Literal["pinned", "certified", "none"]
@@ -178,4 +179,104 @@ pcrs:
     {}
 # min_firmware_version: 0x2016051100162800
 require_event_log: false
+"""
+
+
+# ----------------------------------------------------------------------------- Azure
+
+
+def _hardware_section(kind_name: str) -> Any:
+    """Validate a nested section with the hardware kind's own policy model (lazily: the
+    SNP/TDX kinds are imported only when an Azure section is loaded)."""
+
+    def validate(value: Any) -> Any:
+        model = kinds.get(kind_name).policy_model
+        if isinstance(value, model):
+            return value
+        return model.model_validate({} if value is None else value)
+
+    return BeforeValidator(validate)
+
+
+class _AzurePolicy(Section):
+    #: Rules for the TPM quote (AK trust defaults to pinned or certified: Azure's AK is
+    #: "certified" by the hardware report binding it).
+    tpm: TpmPolicy = Field(default_factory=TpmPolicy)
+    #: The runtime JSON's ``user-data`` (64 bytes); e.g. {mode: nonce}.
+    user_data: ReportDataPolicy = ReportDataPolicy()
+    #: Exact values required in the runtime JSON's ``vm-configuration``
+    #: (e.g. {"secure-boot": true, "console-enabled": false}).
+    vm_configuration: dict[str, bool | str] | None = None
+
+
+class AzSnpVtpmPolicy(_AzurePolicy):
+    #: The ``snp`` kind's policy section, applied to the embedded SNP report. Its
+    #: report_data rule should stay "any": REPORT_DATA holds the runtime-data hash, which
+    #: verification already checks.
+    snp: Annotated[SerializeAsAny[BaseModel], _hardware_section("snp")] = Field(
+        default_factory=lambda: kinds.get("snp").policy_model.model_validate({}),
+        validate_default=True,
+    )
+
+
+class AzTdxVtpmPolicy(_AzurePolicy):
+    #: The ``tdx`` kind's policy section, applied to the TD quote (report_data: "any").
+    tdx: Annotated[SerializeAsAny[BaseModel], _hardware_section("tdx")] = Field(
+        default_factory=lambda: kinds.get("tdx").policy_model.model_validate({}),
+        validate_default=True,
+    )
+
+
+def _prefixed(results: list[RuleResult], prefix: str) -> list[RuleResult]:
+    return [
+        RuleResult(f"{prefix}{r.field}", r.got, r.want, r.passed, r.trust, r.submod)
+        for r in results
+    ]
+
+
+def appraise_azure(
+    claims: AzureVtpmClaims, pol: AzSnpVtpmPolicy | AzTdxVtpmPolicy, ctx: VerifyContext
+) -> list[RuleResult]:
+    out: list[RuleResult] = []
+    hw_name = "snp" if isinstance(pol, AzSnpVtpmPolicy) else "tdx"
+    hw_section = pol.snp if isinstance(pol, AzSnpVtpmPolicy) else pol.tdx
+    out.extend(
+        _prefixed(kinds.get(hw_name).appraise(claims.hardware, hw_section, ctx), f"{hw_name}.")
+    )
+    out.extend(appraise_tpm(claims.tpm, pol.tpm, ctx, prefix="tpm."))
+    r = Rules()
+    if pol.user_data.mode != "any":
+        if claims.user_data is None or len(claims.user_data) != 64:
+            r.add(
+                "user_data",
+                claims.user_data,
+                f"64 bytes checked as {pol.user_data.mode}",
+                False,
+                Trust.INSTANCE_IDENTITY,
+            )
+        else:
+            check_report_data(
+                r, "user_data", claims.user_data, pol.user_data, ctx.nonce, ctx.report_data_inputs
+            )
+    for key, want in (pol.vm_configuration or {}).items():
+        got = claims.vm_configuration.get(key)
+        r.add(f"vm_configuration.{key}", got, _fmt_json(want), got == want, Trust.CONFIGURATION)
+    out.extend(r.results)
+    return out
+
+
+def _fmt_json(v: object) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+AZURE_STARTER = """\
+# The TPM quote: Azure's AK is certified by the hardware report (ak_trust "certified").
+tpm:
+  ak_trust: [pinned, certified]
+  extra_data: {mode: nonce}      # the quote's qualifying data is your nonce (--nonce HEX)
+  # pcrs: {sha256: {7: [<64 hex digits>]}}
+# user_data: {mode: nonce}       # the runtime JSON's user-data (64 bytes)
+vm_configuration:
+  secure-boot: true
+  console-enabled: false
 """
