@@ -1,0 +1,97 @@
+"""A real software TPM (swtpm) per test, on free 127.0.0.1 ports, terminated in teardown."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TOOLS = ("tpm2_createek", "tpm2_createak", "tpm2_quote", "tpm2_pcrextend", "tpm2_evictcontrol")
+
+
+@dataclass(frozen=True)
+class Swtpm:
+    port: int
+    ctrl_port: int
+    state: Path
+
+    @property
+    def tcti(self) -> str:
+        return f"swtpm:host=127.0.0.1,port={self.port}"
+
+
+def _free_port_pair() -> tuple[int, int]:
+    """Two consecutive free ports (server P, control P+1) on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port >= 65535:
+            continue
+        try:
+            with socket.socket() as s2:
+                s2.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port, port + 1
+    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], port: int) -> bool:
+    for _ in range(200):
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def swtpm(tmp_path: Path) -> Iterator[Swtpm]:
+    if shutil.which("swtpm") is None:
+        pytest.skip("swtpm is not installed (Debian: swtpm swtpm-tools; scripts/bootstrap.sh)")
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"tpm2-tools are not installed (missing {', '.join(missing)})")
+    state = tmp_path / "swtpm-state"
+    state.mkdir()
+    last_err = b""
+    for _ in range(5):  # a port taken between probing and binding: try another pair
+        port, ctrl = _free_port_pair()
+        proc = subprocess.Popen(
+            [
+                "swtpm", "socket", "--tpm2",
+                "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
+                "--ctrl", f"type=tcp,port={ctrl},bindaddr=127.0.0.1",
+                "--tpmstate", f"dir={state}",
+                "--flags", "startup-clear",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        if _wait_listening(proc, port):
+            try:
+                yield Swtpm(port, ctrl, state)
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                if proc.stderr is not None:
+                    proc.stderr.close()
+            return
+        proc.kill()
+        _, err = proc.communicate()
+        last_err = err or b""
+    raise RuntimeError(f"swtpm did not start: {last_err.decode(errors='replace')[-300:]}")
