@@ -30,7 +30,11 @@ app.add_typer(sim_app, name="sim")
 app.command("demo")(demo_cmd)
 
 # Sub-apps that live in modules owned by other parts of the tree; mounted when present.
-for _module, _attr, _name in (("sealroom.cli.ear_cmd", "ear_app", "ear"),):
+for _module, _attr, _name in (
+    ("sealroom.cli.ear_cmd", "ear_app", "ear"),
+    ("sealroom.cli.keys_cmd", "keys_app", "keys"),
+    ("sealroom.cli.manifest_cmd", "manifest_app", "manifest"),
+):
     try:
         app.add_typer(getattr(importlib.import_module(_module), _attr), name=_name)
     except ModuleNotFoundError as _e:
