@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from sealroom.attestation.collateral import CollateralRequest
 from sealroom.attestation.tdx.tcb import INTEL_STATUSES, TcbStatus
@@ -79,7 +80,7 @@ def top_level_members(text: str, what: str) -> dict[str, tuple[int, int]]:
                 raise _bad(what, f"expected a member name at offset {i}")
             try:
                 key, i = _DECODER.raw_decode(text, i)
-            except json.JSONDecodeError as e:
+            except (ValueError, RecursionError) as e:
                 raise _bad(what, f"bad member name: {e}") from e
             i = ws(i)
             if i >= n or text[i] != ":":
@@ -87,7 +88,7 @@ def top_level_members(text: str, what: str) -> dict[str, tuple[int, int]]:
             i = ws(i + 1)
             try:
                 _, end = _DECODER.raw_decode(text, i)
-            except json.JSONDecodeError as e:
+            except (ValueError, RecursionError) as e:
                 raise _bad(what, f"bad value of {key!r}: {e}") from e
             if key in spans:
                 raise _bad(what, f"member {key!r} appears twice")
@@ -103,6 +104,14 @@ def top_level_members(text: str, what: str) -> dict[str, tuple[int, int]]:
     if ws(i) != n:
         raise _bad(what, "trailing data after the JSON object")
     return spans
+
+
+def _json(text: str | bytes, what: str) -> Any:
+    """json.loads with every failure a MalformedEvidenceError (deep nesting, huge numbers)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise _bad(what, f"not JSON: {str(e)[:200]}") from e
 
 
 def _decode_text(data: bytes, what: str) -> str:
@@ -302,7 +311,7 @@ def _module_levels(items: list[Any], where: str) -> tuple[ModuleTcbLevel, ...]:
 def parse_tcb_info(signed: SignedJson, what: str = "tcbInfo") -> TcbInfo:
     text = _decode_text(signed.body, what)
     top_level_members(text, what)  # rejects duplicates and trailing data
-    t = _Obj(json.loads(text), what)
+    t = _Obj(_json(text, what), what)
     tid = t.text("id") if "id" in t.v else "SGX"  # TCB info v2 (SGX) has no id
     if tid not in ("SGX", "TDX"):
         raise _bad(f"{what}.id", f"must be SGX or TDX, got {tid!r}")
@@ -385,7 +394,7 @@ class QeIdentity:
 def parse_qe_identity(signed: SignedJson, what: str = "enclaveIdentity") -> QeIdentity:
     text = _decode_text(signed.body, what)
     top_level_members(text, what)
-    q = _Obj(json.loads(text), what)
+    q = _Obj(_json(text, what), what)
     version = q.integer("version")
     if version != 2:
         raise _bad(f"{what}.version", f"enclave identity version {version} is not supported")
@@ -460,7 +469,11 @@ def _sig_hex(value: str, what: str) -> bytes:
 
 
 def _crl_der(data: bytes, what: str) -> bytes:
-    """Normalise a CRL (DER, PEM or hex text) to DER; malformed CRLs are rejected here."""
+    """Normalise a CRL (DER, PEM or hex text) to DER; malformed CRLs are rejected here.
+
+    cryptography decodes names and entries lazily: they are decoded here so a corrupted
+    CRL is a parse error, never a ValueError during verification.
+    """
     stripped = data.strip()
     if stripped and all(c in b"0123456789abcdefABCDEF" for c in stripped):
         try:
@@ -468,14 +481,21 @@ def _crl_der(data: bytes, what: str) -> bytes:
         except binascii.Error as e:
             raise _bad(what, "odd-length hex") from e
     crl = load_crl(data, what)
-    from cryptography.hazmat.primitives import serialization
-
+    try:
+        _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc, crl.extensions)
+        for entry in crl:
+            _ = (entry.serial_number, entry.revocation_date_utc)
+    except ValueError as e:
+        raise _bad(what, f"does not decode: {e}") from e
     return crl.public_bytes(serialization.Encoding.DER)
 
 
-def _chain_ders(pem: str | bytes, what: str) -> tuple[bytes, ...]:
-    from cryptography.hazmat.primitives import serialization
+def _crl_issuer_cn(der: bytes) -> str:
+    cn = load_crl(der).issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(cn[0].value) if cn else ""
 
+
+def _chain_ders(pem: str | bytes, what: str) -> tuple[bytes, ...]:
     raw = pem.encode() if isinstance(pem, str) else pem
     if not raw.strip():
         return ()
@@ -495,7 +515,7 @@ def parse_pcs_response(data: bytes) -> Collateral:
             if "signature" not in spans:
                 raise _bad("PCS response", "'signature' is missing")
             s, e = spans[key]
-            sig_raw = json.loads(text[slice(*spans["signature"])])
+            sig_raw = _json(text[slice(*spans["signature"])], "PCS response signature")
             if not isinstance(sig_raw, str):
                 raise _bad("PCS response", "'signature' must be a hex string")
             signed = SignedJson(text[s:e].encode("utf-8"), _sig_hex(sig_raw, "PCS response"))
@@ -527,11 +547,7 @@ _PHALA_KEYS = frozenset(
 def parse_bundle(data: bytes) -> Collateral:
     """The single-file collateral JSON of dcap-qvl (``QuoteCollateralV3.to_json``)."""
     what = "collateral JSON"
-    try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _bad(what, f"not JSON: {e}") from e
-    o = _Obj(obj, what)
+    o = _Obj(_json(_decode_text(data, what), what), what)
     extra = set(o.v) - _PHALA_KEYS
     if extra:
         raise _bad(what, f"unknown keys {sorted(extra)} (expected dcap-qvl QuoteCollateralV3)")
@@ -586,9 +602,7 @@ def parse_collateral_file(data: bytes) -> Collateral:
         return parse_bundle(data)
     if b"-----BEGIN X509 CRL-----" in data or head == b"\x30":
         der = _crl_der(data, "collateral CRL")
-        crl = load_crl(der)
-        cn = crl.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        is_root = bool(cn) and cn[0].value == "Intel SGX Root CA"
+        is_root = _crl_issuer_cn(der) == "Intel SGX Root CA"
         return (
             Collateral(root_ca_crl=der, sources=("root CA CRL file",))
             if is_root

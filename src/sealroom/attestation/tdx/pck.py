@@ -124,7 +124,12 @@ def parse_sgx_extension(cert: x509.Certificate) -> PckExtension:
     value = ext.value
     if not isinstance(value, x509.UnrecognizedExtension):
         raise _bad("unexpected decoded type")
-    top = _tlvs(value.value)
+    return parse_sgx_extension_der(value.value)
+
+
+def parse_sgx_extension_der(der: bytes) -> PckExtension:
+    """The extension value (DER of the outer SEQUENCE)."""
+    top = _tlvs(der)
     if len(top) != 1 or top[0][0] != _SEQUENCE:
         raise _bad("not a single SEQUENCE")
     entries = _pairs(top[0][1], "extension")
