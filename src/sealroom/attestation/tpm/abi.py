@@ -13,6 +13,7 @@ keeps its original bytes (``raw``) so signatures are checked over what the TPM s
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -137,11 +138,12 @@ OBJ_DECRYPT = 1 << 17
 OBJ_SIGN = 1 << 18
 
 
+_ALG_NAMES = {a.value: a.name.lower() for a in Alg}
+
+
 def alg_name(alg: int) -> str:
-    try:
-        return Alg(alg).name.lower()
-    except ValueError:
-        return f"alg-{alg:#06x}"
+    name = _ALG_NAMES.get(alg)
+    return name if name is not None else f"alg-{alg:#06x}"
 
 
 def hash_name(alg: int) -> str:
@@ -236,12 +238,13 @@ class PcrSelection:
     hash_alg: int
     select: bytes
 
-    @property
+    @functools.cached_property
     def indices(self) -> tuple[int, ...]:
         """Selected PCR indices, ascending: the order the TPM concatenates them in."""
         return tuple(
-            8 * i + bit for i, byte in enumerate(self.select) for bit in range(8) if byte >> bit & 1
-        )
+            8 * i + bit for i, byte in enumerate(self.select) if byte for bit in range(8)
+            if byte >> bit & 1
+        )  # fmt: skip
 
     @property
     def bank(self) -> str:

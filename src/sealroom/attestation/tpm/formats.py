@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -33,9 +34,11 @@ from sealroom.attestation.tpm.abi import (
     HASH_BY_NAME,
     HASH_SIZES,
     TPM_GENERATED_VALUE,
+    Alg,
     Attest,
     Public,
     Signature,
+    digest,
     hash_name,
     parse_attest,
     parse_public_area,
@@ -74,13 +77,18 @@ class AkKey:
     key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
     public: Public | None = None
 
-    @property
+    @functools.cached_property
     def spki(self) -> bytes:
         return self.key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
-    @property
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 of the DER SubjectPublicKeyInfo, lowercase hex."""
+        return digest(Alg.SHA256, self.spki).hex()
+
+    @functools.cached_property
     def algorithm(self) -> str:
         if isinstance(self.key, rsa.RSAPublicKey):
             return f"rsa-{self.key.key_size}"
@@ -89,6 +97,16 @@ class AkKey:
 
 def load_ak(data: bytes, what: str) -> AkKey:
     """A PEM or DER SubjectPublicKeyInfo, a TPMT_PUBLIC or a TPM2B_PUBLIC."""
+    try:
+        return _load_ak_cached(bytes(data))
+    except MalformedEvidenceError as e:
+        raise MalformedEvidenceError(f"{what}: {e.message}", code=e.code) from e
+
+
+@functools.lru_cache(maxsize=256)
+def _load_ak_cached(data: bytes) -> AkKey:
+    """Keys are immutable and parsing is pure: repeated verification of one AK parses once."""
+    what = "AK"
     stripped = data.strip()
     try:
         if stripped.startswith(b"-----BEGIN"):
@@ -103,8 +121,6 @@ def load_ak(data: bytes, what: str) -> AkKey:
             f"{what} is not a public key (PEM/DER SPKI, TPMT_PUBLIC or TPM2B_PUBLIC): {e}",
             code="tpm-ak-invalid",
         ) from e
-    except MalformedEvidenceError as e:
-        raise MalformedEvidenceError(f"{what}: {e.message}", code=e.code) from e
     if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
         raise MalformedEvidenceError(
             f"{what} is a {type(key).__name__}, an AK must be RSA or ECC", code="tpm-ak-invalid"
@@ -113,20 +129,24 @@ def load_ak(data: bytes, what: str) -> AkKey:
 
 
 def _pcr_index(k: object, bank: str) -> int:
-    if isinstance(k, int):
+    if isinstance(k, int) and not isinstance(k, bool):
         idx = k
-    elif isinstance(k, str) and re.fullmatch(r"[0-9]{1,2}", k):
+    elif isinstance(k, str) and 0 < len(k) <= 2 and k.isascii() and k.isdigit():
         idx = int(k)
     else:
         raise MalformedEvidenceError(f"pcrs.{bank}: PCR index {k!r} is not a number")
-    if idx > MAX_PCR_INDEX:
-        raise MalformedEvidenceError(f"pcrs.{bank}: PCR index {idx} is above {MAX_PCR_INDEX}")
+    if not 0 <= idx <= MAX_PCR_INDEX:
+        raise MalformedEvidenceError(f"pcrs.{bank}: PCR index {idx} is not 0..{MAX_PCR_INDEX}")
     return idx
 
 
 def _hex(v: object, where: str) -> bytes:
     if not isinstance(v, str):
         raise MalformedEvidenceError(f"{where} must be a hex string")
+    try:
+        return bytes.fromhex(v)
+    except ValueError:
+        pass
     try:
         return bytes.fromhex(v.strip().lower().removeprefix("0x"))
     except ValueError as e:

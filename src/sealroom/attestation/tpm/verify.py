@@ -98,7 +98,7 @@ def verify_quote_signature(attest: Attest, sig: Signature, ak: AkKey, what: str)
 
 
 def fingerprint_of(ak: AkKey) -> str:
-    return digest(Alg.SHA256, ak.spki).hex()
+    return ak.fingerprint
 
 
 def check_pcr_digest(
