@@ -265,6 +265,19 @@ class TcbInfo:
     def is_tdx(self) -> bool:
         return self.id == "TDX"
 
+    @functools.cached_property
+    def ordered_levels(self) -> tuple[TcbLevel, ...]:
+        """Levels highest first, independent of the JSON order, as Intel's QVL sorts them:
+        by SGX components, then PCESVN, then (TDX) TDX components, each descending."""
+        tdx = self.is_tdx
+        return tuple(
+            sorted(
+                self.tcb_levels,
+                key=lambda lv: (lv.sgx_components, lv.pce_svn, lv.tdx_components if tdx else ()),
+                reverse=True,
+            )
+        )
+
 
 def _svn_list(items: list[Any], where: str) -> tuple[int, ...]:
     if len(items) != 16:
@@ -590,6 +603,7 @@ def parse_bundle(data: bytes) -> Collateral:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def parse_collateral_file(data: bytes) -> Collateral:
     """A collateral file of any accepted form: dcap-qvl JSON, a PCS JSON response, a CRL
     (DER/PEM) or a PEM certificate chain."""
@@ -633,9 +647,22 @@ def from_attachments(attachments: Mapping[str, bytes]) -> Collateral:
     ``pck_crl``/``root_ca_crl``: CRLs; ``cert``/``cert.N``: PEM certificates (issuer chains,
     e.g. the Intel SGX TCB Signing certificate), the CLI's ``--certs``.
     """
+    # Parsed once per distinct set of attachment bytes.
+    items = tuple(
+        sorted((k, v) for k, v in attachments.items() if k.split(".", 1)[0] in _ATTACHMENT_NAMES)
+    )
+    return _from_items(items) if items else Collateral()
+
+
+_ATTACHMENT_NAMES = frozenset(
+    {"collateral", "tcb_info", "qe_identity", "pck_crl", "root_ca_crl", "cert"}
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _from_items(items: tuple[tuple[str, bytes], ...]) -> Collateral:
     out = Collateral()
-    for name in sorted(attachments):
-        data = attachments[name]
+    for name, data in items:
         base = name.split(".", 1)[0]
         if base == "collateral":
             out = out.merged(parse_collateral_file(data))
@@ -747,3 +774,15 @@ def tcb_signing_chain_request(tdx: bool) -> CollateralRequest:
             "tcb_signing_chain.pem",
         ),
     )
+
+
+def clear_caches() -> None:
+    for f in (
+        parse_pcs_response,
+        parse_bundle,
+        parse_collateral_file,
+        parse_crl_item,
+        parse_cert_item,
+        _from_items,
+    ):
+        f.cache_clear()

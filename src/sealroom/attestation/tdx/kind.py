@@ -124,14 +124,15 @@ class _DcapKind:
         return EvidenceBundle.single(EvidenceItem(kind=self.name, data=raw))
 
     def _verify(self, item: EvidenceItem, ctx: VerifyContext) -> tuple[Quote, CheckState]:
+        # The TEE type is checked before any signature work.
+        quote = self._parse(item)
         v = verify_quote(
-            item.data,
+            quote,
             now=ctx.now,
             attached=coll.from_attachments(item.attachments),
             source=ctx.collateral,
             extra_roots=ctx.extra_roots,
         )
-        self._check_tee(v.quote)
         return v.quote, _check_state(v)
 
     def _check_tee(self, quote: Quote) -> None:
@@ -159,8 +160,6 @@ class TdxKind(_DcapKind):
         return tdx_claims(quote, _inspect_state(quote))
 
     def verify(self, item: EvidenceItem, ctx: VerifyContext) -> Claims:
-        # The TEE type is checked before any signature work.
-        self._parse(item)
         quote, state = self._verify(item, ctx)
         return tdx_claims(quote, state)
 
@@ -184,7 +183,6 @@ class SgxKind(_DcapKind):
         return sgx_claims(quote, _inspect_state(quote))
 
     def verify(self, item: EvidenceItem, ctx: VerifyContext) -> Claims:
-        self._parse(item)
         quote, state = self._verify(item, ctx)
         return sgx_claims(quote, state)
 

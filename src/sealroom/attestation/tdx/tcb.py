@@ -40,7 +40,7 @@ from sealroom.errors import AttestationError
 
 if TYPE_CHECKING:
     from sealroom.attestation.tdx.abi import EnclaveReport, TdReportBody
-    from sealroom.attestation.tdx.collateral import QeIdentity, TcbInfo, TcbLevel
+    from sealroom.attestation.tdx.collateral import QeIdentity, TcbInfo
     from sealroom.attestation.tdx.pck import PckExtension
 
 
@@ -105,21 +105,11 @@ def converge(platform: StatusResult, other: StatusResult | None) -> StatusResult
     return StatusResult(status, ids, platform.tcb_date, platform.detail)
 
 
-def _level_key(level: TcbLevel, tdx: bool) -> tuple[tuple[int, ...], int, tuple[int, ...]]:
-    return (level.sgx_components, level.pce_svn, level.tdx_components if tdx else ())
-
-
-def ordered_levels(tcb_info: TcbInfo) -> list[TcbLevel]:
-    """Levels highest first, independent of the JSON order (as Intel's QVL sorts them)."""
-    tdx = tcb_info.is_tdx
-    return sorted(tcb_info.tcb_levels, key=lambda lv: _level_key(lv, tdx), reverse=True)
-
-
 def match_platform(tcb_info: TcbInfo, pck: PckExtension, td: TdReportBody | None) -> StatusResult:
     """Step 1. ``td`` is the TD quote body for TDX quotes, None for SGX."""
     tee_svn = td.tee_tcb_svn if td is not None else None
     first_tdx = 2 if tee_svn is not None and tee_svn[1] > 0 else 0
-    for level in ordered_levels(tcb_info):
+    for level in tcb_info.ordered_levels:
         if any(p < lv for p, lv in zip(pck.tcb_components, level.sgx_components, strict=True)):
             continue
         if pck.pce_svn < level.pce_svn:

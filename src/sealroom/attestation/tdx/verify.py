@@ -173,12 +173,18 @@ _CRLS = _Verdicts()
 
 def clear_caches() -> None:
     """Forget every cached parse and verdict (tests, benchmarks)."""
-    for f in (_cert, _pem_chain, _pck_extension, _public_key):
+    for f in (
+        _cert,
+        _pem_chain,
+        _pck_extension,
+        _public_key,
+        _attestation_key,
+        _tcb_signing_candidates,
+        _crl_facts,
+        _crl_obj,
+    ):
         f.cache_clear()
-    coll.parse_pcs_response.cache_clear()
-    coll.parse_bundle.cache_clear()
-    coll.parse_crl_item.cache_clear()
-    coll.parse_cert_item.cache_clear()
+    coll.clear_caches()
     for v in (_CHAINS, _JSON_SIGS, _CRLS):
         v.clear()
 
@@ -192,18 +198,36 @@ def _verify_chain_cached(
     """
     key = (*(d for _, d in chain), b"|", *roots)
     hit = _CHAINS.get(key)
-    if isinstance(hit, bytes):
+    if isinstance(hit, _ChainVerdict):
+        if hit.not_before <= now <= hit.not_after:
+            return hit.anchor
+        # Outside the joint window: let x509util name the certificate and the reason.
         for name, der in chain:
             check_validity(_cert(der), now, name)
-        if hit != chain[-1][1]:
-            root = _cert(hit)
-            check_validity(root, now, subject_cn(root))
-        return hit
+        root = _cert(hit.anchor)
+        check_validity(root, now, subject_cn(root))
+        return hit.anchor  # pragma: no cover - one of the checks above raised
     named = [(name, _cert(der)) for name, der in chain]
     anchor = verify_chain(named, [_cert(r) for r in roots], now)
-    anchor_der = anchor.public_bytes(_DER)
-    _CHAINS.put(key, anchor_der)
-    return anchor_der
+    everyone = [c for _, c in named] + [anchor]
+    _CHAINS.put(
+        key,
+        _ChainVerdict(
+            anchor=anchor.public_bytes(_DER),
+            not_before=max(c.not_valid_before_utc for c in everyone),
+            not_after=min(c.not_valid_after_utc for c in everyone),
+        ),
+    )
+    return anchor.public_bytes(_DER)
+
+
+@dataclass(frozen=True)
+class _ChainVerdict:
+    """Signatures of a chain checked once; the joint validity window for later calls."""
+
+    anchor: bytes
+    not_before: datetime
+    not_after: datetime
 
 
 def _ecdsa_verify(key: ec.EllipticCurvePublicKey, sig: bytes, data: bytes) -> bool:
@@ -216,7 +240,9 @@ def _ecdsa_verify(key: ec.EllipticCurvePublicKey, sig: bytes, data: bytes) -> bo
     return True
 
 
+@functools.lru_cache(maxsize=256)
 def _attestation_key(raw: bytes) -> ec.EllipticCurvePublicKey:
+    """The quote's attestation key as an object (parsing only; cached by its bytes)."""
     try:
         return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + raw)
     except ValueError as e:
@@ -331,7 +357,7 @@ def _verify_signed_json(
 ) -> bytes:
     """Find the TCB Signing certificate that chains to ``root_der`` at ``now`` and signed
     ``signed``. Returns its DER."""
-    candidates = [c for c in certs if c != root_der and "TCB Signing" in subject_cn(_cert(c))]
+    candidates = _tcb_signing_candidates(tuple(certs), root_der)
     if not candidates:
         raise UnavailableError(
             f"{what} cannot be checked: no Intel SGX TCB Signing certificate was supplied "
@@ -359,6 +385,17 @@ def _verify_signed_json(
     raise first_error
 
 
+@functools.lru_cache(maxsize=64)
+def _tcb_signing_candidates(certs: tuple[bytes, ...], root_der: bytes) -> tuple[bytes, ...]:
+    return tuple(c for c in certs if c != root_der and "TCB Signing" in subject_cn(_cert(c)))
+
+
+@functools.lru_cache(maxsize=128)
+def _crl_facts(der: bytes) -> tuple[x509.Name, datetime, datetime | None]:
+    crl = _crl_obj(der)
+    return crl.issuer, crl.last_update_utc, crl.next_update_utc
+
+
 def _check_crl_cached(
     what: str,
     crl_der: bytes,
@@ -368,13 +405,14 @@ def _check_crl_cached(
 ) -> datetime | None:
     """x509util.check_crl with the signature and revocation verdict remembered per exact
     bytes; freshness at ``now`` is checked on every call. Returns nextUpdate."""
-    crl = _crl_obj(crl_der)
-    _check_window(what, crl.last_update_utc, crl.next_update_utc, now)
+    _, last_update, next_update = _crl_facts(crl_der)
+    _check_window(what, last_update, next_update, now)
     key = (crl_der, issuer_der, *(d for _, d in certs))
     if _CRLS.get(key) is None:
+        crl = _crl_obj(crl_der)
         check_crl(crl, _cert(issuer_der), [(n, _cert(d)) for n, d in certs], now, what)
         _CRLS.put(key, True)
-    return crl.next_update_utc
+    return next_update
 
 
 @functools.lru_cache(maxsize=128)
@@ -427,7 +465,7 @@ def _pck_issuer_kind(ca: x509.Certificate) -> str:
 
 
 def verify_quote(
-    data: bytes,
+    data: bytes | Quote,
     *,
     now: datetime,
     attached: Collateral | None = None,
@@ -435,7 +473,7 @@ def verify_quote(
     extra_roots: Sequence[x509.Certificate] = (),
 ) -> VerifiedQuote:
     """Steps 1-8 of the module docstring. ``now`` is the caller's, captured once."""
-    quote = Quote.from_bytes(data)
+    quote = data if isinstance(data, Quote) else Quote.from_bytes(data)
     attached = attached or Collateral()
     # Step 1: Intel's QE.
     if quote.header.qe_vendor_id != INTEL_QE_VENDOR_ID:
@@ -534,10 +572,10 @@ def verify_quote(
         if nu is not None:
             expiries.append(nu)
     if got.pck_crl is not None:
-        crl = _crl_obj(got.pck_crl)
-        if crl.issuer != _cert(ca_der).subject:
+        crl_issuer = _crl_facts(got.pck_crl)[0]
+        if crl_issuer != _cert(ca_der).subject:
             raise AttestationError(
-                f"PCK CRL is issued by {crl.issuer.rfc4514_string()!r}, but the PCK is issued "
+                f"PCK CRL is issued by {crl_issuer.rfc4514_string()!r}, but the PCK is issued "
                 f"by {_cert(ca_der).subject.rfc4514_string()!r} (pass the {pck_issuer} CA CRL)",
                 code="tdx-crl-mismatch",
             )
