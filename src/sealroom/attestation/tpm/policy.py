@@ -157,7 +157,7 @@ def appraise_tpm(
         replayed = sorted(b for b, idx in log.replayed.items() if idx) if log else []
         r.add(
             f"{p}event_log.replayed",
-            replayed,
+            ", ".join(replayed) or ("no quoted bank" if log else "no event log"),
             "an event log replayed against a quoted bank",
             bool(replayed),
             Trust.EXECUTABLES,
