@@ -175,6 +175,29 @@ def _issue(
         .not_valid_after(not_after or now + timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
+    b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+    b = b.add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()), False
+    )
+    usage = dict.fromkeys(
+        (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        ),
+        False,
+    )
+    if ca:
+        usage.update(key_cert_sign=True, crl_sign=True)
+    else:
+        usage.update(digital_signature=True, content_commitment=True)
+    b = b.add_extension(x509.KeyUsage(**usage), critical=True)
     for ext in extensions or []:
         b = b.add_extension(ext, critical=False)
     return Issued(key, b.sign(signer_key, hashes.SHA256()))
@@ -266,6 +289,11 @@ class FakeIntelPki:
             .issuer_name(issuer.cert.subject)
             .last_update(self.now - timedelta(hours=1))
             .next_update(next_update or self.now + timedelta(days=30))
+            .add_extension(x509.CRLNumber(1), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+                critical=False,
+            )
         )
         for cert in revoked:
             b = b.add_revoked_certificate(
@@ -332,8 +360,23 @@ class FakeIntelPki:
                 "attributes": "0000000000000000",
                 "attributesMask": "FFFFFFFFFFFFFFFF",
             }
-            if module_identities is not None:
-                info["tdxModuleIdentities"] = module_identities
+            if module_identities is None:  # the module of td_body(): TDX_01, SVN 5
+                module_identities = [
+                    {
+                        "id": "TDX_01",
+                        "mrsigner": module_mrsigner.hex(),
+                        "attributes": "0000000000000000",
+                        "attributesMask": "FFFFFFFFFFFFFFFF",
+                        "tcbLevels": [
+                            {
+                                "tcb": {"isvsvn": 4},
+                                "tcbDate": "2024-03-13T00:00:00Z",
+                                "tcbStatus": "UpToDate",
+                            },
+                        ],
+                    }
+                ]
+            info["tdxModuleIdentities"] = module_identities
         if levels is None:
             levels = [
                 self.tcb_level("UpToDate", tdx_components=(5, 1, 2) + (0,) * 13 if tdx else None)

@@ -315,3 +315,81 @@ def test_flipped_bytes_both_reject(intel: Path, tcb_signing_2018: bytes, where: 
         peer(intel, c, bytes(raw))
     with pytest.raises(AttestationError):
         ours(intel, c, bytes(raw))
+
+
+# --- the fake PKI's quotes are real enough for dcap-qvl -------------------------------------
+
+FAKE_NOW = at("2026-01-15T00:00:00")
+
+
+def _fake_cases() -> tuple[bytes, dict[str, tuple[bytes, bytes, str | None]]]:
+    """The fake root (DER), and name -> (quote, collateral, the status both report, or None
+    when both reject)."""
+    from sealroom.testing.fake_intel import FakeIntelPki, other_key
+
+    p = FakeIntelPki(FAKE_NOW)
+    higher = tuple(c + 1 for c in p.platform.components)
+    return p.root.der, {
+        "valid": (p.quote(), p.collateral(), "UpToDate"),
+        "sw_hardening": (
+            p.quote(),
+            p.collateral(
+                tcb_info=p.tcb_info(
+                    levels=[
+                        p.tcb_level("UpToDate", components=higher),
+                        p.tcb_level("SWHardeningNeeded", advisories=("INTEL-SA-00615",)),
+                    ]
+                )
+            ),
+            "SWHardeningNeeded",
+        ),
+        "pck_revoked": (p.quote(), p.collateral(pck_crl=p.pck_crl([p.pck.cert])), None),
+        "qe_report_signed_by_another_key": (
+            p.quote(qe_report_signer=other_key()),
+            p.collateral(),
+            None,
+        ),
+        "quote_signed_by_another_key": (p.quote(quote_signer=other_key()), p.collateral(), None),
+        "no_matching_level": (
+            p.quote(),
+            p.collateral(tcb_info=p.tcb_info(levels=[p.tcb_level(components=higher)])),
+            None,
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "valid",
+        "sw_hardening",
+        "pck_revoked",
+        "qe_report_signed_by_another_key",
+        "quote_signed_by_another_key",
+        "no_matching_level",
+    ],
+)
+def test_fake_pki_quotes_agree_with_dcap_qvl(name: str) -> None:
+    from sealroom.attestation.x509util import load_certificate
+
+    root, fakes = _fake_cases()
+    quote, collateral, status = fakes[name]
+    coll = dcap_qvl.QuoteCollateralV3.from_json(collateral.decode())
+    ctx = VerifyContext(now=FAKE_NOW, extra_roots=(load_certificate(root),))
+    item = EvidenceItem("tdx", quote, {"collateral": collateral})
+    now_secs = int(FAKE_NOW.timestamp())
+    if status is None:
+        with pytest.raises(ValueError, match="Verification failed"):
+            dcap_qvl.verify_with_root_ca(quote, coll, root, now_secs)
+        try:
+            claims = kinds.get("tdx").verify(item, ctx)
+        except AttestationError:
+            return
+        assert isinstance(claims, DcapClaims)
+        assert claims.tcb_status is TcbStatus.NO_MATCHING_LEVEL
+        return
+    theirs = dcap_qvl.verify_with_root_ca(quote, coll, root, now_secs)
+    mine = kinds.get("tdx").verify(item, ctx)
+    assert isinstance(mine, DcapClaims)
+    assert theirs.status == status == mine.tcb_status.value
+    assert list(theirs.advisory_ids) == list(mine.advisory_ids)
