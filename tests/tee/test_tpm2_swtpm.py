@@ -136,3 +136,21 @@ def test_quote_signed_by_a_second_tpm_ak_is_rejected(swtpm: Swtpm, tmp_path: Pat
 def test_provider_rejects_oversized_nonce(swtpm: Swtpm, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError):
         _provider(swtpm, tmp_path).quote(bytes(65))
+
+
+def test_collect_binds_the_64_byte_sealroom_report_data(swtpm: Swtpm, tmp_path: Path) -> None:
+    from sealroom.attestation.binding import ReportDataInputs, sealroom_report_data
+
+    provider = _provider(swtpm, tmp_path)
+    inputs = ReportDataInputs(manifest_hash=bytes(range(32)), keys_digest=bytes(32))
+    nonce = os.urandom(16)
+    report_data = sealroom_report_data(inputs, nonce)
+    assert provider.kind == "tpm"
+    item = provider.collect(report_data).with_attachments({"ak": provider.ak_public()})
+    ctx = VerifyContext(now=datetime.now(UTC), nonce=nonce, report_data_inputs=inputs)
+    policy = Policy.from_dict(
+        {"version": 1, "tpm": {"ak_trust": ["pinned"], "extra_data": {"mode": "sealroom-v1"}}}
+    )
+    verify_and_appraise(EvidenceBundle.single(item), policy, ctx).require_ok()
+    with pytest.raises(InvalidInputError):
+        provider.collect(bytes(32))

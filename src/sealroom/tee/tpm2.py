@@ -214,6 +214,21 @@ class Tpm2Provider:
             collected_at=now or datetime.now(UTC),
         )
 
+    # ------------------------------------------------------------------ provider seam
+
+    @property
+    def kind(self) -> str:
+        return "tpm"
+
+    def collect(self, report_data: bytes) -> EvidenceItem:
+        """The provider interface: a quote whose qualifying data (extraData) is exactly the
+        64-byte REPORT_DATA the runtime computed (policy ``extra_data: {mode: sealroom-v1}``)."""
+        if not isinstance(report_data, bytes) or len(report_data) != 64:
+            raise InvalidInputError(
+                "report_data must be exactly 64 bytes", code="report-data-invalid"
+            )
+        return self.quote(report_data)
+
     def pcr_extend(self, index: int, digest: bytes) -> None:
         """Extend one PCR of the configured bank (for tests and measured launches)."""
         if not 0 <= index <= 23:

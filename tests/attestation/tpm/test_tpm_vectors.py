@@ -163,3 +163,18 @@ def test_swtpm_trustee_quote_with_pinned_ak_is_pinned(vectors: Path) -> None:
     claims = TPM.verify(pinned, VerifyContext(now=NOW))
     assert isinstance(claims, TpmClaims)
     assert claims.ak_trust == "pinned"
+
+
+def test_inspect_parses_without_checking(vectors: Path) -> None:
+    data = (_gce(vectors) / "attestation_nonce9009.pb").read_bytes()
+    claims = TPM.inspect(EvidenceItem("tpm", data))
+    assert isinstance(claims, TpmClaims)
+    assert not claims.verified
+    assert claims.ak_trust == "none"
+    assert claims.event_log is not None and claims.event_log.replayed == {}
+    assert len(claims.event_log.events) == 44
+    # A bare TPMS_ATTEST (no signature, no PCRs) still inspects.
+    g = parse_gce_attestation(data)
+    bare = TPM.inspect(TPM.load(g.quotes[0].attest).items[0])
+    assert isinstance(bare, TpmClaims)
+    assert bare.quotes[0].signature_alg == "null" and bare.pcrs == {}

@@ -284,23 +284,31 @@ def load_trustee_tpm(data: bytes) -> EvidenceItem:
     )
 
 
-def decode_tpm_item(item: EvidenceItem) -> TpmEvidence:
-    """Any accepted shape of a ``tpm`` item -> TpmEvidence (parse only, no checks)."""
+def decode_tpm_item(item: EvidenceItem, *, require_signature: bool = True) -> TpmEvidence:
+    """Any accepted shape of a ``tpm`` item -> TpmEvidence (parse only, no checks).
+
+    ``require_signature=False`` (inspect) accepts a bare TPMS_ATTEST; its signature is then
+    recorded as algorithm "null".
+    """
     data = item.data
     att = item.attachments
     extra_certs = tuple(cert_attachments(att))
     if data.startswith(MAGIC):
         attest = parse_attest(data)
         sig_raw = att.get("signature")
-        if sig_raw is None:
+        if sig_raw is None and not require_signature:
+            sig = Signature(Alg.NULL, Alg.NULL)
+        elif sig_raw is None:
             raise MalformedEvidenceError(
                 "TPM quote has no 'signature' attachment (TPMT_SIGNATURE, tpm2_quote -s)",
                 code="tpm-signature-missing",
             )
+        else:
+            sig = parse_signature(sig_raw)
         pcrs = parse_pcrs_json(att["pcrs"]) if "pcrs" in att else {}
         return TpmEvidence(
             format="tpms-attest",
-            quotes=((attest, parse_signature(sig_raw)),),
+            quotes=((attest, sig),),
             pcrs=(pcrs,),
             ak_pub=att.get("ak_pub"),
             ak_cert=att.get("ak_cert"),

@@ -68,7 +68,7 @@ class TpmKind:
         return EvidenceBundle.single(item)
 
     def inspect(self, item: EvidenceItem) -> Claims:
-        return inspect_tpm_evidence(decode_tpm_item(item))
+        return inspect_tpm_evidence(decode_tpm_item(item, require_signature=False))
 
     def verify(self, item: EvidenceItem, ctx: VerifyContext) -> Claims:
         return verify_tpm_evidence(decode_tpm_item(item), ctx, pinned=item.attachments.get("ak"))
