@@ -124,7 +124,7 @@ def _tcb_rules(r: Rules, c: DcapClaims, pol: _DcapCommon) -> None:
         extra = [a for a in c.advisory_ids if a not in pol.allowed_advisory_ids]
         r.add(
             "advisory_ids",
-            list(c.advisory_ids),
+            ", ".join(c.advisory_ids) or "none",
             f"a subset of {sorted(pol.allowed_advisory_ids)}",
             not extra,
             Trust.HARDWARE,
@@ -133,7 +133,7 @@ def _tcb_rules(r: Rules, c: DcapClaims, pol: _DcapCommon) -> None:
         missing = [i for i in ("tcb_info", "qe_identity") if i not in c.collateral]
         r.add(
             "collateral",
-            list(c.collateral) or "none",
+            ", ".join(c.collateral) or "none",
             "TCB info and QE identity (require_collateral)",
             not missing,
             Trust.HARDWARE,
