@@ -64,7 +64,7 @@ def test_pcs_response_signed_bytes_are_the_served_substring(intel: Path) -> None
     assert qe is not None
     assert qe.id == "TD_QE"
     assert qe.isvprodid == 2
-    assert [lv.isvsvn for lv in qe.tcb_levels][0] == 4
+    assert qe.tcb_levels[0].isvsvn == 4
 
 
 def test_bundle_signed_bytes_are_the_json_string(intel: Path) -> None:
