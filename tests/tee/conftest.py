@@ -64,20 +64,21 @@ def swtpm(tmp_path: Path) -> Iterator[Swtpm]:
         pytest.skip(f"tpm2-tools are not installed (missing {', '.join(missing)})")
     state = tmp_path / "swtpm-state"
     state.mkdir()
-    last_err = b""
+    log = tmp_path / "swtpm.log"
     for _ in range(5):  # a port taken between probing and binding: try another pair
         port, ctrl = _free_port_pair()
-        proc = subprocess.Popen(
-            [
-                "swtpm", "socket", "--tpm2",
-                "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
-                "--ctrl", f"type=tcp,port={ctrl},bindaddr=127.0.0.1",
-                "--tpmstate", f"dir={state}",
-                "--flags", "startup-clear",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )  # fmt: skip
+        with log.open("ab") as err:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                [
+                    "swtpm", "socket", "--tpm2",
+                    "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
+                    "--ctrl", f"type=tcp,port={ctrl},bindaddr=127.0.0.1",
+                    "--tpmstate", f"dir={state}",
+                    "--flags", "startup-clear",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )  # fmt: skip
         if _wait_listening(proc, port):
             try:
                 yield Swtpm(port, ctrl, state)
@@ -88,10 +89,7 @@ def swtpm(tmp_path: Path) -> Iterator[Swtpm]:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-                if proc.stderr is not None:
-                    proc.stderr.close()
             return
         proc.kill()
-        _, err = proc.communicate()
-        last_err = err or b""
-    raise RuntimeError(f"swtpm did not start: {last_err.decode(errors='replace')[-300:]}")
+        proc.wait()
+    raise RuntimeError(f"swtpm did not start: {log.read_text(errors='replace')[-300:]}")
