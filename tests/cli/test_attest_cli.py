@@ -242,3 +242,24 @@ def test_demo_runs_end_to_end(home: Path) -> None:
     r = sealroom("demo", home=home)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
     assert "demo complete" in r.stdout and "SIMULATED" in r.stdout
+
+
+def test_rule_values_with_brackets_are_shown_verbatim(
+    vectors: Path, home: Path, tmp_path: Path
+) -> None:
+    pol = tmp_path / "p.yaml"
+    pol.write_text("version: 1\nsnp:\n  vmpl: [0]\n")
+    r = sealroom(
+        "attest",
+        "verify",
+        str(vectors / "amd/milan_vlek_aws_trustee/report.bin"),
+        "--certs",
+        str(vectors / "amd/milan_vlek_aws_trustee/vlek.der"),
+        "--policy",
+        str(pol),
+        "--now",
+        "2025-06-01T00:00:00Z",
+        home=home,
+    )
+    assert r.returncode == 4
+    assert "one of [0]" in r.stdout

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -104,7 +105,7 @@ def render_claims(name: str, claims: Claims) -> None:
     table.add_column("claim", style="cyan", no_wrap=True)
     table.add_column("value", overflow="fold")
     for k, v in _claim_rows(claims.to_dict()):
-        table.add_row(k, v)
+        table.add_row(escape(k), escape(v))
     console.print(table)
 
 
@@ -119,7 +120,10 @@ def render_result(result: AppraisalResult) -> None:
     table.add_column("")
     for r in result.all_rules():
         mark = "[green]pass[/]" if r.passed else "[bold red]FAIL[/]"
-        table.add_row(r.submod or "(bundle)", r.field, r.got, r.want, mark)
+        # Values quote evidence: escape them, or rich would read "[...]" as markup.
+        table.add_row(
+            escape(r.submod or "(bundle)"), escape(r.field), escape(r.got), escape(r.want), mark
+        )
     console.print(table)
     sim = " (SIMULATED)" if any(s.claims.simulated for s in result.submods) else ""
     if result.ok:
