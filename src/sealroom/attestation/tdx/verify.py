@@ -34,6 +34,7 @@ import functools
 import hashlib
 import hmac
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,21 +150,25 @@ class _Verdicts:
     def __init__(self, size: int = 256) -> None:
         self._d: OrderedDict[tuple[bytes, ...], object] = OrderedDict()
         self._size = size
+        self._lock = threading.Lock()  # verifiers may run in several threads
 
     def get(self, key: tuple[bytes, ...]) -> object | None:
-        v = self._d.get(key)
-        if v is not None:
-            self._d.move_to_end(key)
-        return v
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+            return v
 
     def put(self, key: tuple[bytes, ...], value: object) -> None:
-        self._d[key] = value
-        self._d.move_to_end(key)
-        while len(self._d) > self._size:
-            self._d.popitem(last=False)
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self._size:
+                self._d.popitem(last=False)
 
     def clear(self) -> None:
-        self._d.clear()
+        with self._lock:
+            self._d.clear()
 
 
 _CHAINS = _Verdicts()
