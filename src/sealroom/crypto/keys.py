@@ -104,6 +104,12 @@ class PartyPublic:
                 code="invalid-key",
             ) from e
 
+    def __repr__(self) -> str:
+        return (
+            f"PartyPublic(name={self.name!r}, ed25519={self.ed25519.hex()}, "
+            f"x25519={self.x25519.hex()})"
+        )
+
     def to_json_obj(self) -> dict[str, str]:
         return {"name": self.name, "ed25519": self.ed25519.hex(), "x25519": self.x25519.hex()}
 
