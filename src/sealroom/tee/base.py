@@ -11,6 +11,7 @@ Specs accepted by :func:`open_provider`::
     sim:/run/sealroom/sim-tee.sock        the host-side sim TEE over a Unix socket
     configfs-tsm                          /sys/kernel/config/tsm/report (SNP or TDX guest)
     configfs-tsm:/other/tsm/report        the same ABI under another root
+    sev-guest[:/dev/sev-guest]            SNP_GET_EXT_REPORT ioctl on the sev-guest device
     tpm2:<tcti>                           a TPM quote through tpm2-tools
                                           (e.g. tpm2:device:/dev/tpmrm0)
 """
@@ -27,7 +28,7 @@ from sealroom.errors import InvalidInputError
 
 REPORT_DATA_SIZE = 64
 
-_SPECS = "sim:PATH, configfs-tsm[:ROOT], tpm2:TCTI"
+_SPECS = "sim:PATH, configfs-tsm[:ROOT], sev-guest[:DEVICE], tpm2:TCTI"
 
 
 @runtime_checkable
@@ -126,6 +127,10 @@ def open_provider(spec: str) -> EvidenceProvider:
         from sealroom.tee.configfs_tsm import DEFAULT_ROOT, ConfigfsTsmProvider
 
         return ConfigfsTsmProvider(Path(arg) if arg else DEFAULT_ROOT)
+    if name == "sev-guest":
+        from sealroom.tee.sev_guest import DEFAULT_DEVICE, SevGuestProvider
+
+        return SevGuestProvider(Path(arg) if arg else DEFAULT_DEVICE)
     if name == "tpm2":
         if not arg:
             raise InvalidInputError(
