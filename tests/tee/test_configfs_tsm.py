@@ -242,12 +242,16 @@ def test_report_data_must_be_64_bytes(kernel: FakeTsm, size: int) -> None:
     assert kernel.created == []
 
 
-def test_raw_report_accepts_short_inblob(kernel: FakeTsm) -> None:
-    report = _provider(kernel).report(b"short")
-    assert report.provider == "sev_guest" and report.attempts == 1
-    assert parse_report(report.outblob).report_data == b"short".ljust(64, b"\0")
+def test_raw_report_round(kernel: FakeTsm) -> None:
+    report = _provider(kernel).report(REPORT_DATA)
+    assert report.provider == "sev_guest" and report.attempts == 1 and report.generation == 1
+    assert parse_report(report.outblob).report_data == REPORT_DATA
     with pytest.raises(InvalidInputError):
         _provider(kernel).report(bytes(65))
+    # the ABI allows up to 64 bytes; the SNP and TDX drivers insist on exactly 64
+    with pytest.raises(UnavailableError, match="EINVAL"):
+        _provider(kernel).report(b"short")
+    _no_entries_left(kernel)
 
 
 def test_on_disk_tree_mirrors_the_entry_while_it_exists(kernel: FakeTsm) -> None:
@@ -304,3 +308,31 @@ def test_os_fs_permission_denied(tmp_path: Path) -> None:
     with pytest.raises(UnavailableError, match="permission denied") as e:
         ConfigfsTsmProvider(root).collect(REPORT_DATA)
     assert e.value.code == "tsm-permission-denied"
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (PermissionError(errno.EACCES, "denied"), "tsm-permission-denied"),
+        (FileNotFoundError(errno.ENOENT, "gone"), "tsm-unavailable"),
+        (OSError(errno.ENOMEM, "no memory"), "tsm-unavailable"),
+    ],
+    ids=["mkdir_permission_denied", "root_vanished", "mkdir_enomem"],
+)
+def test_mkdir_failures(kernel: FakeTsm, exc: OSError, code: str) -> None:
+    def refuse(path: Path) -> None:
+        raise exc
+
+    kernel.mkdir = refuse  # type: ignore[method-assign]
+    with pytest.raises(UnavailableError) as e:
+        _provider(kernel).collect(REPORT_DATA)
+    assert e.value.code == code
+
+
+def test_rmdir_failure_after_success_is_reported(kernel: FakeTsm) -> None:
+    def refuse(path: Path) -> None:
+        raise OSError(errno.EBUSY, "busy")
+
+    kernel.rmdir = refuse  # type: ignore[method-assign]
+    with pytest.raises(UnavailableError, match="cannot remove configfs-tsm entry"):
+        _provider(kernel).collect(REPORT_DATA)

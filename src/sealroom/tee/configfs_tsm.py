@@ -228,8 +228,9 @@ class ConfigfsTsmProvider:
         )
 
     def report(self, inblob: bytes) -> TsmReport:
-        """One raw configfs-tsm round (any inblob up to 64 bytes), retried on a
-        generation conflict; the entry is removed after every attempt."""
+        """One raw configfs-tsm round, retried on a generation conflict; the entry is
+        removed after every attempt. The ABI takes up to 64 bytes of inblob; the SNP and
+        TDX drivers refuse anything but exactly 64 (EINVAL on reading outblob)."""
         if len(inblob) > TSM_INBLOB_MAX:
             raise InvalidInputError(
                 f"inblob is {len(inblob)} bytes, at most {TSM_INBLOB_MAX}",

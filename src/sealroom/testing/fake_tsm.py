@@ -97,9 +97,9 @@ class FakeTsm:
         )
 
         def produce(inblob: bytes, values: dict[str, bytes]) -> tuple[bytes, bytes | None]:
-            report_data = inblob.ljust(64, b"\0")  # the driver zero-pads a short inblob
+            report_data = inblob
             if values.get("service_provider"):
-                report_data = hashlib.sha512(inblob.ljust(64, b"\0") + FAKE_MANIFEST).digest()
+                report_data = hashlib.sha512(inblob + FAKE_MANIFEST).digest()
             if tamper_report_data:
                 report_data = bytes(b ^ 0xFF for b in report_data)
             vmpl = int(values.get("privlevel", b"0").strip() or b"0")
@@ -113,7 +113,7 @@ class FakeTsm:
     @classmethod
     def tdx(cls, root: Path, pki: FakeIntelPki, *, provider: str = "tdx_guest") -> FakeTsm:
         def produce(inblob: bytes, values: dict[str, bytes]) -> tuple[bytes, bytes | None]:
-            return pki.quote(pki.td_body(report_data=inblob.ljust(64, b"\0"))), None
+            return pki.quote(pki.td_body(report_data=inblob)), None
 
         return cls(root, produce, provider=provider)
 
@@ -206,7 +206,11 @@ class FakeTsm:
             raise OSError(self.outblob_errno, os.strerror(self.outblob_errno), str(path))
         if entry.produced_at == entry.generation:
             return  # like the kernel: one report per generation
-        outblob, auxblob = self.produce(entry.values.get("inblob", b""), dict(entry.values))
+        inblob = entry.values.get("inblob", b"")
+        if len(inblob) != 64:
+            # sev_guest and tdx_guest accept exactly 64 bytes of REPORT_DATA
+            raise OSError(errno.EINVAL, "inblob must be 64 bytes", str(path))
+        outblob, auxblob = self.produce(inblob, dict(entry.values))
         entry.outblob, entry.auxblob = outblob, auxblob or b""
         entry.produced_at = entry.generation
         self.reports_made += 1
