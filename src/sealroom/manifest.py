@@ -51,6 +51,8 @@ MAX_MANIFEST_BYTES = 1024 * 1024
 SLOT_NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 HEX64_RE = re.compile(r"[0-9a-f]{64}")
+# What `sealroom manifest init` writes where it does not know a value yet.
+PLACEHOLDER = "REPLACE: "
 
 AlgorithmKind = Literal["python", "wasm", "binary"]
 ArchiveKind = Literal["zip", "tar"]
@@ -60,6 +62,8 @@ ArchiveKind = Literal["zip", "tar"]
 
 
 def _hex32(v: str) -> str:
+    if v.startswith(PLACEHOLDER):
+        raise ValueError("is still a placeholder: fill in 64 lowercase hex characters")
     if not HEX64_RE.fullmatch(v):
         detail = "not lowercase hex" if len(v) == 64 else f"got {len(v)} characters"
         raise ValueError(f"must be 64 lowercase hex characters (32 bytes), {detail}")
@@ -171,8 +175,12 @@ def _format_errors(e: ValidationError) -> str:
             shown = f" (got {r[:80]}{'...' if len(r) > 80 else ''})"
         msg = err["msg"].removeprefix("Value error, ")
         msgs.append(f"{_loc(tuple(err['loc']))}: {msg}{shown}")
-    more = f" (and {len(msgs) - 8} more)" if len(msgs) > 8 else ""
-    return "; ".join(msgs[:8]) + more
+    if len(msgs) == 1:
+        return msgs[0]
+    more = [f"  ... and {len(msgs) - 12} more"] if len(msgs) > 12 else []
+    return "\n".join(
+        [f"manifest has {len(msgs)} problems:", *(f"  - {m}" for m in msgs[:12]), *more]
+    )
 
 
 # --- domain types ----------------------------------------------------------------------

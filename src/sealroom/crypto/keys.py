@@ -249,6 +249,29 @@ def key_path(name: str) -> Path:
     return keystore_dir() / f"{validate_name(name)}.json"
 
 
+def ensure_keystore() -> Path:
+    """Create the key store folder (0700), or make an existing one 0700 again: it holds
+    private keys, so neither group nor others may list or enter it."""
+    d = keystore_dir()
+    try:
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if stat.S_IMODE(d.stat().st_mode) & 0o077:
+            d.chmod(0o700)
+    except OSError as e:
+        raise InvalidInputError(
+            f"cannot create key store {d}: {e.strerror or e}", code="key-write-failed"
+        ) from e
+    return d
+
+
+def list_keys() -> list[str]:
+    """Names of the party keys in the key store (not loaded, not checked)."""
+    d = keystore_dir()
+    if not d.is_dir():
+        return []
+    return sorted(p.stem for p in d.iterdir() if p.suffix == ".json" and NAME_RE.fullmatch(p.stem))
+
+
 def _read_private_file(path: Path) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))

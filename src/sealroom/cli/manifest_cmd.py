@@ -1,0 +1,341 @@
+"""``sealroom manifest``: write a starting manifest, validate one, print its hash.
+
+``init`` writes a complete version-1 manifest. Every party is named by a KEY reference:
+a name in your key store (``sealroom keys new NAME``) or a JSON file holding a party's
+public keys (what ``sealroom keys show NAME --json`` prints, sent to you by that party).
+Anything not given on the command line is written as a ``REPLACE: ...`` placeholder,
+which ``validate`` reports by field until it is filled in::
+
+    sealroom manifest init --out m.json --tee sim \\
+        --algorithm-key algo --algorithm avg.py \\
+        --dataset a:dp1:a.csv --dataset b:dp2.pub.json \\
+        --consumer alice
+
+``--dataset NAME:KEY[:FILE]``: with FILE, its SHA-256 and size (as ``max_size``) are
+filled in; without, a placeholder hash and a 1 MiB ``max_size``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sealroom.crypto.keys import PartyKeys, PartyPublic, key_path
+from sealroom.errors import ConflictError, InvalidInputError
+from sealroom.manifest import MANIFEST_VERSION, PLACEHOLDER, Manifest
+
+manifest_app = typer.Typer(
+    help="Computation manifests: write a starting one, validate, hash.", no_args_is_help=True
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _placeholder_party(name: str) -> dict[str, str]:
+    return {
+        "name": name,
+        "ed25519": f"{PLACEHOLDER}ed25519 key of {name!r} (sealroom keys show {name} --json)",
+        "x25519": f"{PLACEHOLDER}x25519 key of {name!r} (sealroom keys show {name} --json)",
+    }
+
+
+def _party(ref: str, option: str) -> dict[str, str]:
+    """A KEY reference: a public-key JSON file, else a name in the key store."""
+    p = Path(ref)
+    if ref.endswith(".json") or "/" in ref:
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise InvalidInputError(
+                f"{option} {ref}: cannot read public key file: {e.strerror or e}"
+            ) from e
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InvalidInputError(f"{option} {ref}: not JSON: {e}") from e
+        if isinstance(obj, dict) and "sealroom_party_key" in obj:
+            raise InvalidInputError(
+                f"{option} {ref}: this is a private key file; use the public form "
+                "(sealroom keys show NAME --json)",
+                code="private-key-not-accepted",
+            )
+        return PartyPublic.from_json_obj(obj, f"{option} {ref}").to_json_obj()
+    return PartyKeys.load(key_path(ref)).public.to_json_obj()
+
+
+def _file_digest(path: Path, option: str) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1024 * 1024):
+                h.update(chunk)
+                size += len(chunk)
+    except OSError as e:
+        raise InvalidInputError(f"{option} {path}: cannot read: {e.strerror or e}") from e
+    return h.hexdigest(), size
+
+
+def _policy(tee: str, manifest_id: str) -> dict[str, Any]:
+    binding = {"mode": "sealroom-v1"}  # REPORT_DATA binds manifest, enclave keys, nonce
+    if tee == "sim":
+        return {
+            "version": 1,
+            "id": f"{manifest_id}-sim",
+            # Development only: sim evidence proves nothing about confidentiality.
+            "allow_simulated": True,
+            "max_evidence_age": 300,
+            "require": ["snp"],
+            "snp": {"report_data": binding},
+        }
+    if tee == "snp":
+        return {
+            "version": 1,
+            "id": f"{manifest_id}-snp",
+            "allow_simulated": False,
+            "max_evidence_age": 300,
+            "require": ["snp"],
+            "snp": {
+                "products": ["Milan", "Genoa", "Turin"],
+                "measurements": [f"{PLACEHOLDER}96-hex-digit launch MEASUREMENT of the runtime"],
+                "report_data": binding,
+                "allow_debug": False,
+            },
+        }
+    return {
+        "version": 1,
+        "id": f"{manifest_id}-tdx",
+        "allow_simulated": False,
+        "max_evidence_age": 300,
+        "require": ["tdx"],
+        "tdx": {
+            "mrtd": [f"{PLACEHOLDER}96-hex-digit MRTD of the runtime image"],
+            "report_data": binding,
+            "allow_debug": False,
+        },
+    }
+
+
+def _placeholders(obj: Any, where: str = "manifest") -> list[str]:
+    if isinstance(obj, str):
+        return [where] if obj.startswith(PLACEHOLDER) else []
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in _placeholders(v, f"{where}.{k}")]
+    if isinstance(obj, list):
+        return [p for i, v in enumerate(obj) for p in _placeholders(v, f"{where}[{i}]")]
+    return []
+
+
+def _write_new(path: Path, text: str, force: bool) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileExistsError as e:
+        raise ConflictError(
+            f"--out {path} exists; use --force to replace it", code="file-exists"
+        ) from e
+    except OSError as e:
+        raise InvalidInputError(f"--out {path}: cannot write: {e.strerror or e}") from e
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+@manifest_app.command("init")
+def init_cmd(
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write here (default: standard output).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
+    manifest_id: Annotated[str, typer.Option("--id", help="Computation id.")] = "demo-001",
+    name: Annotated[str, typer.Option("--name", help="Human-readable title.")] = (
+        "Example computation"
+    ),
+    tee: Annotated[
+        str,
+        typer.Option(
+            "--tee",
+            help="Enclave policy template: sim (development only), snp or tdx.",
+        ),
+    ] = "sim",
+    algorithm_key: Annotated[
+        str | None,
+        typer.Option("--algorithm-key", help="KEY of the algorithm provider.", show_default=False),
+    ] = None,
+    algorithm: Annotated[
+        Path | None,
+        typer.Option("--algorithm", help="Algorithm file: fills sha256 (and kind, entrypoint)."),
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", help="python | wasm | binary (default: from --algorithm suffix)."),
+    ] = None,
+    datasets: Annotated[
+        list[str] | None,
+        typer.Option("--dataset", help="NAME:KEY[:FILE], repeatable.", show_default=False),
+    ] = None,
+    consumers: Annotated[
+        list[str] | None,
+        typer.Option("--consumer", help="KEY of a result consumer, repeatable."),
+    ] = None,
+) -> None:
+    """Write a complete starting manifest; unknown values become REPLACE placeholders."""
+    if tee not in ("sim", "snp", "tdx"):
+        raise InvalidInputError(f"--tee {tee!r}: want sim, snp or tdx")
+    if kind is not None and kind not in ("python", "wasm", "binary"):
+        raise InvalidInputError(f"--kind {kind!r}: want python, wasm or binary")
+
+    alg: dict[str, Any] = {
+        "kind": kind or "python",
+        "sha256": f"{PLACEHOLDER}sha256 of the algorithm file (sha256sum FILE)",
+        "provider": (
+            _party(algorithm_key, "--algorithm-key")
+            if algorithm_key
+            else _placeholder_party("algo")
+        ),
+        "entrypoint": "main.py",
+        "args": [],
+        "archive": None,
+    }
+    if algorithm is not None:
+        digest, size = _file_digest(algorithm, "--algorithm")
+        suffix = algorithm.suffix.lower()
+        alg["kind"] = kind or {".py": "python", ".wasm": "wasm"}.get(suffix, "binary")
+        alg["sha256"] = digest
+        alg["max_size"] = max(1, size)
+        alg["entrypoint"] = algorithm.name
+    if alg["kind"] != "python":
+        alg.pop("entrypoint")
+
+    ds: list[dict[str, Any]] = []
+    for spec in datasets or []:
+        parts = spec.split(":", 2)
+        if len(parts) < 2 or not parts[0] or not parts[1]:
+            raise InvalidInputError(f"--dataset {spec!r}: want NAME:KEY or NAME:KEY:FILE")
+        entry: dict[str, Any] = {
+            "name": parts[0],
+            "sha256": f"{PLACEHOLDER}sha256 of dataset {parts[0]!r} (sha256sum FILE)",
+            "provider": _party(parts[1], f"--dataset {parts[0]}"),
+            "max_size": 1024 * 1024,
+            "archive": None,
+        }
+        if len(parts) == 3:
+            entry["sha256"], entry["max_size"] = _file_digest(Path(parts[2]), "--dataset")
+            entry["max_size"] = max(1, entry["max_size"])
+        ds.append(entry)
+    if datasets is None:
+        for n, owner in (("a", "dp1"), ("b", "dp2")):
+            ds.append(
+                {
+                    "name": n,
+                    "sha256": f"{PLACEHOLDER}sha256 of dataset {n!r} (sha256sum FILE)",
+                    "provider": _placeholder_party(owner),
+                    "max_size": 1024 * 1024,
+                    "archive": None,
+                }
+            )
+    cons = (
+        [_party(c, "--consumer") for c in consumers] if consumers else [_placeholder_party("alice")]
+    )
+
+    doc: dict[str, Any] = {
+        "version": MANIFEST_VERSION,
+        "id": manifest_id,
+        "name": name,
+        "algorithm": alg,
+        "datasets": ds,
+        "consumers": cons,
+        "policy": _policy(tee, manifest_id),
+        "limits": {
+            "vcpus": 1,
+            "memory_mb": 512,
+            "wall_seconds": 60,
+            "max_result_bytes": 10 * 1024 * 1024,
+        },
+    }
+    text = json.dumps(doc, indent=2) + "\n"
+    todo = _placeholders(doc)
+    if not todo:
+        Manifest.from_dict(doc)  # anything wrong in what we were given: say so now
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        _write_new(out, text, force)
+    where = str(out) if out is not None else "the manifest"
+    if todo:
+        typer.echo(
+            f"{len(todo)} placeholder(s) to fill in {where}: {', '.join(todo)}; then run "
+            "sealroom manifest validate",
+            err=True,
+        )
+    elif out is not None:
+        typer.echo(
+            f"wrote {out}; manifest_hash {Manifest.from_dict(doc).manifest_hash.hex()}", err=True
+        )
+    if tee == "sim":
+        typer.echo(
+            "note: the sim policy accepts SIMULATED evidence, which proves nothing about "
+            "confidentiality; use --tee snp or tdx for real data",
+            err=True,
+        )
+
+
+def _load(file: Path) -> Manifest:
+    if str(file) == "-":
+        return Manifest.loads(sys.stdin.buffer.read(), "manifest (stdin)")
+    return Manifest.load(file)
+
+
+@manifest_app.command("validate")
+def validate_cmd(
+    file: Annotated[Path, typer.Argument(help="Manifest JSON file ('-' for stdin).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Check a manifest; print what it names and its hash."""
+    m = _load(file)
+    pol = m.policy()
+    summary = {
+        "valid": True,
+        "id": m.id,
+        "name": m.name,
+        "manifest_hash": m.manifest_hash.hex(),
+        "algorithm": {"kind": m.algorithm.kind, "provider": m.algorithm.provider.name},
+        "slots": [
+            {"name": s.name, "provider": s.provider.name, "max_size": s.max_size} for s in m.slots()
+        ],
+        "consumers": [c.name for c in m.consumers],
+        "policy": {
+            "id": pol.id,
+            "allow_simulated": pol.allow_simulated,
+            "kinds": list(pol.sections),
+        },
+    }
+    if json_out:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    typer.echo(f"valid manifest {m.id!r} ({m.name})")
+    typer.echo(f"manifest_hash  {m.manifest_hash.hex()}")
+    typer.echo(f"algorithm      {m.algorithm.kind}, provided by {m.algorithm.provider.name}")
+    for s in m.slots():
+        typer.echo(
+            f"slot           {s.name}: signed by {s.provider.name}, at most {s.max_size} bytes"
+        )
+    typer.echo(f"consumers      {', '.join(c.name for c in m.consumers)}")
+    typer.echo(f"policy         {pol.id!r}, evidence kinds {', '.join(pol.sections)}")
+    if pol.allow_simulated:
+        typer.echo(
+            "WARNING: the policy accepts SIMULATED TEEs: fine for development, never for real data"
+        )
+
+
+@manifest_app.command("hash")
+def hash_cmd(
+    file: Annotated[Path, typer.Argument(help="Manifest JSON file ('-' for stdin).")],
+) -> None:
+    """Print the manifest hash (hex SHA-256 of the RFC 8785 canonical form)."""
+    typer.echo(_load(file).manifest_hash.hex())
