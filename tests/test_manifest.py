@@ -73,6 +73,7 @@ def test_example_parses() -> None:
     assert [d.name for d in m.datasets] == ["a", "b-2"]
     assert m.slot_names == ("algorithm", "a", "b-2")
     assert m.limits.wall_seconds == 60
+    assert m.limits.model_dump(mode="json") == example()["limits"]
     assert m.policy().allow_simulated is True
     assert m.policy().require == ("snp",)
 

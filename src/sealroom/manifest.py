@@ -137,7 +137,9 @@ class _DatasetModel(_Model):
     archive: ArchiveKind | None = None
 
 
-class _LimitsModel(_Model):
+class Limits(_Model):
+    """Resource limits of the run. A frozen pydantic model (``model_dump`` works)."""
+
     vcpus: Annotated[int, Field(gt=0, le=1024)]
     memory_mb: Annotated[int, Field(gt=0, le=16 * 1024 * 1024)]
     wall_seconds: Annotated[int, Field(gt=0, le=30 * 24 * 3600)]
@@ -155,7 +157,7 @@ class _ManifestModel(_Model):
     datasets: list[_DatasetModel] = Field(max_length=64)
     consumers: list[_PartyModel] = Field(min_length=1, max_length=64)
     policy: dict[str, Any]
-    limits: _LimitsModel
+    limits: Limits
 
 
 def _loc(parts: tuple[int | str, ...]) -> str:
@@ -204,14 +206,6 @@ class Dataset:
     provider: PartyPublic
     max_size: int
     archive: ArchiveKind | None
-
-
-@dataclass(frozen=True)
-class Limits:
-    vcpus: int
-    memory_mb: int
-    wall_seconds: int
-    max_result_bytes: int
 
 
 @dataclass(frozen=True)
@@ -384,9 +378,7 @@ class Manifest:
             algorithm=algorithm,
             datasets=datasets,
             consumers=consumers,
-            limits=Limits(
-                m.limits.vcpus, m.limits.memory_mb, m.limits.wall_seconds, m.limits.max_result_bytes
-            ),
+            limits=m.limits,
             manifest_hash=hashlib.sha256(canonical).digest(),
             _policy=policy,
             _canonical=canonical,
