@@ -1,0 +1,687 @@
+"""The algorithm sandbox, with real bubblewrap and real processes.
+
+Hostile algorithms are named after what they try; each must be contained and the way it
+ended must show in RunOutcome. Limits stay small so the suite is safe on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sealroom.errors import InvalidInputError
+from sealroom.runtime import sandbox
+from sealroom.runtime.sandbox import (
+    Limits,
+    RunOutcome,
+    SandboxUnavailableError,
+    check_sandbox,
+    run_algorithm,
+)
+
+FAST = Limits(wall_seconds=20, memory_bytes=256 * 2**20, max_processes=16)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _bwrap_present() -> None:
+    if sandbox._bwrap() is None:
+        pytest.skip("bubblewrap (bwrap) is not installed: apt-get install bubblewrap")
+    check_sandbox()  # installed but not working is a failure, not a skip
+
+
+@dataclass
+class Box:
+    root: Path
+    inputs: Path
+    results: Path
+
+    def run(
+        self,
+        code: str,
+        limits: Limits = FAST,
+        args: tuple[str, ...] = (),
+        on_output: object = None,
+    ) -> RunOutcome:
+        alg = self.root / "alg.py"
+        alg.write_text(textwrap.dedent(code))
+        return run_algorithm(
+            "python",
+            alg,
+            entrypoint=None,
+            args=args,
+            inputs=self.inputs,
+            results=self.results,
+            limits=limits,
+            on_output=on_output,  # type: ignore[arg-type]
+        )
+
+    def run_file(
+        self,
+        kind: sandbox.AlgorithmKind,
+        path: Path,
+        limits: Limits = FAST,
+        entrypoint: str | None = None,
+        args: tuple[str, ...] = (),
+    ) -> RunOutcome:
+        return run_algorithm(
+            kind,
+            path,
+            entrypoint=entrypoint,
+            args=args,
+            inputs=self.inputs,
+            results=self.results,
+            limits=limits,
+        )
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Box:
+    inputs = tmp_path / "inputs"
+    results = tmp_path / "results"
+    inputs.mkdir()
+    results.mkdir()
+    (inputs / "numbers.txt").write_text("1\n2\n3\n")
+    (inputs / "ds2").mkdir()
+    (inputs / "ds2" / "more.txt").write_text("4\n")
+    return Box(tmp_path, inputs, results)
+
+
+def _sandbox_processes() -> list[int]:
+    """Host processes running as the sandbox uid (none may outlive a run)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        if int(line.split()[1]) == sandbox.SANDBOX_HOST_UID:
+                            out.append(int(entry))
+                        break
+        except OSError:
+            continue
+    return out
+
+
+# ---- an honest algorithm ---------------------------------------------------------------
+
+
+def test_python_reads_inputs_writes_results(box: Box) -> None:
+    seen: list[tuple[str, bytes]] = []
+    out = box.run(
+        """
+        import os, sys
+        total = sum(int(x) for x in open("/inputs/numbers.txt"))
+        total += sum(int(x) for x in open("/inputs/ds2/more.txt"))
+        os.makedirs("/results/sub")
+        with open("/results/sub/sum.txt", "w") as f:
+            f.write(str(total))
+        open("relative.txt", "w").write("cwd is /results")
+        print("args", sys.argv[1:], "uid", os.getuid())
+        print("warn", file=sys.stderr)
+        """,
+        args=("--x", "1"),
+        on_output=lambda s, c: seen.append((s, c)),
+    )
+    assert out.ok, (out.reason, out.stderr)
+    assert out.reason == "ok" and out.exit_code == 0 and out.signal is None
+    assert (box.results / "sub" / "sum.txt").read_text() == "10"
+    assert (box.results / "relative.txt").read_text() == "cwd is /results"
+    assert b"args ['--x', '1'] uid 65534" in out.stdout
+    assert out.stderr == b"warn\n"
+    assert b"".join(c for s, c in seen if s == "stdout") == out.stdout
+    assert out.started_at <= out.ended_at
+
+
+def test_python_package_directory_with_entrypoint_and_wheel(box: Box, tmp_path: Path) -> None:
+    import zipfile
+
+    pkg = tmp_path / "pkg"
+    (pkg / "app").mkdir(parents=True)
+    (pkg / "app" / "__init__.py").write_text("")
+    (pkg / "app" / "main.py").write_text(
+        "import helper_lib, helper_dep\n"
+        "open('/results/out.txt', 'w').write(helper_lib.VALUE + helper_dep.VALUE)\n"
+    )
+    (pkg / "helper_lib.py").write_text("VALUE = 'lib;'\n")
+    with zipfile.ZipFile(pkg / "helper_dep-1.0-py3-none-any.whl", "w") as z:
+        z.writestr("helper_dep/__init__.py", "VALUE = 'wheel'\n")
+    out = box.run_file("python", pkg, entrypoint="app/main.py")
+    assert out.ok, (out.reason, out.stderr)
+    assert (box.results / "out.txt").read_text() == "lib;wheel"
+
+
+def test_python_has_no_third_party_packages(box: Box) -> None:
+    out = box.run(
+        """
+        import sys
+        for name in ("pytest", "cryptography", "sealroom", "wasmtime", "pip"):
+            try:
+                __import__(name)
+            except ImportError:
+                continue
+            print("importable:", name)
+        print("path", sys.path)
+        """
+    )
+    assert out.ok, out.stderr
+    assert b"importable" not in out.stdout
+    assert b"site-packages" not in out.stdout
+
+
+def test_output_bounded_and_truncated(box: Box) -> None:
+    seen: list[bytes] = []
+    limits = Limits(wall_seconds=20, max_output_bytes=1000)
+    out = box.run(
+        "import sys\nfor _ in range(2000): sys.stdout.write('x' * 99 + '\\n')\n",
+        limits=limits,
+        on_output=lambda s, c: seen.append(c),
+    )
+    assert out.ok
+    assert out.output_truncated
+    assert len(out.stdout) + len(out.stderr) == 1000
+    assert sum(map(len, seen)) == 1000
+
+
+def test_nonzero_exit_reported(box: Box) -> None:
+    out = box.run("raise SystemExit(7)")
+    assert not out.ok and out.exit_code == 7 and out.reason == "exit 7"
+
+
+def test_uncaught_exception_reported(box: Box) -> None:
+    out = box.run("raise RuntimeError('boom')")
+    assert out.exit_code == 1 and out.reason == "exit 1"
+    assert b"RuntimeError: boom" in out.stderr
+
+
+def test_forged_memory_note_on_success_ignored(box: Box) -> None:
+    out = box.run(
+        "import os\nfor fd in range(3, 64):\n    try: os.write(fd, b'memory')\n"
+        "    except OSError: pass\n"
+    )
+    assert out.ok and out.reason == "ok"
+
+
+def test_killed_by_signal_reported(box: Box) -> None:
+    out = box.run("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    assert out.signal == 11 and out.exit_code is None
+    assert out.reason == "killed by signal 11"
+
+
+# ---- hostile algorithms ----------------------------------------------------------------
+
+
+def test_network_socket_to_host_loopback_is_refused(box: Box) -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        out = box.run(
+            f"""
+            import socket
+            for addr in (("127.0.0.1", {port}), ("10.255.255.1", 80)):
+                try:
+                    socket.create_connection(addr, timeout=2).close()
+                    print("CONNECTED", addr)
+                except OSError as e:
+                    print("refused", addr, e.errno)
+            """
+        )
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody ever reached the host's listener
+    finally:
+        listener.close()
+    assert out.ok, out.stderr
+    assert b"CONNECTED" not in out.stdout
+    assert out.stdout.count(b"refused") == 2
+
+
+def test_reading_host_files_outside_inputs_fails(box: Box, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP SECRET")
+    home = Path.home()
+    out = box.run(
+        f"""
+        import os
+        for p in ({str(secret)!r}, "/etc/shadow", "/etc/passwd", "/work", "/root/.ssh",
+                  "/proc/1/environ", {str(Path(__file__).resolve())!r}):
+            try:
+                if os.path.isdir(p):
+                    print("LISTED", p, os.listdir(p))
+                else:
+                    print("READ", p, open(p).read()[:20])
+            except OSError as e:
+                print("denied", p, type(e).__name__)
+        print("HOME", sorted(os.listdir({str(home)!r})) if os.path.isdir({str(home)!r}) else [])
+        """
+    )
+    assert out.ok, out.stderr
+    assert b"TOP SECRET" not in out.stdout
+    assert b"READ" not in out.stdout and b"LISTED" not in out.stdout
+    # The host home directory is at most the path to the interpreter, nothing else.
+    prefix = Path(os.path.realpath(sys.base_prefix))
+    allowed = []
+    if prefix.is_relative_to(home):
+        allowed = [prefix.relative_to(home).parts[0]]
+    assert f"HOME {allowed}".encode() in out.stdout
+
+
+def test_writing_outside_results_fails(box: Box, tmp_path: Path) -> None:
+    before = sorted(p.name for p in box.inputs.rglob("*"))
+    outside = tmp_path / "escaped.txt"
+    out = box.run(
+        f"""
+        import os
+        for p in ("/inputs/evil.txt", "/inputs/numbers.txt", "/algorithm/evil.py",
+                  "/evil.txt", "/usr/evil.txt", "/opt/sealroom/launcher.py",
+                  {str(outside)!r}, "/proc/sys/kernel/hostname"):
+            try:
+                with open(p, "w") as f:
+                    f.write("pwned")
+                print("WROTE", p)
+            except OSError as e:
+                print("denied", p, type(e).__name__)
+        open("/tmp/scratch.txt", "w").write("scratch is fine")
+        """
+    )
+    assert out.ok, out.stderr
+    assert b"WROTE" not in out.stdout
+    assert not outside.exists()
+    assert sorted(p.name for p in box.inputs.rglob("*")) == before
+    assert (box.inputs / "numbers.txt").read_text() == "1\n2\n3\n"
+    assert "pwned" not in (Path(sandbox.__file__).with_name("_launcher.py")).read_text()
+
+
+def test_fork_bomb_is_contained(box: Box) -> None:
+    limits = Limits(wall_seconds=20, memory_bytes=128 * 2**20, max_processes=8)
+    out = box.run(
+        """
+        import os, sys, time
+        forked = 0
+        try:
+            while True:
+                if os.fork() == 0:
+                    time.sleep(600)   # children hold their process slot
+                    os._exit(0)
+                forked += 1
+                if forked > 200:
+                    break
+        finally:
+            print("forked", forked, flush=True)
+        """,
+        limits=limits,
+    )
+    assert not out.ok
+    assert out.reason == "exit 1"
+    assert b"BlockingIOError" in out.stderr or b"Resource temporarily unavailable" in out.stderr
+    forked = int(out.stdout.split()[1])
+    assert forked <= limits.max_processes
+    assert _sandbox_processes() == []  # the sleeping children died with the sandbox
+
+
+def test_unbounded_fork_loop_stopped_by_wall_limit(box: Box) -> None:
+    limits = Limits(wall_seconds=2, memory_bytes=128 * 2**20, max_processes=6)
+    out = box.run(
+        """
+        import os, time
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                time.sleep(0.01)
+        """,
+        limits=limits,
+    )
+    assert out.timed_out and not out.ok
+    assert out.reason == "wall time limit (2s) exceeded"
+    assert _sandbox_processes() == []
+
+
+def test_memory_past_the_limit(box: Box) -> None:
+    out = box.run(
+        "blob = bytearray(512 * 2**20)\nprint('ALLOCATED')\n",
+        limits=Limits(wall_seconds=20, memory_bytes=128 * 2**20),
+    )
+    assert not out.ok
+    assert out.reason == "memory limit exceeded"
+    assert b"ALLOCATED" not in out.stdout
+
+
+def test_memory_growing_in_steps(box: Box) -> None:
+    out = box.run(
+        "chunks = []\nwhile True:\n    chunks.append(b'x' * (8 * 2**20))\n",
+        limits=Limits(wall_seconds=20, memory_bytes=128 * 2**20),
+    )
+    assert not out.ok
+    assert out.reason == "memory limit exceeded"
+
+
+def test_time_limit(box: Box) -> None:
+    out = box.run("import time\ntime.sleep(60)\n", limits=Limits(wall_seconds=2))
+    assert out.timed_out and not out.ok
+    assert out.reason == "wall time limit (2s) exceeded"
+    assert out.signal == 9
+    assert _sandbox_processes() == []
+
+
+def test_result_file_larger_than_limit(box: Box) -> None:
+    out = box.run(
+        """
+        with open("/results/big.bin", "wb") as f:
+            for _ in range(5):
+                f.write(b"\\0" * 2**20)
+        """,
+        limits=Limits(wall_seconds=20, max_result_bytes=2**20),
+    )
+    assert not out.ok
+    assert out.reason == "result size limit exceeded"
+    assert (box.results / "big.bin").stat().st_size <= 2**20 + 1
+
+
+def test_results_many_files_over_total_limit(box: Box) -> None:
+    out = box.run(
+        """
+        for i in range(8):
+            open(f"/results/part{i}.bin", "wb").write(b"\\0" * 200_000)
+        """,
+        limits=Limits(wall_seconds=20, max_result_bytes=2**20),
+    )
+    assert not out.ok and out.reason == "result size limit exceeded"
+
+
+def test_results_too_many_entries(box: Box) -> None:
+    out = box.run(
+        "for i in range(300):\n    open(f'/results/f{i}', 'w').close()\n",
+        limits=Limits(wall_seconds=20, max_result_files=100),
+    )
+    assert not out.ok
+    assert out.reason.startswith("result file count limit exceeded")
+
+
+def test_tmp_is_size_limited(box: Box) -> None:
+    out = box.run(
+        """
+        try:
+            with open("/tmp/fill", "wb") as f:
+                for _ in range(64):
+                    f.write(b"\\0" * 2**20)
+        except OSError as e:
+            print("full", e.errno)
+        """,
+        limits=Limits(wall_seconds=20, tmp_bytes=4 * 2**20),
+    )
+    assert out.ok, out.stderr
+    assert b"full 28" in out.stdout  # ENOSPC
+
+
+def test_no_capabilities_no_user_namespaces(box: Box) -> None:
+    out = box.run(
+        """
+        import os, subprocess
+        status = open("/proc/self/status").read()
+        for key in ("CapEff", "CapPrm", "CapBnd", "NoNewPrivs"):
+            print(key, [l.split()[1] for l in status.splitlines() if l.startswith(key)][0])
+        r = subprocess.run(["/usr/bin/unshare", "--user", "true"], capture_output=True)
+        print("unshare", r.returncode)
+        """
+    )
+    assert out.ok, out.stderr
+    assert b"CapEff 0000000000000000" in out.stdout
+    assert b"CapPrm 0000000000000000" in out.stdout
+    assert b"NoNewPrivs 1" in out.stdout
+    if shutil.which("unshare"):
+        assert b"unshare 0" not in out.stdout
+
+
+# ---- wasm ------------------------------------------------------------------------------
+
+WASM_COPY = r"""
+(module
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read"
+    (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "numbers.txt")
+  (data (i32.const 16) "copy.txt")
+  (data (i32.const 32) "wasm done\n")
+  (func (export "_start")
+    (local $fd i32) (local $n i32)
+    ;; open /inputs/numbers.txt (preopen fd 3), read into 1024
+    (if (call $path_open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 11)
+                         (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0)
+                         (i32.const 100))
+      (then (call $proc_exit (i32.const 10))))
+    (local.set $fd (i32.load (i32.const 100)))
+    (i32.store (i32.const 200) (i32.const 1024))
+    (i32.store (i32.const 204) (i32.const 512))
+    (if (call $fd_read (local.get $fd) (i32.const 200) (i32.const 1) (i32.const 208))
+      (then (call $proc_exit (i32.const 11))))
+    (local.set $n (i32.load (i32.const 208)))
+    ;; create /results/copy.txt (preopen fd 4), O_CREAT|O_TRUNC, write what was read
+    (if (call $path_open (i32.const 4) (i32.const 0) (i32.const 16) (i32.const 8)
+                         (i32.const 9) (i64.const 64) (i64.const 0) (i32.const 0)
+                         (i32.const 100))
+      (then (call $proc_exit (i32.const 12))))
+    (i32.store (i32.const 204) (local.get $n))
+    (if (call $fd_write (i32.load (i32.const 100)) (i32.const 200) (i32.const 1)
+                        (i32.const 208))
+      (then (call $proc_exit (i32.const 13))))
+    ;; say so on stdout
+    (i32.store (i32.const 200) (i32.const 32))
+    (i32.store (i32.const 204) (i32.const 10))
+    (drop (call $fd_write (i32.const 1) (i32.const 200) (i32.const 1) (i32.const 208))))
+)
+"""
+
+WASM_WRITE_INPUT = r"""
+(module
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "evil.txt")
+  (data (i32.const 16) "../escape.txt")
+  (func (export "_start")
+    ;; creating a file in read-only /inputs must fail
+    (if (i32.eqz (call $path_open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 8)
+                         (i32.const 9) (i64.const 64) (i64.const 0) (i32.const 0)
+                         (i32.const 100)))
+      (then (call $proc_exit (i32.const 20))))
+    ;; escaping /results with .. must fail
+    (if (i32.eqz (call $path_open (i32.const 4) (i32.const 0) (i32.const 16) (i32.const 13)
+                         (i32.const 9) (i64.const 64) (i64.const 0) (i32.const 0)
+                         (i32.const 100)))
+      (then (call $proc_exit (i32.const 21))))
+    (call $proc_exit (i32.const 0)))
+)
+"""
+
+WASM_LOOP = '(module (func (export "_start") (loop $l (br $l))))'
+
+WASM_GROW = r"""
+(module
+  (memory 1)
+  (func (export "_start")
+    (loop $l
+      (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+    unreachable))
+"""
+
+
+def _wasm(tmp_path: Path, wat: str, name: str = "module.wasm") -> Path:
+    import wasmtime
+
+    p = tmp_path / name
+    p.write_bytes(wasmtime.wat2wasm(wat))
+    return p
+
+
+def test_wasm_reads_input_and_writes_result(box: Box, tmp_path: Path) -> None:
+    out = box.run_file("wasm", _wasm(tmp_path, WASM_COPY))
+    assert out.ok, (out.reason, out.stderr)
+    assert (box.results / "copy.txt").read_text() == "1\n2\n3\n"
+    assert out.stdout == b"wasm done\n"
+
+
+def test_wasm_cannot_write_inputs_or_escape_results(box: Box, tmp_path: Path) -> None:
+    out = box.run_file("wasm", _wasm(tmp_path, WASM_WRITE_INPUT))
+    assert out.ok, (out.reason, out.exit_code, out.stderr)
+    assert not (box.inputs / "evil.txt").exists()
+    assert not (box.root / "escape.txt").exists()
+
+
+def test_wasm_exit_code(box: Box, tmp_path: Path) -> None:
+    wat = (
+        '(module (import "wasi_snapshot_preview1" "proc_exit" (func $e (param i32)))'
+        ' (memory (export "memory") 1) (func (export "_start") (call $e (i32.const 3))))'
+    )
+    out = box.run_file("wasm", _wasm(tmp_path, wat))
+    assert out.exit_code == 3 and out.reason == "exit 3"
+
+
+def test_wasm_infinite_loop_stopped_by_fuel(box: Box, tmp_path: Path) -> None:
+    out = box.run_file(
+        "wasm", _wasm(tmp_path, WASM_LOOP), limits=Limits(wall_seconds=20, wasm_fuel=10**6)
+    )
+    assert not out.ok and not out.timed_out
+    assert out.reason == "wasm fuel exhausted"
+
+
+def test_wasm_infinite_loop_stopped_by_epoch_deadline(box: Box, tmp_path: Path) -> None:
+    out = box.run_file("wasm", _wasm(tmp_path, WASM_LOOP), limits=Limits(wall_seconds=2))
+    assert out.timed_out and not out.ok
+    assert out.reason == "wall time limit (2s) exceeded"
+    # The runner interrupted the module itself (a clean exit), before any hard kill.
+    assert out.signal is None and out.exit_code == 1
+    assert b"wasm trap" in out.stderr
+
+
+def test_wasm_memory_limited_by_store(box: Box, tmp_path: Path) -> None:
+    out = box.run_file(
+        "wasm", _wasm(tmp_path, WASM_GROW), limits=Limits(wall_seconds=20, memory_bytes=2**24)
+    )
+    # memory.grow fails at the store limit; the module then traps on `unreachable`.
+    assert not out.ok and out.exit_code == 1
+    assert b"unreachable" in out.stderr
+
+
+def test_wasm_export_choice_and_missing_export(box: Box, tmp_path: Path) -> None:
+    out = box.run_file(
+        "wasm", _wasm(tmp_path, WASM_LOOP), entrypoint="main", limits=Limits(wall_seconds=20)
+    )
+    assert out.exit_code == 1 and b"exports no function 'main'" in out.stderr
+
+
+# ---- binaries --------------------------------------------------------------------------
+
+
+def test_shell_script_binary(box: Box, tmp_path: Path) -> None:
+    script = tmp_path / "run.sh"
+    script.write_text('#!/bin/sh\nwc -l < /inputs/numbers.txt > /results/lines.txt\necho "$1"\n')
+    script.chmod(0o700)
+    out = box.run_file("binary", script, args=("hello",))
+    assert out.ok, (out.reason, out.stderr)
+    assert (box.results / "lines.txt").read_text().strip() == "3"
+    assert out.stdout == b"hello\n"
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
+def test_compiled_c_binary(box: Box, tmp_path: Path) -> None:
+    src = tmp_path / "prog.c"
+    src.write_text(
+        textwrap.dedent(
+            """
+            #include <stdio.h>
+            #include <stdlib.h>
+            int main(void) {
+                FILE *in = fopen("/inputs/numbers.txt", "r");
+                FILE *out = fopen("/results/sum.txt", "w");
+                int x, s = 0;
+                if (!in || !out) return 2;
+                while (fscanf(in, "%d", &x) == 1) s += x;
+                fprintf(out, "%d", s);
+                /* past the memory limit: malloc fails instead of the machine */
+                printf("%s\\n", malloc((size_t)1 << 32) ? "GOT 4GiB" : "malloc refused");
+                return 0;
+            }
+            """
+        )
+    )
+    exe = tmp_path / "prog"
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True)
+    out = box.run_file("binary", exe)
+    assert out.ok, (out.reason, out.stderr)
+    assert (box.results / "sum.txt").read_text() == "6"
+    assert out.stdout == b"malloc refused\n"
+
+
+def test_binary_directory_with_entrypoint(box: Box, tmp_path: Path) -> None:
+    d = tmp_path / "bin-pkg"
+    (d / "bin").mkdir(parents=True)
+    (d / "bin" / "go").write_text("#!/bin/sh\necho ran > /results/ran.txt\n")
+    (d / "bin" / "go").chmod(0o700)
+    out = box.run_file("binary", d, entrypoint="bin/go")
+    assert out.ok, out.stderr
+    assert (box.results / "ran.txt").read_text() == "ran\n"
+
+
+# ---- misuse ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entrypoint",
+    ["../outside.py", "/etc/passwd", "missing.py", "link.py"],
+    ids=["dotdot_entrypoint", "absolute_entrypoint", "missing_entrypoint", "symlink_out"],
+)
+def test_bad_entrypoints_refused(box: Box, tmp_path: Path, entrypoint: str) -> None:
+    d = tmp_path / "pkg"
+    d.mkdir()
+    (d / "main.py").write_text("")
+    (tmp_path / "outside.py").write_text("")
+    (d / "link.py").symlink_to(tmp_path / "outside.py")
+    with pytest.raises(InvalidInputError):
+        box.run_file("python", d, entrypoint=entrypoint)
+
+
+def test_directory_without_entrypoint_refused(box: Box, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="no entrypoint"):
+        box.run_file("python", tmp_path)
+
+
+def test_limits_validated() -> None:
+    with pytest.raises(ValueError, match="wall_seconds"):
+        Limits(wall_seconds=0)
+    with pytest.raises(ValueError, match="max_processes"):
+        Limits(max_processes=0)
+
+
+@pytest.fixture
+def no_bwrap(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(sandbox, "BWRAP_CANDIDATES", ("/nonexistent/bwrap",))
+    monkeypatch.setattr(sandbox, "_probed", False)
+    yield
+    sandbox._probed = False  # the next check probes the real bwrap again
+
+
+def test_missing_bwrap_refuses_to_run(no_bwrap: None, box: Box) -> None:
+    with pytest.raises(SandboxUnavailableError, match="not found"):
+        check_sandbox()
+    with pytest.raises(SandboxUnavailableError):
+        box.run("open('/results/ran', 'w')")
+    assert not (box.results / "ran").exists()
