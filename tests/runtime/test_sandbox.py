@@ -6,11 +6,13 @@ ended must show in RunOutcome. Limits stay small so the suite is safe on a 2-cor
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -191,6 +193,11 @@ def test_output_bounded_and_truncated(box: Box) -> None:
     assert out.output_truncated
     assert len(out.stdout) + len(out.stderr) == 1000
     assert sum(map(len, seen)) == 1000
+
+
+def test_vcpus_limit_pins_cpus(box: Box) -> None:
+    out = box.run("import os\nprint(len(os.sched_getaffinity(0)))\n", limits=Limits(vcpus=1))
+    assert out.ok and out.stdout == b"1\n"
 
 
 def test_nonzero_exit_reported(box: Box) -> None:
@@ -440,6 +447,7 @@ def test_no_capabilities_no_user_namespaces(box: Box) -> None:
     assert out.ok, out.stderr
     assert b"CapEff 0000000000000000" in out.stdout
     assert b"CapPrm 0000000000000000" in out.stdout
+    assert b"CapBnd 0000000000000000" in out.stdout
     assert b"NoNewPrivs 1" in out.stdout
     if shutil.which("unshare"):
         assert b"unshare 0" not in out.stdout
@@ -685,3 +693,113 @@ def test_missing_bwrap_refuses_to_run(no_bwrap: None, box: Box) -> None:
     with pytest.raises(SandboxUnavailableError):
         box.run("open('/results/ran', 'w')")
     assert not (box.results / "ran").exists()
+
+
+# ---- the runtime as an ordinary user (one bubblewrap with a user namespace) --------------
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+OTHER_UID = sandbox.SANDBOX_HOST_UID + 1  # an unused uid for the "runtime" in this test
+
+NON_ROOT_DRIVER = """
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+from sealroom.runtime.sandbox import Limits, check_sandbox, run_algorithm
+
+check_sandbox()
+base = Path(sys.argv[1])
+report = {}
+for name in ("honest", "fork_bomb", "escape"):
+    results = base / ("results-" + name)
+    results.mkdir()
+    out = run_algorithm(
+        "python", base / (name + ".py"), entrypoint=None, args=[], inputs=base / "inputs",
+        results=results, limits=Limits(wall_seconds=20, memory_bytes=128 * 2**20, max_processes=8),
+    )
+    report[name] = {"reason": out.reason, "stdout": out.stdout.decode(),
+                    "stderr": out.stderr.decode()[-500:]}
+print(json.dumps(report))
+"""
+
+
+def _world_readable_path(p: Path) -> bool:
+    return all(os.stat(a).st_mode & 0o005 == 0o005 for a in [p, *p.parents])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start the runtime as another uid")
+def test_runtime_as_ordinary_user(tmp_path: Path) -> None:
+    system_python = shutil.which("python3", path="/usr/bin:/bin")
+    if system_python is None or not _world_readable_path(SRC):
+        pytest.skip("no world-readable system python3 and source tree for another uid")
+    version = subprocess.run(
+        [system_python, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if version.stdout.strip() != "True":
+        pytest.skip("system python3 is older than 3.11")
+    base = Path(tempfile.mkdtemp(prefix="sealroom-nonroot-", dir="/tmp"))
+    try:
+        (base / "inputs").mkdir()
+        (base / "inputs" / "n.txt").write_text("41")
+        secret = tmp_path / "secret.txt"  # under root's private pytest directory
+        secret.write_text("TOP SECRET")
+        (base / "honest.py").write_text(
+            "import os\n"
+            "n = int(open('/inputs/n.txt').read()) + 1\n"
+            "open('/results/n.txt', 'w').write(str(n))\n"
+            "print(os.getuid(), n)\n"
+        )
+        (base / "fork_bomb.py").write_text(
+            "import os, time\n"
+            "forked = 0\n"
+            "try:\n"
+            "    while forked < 200:\n"
+            "        if os.fork() == 0:\n"
+            "            time.sleep(600)\n"
+            "            os._exit(0)\n"
+            "        forked += 1\n"
+            "finally:\n"
+            "    print('forked', forked, flush=True)\n"
+        )
+        (base / "escape.py").write_text(
+            "import socket\n"
+            f"for p in ({str(secret)!r}, '/etc/shadow', '/work'):\n"
+            "    try:\n"
+            "        print('READ', open(p).read()[:10])\n"
+            "    except OSError:\n"
+            "        print('denied')\n"
+            "try:\n"
+            "    socket.create_connection(('10.255.255.1', 80), timeout=2)\n"
+            "    print('CONNECTED')\n"
+            "except OSError:\n"
+            "    print('no network')\n"
+        )
+        for p in [base, *base.rglob("*")]:
+            os.chown(p, OTHER_UID, OTHER_UID)
+        base.chmod(0o700)
+        driver = subprocess.run(
+            [system_python, "-I", "-c", NON_ROOT_DRIVER, str(base), str(SRC)],
+            capture_output=True,
+            text=True,
+            user=OTHER_UID,
+            group=OTHER_UID,
+            extra_groups=[],
+            env={"PATH": "/usr/bin:/bin"},
+            cwd="/",
+            timeout=120,
+        )
+        assert driver.returncode == 0, driver.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    report = json.loads(driver.stdout)
+    assert report["honest"]["reason"] == "ok", report["honest"]
+    assert report["honest"]["stdout"] == "65534 42\n"
+    bomb = report["fork_bomb"]
+    assert bomb["reason"] == "exit 1", bomb
+    assert int(bomb["stdout"].split()[1]) <= 8
+    escape = report["escape"]
+    assert escape["reason"] == "ok", escape
+    assert "READ" not in escape["stdout"] and "CONNECTED" not in escape["stdout"]
+    assert escape["stdout"].count("denied") == 3

@@ -243,7 +243,8 @@ def _run(
     algo_mount, target, entry = _algorithm_layout(kind, algorithm, entrypoint)
     as_root = os.geteuid() == 0
     if as_root:
-        _grant_read(algorithm, executable=kind == "binary")
+        # A single binary gets other-execute; inside a directory, files keep the owner's x.
+        _grant_read(algorithm, executable=kind == "binary" and algorithm.is_file())
         _grant_read(inputs, executable=False)
         os.chown(results, SANDBOX_HOST_UID, SANDBOX_HOST_GID)
         os.chmod(results, 0o700)
