@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -263,7 +262,7 @@ def test_reading_host_files_outside_inputs_fails(box: Box, tmp_path: Path) -> No
         f"""
         import os
         for p in ({str(secret)!r}, "/etc/shadow", "/etc/passwd", "/work", "/root/.ssh",
-                  "/proc/1/environ", {str(Path(__file__).resolve())!r}):
+                  "/sys/class", {str(Path(__file__).resolve())!r}):
             try:
                 if os.path.isdir(p):
                     print("LISTED", p, os.listdir(p))
@@ -309,6 +308,40 @@ def test_writing_outside_results_fails(box: Box, tmp_path: Path) -> None:
     assert sorted(p.name for p in box.inputs.rglob("*")) == before
     assert (box.inputs / "numbers.txt").read_text() == "1\n2\n3\n"
     assert "pwned" not in (Path(sandbox.__file__).with_name("_launcher.py")).read_text()
+
+
+def test_cannot_reach_other_sandbox_processes_fds(box: Box) -> None:
+    """The launcher's status pipe and bwrap's descriptors are out of reach through /proc.
+
+    The launcher is not dumpable; the inner bwrap's monitor has the algorithm's host uid
+    but lives in the parent user namespace, which the kernel does not let a process in a
+    child namespace ptrace or inspect; init and the outer bwrap are root."""
+    out = box.run(
+        """
+        import os
+        me = str(os.getpid())
+        mine = {os.readlink(f"/proc/self/fd/{n}") for n in (0, 1, 2)}
+        opened = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or pid == me:
+                continue
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    os.close(os.open(f"/proc/{pid}/fd/{fd}", os.O_WRONLY))
+                except OSError:
+                    continue
+                if target not in mine:  # its own stdio, shared with bwrap's init
+                    opened.append((pid, fd, target))
+        print("OPENED", opened) if opened else print("none")
+        """
+    )
+    assert out.ok, out.stderr
+    assert out.stdout == b"none\n"
 
 
 def test_fork_bomb_is_contained(box: Box) -> None:
@@ -680,11 +713,11 @@ def test_limits_validated() -> None:
 
 
 @pytest.fixture
-def no_bwrap(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def no_bwrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # monkeypatch restores the cached verdict afterwards, so later tests see the real one.
     monkeypatch.setattr(sandbox, "BWRAP_CANDIDATES", ("/nonexistent/bwrap",))
     monkeypatch.setattr(sandbox, "_probed", False)
-    yield
-    sandbox._probed = False  # the next check probes the real bwrap again
+    monkeypatch.setattr(sandbox, "_probe_failure", None)
 
 
 def test_missing_bwrap_refuses_to_run(no_bwrap: None, box: Box) -> None:
@@ -693,6 +726,10 @@ def test_missing_bwrap_refuses_to_run(no_bwrap: None, box: Box) -> None:
     with pytest.raises(SandboxUnavailableError):
         box.run("open('/results/ran', 'w')")
     assert not (box.results / "ran").exists()
+
+
+def test_verdict_restored_after_missing_bwrap_test() -> None:
+    check_sandbox()  # the real sandbox is still trusted after the test above
 
 
 # ---- the runtime as an ordinary user (one bubblewrap with a user namespace) --------------

@@ -212,6 +212,9 @@ def stage2(spec: dict[str, Any]) -> None:
         os.close(status_fd)
         os.close(note_r)
         os.set_inheritable(note_w, False)
+        # The algorithm itself may be dumpable (its own /proc/self/fd etc. stay readable);
+        # it no longer holds anything of the launcher's.
+        ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
         kind = s2["kind"]
         if kind == "probe":
             _probe()

@@ -260,9 +260,7 @@ def _run(
     wasm_lib = _wasmtime_dir() if kind == "wasm" else None
     wheels = sorted(p.name for p in algorithm.glob("*.whl")) if algorithm.is_dir() else []
     spec = _spec(kind, target, entry, args, limits, as_root, bwrap, status_w, deadline, wheels)
-    outer = _outer_args(
-        bwrap, as_root, limits, algorithm, algo_mount, inputs, results, spec_fd, wasm_lib
-    )
+    outer = _outer_args(as_root, limits, algorithm, algo_mount, inputs, results, spec_fd, wasm_lib)
     os.write(spec_fd, json.dumps(spec).encode())
     os.lseek(spec_fd, 0, os.SEEK_SET)
     os.write(args_fd, b"".join(a.encode() + b"\0" for a in outer))
@@ -747,7 +745,6 @@ def _ancestor_dirs(path: str, have: set[str]) -> list[str]:
 
 
 def _outer_args(
-    bwrap: str,
     as_root: bool,
     limits: Limits,
     algorithm: Path,
