@@ -126,6 +126,19 @@ def test_tar_and_targz_extract(tmp_path: Path) -> None:
         assert (dest / "d" / "f").read_bytes() == b"abc"
 
 
+def test_tar_of_dot_extracts(tmp_path: Path) -> None:
+    """`tar -C dir .` names entries ./ and ./f: the root entry is implied, not refused."""
+    t = _tar(
+        tmp_path / "dot.tar",
+        [(_ti("./", tarfile.DIRTYPE), None), (_ti("./sub", tarfile.DIRTYPE), None),
+         (_ti("./sub/f"), b"x")],
+    )  # fmt: skip
+    dest = tmp_path / "deep" / "out"
+    paths = safe_extract(t, "tar", dest, max_total_bytes=10)
+    assert paths == [dest / "sub", dest / "sub" / "f"]
+    assert (dest / "sub" / "f").read_bytes() == b"x"
+
+
 def test_existing_empty_destination_is_used(tmp_path: Path) -> None:
     z = _zip(tmp_path / "a.zip", {"f": b"x"})
     dest = tmp_path / "out"
@@ -330,6 +343,10 @@ def _tar_truncated(tmp: Path) -> tuple[Path, str]:
     return p, "tar"
 
 
+def _tar_file_named_dot(tmp: Path) -> tuple[Path, str]:
+    return _tar(tmp / "a.tar", [(_ti("."), b"x")]), "tar"
+
+
 def _not_an_archive(tmp: Path) -> tuple[Path, str]:
     p = tmp / "x.zip"
     p.write_bytes(b"this is not a zip file at all")
@@ -368,6 +385,7 @@ HOSTILE: dict[str, tuple[Builder, str]] = {
     "tar_total_size_over_limit": (_tar_total_too_big, "exceeds the limit of 1000"),
     "tar_gz_bomb": (_tar_gz_bomb, "exceeds the limit of 1000"),
     "tar_truncated": (_tar_truncated, "malformed"),
+    "tar_file_names_destination": (_tar_file_named_dot, "names the destination itself"),
     "not_an_archive": (_not_an_archive, "malformed"),
 }
 

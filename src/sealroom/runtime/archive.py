@@ -59,7 +59,8 @@ def _refuse(name: str, why: str) -> InvalidInputError:
     return InvalidInputError(f"archive entry {name!r}: {why}", code="unsafe-archive")
 
 
-def _normalise(name: str) -> tuple[str, ...]:
+def _normalise(name: str, *, is_dir: bool) -> tuple[str, ...]:
+    """The entry's path as components; () only for a directory naming the root ("./")."""
     if not name:
         raise _refuse(name, "empty name")
     if "\0" in name:
@@ -73,7 +74,7 @@ def _normalise(name: str) -> tuple[str, ...]:
     parts = tuple(p for p in name.split("/") if p not in ("", "."))
     if ".." in parts:
         raise _refuse(name, "'..' component (path escapes the destination)")
-    if not parts:
+    if not parts and not is_dir:
         raise _refuse(name, "names the destination itself")
     for p in parts:
         if len(p.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
@@ -92,17 +93,19 @@ def _zip_entries(zf: zipfile.ZipFile, max_entries: int) -> Iterator[_Entry]:
         name = info.filename
         if "\0" in info.orig_filename:
             raise _refuse(info.orig_filename, "NUL character in name")
-        parts = _normalise(name)
+        is_dir = name.endswith("/")  # ZipInfo.is_dir() fails on an empty name
+        parts = _normalise(name, is_dir=is_dir)
         mode = info.external_attr >> 16
         fmt = stat.S_IFMT(mode)
         if info.flag_bits & 0x1:
             raise _refuse(name, "encrypted entry")
         if fmt == stat.S_IFLNK:
             raise _refuse(name, "symbolic link (links are not extracted)")
-        if info.is_dir():
+        if is_dir:
             if fmt not in (0, stat.S_IFDIR):
                 raise _refuse(name, "special file")
-            yield _Entry(name, parts, True, 0, False, None)
+            if parts:  # "./" (the destination itself) is implied
+                yield _Entry(name, parts, True, 0, False, None)
             continue
         if fmt not in (0, stat.S_IFREG):
             raise _refuse(name, "special file (device, FIFO or socket)")
@@ -184,7 +187,7 @@ def _tar_entries(tf: tarfile.TarFile, max_entries: int) -> Iterator[_Entry]:
             )
     for ti in members:
         name = ti.name
-        parts = _normalise(name)
+        parts = _normalise(name, is_dir=ti.isdir())
         if ti.issym():
             raise _refuse(name, f"symbolic link to {ti.linkname!r} (links are not extracted)")
         if ti.islnk():
@@ -194,7 +197,8 @@ def _tar_entries(tf: tarfile.TarFile, max_entries: int) -> Iterator[_Entry]:
         if ti.isfifo():
             raise _refuse(name, "FIFO")
         if ti.isdir():
-            yield _Entry(name, parts, True, 0, False, None)
+            if parts:  # "./" (the destination itself, as `tar -C dir .` writes) is implied
+                yield _Entry(name, parts, True, 0, False, None)
             continue
         if not ti.isreg():
             raise _refuse(name, f"unsupported entry type {ti.type!r}")
@@ -333,6 +337,7 @@ def safe_extract(
         raise ValueError(f"destination {dest} exists and is not an empty directory")
     if dest.exists():
         dest.rmdir()
+    dest.parent.mkdir(parents=True, exist_ok=True)
     work = dest.parent / f".{dest.name}.extract-{secrets.token_hex(6)}"
     work.mkdir(mode=0o700)
     try:
