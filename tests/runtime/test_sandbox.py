@@ -622,6 +622,15 @@ def test_wasm_memory_limited_by_store(box: Box, tmp_path: Path) -> None:
     assert b"unreachable" in out.stderr
 
 
+def test_wasm_module_in_a_directory(box: Box, tmp_path: Path) -> None:
+    pkg = tmp_path / "wasm-pkg"
+    (pkg / "bin").mkdir(parents=True)
+    _wasm(pkg / "bin", WASM_COPY, "copy.wasm")
+    out = box.run_file("wasm", pkg, entrypoint="bin/copy.wasm")
+    assert out.ok, (out.reason, out.stderr)
+    assert (box.results / "copy.txt").read_text() == "1\n2\n3\n"
+
+
 def test_wasm_export_choice_and_missing_export(box: Box, tmp_path: Path) -> None:
     out = box.run_file(
         "wasm", _wasm(tmp_path, WASM_LOOP), entrypoint="main", limits=Limits(wall_seconds=20)

@@ -201,9 +201,10 @@ def run_algorithm(
 ) -> RunOutcome:
     """Run ``algorithm`` in the sandbox and report how it ended.
 
-    ``algorithm`` is a file (python script, .wasm module, executable) or, for python and
-    binary, a directory with ``entrypoint`` (a relative path inside it). For wasm,
-    ``entrypoint`` names the exported function to call (default ``_start``).
+    ``algorithm`` is a file (python script, .wasm module, executable) or a directory with
+    ``entrypoint`` (a relative path inside it). For a single .wasm file, ``entrypoint``
+    names the exported function to call (default ``_start``); a wasm module found in a
+    directory is started at ``_start``.
     ``inputs`` is mounted read-only at /inputs, ``results`` read-write at /results (the
     working directory), the algorithm read-only at /algorithm (a file keeps its name:
     /algorithm/<name>). stdout/stderr go to ``on_output`` (bounded by
@@ -585,8 +586,6 @@ def _algorithm_layout(
         mount = f"/algorithm/{algorithm.name}"
         export = (entrypoint or "_start") if kind == "wasm" else None
         return mount, mount, export
-    if kind == "wasm":
-        raise InvalidInputError("a wasm algorithm must be a single .wasm file")
     if not entrypoint:
         raise InvalidInputError("the algorithm is a directory but no entrypoint is given")
     rel = PurePosixPath(entrypoint)
@@ -595,7 +594,7 @@ def _algorithm_layout(
     real = os.path.realpath(algorithm / rel)
     if not real.startswith(os.path.realpath(algorithm) + os.sep) or not os.path.isfile(real):
         raise InvalidInputError(f"entrypoint {entrypoint!r} is not a file in the algorithm")
-    return "/algorithm", f"/algorithm/{rel}", None
+    return "/algorithm", f"/algorithm/{rel}", "_start" if kind == "wasm" else None
 
 
 def _grant_read(path: Path, *, executable: bool) -> None:
