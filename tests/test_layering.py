@@ -88,3 +88,22 @@ def test_layering_check_can_fail(tmp_path: Path) -> None:
     p = tmp_path / "m.py"
     p.write_text("import sqlalchemy\nfrom sealroom.cli import main\n")
     assert _imports(p) == ["sqlalchemy", "sealroom.cli"]
+
+
+RUNTIME_ALLOWED = (
+    "sealroom.runtime",
+    "sealroom.crypto",
+    "sealroom.attestation",
+    "sealroom.tee",
+    "sealroom.errors",
+    "sealroom.manifest",
+)
+
+
+@pytest.mark.parametrize("path", sorted((SRC / "runtime").rglob("*.py")), ids=str)
+def test_trusted_runtime_imports_only_its_allow_list(path: Path) -> None:
+    """The in-enclave runtime is the trusted base: besides the standard library and a few
+    libraries, it may use only these sealroom packages (design.md, style.md)."""
+    own = [m for m in _imports(path) if m == "sealroom" or m.startswith("sealroom.")]
+    bad = [m for m in own if not any(m == a or m.startswith(a + ".") for a in RUNTIME_ALLOWED)]
+    assert not bad, f"{path.relative_to(SRC)} imports {bad}"

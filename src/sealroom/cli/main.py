@@ -34,12 +34,24 @@ for _module, _attr, _name in (
     ("sealroom.cli.ear_cmd", "ear_app", "ear"),
     ("sealroom.cli.keys_cmd", "keys_app", "keys"),
     ("sealroom.cli.manifest_cmd", "manifest_app", "manifest"),
+    ("sealroom.cli.enclave_cmd", "enclave_app", "enclave"),
+    ("sealroom.cli.enclave_cmd", "receipt_app", "receipt"),
 ):
     try:
         app.add_typer(getattr(importlib.import_module(_module), _attr), name=_name)
     except ModuleNotFoundError as _e:
         if _e.name != _module:
             raise
+
+
+try:
+    from sealroom.cli.enclave_cmd import result_cmd, upload_cmd
+
+    app.command("upload")(upload_cmd)
+    app.command("result")(result_cmd)
+except ModuleNotFoundError as _e:  # parts of the enclave stack not installed yet
+    if not (_e.name or "").startswith("sealroom"):
+        raise
 
 
 @app.command("version")

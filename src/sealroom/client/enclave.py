@@ -1,0 +1,423 @@
+"""Party-side client for an enclave: verify first, then talk only to the attested key.
+
+``attest()`` sends a fresh nonce, verifies the evidence (signatures, chain, the party's
+policy), checks that REPORT_DATA binds the manifest hash, the enclave's three public
+keys and the nonce, and that the TLS key of this very connection is the attested one.
+Every later request pins that TLS key; a different key aborts the connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import secrets
+import select
+import ssl
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from sealroom.attestation.appraise import AppraisalResult
+from sealroom.attestation.binding import ReportDataInputs, sealroom_report_data
+from sealroom.attestation.collateral import CollateralSource, NoCollateral
+from sealroom.attestation.evidence import parse_envelope
+from sealroom.attestation.kinds import VerifyContext
+from sealroom.attestation.policy import Policy
+from sealroom.attestation.verifier import appraise, verify_bundle
+from sealroom.crypto.keys import PartyKeys
+from sealroom.crypto.sealing import open_stream
+from sealroom.crypto.signing import upload_message
+from sealroom.errors import (
+    AccessDeniedError,
+    AttestationError,
+    ConflictError,
+    InvalidInputError,
+    MalformedEvidenceError,
+    NotFoundError,
+    SealroomError,
+    UnavailableError,
+)
+from sealroom.manifest import Manifest
+from sealroom.runtime.archive import archive_dir, safe_extract
+from sealroom.runtime.enclave_keys import EnclavePublicKeys
+from sealroom.runtime.protocol import (
+    H_CHALLENGE,
+    H_RESULT_SHA256,
+    H_SHA256,
+    H_SIGNATURE,
+    result_info,
+    result_request_message,
+)
+from sealroom.runtime.receipt import VerifiedReceipt, check_binding, verify_receipt
+
+CHUNK = 1 << 20
+_ERRORS: dict[int, type[SealroomError]] = {
+    400: InvalidInputError,
+    403: AccessDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: AttestationError,
+    503: UnavailableError,
+}
+
+
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to an enclave's self-signed key: no CA, but the SPKI must equal the pin
+    (when one is set). The SPKI of the connection is kept for the attestation check."""
+
+    def __init__(self, host: str, port: int, pin: bytes | None, timeout: float) -> None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # trust comes from attestation + the pin below
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        super().__init__(host, port, timeout=timeout, context=ctx)
+        self.pin = pin
+        self.peer_spki = b""
+
+    def connect(self) -> None:
+        super().connect()
+        assert isinstance(self.sock, ssl.SSLSocket)
+        der = self.sock.getpeercert(binary_form=True)
+        if der is None:
+            self.close()
+            raise AttestationError("enclave presented no TLS certificate", code="tls-pin-mismatch")
+        self.peer_spki = (
+            x509.load_der_x509_certificate(der)
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        if self.pin is not None and self.peer_spki != self.pin:
+            self.close()
+            raise AttestationError(
+                "the enclave's TLS key is not the attested key (pinned after verification): "
+                "refusing to talk to it",
+                code="tls-pin-mismatch",
+            )
+
+
+@dataclass(frozen=True)
+class AttestedEnclave:
+    url: str
+    keys: EnclavePublicKeys
+    appraisal: AppraisalResult
+    manifest_hash: bytes
+
+    @property
+    def simulated(self) -> bool:
+        return any(s.claims.simulated for s in self.appraisal.submods)
+
+
+def _raise_problem(resp: http.client.HTTPResponse, body: bytes) -> None:
+    try:
+        obj = json.loads(body)
+        detail, code = str(obj.get("detail")), str(obj.get("type"))
+    except (ValueError, AttributeError):
+        detail, code = body[:200].decode("utf-8", "replace"), "enclave-error"
+    cls = _ERRORS.get(resp.status, UnavailableError)
+    raise cls(f"enclave answered {resp.status}: {detail}", code=code)
+
+
+class EnclaveClient:
+    def __init__(
+        self,
+        url: str,
+        manifest: Manifest,
+        *,
+        policy: Policy | None = None,
+        extra_roots: tuple[x509.Certificate, ...] = (),
+        collateral: CollateralSource | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        timeout: float = 60.0,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname or parts.port is None:
+            raise InvalidInputError(f"enclave URL must be https://HOST:PORT, got {url!r}")
+        self.url = url
+        self.host, self.port = parts.hostname, parts.port
+        self.manifest = manifest
+        self.policy = policy or manifest.policy()
+        self.extra_roots = extra_roots
+        self.collateral = collateral or NoCollateral()
+        self.clock = clock
+        self.timeout = timeout
+        self.attested: AttestedEnclave | None = None
+
+    # ---- plumbing ---------------------------------------------------------------------
+    @contextmanager
+    def _conn(self, pinned: bool = True) -> Iterator[PinnedHTTPSConnection]:
+        pin = None
+        if pinned:
+            if self.attested is None:
+                raise RuntimeError("attest() first")
+            pin = self.attested.keys.tls_spki
+        conn = PinnedHTTPSConnection(self.host, self.port, pin, self.timeout)
+        try:
+            yield conn
+        except (ConnectionError, TimeoutError, OSError) as e:
+            if isinstance(e, SealroomError):
+                raise
+            raise UnavailableError(f"enclave at {self.url} unreachable: {e}") from e
+        finally:
+            conn.close()
+
+    def _get_json(self, path: str, headers: dict[str, str] | None = None) -> Any:
+        with self._conn() as conn:
+            conn.request("GET", path, headers=headers or {})
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                _raise_problem(resp, body)
+            return json.loads(body)
+
+    def _ctx(self, nonce: bytes, keys: EnclavePublicKeys) -> VerifyContext:
+        return VerifyContext(
+            now=self.clock(),
+            collateral=self.collateral,
+            nonce=nonce,
+            extra_roots=self.extra_roots,
+            report_data_inputs=ReportDataInputs(self.manifest.manifest_hash, keys.digest),
+        )
+
+    # ---- verification -------------------------------------------------------------------
+    def attest(self) -> AttestedEnclave:
+        nonce = secrets.token_bytes(32)
+        with self._conn(pinned=False) as conn:
+            conn.request("GET", f"/attestation?nonce={nonce.hex()}")
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                _raise_problem(resp, body)
+            seen_spki = conn.peer_spki
+        try:
+            obj = json.loads(body)
+            keys = EnclavePublicKeys.from_json_obj(obj["enclave_keys"])
+            bundle = parse_envelope(json.dumps(obj["evidence"]).encode())
+            claimed_hash = bytes.fromhex(obj["manifest_hash"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise MalformedEvidenceError(f"attestation answer is malformed: {e}") from e
+        mh = self.manifest.manifest_hash
+        if claimed_hash != mh:
+            raise AttestationError(
+                f"the enclave runs manifest {claimed_hash.hex()}, not ours ({mh.hex()})",
+                code="binding-mismatch",
+            )
+        if keys.tls_spki != seen_spki:
+            raise AttestationError(
+                "the attested TLS key is not the key of this connection", code="tls-pin-mismatch"
+            )
+        ctx = self._ctx(nonce, keys)
+        verified = verify_bundle(bundle, ctx)
+        check_binding(
+            verified_claims=[v.claims for v in verified],
+            manifest_hash=mh,
+            expected_report_data=sealroom_report_data(ReportDataInputs(mh, keys.digest), nonce),
+        )
+        result = appraise(verified, self.policy, ctx)
+        self.attested = AttestedEnclave(self.url, keys, result, mh)
+        result.require_ok()
+        return self.attested
+
+    def _require_attested(self) -> AttestedEnclave:
+        if self.attested is None or not self.attested.appraisal.ok:
+            return self.attest()
+        return self.attested
+
+    # ---- queries ---------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        self._require_attested()
+        result: dict[str, Any] = self._get_json("/status")
+        return result
+
+    def events(self, after: int = 0, wait: float = 0.0) -> list[dict[str, Any]]:
+        self._require_attested()
+        result: list[dict[str, Any]] = self._get_json(f"/events?after={after}&wait={wait}")[
+            "events"
+        ]
+        return result
+
+    # ---- uploads ------------------------------------------------------------------------------
+    def upload(
+        self,
+        slot: str,
+        source: Path,
+        party: PartyKeys,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Stream a file (or a directory, archived deterministically) into a slot."""
+        enclave = self._require_attested()
+        with _as_file(source) as path:
+            size = path.stat().st_size
+            sha = _sha256_file(path)
+            message = upload_message(enclave.manifest_hash, slot, sha, size, enclave.keys.digest)
+            headers = {
+                "Content-Length": str(size),
+                H_SHA256: sha.hex(),
+                H_SIGNATURE: party.sign(message).hex(),
+                "Content-Type": "application/octet-stream",
+            }
+            with path.open("rb") as f:
+                return self._put(f"/slots/{slot}", headers, f, size, progress)
+
+    def _put(
+        self,
+        path: str,
+        headers: dict[str, str],
+        body: BinaryIO,
+        size: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> dict[str, Any]:
+        with self._conn() as conn:
+            conn.putrequest("PUT", path)
+            for k, v in headers.items():
+                conn.putheader(k, v)
+            conn.endheaders()
+            sent = 0
+            sock = conn.sock
+            assert sock is not None
+            try:
+                while sent < size:
+                    # The enclave may refuse from the headers alone (signature, size): it
+                    # answers at once, and we stop sending instead of streaming gigabytes.
+                    if select.select([sock], [], [], 0)[0]:
+                        break
+                    chunk = body.read(CHUNK)
+                    if not chunk:
+                        break
+                    conn.send(chunk)
+                    sent += len(chunk)
+                    if progress:
+                        progress(sent, size)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the enclave closed early; its answer says why
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status != 201:
+                _raise_problem(resp, data)
+            result: dict[str, Any] = json.loads(data)
+            return result
+
+    # ---- results ------------------------------------------------------------------------------
+    def receipt(self) -> dict[str, Any]:
+        self._require_attested()
+        result: dict[str, Any] = self._get_json("/receipt")
+        return result
+
+    def verify_receipt(self, doc: Any) -> VerifiedReceipt:
+        m = self.manifest
+        return verify_receipt(
+            doc,
+            manifest_hash=m.manifest_hash,
+            algorithm_sha256=_hexstr(m.algorithm.sha256),
+            dataset_sha256s={d.name: _hexstr(d.sha256) for d in m.datasets},
+            policy=self.policy,
+            ctx=VerifyContext(
+                now=self.clock(), collateral=self.collateral, extra_roots=self.extra_roots
+            ),
+        )
+
+    def fetch_result(self, consumer: PartyKeys, out_dir: Path) -> VerifiedReceipt:
+        """Fetch, check and decrypt the consumer's result into ``out_dir``.
+
+        Checks: the receipt verifies offline and names this sealed blob; the blob's hash;
+        the AEAD stream. Nothing is written to ``out_dir`` unless all of them pass."""
+        enclave = self._require_attested()
+        name = consumer.public.name
+        challenge = bytes.fromhex(self._get_json("/challenge")["challenge"])
+        sig = consumer.sign(
+            result_request_message(enclave.manifest_hash, name, enclave.keys.digest, challenge)
+        )
+        with tempfile.TemporaryDirectory(prefix="sealroom-result-") as tmp:
+            sealed = Path(tmp) / "sealed"
+            with self._conn() as conn:
+                conn.request(
+                    "GET",
+                    f"/result/{name}",
+                    headers={H_CHALLENGE: challenge.hex(), H_SIGNATURE: sig.hex()},
+                )
+                resp = conn.getresponse()
+                if resp.status != 200:
+                    _raise_problem(resp, resp.read())
+                with sealed.open("wb") as f:
+                    while chunk := resp.read(CHUNK):
+                        f.write(chunk)
+                header_sha = resp.getheader(H_RESULT_SHA256, "")
+            receipt = self.verify_receipt(self.receipt())
+            entry = receipt.payload.get("results", {}).get(name)
+            if not receipt.ok or entry is None:
+                raise ConflictError(
+                    f"the run did not complete: {receipt.payload['exit']['reason']}",
+                    code="run-failed",
+                )
+            if receipt.enclave_keys != enclave.keys:
+                raise AttestationError(
+                    "the receipt was signed by another enclave", code="receipt-mismatch"
+                )
+            got = _sha256_file(sealed).hex()
+            if got != entry["sha256"] or header_sha != got:
+                raise AttestationError(
+                    f"sealed result hashes to {got}, the receipt says {entry['sha256']}",
+                    code="sealed-data-invalid",
+                )
+            plain = Path(tmp) / "results.tar"
+            with sealed.open("rb") as src, plain.open("wb") as dst:
+                open_stream(
+                    src, dst, consumer.x25519, info=result_info(enclave.manifest_hash, name)
+                )
+            staging = Path(tmp) / "out"
+            safe_extract(
+                plain,
+                "tar",
+                staging,
+                max_total_bytes=max(64 << 20, 4 * self.manifest.limits.max_result_bytes),
+            )
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for item in sorted(staging.iterdir()):
+                target = out_dir / item.name
+                if target.exists():
+                    raise InvalidInputError(f"{target} exists; not overwriting it")
+                os.replace(item, target)
+        return receipt
+
+
+def _hexstr(value: Any) -> str:
+    return value.hex() if isinstance(value, bytes) else str(value).lower()
+
+
+def _sha256_file(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.digest()
+
+
+@contextmanager
+def _as_file(source: Path) -> Iterator[Path]:
+    if not source.exists():
+        raise InvalidInputError(f"{source} does not exist")
+    if source.is_file():
+        yield source
+        return
+    with tempfile.TemporaryDirectory(prefix="sealroom-upload-") as tmp:
+        archive = Path(tmp) / "upload.tar"
+        with archive.open("wb") as f:
+            archive_dir(source, f)
+        yield archive
+
+
+def sha256_of(source: Path) -> bytes:
+    """The hash a manifest must name for ``source`` (directories: their deterministic tar)."""
+    with _as_file(source) as path:
+        return _sha256_file(path)

@@ -1,0 +1,476 @@
+"""One computation inside the enclave: uploads, the sandboxed run, sealing, the receipt.
+
+The I/O shell around the pure state machine (state.py). Everything the enclave holds
+lives under ``workdir`` (enclave storage) and is wiped by ``close()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sealroom.attestation.binding import ReportDataInputs, sealroom_report_data
+from sealroom.attestation.evidence import EvidenceBundle
+from sealroom.crypto.canonical import canonical_json
+from sealroom.crypto.sealing import seal_stream
+from sealroom.crypto.signing import upload_message
+from sealroom.errors import (
+    AccessDeniedError,
+    AttestationError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    SealroomError,
+)
+from sealroom.manifest import Manifest, Slot
+from sealroom.runtime import state as sm
+from sealroom.runtime.archive import archive_dir, safe_extract
+from sealroom.runtime.enclave_keys import EnclaveKeys
+from sealroom.runtime.protocol import (
+    ALGORITHM_SLOT,
+    receipt_nonce,
+    result_info,
+    result_request_message,
+)
+from sealroom.runtime.receipt import receipt_core, sign_receipt
+from sealroom.runtime.sandbox import Limits, RunOutcome, run_algorithm
+from sealroom.tee.base import EvidenceProvider
+
+CHUNK = 1 << 20
+MAX_EVENTS = 10_000
+MAX_EVENT_TEXT = 4096
+EXTRACT_FACTOR = 10  # an archive may unpack to at most 10x its declared maximum size
+
+
+class Events:
+    """Ordered, bounded event log for the run; readers ask for everything after a
+    sequence number and may wait for more (a reconnecting reader misses nothing)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self._items: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._path = path
+
+    def emit(self, kind: str, message: str, **data: Any) -> None:
+        with self._cond:
+            if len(self._items) >= MAX_EVENTS:
+                return
+            item = {
+                "seq": len(self._items) + 1,
+                "time": datetime.now(UTC).isoformat(),
+                "type": kind,
+                "message": message[:MAX_EVENT_TEXT],
+                **data,
+            }
+            self._items.append(item)
+            if self._path is not None:
+                with self._path.open("a") as f:
+                    f.write(json.dumps(item) + "\n")
+            self._cond.notify_all()
+
+    def after(self, seq: int, wait: float = 0.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + max(0.0, min(wait, 30.0))
+        with self._cond:
+            while len(self._items) <= seq:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return self._items[max(0, seq) :]
+
+
+class Computation:
+    def __init__(
+        self,
+        manifest: Manifest,
+        workdir: Path,
+        provider: EvidenceProvider,
+        keys: EnclaveKeys | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.manifest = manifest
+        self.manifest_hash: bytes = manifest.manifest_hash
+        self.specs: dict[str, Slot] = {s.name: s for s in manifest.slots()}
+        self.workdir = workdir
+        self.provider = provider
+        self.keys = keys or EnclaveKeys(f"sealroom enclave {manifest.id}")
+        self.clock = clock
+        for sub in ("incoming", "inputs", "algorithm", "results", "sealed"):
+            (workdir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.events = Events(workdir / "events.jsonl")
+        self._lock = threading.Lock()
+        self._state = sm.State(slots=tuple(self.specs))
+        self._challenges: dict[bytes, float] = {}
+        self._receipt: dict[str, Any] | None = None
+        self._sealed: dict[str, tuple[Path, str]] = {}
+        self._run_thread: threading.Thread | None = None
+        self.events.emit(
+            "started", f"enclave runtime started for manifest {self.manifest_hash.hex()}"
+        )
+
+    # ---- evidence -----------------------------------------------------------------
+    @property
+    def report_data_inputs(self) -> ReportDataInputs:
+        return ReportDataInputs(self.manifest_hash, self.keys.public.digest)
+
+    def evidence(self, nonce: bytes) -> EvidenceBundle:
+        report_data = sealroom_report_data(self.report_data_inputs, nonce)
+        item = self.provider.collect(report_data)
+        if item.collected_at is None:
+            # The presenter's statement of when (policies may bound the age); freshness
+            # proper comes from the verifier's nonce inside REPORT_DATA.
+            item = replace(item, collected_at=self.clock())
+        return EvidenceBundle.single(item)
+
+    def attestation(self, nonce: bytes) -> dict[str, Any]:
+        if not 8 <= len(nonce) <= 64:
+            raise InvalidInputError(f"nonce must be 8 to 64 bytes, got {len(nonce)}")
+        return {
+            "evidence": json.loads(self.evidence(nonce).to_json()),
+            "enclave_keys": self.keys.public.to_json_obj(),
+            "keys_digest": self.keys.public.digest.hex(),
+            "manifest_hash": self.manifest_hash.hex(),
+            "manifest": self.manifest.to_json_obj(),
+            "nonce": nonce.hex(),
+        }
+
+    # ---- status / events ------------------------------------------------------------
+    @property
+    def state(self) -> sm.State:
+        with self._lock:
+            return self._state
+
+    def status(self) -> dict[str, Any]:
+        st = self.state
+        return {
+            "manifest_hash": self.manifest_hash.hex(),
+            "state": st.phase.value,
+            "reason": st.reason,
+            "slots": {
+                n: ("filled" if n in st.filled else "uploading" if n in st.reserved else "empty")
+                for n in st.slots
+            },
+            "limits": self.manifest.limits.model_dump(mode="json"),
+        }
+
+    # ---- uploads ----------------------------------------------------------------------
+    def upload(
+        self, slot: str, *, size: int, sha256_hex: str, signature_hex: str, body: BinaryIO
+    ) -> dict[str, Any]:
+        """Stream one upload into enclave storage. Nothing is kept unless it verified."""
+        with self._lock:
+            self._state = sm.reserve(self._state, slot)
+        spec = self.specs[slot]
+        partial = self.workdir / "incoming" / f"{slot}.partial"
+        try:
+            self._check_upload_claims(spec, size, sha256_hex, signature_hex)
+            digest = self._receive(spec, size, body, partial)
+            if not hmac.compare_digest(digest, spec.sha256):
+                raise AttestationError(
+                    f"slot {slot!r}: received data hashes to {digest.hex()}, the manifest and "
+                    f"the signature say {spec.sha256.hex()}",
+                    code="upload-hash-mismatch",
+                )
+            self._install(spec, partial)
+        except BaseException as e:
+            partial.unlink(missing_ok=True)
+            with self._lock:
+                self._state = sm.release(self._state, slot)
+            if isinstance(e, SealroomError):
+                self.events.emit(
+                    "upload_rejected", f"slot {slot!r}: {e.message}", slot=slot, code=e.code
+                )
+            raise
+        with self._lock:
+            self._state, effects = sm.fill(self._state, slot)
+        self.events.emit(
+            "upload_accepted",
+            f"slot {slot!r} filled ({size} bytes)",
+            slot=slot,
+            sha256=spec.sha256.hex(),
+            size=size,
+        )
+        if sm.Effect.START_RUN in effects:
+            self._start_run()
+        return {"slot": slot, "sha256": spec.sha256.hex(), "size": size}
+
+    def _check_upload_claims(
+        self, spec: Slot, size: int, sha256_hex: str, signature_hex: str
+    ) -> None:
+        if size < 0:
+            raise InvalidInputError("upload size is negative")
+        if size > spec.max_size:
+            raise InvalidInputError(
+                f"slot {spec.name!r}: upload is {size} bytes, the manifest allows at most "
+                f"{spec.max_size}",
+                code="upload-too-large",
+            )
+        try:
+            claimed = bytes.fromhex(sha256_hex)
+            signature = bytes.fromhex(signature_hex)
+        except ValueError as e:
+            raise InvalidInputError(f"upload sha256/signature header is not hex: {e}") from e
+        if claimed != spec.sha256:
+            raise AttestationError(
+                f"slot {spec.name!r}: upload claims sha256 {claimed.hex()}, the manifest "
+                f"says {spec.sha256.hex()}",
+                code="upload-hash-mismatch",
+            )
+        message = upload_message(
+            self.manifest_hash, spec.name, claimed, size, self.keys.public.digest
+        )
+        try:
+            spec.provider.verify(signature, message)
+        except AttestationError as e:
+            raise AccessDeniedError(
+                f"slot {spec.name!r}: the upload signature is not {spec.provider.name!r}'s "
+                "signature for this computation, slot, data and enclave (wrong signer, or a "
+                "signature made for another enclave, slot or computation)",
+                code="upload-signature-invalid",
+            ) from e
+
+    def _receive(self, spec: Slot, size: int, body: BinaryIO, partial: Path) -> bytes:
+        h = hashlib.sha256()
+        remaining = size
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            while remaining > 0:
+                chunk = body.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise InvalidInputError(
+                        f"slot {spec.name!r}: upload ended after {size - remaining} of {size} "
+                        "bytes (truncated)",
+                        code="upload-truncated",
+                    )
+                h.update(chunk)
+                out.write(chunk)
+                remaining -= len(chunk)
+        return h.digest()
+
+    def _install(self, spec: Slot, partial: Path) -> None:
+        if spec.name == ALGORITHM_SLOT:
+            dest = self.workdir / "algorithm"
+            name = self._algorithm_file_name()
+        else:
+            dest = self.workdir / "inputs"
+            name = spec.name
+        if spec.archive:
+            target = dest / spec.name if spec.name != ALGORITHM_SLOT else dest / "pkg"
+            try:
+                safe_extract(
+                    partial,
+                    spec.archive,
+                    target,
+                    max_total_bytes=EXTRACT_FACTOR * spec.max_size,
+                )
+            finally:
+                partial.unlink(missing_ok=True)
+        else:
+            final = dest / name
+            partial.replace(final)
+            if spec.name == ALGORITHM_SLOT and self.manifest.algorithm.kind == "binary":
+                final.chmod(0o500)
+            else:
+                final.chmod(0o400)
+
+    def _algorithm_file_name(self) -> str:
+        alg = self.manifest.algorithm
+        if alg.entrypoint:
+            return Path(alg.entrypoint).name
+        return {"python": "main.py", "wasm": "module.wasm", "binary": "algorithm"}[alg.kind]
+
+    def _algorithm_path(self) -> tuple[Path, str | None]:
+        alg = self.manifest.algorithm
+        if alg.archive:
+            return self.workdir / "algorithm" / "pkg", alg.entrypoint
+        return self.workdir / "algorithm" / self._algorithm_file_name(), None
+
+    # ---- the run ----------------------------------------------------------------------
+    def _start_run(self) -> None:
+        self._run_thread = threading.Thread(target=self._run, name="sealroom-run", daemon=True)
+        self._run_thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        t = self._run_thread
+        if t is not None:
+            t.join(timeout)
+        return self.state.finished
+
+    def _run(self) -> None:
+        started = self.clock()
+        outcome: RunOutcome | None = None
+        try:
+            lim = self.manifest.limits
+            limits = Limits(
+                vcpus=lim.vcpus,
+                memory_bytes=lim.memory_mb * 2**20,
+                wall_seconds=float(lim.wall_seconds),
+                max_result_bytes=lim.max_result_bytes,
+            )
+            algorithm, entrypoint = self._algorithm_path()
+            self.events.emit("run_started", "all slots filled; running the algorithm sandboxed")
+            outcome = run_algorithm(
+                self.manifest.algorithm.kind,
+                algorithm,
+                entrypoint=entrypoint,
+                args=list(self.manifest.algorithm.args),
+                inputs=self.workdir / "inputs",
+                results=self.workdir / "results",
+                limits=limits,
+                on_output=self._on_output,
+            )
+            ok, code, reason = outcome.ok, outcome.exit_code, outcome.reason
+            started = outcome.started_at
+            ended = outcome.ended_at
+            self.events.emit("run_ended", f"algorithm ended: {reason}", ok=ok, code=code)
+            results: dict[str, dict[str, Any]] = {}
+            if ok:
+                results = self._seal_results()
+        except SealroomError as e:
+            ok, code, reason, ended, results = False, None, e.message, self.clock(), {}
+            self.events.emit("run_failed", reason, code=e.code)
+        except Exception as e:  # the receipt must say why, whatever happened
+            ok, code, reason, ended, results = False, None, f"internal error: {e}", self.clock(), {}
+            self.events.emit("run_failed", reason)
+        self._finish(ok, code, reason, started, ended, results)
+
+    def _on_output(self, stream: str, chunk: bytes) -> None:
+        self.events.emit("output", chunk.decode("utf-8", "replace"), stream=stream)
+
+    def _seal_results(self) -> dict[str, dict[str, Any]]:
+        archive = self.workdir / "sealed" / "results.tar"
+        with archive.open("wb") as f:
+            archive_dir(self.workdir / "results", f)
+        size = archive.stat().st_size
+        if size > self.manifest.limits.max_result_bytes:
+            archive.unlink()
+            raise InvalidInputError(
+                f"results archive is {size} bytes, the manifest allows "
+                f"{self.manifest.limits.max_result_bytes}",
+                code="result-too-large",
+            )
+        out: dict[str, dict[str, Any]] = {}
+        for party in self.manifest.consumers:
+            target = self.workdir / "sealed" / f"{party.name}.sealed"
+            with archive.open("rb") as src, target.open("wb") as dst:
+                summary = seal_stream(
+                    src, dst, party.x25519_key(), info=result_info(self.manifest_hash, party.name)
+                )
+            self._sealed[party.name] = (target, summary.sha256)
+            out[party.name] = {"sha256": summary.sha256, "size": summary.size}
+        archive.unlink()
+        shutil.rmtree(self.workdir / "results", ignore_errors=True)
+        return out
+
+    def _finish(
+        self,
+        ok: bool,
+        code: int | None,
+        reason: str,
+        started: datetime | None,
+        ended: datetime,
+        results: dict[str, dict[str, Any]],
+    ) -> None:
+        core = receipt_core(
+            manifest_hash=self.manifest_hash,
+            algorithm_sha256=self.specs[ALGORITHM_SLOT].sha256.hex(),
+            datasets={n: s.sha256.hex() for n, s in self.specs.items() if n != ALGORITHM_SLOT},
+            results=results,
+            ok=ok,
+            code=code,
+            reason=reason,
+            started_at=started,
+            ended_at=ended,
+            enclave_keys=self.keys.public,
+        )
+        try:
+            evidence = self.evidence(receipt_nonce(canonical_json(core))).to_json()
+        except SealroomError as e:
+            evidence = json.dumps({"format": "sealroom-evidence/v1", "items": []})
+            self.events.emit("evidence_failed", f"receipt evidence unavailable: {e.message}")
+        receipt = sign_receipt(core, evidence, self.keys.receipt_key)
+        with self._lock:
+            self._receipt = receipt
+            self._state = sm.finish(self._state, ok, reason)
+        self.events.emit("completed" if ok else "failed", reason, ok=ok)
+
+    # ---- results ----------------------------------------------------------------------
+    def receipt(self) -> dict[str, Any]:
+        with self._lock:
+            if self._receipt is None:
+                raise ConflictError(
+                    f"no receipt yet: the computation is {self._state.phase.value}",
+                    code="not-finished",
+                )
+            return self._receipt
+
+    def challenge(self) -> bytes:
+        nonce = secrets.token_bytes(32)
+        now = time.monotonic()
+        with self._lock:
+            self._challenges = {k: t for k, t in self._challenges.items() if now - t < 300}
+            if len(self._challenges) > 1000:
+                raise ConflictError("too many outstanding challenges", code="busy")
+            self._challenges[nonce] = now
+        return nonce
+
+    def sealed_result(
+        self, consumer: str, challenge_hex: str, signature_hex: str
+    ) -> tuple[Path, str]:
+        """The consumer's sealed result, only to the consumer (signature over a one-time
+        challenge), only after completion."""
+        party = next((c for c in self.manifest.consumers if c.name == consumer), None)
+        if party is None:
+            raise AccessDeniedError(
+                f"{consumer!r} is not a result consumer of this computation", code="not-a-consumer"
+            )
+        try:
+            challenge = bytes.fromhex(challenge_hex)
+            signature = bytes.fromhex(signature_hex)
+        except ValueError as e:
+            raise InvalidInputError(f"challenge/signature is not hex: {e}") from e
+        with self._lock:
+            issued = self._challenges.pop(challenge, None)
+        if issued is None or time.monotonic() - issued > 300:
+            raise AccessDeniedError(
+                "unknown or expired challenge: ask GET /challenge again", code="challenge-invalid"
+            )
+        message = result_request_message(
+            self.manifest_hash, consumer, self.keys.public.digest, challenge
+        )
+        try:
+            party.verify(signature, message)
+        except AttestationError as e:
+            raise AccessDeniedError(
+                f"the request is not signed by consumer {consumer!r}", code="not-a-consumer"
+            ) from e
+        st = self.state
+        if st.phase is not sm.Phase.COMPLETED:
+            raise ConflictError(
+                f"no result: the computation is {st.phase.value}"
+                + (f" ({st.reason})" if st.reason else ""),
+                code="not-finished",
+            )
+        entry = self._sealed.get(consumer)
+        if entry is None:
+            raise NotFoundError(f"no sealed result for {consumer!r}")
+        return entry
+
+    # ---- end of life --------------------------------------------------------------------
+    def close(self) -> None:
+        """Wipe enclave storage (inputs, algorithm, results, sealed blobs, events)."""
+        with self._lock:
+            self._state = sm.abort(self._state, "runtime stopped")
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,59 @@
+"""The enclave's wire protocol: paths, headers and the exact bytes parties sign.
+
+Shared by the runtime (trusted) and the party client; pure, no I/O.
+
+HTTPS endpoints (the TLS certificate is the enclave's own; clients pin it after
+verifying evidence that binds its key):
+
+    GET  /attestation?nonce=HEX   fresh evidence + the enclave's public keys + manifest
+    GET  /status                  state, slots, limits
+    PUT  /slots/{name}            streaming upload (Content-Length, X-Sealroom-Sha256,
+                                  X-Sealroom-Signature over upload_message(...))
+    GET  /events?after=N&wait=S   ordered events after sequence N (long-poll up to S s)
+    GET  /challenge               a one-time nonce for result requests
+    GET  /result/{consumer}       the consumer's sealed result (X-Sealroom-Challenge,
+                                  X-Sealroom-Signature over result_request_message(...))
+    GET  /receipt                 the signed receipt (after completion or failure)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+H_SHA256 = "X-Sealroom-Sha256"
+H_SIGNATURE = "X-Sealroom-Signature"
+H_CHALLENGE = "X-Sealroom-Challenge"
+H_RESULT_SHA256 = "X-Sealroom-Sealed-Sha256"
+
+RESULT_REQUEST_DOMAIN = b"sealroom/result-request/v1"
+RECEIPT_DOMAIN = b"sealroom/receipt/v1\0"
+RESULT_INFO_DOMAIN = b"sealroom/result/v1"
+ALGORITHM_SLOT = "algorithm"
+
+
+def _field(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def result_request_message(
+    manifest_hash: bytes, consumer: str, keys_digest: bytes, challenge: bytes
+) -> bytes:
+    """What a consumer signs to fetch its sealed result: bound to this computation,
+    this enclave (its keys digest) and a one-time server challenge."""
+    return b"".join(
+        _field(x)
+        for x in (RESULT_REQUEST_DOMAIN, manifest_hash, consumer.encode(), keys_digest, challenge)
+    )
+
+
+def result_info(manifest_hash: bytes, consumer: str) -> bytes:
+    """HPKE ``info`` for a consumer's sealed result: it cannot be opened as another
+    computation's or another consumer's result."""
+    return RESULT_INFO_DOMAIN + manifest_hash + consumer.encode()
+
+
+def receipt_nonce(core_canonical: bytes) -> bytes:
+    """The nonce for the receipt's evidence: the hash of the receipt's own content, so
+    the evidence binds the receipt (and, through REPORT_DATA, the receipt key)."""
+    return hashlib.sha256(b"sealroom/receipt-evidence/v1\0" + core_canonical).digest()

@@ -1,0 +1,241 @@
+"""The enclave's HTTPS server: the standard library's HTTP server over the enclave's TLS
+key. Deliberately minimal (no web framework in the trusted base). See protocol.py for
+the endpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from sealroom.errors import InvalidInputError, NotFoundError, SealroomError
+from sealroom.runtime.computation import Computation
+from sealroom.runtime.protocol import H_CHALLENGE, H_RESULT_SHA256, H_SHA256, H_SIGNATURE
+
+IO_TIMEOUT = 60.0
+DRAIN_LIMIT = 4 << 20  # after an early refusal, read at most this much of the unread body
+DRAIN_TIMEOUT = 2.0
+
+
+class _BodyReader:
+    """The request body, limited to Content-Length, counting what is left unread."""
+
+    def __init__(self, raw: Any, length: int) -> None:
+        self.raw = raw
+        self.remaining = length
+
+    def read(self, n: int = -1) -> bytes:
+        if self.remaining <= 0:
+            return b""
+        want = self.remaining if n < 0 else min(n, self.remaining)
+        data: bytes = self.raw.read(want)
+        self.remaining -= len(data)
+        return data
+
+
+def tls_context(comp: Computation) -> ssl.SSLContext:
+    """Server context from the in-memory key: loaded through an anonymous memory file so
+    the private key never touches enclave storage."""
+    cert, key = comp.keys.tls_pem()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    # No session tickets: a client watching the socket during an upload then sees only
+    # the server's (early) response, and resumption across enclaves is impossible anyway.
+    ctx.num_tickets = 0
+    fd = os.memfd_create("sealroom-tls", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, cert + key)
+        ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    return ctx
+
+
+class EnclaveServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], comp: Computation) -> None:
+        self.comp = comp
+        self.ssl_context = tls_context(comp)
+        super().__init__(address, _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # Runs in the connection's own thread: a slow handshake blocks nobody else.
+        request.settimeout(IO_TIMEOUT)
+        try:
+            tls = self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            request.close()
+            return
+        self.RequestHandlerClass(tls, client_address, self)  # type: ignore[arg-type]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """No tracebacks on the host's terminal: they could carry enclave data."""
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"https://{host!s}:{port}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: EnclaveServer
+    protocol_version = "HTTP/1.1"
+    server_version = "sealroom-enclave"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """No request logs: paths and parties are the enclave's business only."""
+
+    # ---- responses ------------------------------------------------------------------
+    def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _problem(self, e: SealroomError) -> None:
+        self.close_connection = True
+        body = json.dumps(
+            {
+                "type": e.code,
+                "title": type(e).__name__,
+                "status": e.http_status,
+                "detail": e.message,
+            }
+        ).encode()
+        self.send_response(e.http_status)
+        self.send_header("Content-Type", "application/problem+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _dispatch(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        path = [unquote(p) for p in parts.path.split("/") if p]
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        self._body: _BodyReader | None = None
+        try:
+            self._route(method, path, query)
+        except SealroomError as e:
+            try:
+                self._problem(e)
+                self._drain()
+            except (OSError, ssl.SSLError):  # the client is gone; nobody to tell
+                self.close_connection = True
+        except (OSError, ssl.SSLError):
+            self.close_connection = True
+
+    def _drain(self) -> None:
+        """Closing with unread request bytes makes TCP reset the connection, and the
+        client may lose our answer: read (and drop) a bounded rest of the body first.
+        A client that keeps sending past that sees the answer before the reset anyway
+        (it watches the socket while it uploads)."""
+        body = self._body
+        if body is None or body.remaining <= 0 or body.remaining > DRAIN_LIMIT:
+            return
+        try:
+            self.connection.settimeout(DRAIN_TIMEOUT)
+            while body.remaining > 0 and body.read(1 << 16):
+                pass
+        except (OSError, ssl.SSLError):
+            pass
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    # ---- routes ---------------------------------------------------------------------
+    def _route(self, method: str, path: list[str], query: dict[str, str]) -> None:
+        comp = self.server.comp
+        match method, path:
+            case "GET", ["attestation"]:
+                nonce = query.get("nonce", "")
+                try:
+                    raw = bytes.fromhex(nonce)
+                except ValueError as e:
+                    raise InvalidInputError(f"nonce is not hex: {nonce!r}") from e
+                self._json(200, comp.attestation(raw))
+            case "GET", ["status"]:
+                self._json(200, comp.status())
+            case "GET", ["events"]:
+                try:
+                    after = int(query.get("after", "0"))
+                    wait = float(query.get("wait", "0"))
+                except ValueError as e:
+                    raise InvalidInputError(f"after/wait must be numbers: {e}") from e
+                self._json(200, {"events": comp.events.after(after, wait)})
+            case "PUT", ["slots", slot]:
+                self._upload(slot)
+            case "GET", ["challenge"]:
+                self._json(200, {"challenge": comp.challenge().hex()})
+            case "GET", ["receipt"]:
+                self._json(200, comp.receipt())
+            case "GET", ["result", consumer]:
+                self._result(consumer)
+            case _:
+                raise NotFoundError(f"no such endpoint: {method} /{'/'.join(path)}")
+
+    def _upload(self, slot: str) -> None:
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding") or length is None or not length.isdigit():
+            raise InvalidInputError(
+                "uploads need a Content-Length (no chunked encoding)", code="length-required"
+            )
+        self._body = _BodyReader(self.rfile, int(length))
+        result = self.server.comp.upload(
+            slot,
+            size=int(length),
+            sha256_hex=self.headers.get(H_SHA256, ""),
+            signature_hex=self.headers.get(H_SIGNATURE, ""),
+            body=self._body,  # type: ignore[arg-type]
+        )
+        self._json(HTTPStatus.CREATED, result)
+
+    def _result(self, consumer: str) -> None:
+        path, sha = self.server.comp.sealed_result(
+            consumer, self.headers.get(H_CHALLENGE, ""), self.headers.get(H_SIGNATURE, "")
+        )
+        size = path.stat().st_size
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(size))
+        self.send_header(H_RESULT_SHA256, sha)
+        self.end_headers()
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                self.wfile.write(chunk)
+
+
+def serve_in_thread(server: EnclaveServer) -> threading.Thread:
+    t = threading.Thread(target=server.serve_forever, name="sealroom-https", daemon=True)
+    t.start()
+    return t
+
+
+def bind(host: str, port: int, comp: Computation) -> EnclaveServer:
+    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(
+        "SEALROOM_ALLOW_NON_LOOPBACK"
+    ):
+        raise InvalidInputError(
+            f"refusing to listen on {host}: the runtime binds to loopback; the host agent "
+            "relays traffic to it (set SEALROOM_ALLOW_NON_LOOPBACK=1 inside a real CVM)"
+        )
+    try:
+        return EnclaveServer((host, port), comp)
+    except OSError as e:
+        raise InvalidInputError(f"cannot listen on {host}:{port}: {e.strerror}") from e
