@@ -379,6 +379,64 @@ def test_hostile_algorithm_contained_and_reported(
         c.fetch_result(parties.alice, tmp_path / "out")
 
 
+def test_wasm_algorithm(tmp_path: Path, home: Path, parties: Parties, enclave_factory: Any) -> None:
+    """A WASI module copies dataset a into its results (inputs at fd 3, results at fd 4)."""
+    import wasmtime
+
+    from tests.runtime.test_sandbox import WASM_COPY
+
+    wat = WASM_COPY.replace('"numbers.txt"', '"a"').replace('"copy.txt"', '"answer.txt"')
+    wat = wat.replace("(i32.const 0) (i32.const 11)", "(i32.const 0) (i32.const 1)")
+    wat = wat.replace("(i32.const 16) (i32.const 8)", "(i32.const 16) (i32.const 10)")
+    files = write_inputs(tmp_path, a=b"the answer is 42\n")
+    (files / "module.wasm").write_bytes(wasmtime.wat2wasm(wat))
+    manifest = make_manifest(
+        tmp_path, parties, files, kind="wasm", entrypoint=None, alg_file="module.wasm", mid="wasm"
+    )
+    enc = enclave_factory(manifest)
+    c = client(enc.url, manifest, home)
+    run_to_end(c, parties, files, alg_file="module.wasm")
+    receipt = c.fetch_result(parties.alice, tmp_path / "out")
+    assert receipt.ok
+    assert (tmp_path / "out" / "answer.txt").read_text() == "the answer is 42\n"
+
+
+def test_zip_slip_dataset_refused_and_nothing_kept(
+    tmp_path: Path, home: Path, parties: Parties, enclave_factory: Any
+) -> None:
+    import zipfile
+
+    files = write_inputs(tmp_path)
+    with zipfile.ZipFile(files / "evil.zip", "w") as z:
+        z.writestr("../../algorithm/main.py", "print('owned')")
+    doc = json.loads(make_manifest(tmp_path, parties, files, mid="zip").read_text())
+    doc["datasets"][0].update(
+        sha256=hashlib.sha256((files / "evil.zip").read_bytes()).hexdigest(), archive="zip"
+    )
+    manifest = tmp_path / "manifest-zip2.json"
+    manifest.write_text(json.dumps(doc))
+    enc = enclave_factory(manifest)
+    c = client(enc.url, manifest, home)
+    c.attest()
+    with pytest.raises(InvalidInputError, match=r"\.\."):
+        c.upload("a", files / "evil.zip", parties.dp1)
+    assert c.status()["slots"]["a"] == "empty"
+
+
+def test_enclave_storage_wiped_on_exit(tmp_path: Path, home: Path, parties: Parties) -> None:
+    files = write_inputs(tmp_path)
+    manifest = make_manifest(tmp_path, parties, files, mid="wipe")
+    base = tmp_path / "enclave-storage"
+    enc = launch_local(manifest, tee="sim", home=home, workdir=base)
+    try:
+        c = client(enc.url, manifest, home)
+        run_to_end(c, parties, files)
+        assert any(base.iterdir())  # inputs, sealed results, events while it runs
+    finally:
+        enc.stop()
+    assert list(base.iterdir()) == []
+
+
 def test_bad_manifest_file_is_a_clear_error(tmp_path: Path, home: Path) -> None:
     bad = tmp_path / "m.json"
     bad.write_text('{"version": 1}')

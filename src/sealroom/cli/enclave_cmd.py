@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,7 +94,9 @@ def run_cmd(
             "measurement": enclave.measurement.hex() if enclave.measurement else None,
         }
         if as_json:
-            print_json(info)
+            # One line, flushed: scripts read the URL while the enclave keeps running.
+            sys.stdout.write(json.dumps(info) + "\n")
+            sys.stdout.flush()
         else:
             if enclave.simulated:
                 simulated_banner()
