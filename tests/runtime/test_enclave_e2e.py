@@ -355,6 +355,8 @@ def test_result_only_for_consumers(
         ("host-file", "print(open('/etc/shadow').read())\n", "exit"),
         ("escape-write", "open('/inputs/evil', 'w').write('x')\n", "exit"),
         ("time", "import time\ntime.sleep(120)\n", "wall time"),
+        ("memory", "x = bytearray(1 << 30)\nprint(len(x))\n", "memory"),
+        ("fork-bomb", "import os\nwhile True:\n    os.fork()\n", ""),
     ],
 )
 def test_hostile_algorithm_contained_and_reported(
