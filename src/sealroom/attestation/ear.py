@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import enum
 import json
 import os
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 import sealroom
 from sealroom.attestation.appraise import AppraisalResult, RuleResult, SubmodResult, Trust
 from sealroom.errors import AttestationError, InvalidInputError, MalformedEvidenceError
+from sealroom.files import write_private
 
 EAR_PROFILE = "tag:github.com,2023:veraison/ear"
 ALGORITHM = "ES256"
@@ -414,7 +413,7 @@ class VerifierKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _atomic_write(Path(path), pem, overwrite=overwrite)
+        write_private(Path(path), pem, overwrite=overwrite, what="verifier key")
 
     @classmethod
     def load_or_create(cls, path: str | os.PathLike[str]) -> VerifierKey:
@@ -444,51 +443,6 @@ class VerifierKey:
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return {"keys": [self.public_jwk()]}
-
-
-def _atomic_write(path: Path, data: bytes, *, overwrite: bool) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600
-        )
-    except OSError as e:
-        raise InvalidInputError(
-            f"cannot write verifier key {path}: {e.strerror or e}", code="key-write-failed"
-        ) from e
-    try:
-        try:
-            os.fchmod(fd, 0o600)  # whatever the umask
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # FileExistsError if someone else was first
-    except FileExistsError:
-        raise
-    except OSError as e:
-        raise InvalidInputError(
-            f"cannot write verifier key {path}: {e.strerror or e}", code="key-write-failed"
-        ) from e
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    with contextlib.suppress(OSError):
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
-# --------------------------------------------------------------------------------------
-# JWKS
 
 
 class _TrustedKey(NamedTuple):

@@ -30,7 +30,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from sealroom.attestation import kinds
 from sealroom.attestation.appraise import Rules, Trust
-from sealroom.attestation.binding import ReportDataInputs, nonce_report_data, sealroom_report_data
+from sealroom.attestation.binding import ReportDataInputs, sealroom_report_data
 from sealroom.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -219,39 +219,43 @@ def check_report_data(
     pol: ReportDataPolicy,
     nonce: bytes | None,
     inputs: ReportDataInputs | None,
+    *,
+    pad: bool = True,
 ) -> None:
-    """Shared REPORT_DATA rule for every kind whose evidence carries one."""
+    """Shared REPORT_DATA rule for every kind whose evidence carries one.
+
+    ``pad=True``: a fixed-size field (SNP/TDX 64 bytes); shorter expectations are
+    zero-padded and the sealroom-v1 digest truncated to the field. ``pad=False``: a
+    variable-size field (TPM extraData) that must equal the expectation exactly."""
     if pol.mode == "any":
         return
     size = len(got)
     want: bytes | None = None
     reason = ""
     if pol.mode == "exact":
-        if pol.value is None:
-            reason = "exact mode without a value"
-        elif len(pol.value) > size:
-            reason = f"policy value longer than {size} bytes"
-        else:
-            want = pol.value + bytes(size - len(pol.value))
+        want = pol.value
+        reason = "exact mode without a value"
     elif pol.mode == "nonce":
-        if nonce is None:
-            reason = "a nonce, but the verifier was given none (--nonce)"
-        elif len(nonce) > size:
-            reason = f"a nonce of at most {size} bytes"
+        want = nonce
+        reason = "a nonce, but the verifier was given none (--nonce)"
+    elif nonce is not None and inputs is not None:
+        want = sealroom_report_data(inputs, nonce)
+    else:
+        reason = "the sealroom-v1 binding, but manifest hash, keys digest or nonce is missing"
+    if want is not None and pad:
+        if pol.mode == "sealroom-v1":
+            want = want[:size]
+        elif len(want) > size:
+            reason, want = f"a value of at most {size} bytes (got {len(want)})", None
         else:
-            want = nonce_report_data(nonce, size)
-    else:  # sealroom-v1
-        if nonce is None or inputs is None:
-            reason = "the sealroom-v1 binding, but manifest hash, keys digest or nonce is missing"
-        else:
-            want = sealroom_report_data(inputs, nonce)[:size]
+            want = want + bytes(size - len(want))
     if want is None:
         rules.add(field_name, got, reason, False, Trust.INSTANCE_IDENTITY)
-    else:
-        rules.add(
-            field_name,
-            got,
-            f"{want.hex()} ({pol.mode})",
-            hmac.compare_digest(got, want),
-            Trust.INSTANCE_IDENTITY,
-        )
+        return
+    rules.add(
+        field_name,
+        got,
+        f"{want.hex() or '(empty)'} ({pol.mode})",
+        len(got) == len(want) and hmac.compare_digest(got, want),
+        Trust.INSTANCE_IDENTITY,
+    )

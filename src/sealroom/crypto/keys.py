@@ -15,11 +15,9 @@ read is refused, as ssh refuses an unprotected private key.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from sealroom.errors import AttestationError, ConflictError, InvalidInputError
+from sealroom.files import write_private
 
 KEY_FILE_VERSION = 1
 
@@ -201,7 +200,14 @@ class PartyKeys:
                 f"cannot create key folder {path.parent}: {e.strerror or e}",
                 code="key-write-failed",
             ) from e
-        _atomic_write(path, self._to_json(), overwrite=overwrite)
+        try:
+            write_private(path, self._to_json(), overwrite=overwrite, what="key file")
+        except FileExistsError as e:
+            raise ConflictError(
+                f"key file {path} already exists; refusing to overwrite a private key "
+                "(use --force to replace it)",
+                code="key-exists",
+            ) from e
 
     @classmethod
     def load(cls, path: Path) -> PartyKeys:
@@ -308,42 +314,3 @@ def _read_private_file(path: Path) -> bytes:
             return f.read(64 * 1024)
     finally:
         os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes, *, overwrite: bool) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600
-        )
-    except OSError as e:
-        raise InvalidInputError(
-            f"cannot write key file {path}: {e.strerror or e}", code="key-write-failed"
-        ) from e
-    try:
-        try:
-            os.fchmod(fd, 0o600)  # whatever the umask
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # atomic, and fails if the name exists
-    except FileExistsError as e:
-        raise ConflictError(
-            f"key file {path} already exists; refusing to overwrite a private key "
-            "(use --force to replace it)",
-            code="key-exists",
-        ) from e
-    except OSError as e:
-        raise InvalidInputError(
-            f"cannot write key file {path}: {e.strerror or e}", code="key-write-failed"
-        ) from e
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)

@@ -13,7 +13,6 @@ flagged ``simulated`` (the ARK is not AMD's), which every policy rejects unless 
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -39,6 +38,7 @@ from sealroom.attestation.snp.abi import (
 )
 from sealroom.attestation.x509util import load_certificate
 from sealroom.errors import InvalidInputError, UnavailableError
+from sealroom.files import write_private
 
 SIM_ORG = "sealroom SIMULATED TEE - NOT AMD - proves nothing about confidentiality"
 SIM_PRODUCT = "Simulated"
@@ -72,14 +72,6 @@ def _private_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    tmp.replace(path)
 
 
 @dataclass(frozen=True)
@@ -187,7 +179,9 @@ class SimAuthority:
             for name, cert in (("ark", keys.ark), ("ask", keys.ask), ("vcek", keys.vcek)):
                 files[name].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
             # Only the VCEK key is kept: ARK/ASK keys are not needed after issuance.
-            _write_private(files["vcek-key"], _private_pem(keys.vcek_key))
+            write_private(
+                files["vcek-key"], _private_pem(keys.vcek_key), overwrite=True, what="sim VCEK key"
+            )
             return cls(keys, home)
         try:
             ark = load_certificate(files["ark"].read_bytes(), "sim ARK")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, SerializeAsAny, model_validator
 
 from sealroom.attestation import kinds
 from sealroom.attestation.appraise import RuleResult, Rules, Trust
-from sealroom.attestation.binding import ReportDataInputs, sealroom_report_data
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.policy import HexBytes, ReportDataPolicy, Section, check_report_data
 from sealroom.attestation.tpm.abi import HASH_BY_NAME, HASH_SIZES
@@ -73,45 +71,6 @@ class TpmPolicy(Section):
         return self
 
 
-def check_exact_data(
-    rules: Rules,
-    field_name: str,
-    got: bytes,
-    pol: ReportDataPolicy,
-    nonce: bytes | None,
-    inputs: ReportDataInputs | None,
-) -> None:
-    """Like ``policy.check_report_data`` for a variable-size field: exact, no zero padding."""
-    if pol.mode == "any":
-        return
-    want: bytes | None = None
-    reason = ""
-    if pol.mode == "exact":
-        if pol.value is None:
-            reason = "exact mode without a value"
-        else:
-            want = pol.value
-    elif pol.mode == "nonce":
-        if nonce is None:
-            reason = "the verifier's nonce, but the verifier was given none (--nonce)"
-        else:
-            want = nonce
-    elif nonce is None or inputs is None:
-        reason = "the sealroom-v1 binding, but manifest hash, keys digest or nonce is missing"
-    else:
-        want = sealroom_report_data(inputs, nonce)
-    if want is None:
-        rules.add(field_name, got, reason, False, Trust.INSTANCE_IDENTITY)
-    else:
-        rules.add(
-            field_name,
-            got,
-            f"{want.hex() or '(empty)'} ({pol.mode})",
-            len(got) == len(want) and hmac.compare_digest(got, want),
-            Trust.INSTANCE_IDENTITY,
-        )
-
-
 def appraise_tpm(
     claims: TpmClaims, pol: TpmPolicy, ctx: VerifyContext, prefix: str = ""
 ) -> list[RuleResult]:
@@ -133,8 +92,14 @@ def appraise_tpm(
             claims.ak_restricted is True,
             Trust.HARDWARE,
         )
-    check_exact_data(
-        r, f"{p}extra_data", claims.extra_data, pol.extra_data, ctx.nonce, ctx.report_data_inputs
+    check_report_data(
+        r,
+        f"{p}extra_data",
+        claims.extra_data,
+        pol.extra_data,
+        ctx.nonce,
+        ctx.report_data_inputs,
+        pad=False,
     )
     if pol.min_firmware_version is not None:
         r.add(
