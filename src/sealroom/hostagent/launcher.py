@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -46,6 +47,26 @@ class LocalEnclave:
     _service: SimTeeService | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
     lines: list[dict[str, Any]] = field(default_factory=list)
+    _reader: threading.Thread | None = None
+
+    def start_reader(self) -> None:
+        """Keep reading the runtime's stdout lines (state, events) into ``lines``: an
+        unread pipe would fill up and stall the runtime's line writer."""
+        stream = self.process.stdout
+        if stream is None:
+            return
+
+        def pump() -> None:
+            for raw in stream:
+                try:
+                    obj = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    self.lines.append(obj)
+
+        self._reader = threading.Thread(target=pump, name="sealroom-enclave-lines", daemon=True)
+        self._reader.start()
 
     def wait(self, timeout: float | None = None) -> int:
         return self.process.wait(timeout)
@@ -92,6 +113,7 @@ def launch_local(
     linger: float | None = None,
     home: Path,
     workdir: Path | None = None,
+    outbox: Path | None = None,
 ) -> LocalEnclave:
     manifest = Manifest.load(manifest_path)
     tmp = tempfile.TemporaryDirectory(prefix="sealroom-host-")
@@ -131,6 +153,8 @@ def launch_local(
             cmd += ["--linger", str(linger)]
         if workdir is not None:
             cmd += ["--workdir", str(workdir)]
+        if outbox is not None:
+            cmd += ["--outbox", str(outbox)]
         # The runtime's stdout carries its JSON status lines; stderr goes to ours.
         # Fixed argv: this interpreter and sealroom's own runtime module.
         proc = subprocess.Popen(  # noqa: S603
@@ -149,7 +173,7 @@ def launch_local(
             service.stop()
         tmp.cleanup()
         raise
-    return LocalEnclave(
+    enclave = LocalEnclave(
         url=str(first["url"]),
         manifest_hash=str(first["manifest_hash"]),
         process=proc,
@@ -159,3 +183,5 @@ def launch_local(
         _tmp=tmp,
         lines=[first],
     )
+    enclave.start_reader()
+    return enclave

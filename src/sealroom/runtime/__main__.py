@@ -1,50 +1,130 @@
 """The enclave runtime process: `python -m sealroom.runtime --manifest M --tee SPEC`.
 
-Started by `sealroom enclave run` (and later by the host agent) inside the TEE. Prints one
+Started by `sealroom enclave run` (and by the host agent) inside the TEE. Prints one
 JSON line on stdout once it listens ({"event": "listening", "url": ..., ...}), serves until
 SIGTERM/SIGINT (or --linger seconds after the run ended), then wipes enclave storage.
+
+``--listen`` is ``HOST:PORT`` (loopback TCP) or ``unix:PATH`` (the host agent relays a
+TCP port to it). After the listening line, stdout carries host-visible JSON lines only:
+``{"event": "state", "state", "reason", "slots"}`` on every phase change and
+``{"event": "enclave_event", "seq", "type", "message"}`` for allow-listed events (never the
+algorithm's output: that stays inside, served over attested TLS). With ``--outbox DIR``,
+a final state first leaves receipt.json, result.<consumer>.sealed and DONE there.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import queue
 import signal
 import sys
 import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from sealroom.errors import SealroomError
 from sealroom.manifest import Manifest
-from sealroom.runtime.computation import Computation
+from sealroom.runtime import state as sm
+from sealroom.runtime.computation import Computation, public_event
 from sealroom.runtime.sandbox import check_sandbox
-from sealroom.runtime.server import bind, serve_in_thread
+from sealroom.runtime.server import bind_listen, serve_in_thread
 from sealroom.tee.base import open_provider
+
+
+class _Lines:
+    """Host-visible JSON lines on stdout, written by one thread from a queue, so the
+    enclave never blocks on a slow (or gone) reader. Held back until ``open()`` (the
+    ``listening`` line comes first)."""
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._broken = False
+
+    def put(self, obj: dict[str, Any]) -> None:
+        self._q.put(obj)
+
+    def write(self, obj: dict[str, Any]) -> None:
+        if self._broken:
+            return
+        try:
+            sys.stdout.write(json.dumps(obj) + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):  # the reader went away: the enclave goes on
+            self._broken = True
+
+    def open(self) -> None:
+        def pump() -> None:
+            while (obj := self._q.get()) is not None:
+                self.write(obj)
+
+        self._thread = threading.Thread(target=pump, name="sealroom-stdout", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._q.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def _state_line(st: sm.State) -> dict[str, Any]:
+    return {
+        "event": "state",
+        "state": st.phase.value,
+        "reason": st.reason,
+        "slots": {
+            n: ("filled" if n in st.filled else "uploading" if n in st.reserved else "empty")
+            for n in st.slots
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="sealroom-runtime", description=__doc__)
     ap.add_argument("--manifest", required=True, type=Path)
     ap.add_argument("--tee", required=True, help="evidence provider, e.g. sim:/run/sim.sock")
-    ap.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (loopback)")
+    ap.add_argument(
+        "--listen", default="127.0.0.1:0", help="HOST:PORT (loopback) or unix:/path/to.sock"
+    )
+    ap.add_argument(
+        "--outbox", type=Path, default=None, help="where a final state leaves receipt + results"
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="enclave storage base")
     ap.add_argument(
         "--linger", type=float, default=None, help="exit this many seconds after the run ended"
     )
     args = ap.parse_args(argv)
+    lines = _Lines()
+    outbox: Path | None = args.outbox
+
+    def on_event(item: dict[str, Any]) -> None:
+        view = public_event(item)
+        if view is not None:
+            lines.put({"event": "enclave_event", **view})
+
+    def on_state(st: sm.State) -> None:
+        if st.finished and outbox is not None:
+            try:
+                comp.write_outbox(outbox)
+            except SealroomError:
+                pass  # stopped before the run ended: no receipt, nothing to hand out
+            except OSError as e:
+                lines.put({"event": "outbox_failed", "message": str(e.strerror or e)})
+        lines.put(_state_line(st))
+
     try:
         check_sandbox()  # refuse to start if untrusted code could not be contained
         manifest = Manifest.load(args.manifest)
         provider = open_provider(args.tee)
-        host, _, port = args.listen.rpartition(":")
         base = args.workdir
         if base is not None:
             base.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(prefix="sealroom-enclave-", dir=base))
-        comp = Computation(manifest, workdir, provider)
-        server = bind(host or "127.0.0.1", int(port or 0), comp)
+        comp = Computation(manifest, workdir, provider, on_event=on_event, on_state=on_state)
+        server = bind_listen(args.listen, comp)
     except SealroomError as e:
         print(json.dumps({"event": "error", "code": e.code, "message": e.message}), flush=True)
         return e.exit_code
@@ -56,17 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     serve_in_thread(server)
-    print(
-        json.dumps(
-            {
-                "event": "listening",
-                "url": server.url,
-                "manifest_hash": comp.manifest_hash.hex(),
-                "keys_digest": comp.keys.public.digest.hex(),
-            }
-        ),
-        flush=True,
+    lines.write(
+        {
+            "event": "listening",
+            "url": server.url,
+            "manifest_hash": comp.manifest_hash.hex(),
+            "keys_digest": comp.keys.public.digest.hex(),
+        }
     )
+    lines.put(_state_line(comp.state))
+    lines.open()
     try:
         while not stop.is_set():
             if args.linger is not None and comp.state.finished:
@@ -77,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         server.shutdown()
         server.server_close()
         comp.close()
-        print(json.dumps({"event": "stopped", "state": comp.state.phase.value}), flush=True)
+        lines.close()
+        lines.write({"event": "stopped", "state": comp.state.phase.value})
     return 0
 
 

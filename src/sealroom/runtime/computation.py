@@ -48,6 +48,21 @@ from sealroom.runtime.sandbox import Limits, RunOutcome, run_algorithm
 from sealroom.tee.base import EvidenceProvider
 
 CHUNK = 1 << 20
+#: Event types whose (runtime-written) messages the host may see; "output" (what the
+#: algorithm prints) never leaves the enclave except over attested TLS.
+PUBLIC_EVENT_TYPES = frozenset(
+    {
+        "started",
+        "upload_accepted",
+        "upload_rejected",
+        "run_started",
+        "run_ended",
+        "run_failed",
+        "completed",
+        "failed",
+        "evidence_failed",
+    }
+)
 MAX_EVENTS = 10_000
 MAX_EVENT_TEXT = 4096
 EXTRACT_FACTOR = 10  # an archive may unpack to at most 10x its declared maximum size
@@ -57,10 +72,15 @@ class Events:
     """Ordered, bounded event log for the run; readers ask for everything after a
     sequence number and may wait for more (a reconnecting reader misses nothing)."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None = None,
+        listener: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self._items: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._path = path
+        self._listener = listener
 
     def emit(self, kind: str, message: str, **data: Any) -> None:
         with self._cond:
@@ -77,6 +97,8 @@ class Events:
             if self._path is not None:
                 with self._path.open("a") as f:
                     f.write(json.dumps(item) + "\n")
+            if self._listener is not None:
+                self._listener(item)  # must not block (the runtime queues it)
             self._cond.notify_all()
 
     def after(self, seq: int, wait: float = 0.0) -> list[dict[str, Any]]:
@@ -90,6 +112,20 @@ class Events:
             return self._items[max(0, seq) :]
 
 
+def public_event(item: dict[str, Any]) -> dict[str, Any] | None:
+    """The host-visible view of an enclave event (for the runtime's stdout), or None.
+
+    Only allow-listed types, and only seq/type/message. A rejected upload's message may
+    name the hash of bytes a party sent by mistake: the host sees only slot and code."""
+    kind = str(item.get("type", ""))
+    if kind not in PUBLIC_EVENT_TYPES:
+        return None
+    message = str(item.get("message", ""))
+    if kind == "upload_rejected":
+        message = f"slot {item.get('slot')!r}: upload rejected ({item.get('code', 'error')})"
+    return {"seq": item["seq"], "type": kind, "message": message}
+
+
 class Computation:
     def __init__(
         self,
@@ -99,6 +135,8 @@ class Computation:
         keys: EnclaveKeys | None = None,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_state: Callable[[sm.State], None] | None = None,
     ) -> None:
         self.manifest = manifest
         self.manifest_hash: bytes = manifest.manifest_hash
@@ -109,9 +147,12 @@ class Computation:
         self.clock = clock
         for sub in ("incoming", "inputs", "algorithm", "results", "sealed"):
             (workdir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.events = Events(workdir / "events.jsonl")
+        self.events = Events(workdir / "events.jsonl", on_event)
         self._lock = threading.Lock()
         self._state = sm.State(slots=tuple(self.specs))
+        self._on_state = on_state
+        self._notified = self._state.phase  # the initial phase: the caller knows it
+        self._notify_lock = threading.Lock()
         self._challenges: dict[bytes, float] = {}
         self._receipt: dict[str, Any] | None = None
         self._sealed: dict[str, tuple[Path, str]] = {}
@@ -147,6 +188,18 @@ class Computation:
         }
 
     # ---- status / events ------------------------------------------------------------
+    def _notify(self) -> None:
+        """Tell the observer (the runtime's stdout lines) about a phase change, once per
+        phase, in order."""
+        if self._on_state is None:
+            return
+        with self._notify_lock:
+            st = self.state
+            if st.phase is self._notified:
+                return
+            self._notified = st.phase
+            self._on_state(st)
+
     @property
     def state(self) -> sm.State:
         with self._lock:
@@ -202,6 +255,7 @@ class Computation:
             sha256=spec.sha256.hex(),
             size=size,
         )
+        self._notify()
         if sm.Effect.START_RUN in effects:
             self._start_run()
         return {"slot": slot, "sha256": spec.sha256.hex(), "size": size}
@@ -405,6 +459,7 @@ class Computation:
             self._receipt = receipt
             self._state = sm.finish(self._state, ok, reason)
         self.events.emit("completed" if ok else "failed", reason, ok=ok)
+        self._notify()
 
     # ---- results ----------------------------------------------------------------------
     def receipt(self) -> dict[str, Any]:
@@ -468,9 +523,48 @@ class Computation:
             raise NotFoundError(f"no sealed result for {consumer!r}")
         return entry
 
+    # ---- the outbox (host-visible ciphertext) --------------------------------------------
+    def write_outbox(self, outbox: Path) -> list[str]:
+        """After a final state: hand the host what it may hold, ciphertext and signed
+        metadata only: ``receipt.json``, ``result.<consumer>.sealed`` (completed runs),
+        then an empty ``DONE`` last. Each file appears atomically (temporary name, then
+        rename), so a reader that sees ``DONE`` sees every other file whole."""
+        with self._lock:
+            receipt = self._receipt
+            sealed = dict(self._sealed) if self._state.phase is sm.Phase.COMPLETED else {}
+        if receipt is None:
+            raise ConflictError("no receipt yet: the computation has not finished")
+        outbox.mkdir(parents=True, exist_ok=True)
+        written: list[str] = []
+
+        def place(name: str, fill: Callable[[Path], object]) -> None:
+            tmp = outbox / f".{name}.{secrets.token_hex(4)}.tmp"
+            try:
+                fill(tmp)
+                os.chmod(tmp, 0o600)
+                tmp.replace(outbox / name)
+            finally:
+                tmp.unlink(missing_ok=True)
+            written.append(name)
+
+        body = json.dumps(receipt, indent=2).encode()
+        place("receipt.json", lambda t: t.write_bytes(body))
+        for consumer, (path, _sha) in sorted(sealed.items()):
+
+            def link_or_copy(t: Path, src: Path = path) -> None:
+                try:
+                    os.link(src, t)
+                except OSError:  # another filesystem: copy the ciphertext
+                    shutil.copyfile(src, t)
+
+            place(f"result.{consumer}.sealed", link_or_copy)
+        place("DONE", lambda t: t.write_bytes(b""))
+        return written
+
     # ---- end of life --------------------------------------------------------------------
     def close(self) -> None:
         """Wipe enclave storage (inputs, algorithm, results, sealed blobs, events)."""
         with self._lock:
             self._state = sm.abort(self._state, "runtime stopped")
+        self._notify()
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -5,12 +5,16 @@ the endpoints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
+import socketserver
 import ssl
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -85,8 +89,61 @@ class EnclaveServer(ThreadingHTTPServer):
         return f"https://{host!s}:{port}"
 
 
+class UnixEnclaveServer(socketserver.ThreadingUnixStreamServer):
+    """The same HTTPS service on a Unix socket (the host agent relays a TCP port to it
+    byte-for-byte; TLS stays end to end). The socket file is 0600 from the moment its
+    name exists: bound under a temporary name, chmod, then renamed into place."""
+
+    daemon_threads = True
+
+    def __init__(self, path: Path, comp: Computation) -> None:
+        self.comp = comp
+        self.ssl_context = tls_context(comp)
+        self.socket_path = path
+        super().__init__(os.fspath(path), _Handler, bind_and_activate=True)
+
+    def server_bind(self) -> None:
+        path = self.socket_path
+        if path.is_socket():
+            path.unlink()  # a stale socket from an earlier run of this enclave slot
+        tmp = path.parent / f".rt-{secrets.token_hex(4)}.tmp"
+        self.socket.bind(os.fspath(tmp))
+        try:
+            os.chmod(tmp, 0o600)
+            os.rename(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        self.server_address = os.fspath(path)
+
+    def server_close(self) -> None:
+        super().server_close()
+        with contextlib.suppress(OSError):
+            self.socket_path.unlink()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(IO_TIMEOUT)
+        try:
+            tls = self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            request.close()
+            return
+        self.RequestHandlerClass(tls, ("unix", 0), self)  # type: ignore[arg-type]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """No tracebacks on the host's terminal: they could carry enclave data."""
+
+    @property
+    def url(self) -> str:
+        return f"unix:{self.socket_path}"
+
+
+AnyEnclaveServer = EnclaveServer | UnixEnclaveServer
+
+
 class _Handler(BaseHTTPRequestHandler):
-    server: EnclaveServer
+    server: AnyEnclaveServer
     protocol_version = "HTTP/1.1"
     server_version = "sealroom-enclave"
     sys_version = ""
@@ -221,7 +278,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
 
 
-def serve_in_thread(server: EnclaveServer) -> threading.Thread:
+def serve_in_thread(server: AnyEnclaveServer) -> threading.Thread:
     t = threading.Thread(target=server.serve_forever, name="sealroom-https", daemon=True)
     t.start()
     return t
@@ -239,3 +296,30 @@ def bind(host: str, port: int, comp: Computation) -> EnclaveServer:
         return EnclaveServer((host, port), comp)
     except OSError as e:
         raise InvalidInputError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+
+
+_SUN_PATH_MAX = 107
+
+
+def bind_unix(path: Path, comp: Computation) -> UnixEnclaveServer:
+    if len(os.fsencode(path)) > _SUN_PATH_MAX - 16:
+        raise InvalidInputError(
+            f"socket path {path} is too long for a Unix socket "
+            f"({len(os.fsencode(path))} bytes, at most {_SUN_PATH_MAX - 16})"
+        )
+    try:
+        return UnixEnclaveServer(path, comp)
+    except OSError as e:
+        raise InvalidInputError(f"cannot listen on unix:{path}: {e.strerror or e}") from e
+
+
+def bind_listen(spec: str, comp: Computation) -> AnyEnclaveServer:
+    """``HOST:PORT`` (loopback TCP) or ``unix:/path/to.sock``."""
+    if spec.startswith("unix:"):
+        return bind_unix(Path(spec.removeprefix("unix:")), comp)
+    host, _, port = spec.rpartition(":")
+    try:
+        number = int(port or 0)
+    except ValueError as e:
+        raise InvalidInputError(f"--listen {spec!r}: want HOST:PORT or unix:PATH") from e
+    return bind(host or "127.0.0.1", number, comp)
