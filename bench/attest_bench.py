@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,36 +23,16 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from benchlib import Row, paired_rates, print_rows
 from sealroom.attestation import kinds
 from sealroom.attestation.evidence import EvidenceItem
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.sim.authority import SimAuthority
 from sealroom.attestation.snp.foreign import report_from_virtee
 
-Row = tuple[str, float, str, float]
 HERE = Path(__file__).resolve().parent
 VECTORS = (HERE / ".." / ".." / "shared" / "vectors").resolve()
 SNP = kinds.get("snp")
-
-
-def paired_rates(
-    ours: Callable[[], object], peer: Callable[[], object], seconds: float = 3.0
-) -> tuple[float, float]:
-    """Calls per second of both, measured in alternating slices of the same wall time so
-    that background load on the machine hits both figures alike."""
-    for _ in range(20):
-        ours()
-        peer()
-    counts, spent = [0, 0], [0.0, 0.0]
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        for i, fn in enumerate((ours, peer)):
-            start = time.perf_counter()
-            for _ in range(25):
-                fn()
-            spent[i] += time.perf_counter() - start
-            counts[i] += 25
-    return counts[0] / spent[0], counts[1] / spent[1]
 
 
 def _bare_p384() -> Callable[[], None]:
@@ -122,11 +101,7 @@ def other_rows() -> list[Row]:
 
 def main() -> int:
     rows = snp_rows() + other_rows()
-    width = max(len(r[0]) for r in rows)
-    for ours_label, ours, peer_label, peer in rows:
-        print(f"{ours_label:<{width}}  ours {ours:>10.1f}/s")
-        print(f"{'':<{width}}  peer {peer:>10.1f}/s  ({peer_label})")
-        print(f"{'':<{width}}  ratio {ours / peer:>8.2f}x")
+    print_rows(rows)
     return 0
 
 

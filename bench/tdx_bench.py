@@ -15,39 +15,17 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchlib import Row, paired_rates, print_rows
 from sealroom.attestation import kinds
 from sealroom.attestation.evidence import EvidenceItem
 from sealroom.attestation.kinds import VerifyContext
 
-Row = tuple[str, float, str, float]
 HERE = Path(__file__).resolve().parent
 INTEL = (HERE / ".." / ".." / "shared" / "vectors" / "intel").resolve()
-
-
-def paired_rates(
-    ours: Callable[[], object], peer: Callable[[], object], seconds: float = 3.0
-) -> tuple[float, float]:
-    """Calls per second of both, in alternating slices of the same wall time so background
-    load hits both figures alike."""
-    for _ in range(20):
-        ours()
-        peer()
-    counts, spent = [0, 0], [0.0, 0.0]
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        for i, fn in enumerate((ours, peer)):
-            start = time.perf_counter()
-            for _ in range(25):
-                fn()
-            spent[i] += time.perf_counter() - start
-            counts[i] += 25
-    return counts[0] / spent[0], counts[1] / spent[1]
 
 
 def _cases() -> list[tuple[str, str, bytes, bytes, datetime, bytes | None]]:
@@ -134,11 +112,7 @@ def run() -> list[Row]:
 
 
 def main() -> int:
-    for ours_label, ours, peer_label, peer in run():
-        print(
-            f"{ours_label}: ours {ours:.0f}/s, peer {peer:.0f}/s, ratio {ours / peer:.2f} "
-            f"(peer: {peer_label})"
-        )
+    print_rows(run())
     return 0
 
 

@@ -15,7 +15,6 @@ Run: .venv/bin/python bench/tpm_bench.py   (attest_bench.py also collects run())
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from benchlib import Row, paired_rates, print_rows
 from sealroom.attestation import kinds
 from sealroom.attestation.evidence import EvidenceItem
 from sealroom.attestation.kinds import VerifyContext
@@ -40,30 +40,10 @@ from sealroom.attestation.tpm.abi import (
 from sealroom.attestation.tpm.formats import decode_tpm_item, load_ak, pcrs_json
 from sealroom.attestation.x509util import load_certificate
 
-Row = tuple[str, float, str, float]
 HERE = Path(__file__).resolve().parent
 VTPM = (HERE / ".." / ".." / "shared" / "vectors" / "vtpm").resolve()
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 TPM = kinds.get("tpm")
-
-
-def paired_rates(
-    ours: Callable[[], object], peer: Callable[[], object], seconds: float = 2.0
-) -> tuple[float, float]:
-    """Calls per second of both, in alternating slices of the same wall time."""
-    for _ in range(10):
-        ours()
-        peer()
-    counts, spent = [0, 0], [0.0, 0.0]
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        for i, fn in enumerate((ours, peer)):
-            start = time.perf_counter()
-            for _ in range(20):
-                fn()
-            spent[i] += time.perf_counter() - start
-            counts[i] += 20
-    return counts[0] / spent[0], counts[1] / spent[1]
 
 
 def _local_quote() -> EvidenceItem:
@@ -143,9 +123,7 @@ def run() -> list[Row]:
 
 
 def main() -> int:
-    for ours_label, ours, peer_label, peer in run():
-        print(f"{ours_label}: ours {ours:.1f}/s, peer {peer:.1f}/s, ratio {ours / peer:.2f}")
-        print(f"  (peer: {peer_label})")
+    print_rows(run())
     return 0
 
 
