@@ -1,0 +1,81 @@
+"""Confidential Compute Layer endpoints (/compute/status, /compute/attestation), health."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import func, select
+
+from sealroom.controlplane.api.deps import CP
+from sealroom.controlplane.api.schemas import (
+    ComputeAttestation,
+    ComputeStatus,
+    Health,
+    SystemMetrics,
+)
+from sealroom.controlplane.services.computations import capacities
+from sealroom.controlplane.store.models import Computation
+
+router = APIRouter()
+
+INSTRUCTIONS = (
+    "The control plane is untrusted by design and runs outside a TEE here, so it has no "
+    "evidence of its own (attestation_report is null, tee_type 'none'). Trust comes from "
+    "each enclave: fetch its evidence from the enclave endpoint (GET /attestation?nonce=...) "
+    "and check it with your own policy: `sealroom enclave verify URL --policy FILE`, or "
+    "`sealroom attest verify EVIDENCE --policy FILE` for a saved evidence file. Simulated "
+    "(sim) evidence proves nothing about confidentiality and every policy rejects it unless "
+    "it says allow_simulated: true."
+)
+
+
+@router.get("/healthz")
+def healthz() -> Health:
+    return Health(ok=True)
+
+
+@router.get("/api/v1/compute/status")
+def compute_status(cp: CP) -> ComputeStatus:
+    with cp.store.session() as s:
+        caps = capacities(s)
+        running = (
+            s.scalar(
+                select(func.count())
+                .select_from(Computation)
+                .where(Computation.state.in_(("launching", "awaiting_inputs", "running")))
+            )
+            or 0
+        )
+    online = [h for h in caps if h.online]
+    kinds = sorted({k for h in online for k in h.tee_kinds})
+    if not online:
+        attestation = "none"
+    elif all(k == "sim" for k in kinds):
+        attestation = "simulated"
+    else:
+        attestation = "verified"
+    return ComputeStatus(
+        status="operational" if online else "degraded",
+        tee_technology=",".join(kinds) if kinds else "sim",
+        attestation_status=attestation,  # type: ignore[arg-type]
+        available_models=[],
+        system_metrics=SystemMetrics(
+            hosts_online=len(online),
+            hosts_total=len(caps),
+            computations_running=int(running),
+            cpu_total=sum(h.total.vcpus for h in online),
+            cpu_used=sum(h.used.vcpus for h in online),
+            memory_mb_total=sum(h.total.memory_mb for h in online),
+            memory_mb_used=sum(h.used.memory_mb for h in online),
+        ),
+    )
+
+
+@router.get("/api/v1/compute/attestation")
+def compute_attestation(cp: CP) -> ComputeAttestation:
+    return ComputeAttestation(
+        attestation_report=None,
+        tee_type="none",
+        timestamp=cp.settings.clock(),
+        verification_service="sealroom attest verify",
+        verification_instructions=INSTRUCTIONS,
+    )

@@ -1,0 +1,231 @@
+"""Wire models of the control plane API (separate from the store's models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+BigInt = Annotated[int, Field(ge=0, le=2**53 - 1)]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+HostName = Annotated[str, Field(min_length=1, max_length=128)]
+TeeKind = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[a-z0-9-]+$")]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+class AccountIn(_In):
+    name: Name
+    role: Literal["user", "admin"] = "user"
+
+
+class AccountOut(BaseModel):
+    id: str
+    name: str
+    role: str
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    key: str
+
+
+class MeOut(BaseModel):
+    account_id: str
+    name: str
+    role: str
+
+
+class JoinTokenOut(BaseModel):
+    token: str
+    expires_at: datetime
+
+
+class ResourcesIn(_In):
+    cpu_total: BigInt = 0
+    cpu_used: BigInt = 0
+    memory_mb_total: BigInt = 0
+    memory_mb_used: BigInt = 0
+    gpu_total: BigInt = 0
+    gpu_used: BigInt = 0
+    disk_mb_total: BigInt = 0
+    disk_mb_used: BigInt = 0
+
+
+class ResourcesOut(BaseModel):
+    cpu_total: int
+    cpu_used: int
+    memory_mb_total: int
+    memory_mb_used: int
+    gpu_total: int
+    gpu_used: int
+    disk_mb_total: int
+    disk_mb_used: int
+
+
+class HostOut(BaseModel):
+    id: str
+    name: str
+    state: Literal["online", "lost"]
+    last_heartbeat: datetime
+    tee_kinds: list[str]
+    resources: ResourcesOut
+    enclaves: int
+
+
+class HostsOut(BaseModel):
+    hosts: list[HostOut]
+
+
+class ComputationIn(_In):
+    manifest: dict[str, Any]
+    tee: Literal["sim", "snp", "tdx"] = "sim"
+    queue: bool = False
+
+
+class ComputationCreated(BaseModel):
+    id: str
+    state: str
+    manifest_hash: str
+    host_id: str | None
+
+
+class ComputationOut(BaseModel):
+    id: str
+    name: str
+    state: str
+    reason: str
+    manifest_hash: str
+    host_id: str | None
+    enclave_url: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ComputationDetail(ComputationOut):
+    manifest: dict[str, Any]
+    events_count: int
+    tee: str
+
+
+class ComputationsOut(BaseModel):
+    computations: list[ComputationOut]
+
+
+class StateOut(BaseModel):
+    state: str
+
+
+class EventOut(BaseModel):
+    seq: int
+    time: datetime
+    type: str
+    state: str
+    reason: str
+    message: str
+
+
+class EventsOut(BaseModel):
+    events: list[EventOut]
+
+
+class ChallengeOut(BaseModel):
+    challenge: str
+
+
+class SystemMetrics(BaseModel):
+    hosts_online: int
+    hosts_total: int
+    computations_running: int
+    cpu_total: int
+    cpu_used: int
+    memory_mb_total: int
+    memory_mb_used: int
+
+
+class ComputeStatus(BaseModel):
+    status: Literal["operational", "degraded", "maintenance"]
+    tee_technology: str
+    attestation_status: Literal["simulated", "verified", "none"]
+    available_models: list[str]
+    system_metrics: SystemMetrics
+
+
+class ComputeAttestation(BaseModel):
+    attestation_report: str | None
+    tee_type: str
+    timestamp: datetime
+    verification_service: str
+    verification_instructions: str
+
+
+class Health(BaseModel):
+    ok: bool
+
+
+# -- agent ------------------------------------------------------------------------------
+
+
+class RegisterIn(_In):
+    join_token: Annotated[str, Field(min_length=1, max_length=256)]
+    name: HostName
+    tee_kinds: Annotated[list[TeeKind], Field(max_length=16)] = Field(default_factory=list)
+    resources: ResourcesIn = Field(default_factory=ResourcesIn)
+
+
+class RegisterOut(BaseModel):
+    host_id: str
+    credential: str
+
+
+class EnclaveIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    computation_id: Annotated[str, Field(min_length=1, max_length=64)]
+    state: Literal[
+        "launching", "awaiting_inputs", "running", "completed", "failed", "exited", "lost"
+    ]
+    endpoint: Annotated[str, Field(max_length=512)] | None = None
+    reason: Annotated[str, Field(max_length=4000)] = ""
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+
+class HeartbeatIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    resources: ResourcesIn = Field(default_factory=ResourcesIn)
+    tee_kinds: Annotated[list[TeeKind], Field(max_length=16)] | None = None
+    enclaves: Annotated[list[EnclaveIn], Field(max_length=4096)] = Field(default_factory=list)
+
+
+class DesiredOut(BaseModel):
+    computation_id: str
+    action: Literal["run", "stop"]
+    manifest: dict[str, Any]
+    tee: str
+
+
+class HeartbeatOut(BaseModel):
+    desired: list[DesiredOut]
+    heartbeat_interval: float
+
+
+class AgentEventIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    seq: Annotated[int, Field(ge=0, le=2**62)]
+    time: datetime | None = None
+    type: Annotated[str, Field(max_length=64)] = "enclave"
+    message: Annotated[str, Field(max_length=100_000)] = ""
+
+
+class AgentEventsIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    events: Annotated[list[AgentEventIn], Field(max_length=10_000)]

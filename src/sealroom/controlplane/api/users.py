@@ -1,0 +1,254 @@
+"""User endpoints: accounts, keys, hosts (admin), computations, events, results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+
+from sealroom.controlplane.api.deps import CP, OptionalUser, User
+from sealroom.controlplane.api.schemas import (
+    AccountIn,
+    AccountOut,
+    ChallengeOut,
+    ComputationCreated,
+    ComputationDetail,
+    ComputationIn,
+    ComputationOut,
+    ComputationsOut,
+    EventOut,
+    EventsOut,
+    HostOut,
+    HostsOut,
+    JoinTokenOut,
+    KeyOut,
+    MeOut,
+    Problem,
+    ResourcesOut,
+    StateOut,
+)
+from sealroom.controlplane.protocol import H_SEALED_SHA256
+from sealroom.controlplane.services.computations import FINAL
+from sealroom.controlplane.store.models import Computation, Event
+from sealroom.errors import ConflictError, NotFoundError
+
+router = APIRouter(prefix="/api/v1")
+
+Id = Annotated[str, Path(min_length=1, max_length=64)]
+ConsumerName = Annotated[str, Path(min_length=1, max_length=64)]
+After = Annotated[int, Query(ge=0, le=2**31 - 1)]
+ChallengeH = Annotated[str | None, Header(alias="X-Sealroom-Challenge", max_length=128)]
+SignatureH = Annotated[str | None, Header(alias="X-Sealroom-Signature", max_length=256)]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "content": {"application/problem+json": {}}}
+    for code in (400, 401, 403, 404, 409, 429)
+}
+
+
+def _out(c: Computation) -> ComputationOut:
+    return ComputationOut(
+        id=c.id,
+        name=c.name,
+        state=c.state,
+        reason=c.reason,
+        manifest_hash=c.manifest_hash,
+        host_id=c.host_id,
+        enclave_url=c.enclave_url,
+        created_at=c.created_at,
+        updated_at=c.updated_at,
+    )
+
+
+def _event(e: Event) -> EventOut:
+    return EventOut(
+        seq=e.seq, time=e.time, type=e.type, state=e.state, reason=e.reason, message=e.message
+    )
+
+
+@router.post("/accounts", status_code=201, responses=ERRORS)
+def create_account(body: AccountIn, cp: CP, user: User) -> AccountOut:
+    acc = cp.auth.create_account(user, body.name, body.role)
+    return AccountOut(id=acc.id, name=acc.name, role=acc.role)
+
+
+@router.post("/accounts/{account_id}/keys", status_code=201, responses=ERRORS)
+def create_key(account_id: Id, cp: CP, user: User) -> KeyOut:
+    kid, key = cp.auth.create_key(user, account_id)
+    return KeyOut(key_id=kid, key=key)
+
+
+@router.delete("/keys/{key_id}", status_code=204, responses=ERRORS)
+def revoke_key(key_id: Id, cp: CP, user: User) -> Response:
+    cp.auth.revoke_key(user, key_id)
+    return Response(status_code=204)
+
+
+@router.get("/me", responses=ERRORS)
+def me(user: User) -> MeOut:
+    return MeOut(account_id=user.account_id, name=user.name, role=user.role)
+
+
+@router.post("/hosts/join-tokens", status_code=201, responses=ERRORS)
+def join_token(cp: CP, user: User) -> JoinTokenOut:
+    token, expires = cp.auth.create_join_token(user)
+    return JoinTokenOut(token=token, expires_at=expires)
+
+
+@router.get("/hosts", responses=ERRORS)
+def list_hosts(cp: CP, user: User) -> HostsOut:
+    cp.auth.require_admin(user)
+    return HostsOut(
+        hosts=[
+            HostOut(
+                id=h.id,
+                name=h.name,
+                state="online" if h.state == "online" else "lost",
+                last_heartbeat=h.last_heartbeat,
+                tee_kinds=list(h.tee_kinds),
+                resources=ResourcesOut(**res),
+                enclaves=n,
+            )
+            for h, res, n in cp.hosts.list_all()
+        ]
+    )
+
+
+@router.post("/computations", status_code=201, responses=ERRORS)
+def create_computation(body: ComputationIn, cp: CP, user: User) -> ComputationCreated:
+    c = cp.computations.create(user, body.manifest, body.tee, body.queue)
+    return ComputationCreated(
+        id=c.id, state=c.state, manifest_hash=c.manifest_hash, host_id=c.host_id
+    )
+
+
+@router.get("/computations", responses=ERRORS)
+def list_computations(cp: CP, user: User) -> ComputationsOut:
+    return ComputationsOut(computations=[_out(c) for c in cp.computations.list_for(user)])
+
+
+@router.get("/computations/{computation_id}", responses=ERRORS)
+def get_computation(computation_id: Id, cp: CP, user: User) -> ComputationDetail:
+    c = cp.computations.get(user, computation_id)
+    return ComputationDetail(
+        **_out(c).model_dump(), manifest=c.manifest, events_count=c.events_count, tee=c.tee
+    )
+
+
+@router.post("/computations/{computation_id}/cancel", responses=ERRORS)
+def cancel_computation(computation_id: Id, cp: CP, user: User) -> StateOut:
+    return StateOut(state=cp.computations.cancel(user, computation_id))
+
+
+@router.delete("/computations/{computation_id}", status_code=204, responses=ERRORS)
+def delete_computation(computation_id: Id, cp: CP, user: User) -> Response:
+    cp.computations.delete(user, computation_id)
+    return Response(status_code=204)
+
+
+@router.get("/computations/{computation_id}/events", responses=ERRORS)
+def events(computation_id: Id, cp: CP, user: User, after: After = 0) -> EventsOut:
+    evs, _ = cp.computations.events(user, computation_id, after)
+    return EventsOut(events=[_event(e) for e in evs])
+
+
+@router.get(
+    "/computations/{computation_id}/events/stream",
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    response_class=StreamingResponse,
+)
+async def event_stream(
+    computation_id: Id, cp: CP, user: User, after: After = 0
+) -> StreamingResponse:
+    # Check visibility before the stream starts, so a 404 is a proper response.
+    await run_in_threadpool(cp.computations.get, user, computation_id)
+
+    async def gen() -> AsyncIterator[bytes]:
+        last = after
+        while True:
+            evs, state = await run_in_threadpool(cp.computations.events, user, computation_id, last)
+            for e in evs:
+                last = e.seq
+                data = _event(e).model_dump_json()
+                yield f"id: {e.seq}\nevent: {e.type}\ndata: {data}\n\n".encode()
+            if not evs and state in FINAL:
+                return
+            if not evs:
+                await asyncio.sleep(0.25)
+
+    return StreamingResponse(gen(), media_type="text/event-stream")
+
+
+@router.get("/computations/{computation_id}/stats", responses=ERRORS)
+def stats(computation_id: Id, cp: CP, user: User) -> dict[str, Any]:
+    return dict(cp.computations.get(user, computation_id).stats or {})
+
+
+@router.get("/computations/{computation_id}/challenge", responses=ERRORS)
+def challenge(computation_id: Id, cp: CP) -> ChallengeOut:
+    return ChallengeOut(challenge=cp.computations.new_challenge(computation_id))
+
+
+def _require_completed(c: Computation) -> None:
+    if c.state != "completed" and not (c.state == "destroyed" and c.outcome == "completed"):
+        raise ConflictError(
+            f"computation {c.id} is {c.state}; results exist only once it has completed",
+            code="computation-not-completed",
+        )
+
+
+@router.get(
+    "/computations/{computation_id}/results/{consumer}",
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+    response_class=FileResponse,
+)
+def result(
+    computation_id: Id,
+    consumer: ConsumerName,
+    cp: CP,
+    x_sealroom_challenge: ChallengeH = None,
+    x_sealroom_signature: SignatureH = None,
+) -> FileResponse:
+    c, name = cp.computations.authenticate_consumer(
+        computation_id, consumer, x_sealroom_challenge, x_sealroom_signature
+    )
+    _require_completed(c)
+    blob = f"result.{name}"
+    path = cp.blobs.path(c.id, blob)
+    sha = cp.computations.blob_sha256(c.id, blob)
+    return FileResponse(path, media_type="application/octet-stream", headers={H_SEALED_SHA256: sha})
+
+
+@router.get(
+    "/computations/{computation_id}/receipt",
+    responses={**ERRORS, 200: {"content": {"application/json": {}}}},
+)
+def receipt(
+    computation_id: Id,
+    cp: CP,
+    user: OptionalUser,
+    consumer: Annotated[str | None, Query(max_length=64)] = None,
+    x_sealroom_challenge: ChallengeH = None,
+    x_sealroom_signature: SignatureH = None,
+) -> Response:
+    if user is not None:
+        c = cp.computations.get(user, computation_id)
+    else:
+        c, _ = cp.computations.authenticate_consumer(
+            computation_id, consumer, x_sealroom_challenge, x_sealroom_signature
+        )
+    try:
+        data = cp.blobs.read(c.id, "receipt")
+    except NotFoundError:
+        _require_completed(c)
+        raise
+    try:
+        json.loads(data)
+    except ValueError as e:
+        raise NotFoundError(f"computation {c.id}: stored receipt is not JSON") from e
+    return Response(data, media_type="application/json")

@@ -1,0 +1,217 @@
+"""The FastAPI application factory: ``create_app(settings)``.
+
+The control plane's services are built (and migrations run, and the bootstrap admin key
+made) when the app is created; the lifespan runs the background task that detects lost
+hosts and places queued computations every ``tick_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sealroom.controlplane.api import agent, compute, users
+from sealroom.controlplane.config import Settings
+from sealroom.controlplane.services.computations import STATES
+from sealroom.controlplane.state import ControlPlane
+from sealroom.controlplane.store.models import Computation, Host
+from sealroom.errors import SealroomError
+
+log = logging.getLogger("sealroom.controlplane")
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, type_: str, detail: str) -> JSONResponse:
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    return JSONResponse(
+        {"type": type_, "title": title, "status": status, "detail": detail},
+        status_code=status,
+        media_type=PROBLEM,
+        headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
+    )
+
+
+def _loc(loc: Any) -> str:
+    parts = [str(p) for p in loc]
+    return ".".join(parts) if parts else "request"
+
+
+class _StoreCollector(Collector):
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+
+    def collect(self) -> Iterator[Metric]:
+        by_state = GaugeMetricFamily(
+            "sealroom_computations", "Computations by state", labels=["state"]
+        )
+        hosts = GaugeMetricFamily("sealroom_hosts", "Hosts by state", labels=["state"])
+        try:
+            with self.cp.store.session() as s:
+                counts: dict[str, int] = {
+                    st: int(n)
+                    for st, n in s.execute(
+                        select(Computation.state, func.count()).group_by(Computation.state)
+                    )
+                }
+                hcounts: dict[str, int] = {
+                    st: int(n)
+                    for st, n in s.execute(select(Host.state, func.count()).group_by(Host.state))
+                }
+        except Exception:  # a scrape must not fail because the DB blinked
+            log.exception("metrics: store unavailable")
+            return
+        for st in STATES:
+            by_state.add_metric([st], counts.get(st, 0))
+        for st in ("online", "lost"):
+            hosts.add_metric([st], hcounts.get(st, 0))
+        yield by_state
+        yield hosts
+        online = GaugeMetricFamily("sealroom_hosts_online", "Hosts online")
+        online.add_metric([], hcounts.get("online", 0))
+        yield online
+
+
+def _announce_bootstrap_key(settings: Settings, key: str) -> None:
+    path = Path(settings.data_dir) / "bootstrap-admin-key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(path, 0o600)
+    if settings.print_bootstrap_key:
+        print(
+            f"sealroom control plane: bootstrap admin API key (shown once, also in {path}):\n"
+            f"  {key}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    cp = ControlPlane(settings)
+    if cp.bootstrap_key is not None:
+        _announce_bootstrap_key(settings, cp.bootstrap_key)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = None
+        if settings.tick_interval > 0:
+            task = asyncio.create_task(_ticker(cp, settings.tick_interval))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            cp.close()
+
+    app = FastAPI(
+        title="sealroom control plane",
+        version="1",
+        description="Untrusted scheduler, relay and sealed-blob store for sealroom enclaves.",
+        lifespan=lifespan,
+    )
+    app.state.cp = cp
+
+    registry = CollectorRegistry()
+    latency = Histogram(
+        "sealroom_api_request_seconds",
+        "API request latency",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    placements = Counter("sealroom_placements", "Computations placed on a host", registry=registry)
+    cp.computations.metrics.placements = placements
+    registry.register(_StoreCollector(cp))
+    app.state.registry = registry
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            dt = time.perf_counter() - start
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            latency.labels(request.method, route, str(status)).observe(dt)
+            log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "route": route,
+                    "status": status,
+                    "ms": round(dt * 1000, 2),
+                },
+            )
+
+    @app.exception_handler(SealroomError)
+    async def sealroom_error(_: Request, e: SealroomError) -> JSONResponse:
+        status = e.http_status if 400 <= e.http_status < 600 else 500
+        return problem(status, e.code, e.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
+        msgs = [f"{_loc(err.get('loc', ()))}: {err.get('msg', 'invalid')}" for err in e.errors()]
+        return problem(400, "invalid-input", "; ".join(msgs[:10]))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(e.status_code, "http-error")
+        return problem(e.status_code, slug, str(e.detail))
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, e: Exception) -> JSONResponse:
+        log.error("internal error", exc_info=e)
+        return problem(500, "internal-error", "internal error; see the control plane's log")
+
+    app.include_router(users.router)
+    app.include_router(agent.router)
+    app.include_router(compute.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _ticker(cp: ControlPlane, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run_in_threadpool(cp.tick)
+        except Exception:
+            log.exception("background tick failed")

@@ -1,0 +1,48 @@
+"""Control plane settings (a frozen dataclass; the CLI and tests build one)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    # None: SEALROOM_DB_URL, else sqlite:///<data_dir>/sealroom.db
+    db_url: str | None = None
+    # None: SEALROOM_ADMIN_KEY (if set) or a freshly generated key at first start
+    admin_key: str | None = None
+    agent_timeout: float = 15.0
+    heartbeat_interval: float = 3.0
+    # how often the background task looks for lost hosts and queued work (0: never; tests
+    # drive ``ControlPlane.tick()`` themselves)
+    tick_interval: float = 1.0
+    join_token_ttl: float = 3600.0
+    challenge_ttl: float = 300.0
+    clock: Callable[[], datetime] = field(default=utcnow, compare=False)
+    print_bootstrap_key: bool = True
+
+    @property
+    def database_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        env = os.environ.get("SEALROOM_DB_URL")
+        if env:
+            return env
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'sealroom.db'}"
+
+    @property
+    def bootstrap_admin_key(self) -> str | None:
+        return self.admin_key or os.environ.get("SEALROOM_ADMIN_KEY") or None
+
+    @property
+    def blob_dir(self) -> Path:
+        return Path(self.data_dir) / "blobs"

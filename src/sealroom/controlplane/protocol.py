@@ -1,0 +1,37 @@
+"""Wire constants shared by the control plane, its clients and the host agent."""
+
+from __future__ import annotations
+
+import struct
+
+RESULT_REQUEST_DOMAIN = b"sealroom/cp-result-request/v1"
+H_CHALLENGE = "X-Sealroom-Challenge"
+H_SIGNATURE = "X-Sealroom-Signature"
+H_SEALED_SHA256 = "X-Sealroom-Sealed-Sha256"
+H_BLOB_SHA256 = "X-Sealroom-Sha256"
+
+USER_KEY_PREFIX = "srk_"
+AGENT_CREDENTIAL_PREFIX = "sra_"
+JOIN_TOKEN_PREFIX = "srj_"  # noqa: S105 - a prefix, not a secret
+
+
+def _field(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def result_request_message(
+    computation_id: str, manifest_hash: bytes, consumer: str, challenge: bytes
+) -> bytes:
+    """What a consumer signs (Ed25519) to fetch its sealed result or the receipt from the
+    control plane: length-prefixed domain, computation id, manifest hash, consumer name and
+    the one-time server challenge, so a signature cannot be replayed elsewhere."""
+    return b"".join(
+        _field(x)
+        for x in (
+            RESULT_REQUEST_DOMAIN,
+            computation_id.encode(),
+            manifest_hash,
+            consumer.encode(),
+            challenge,
+        )
+    )

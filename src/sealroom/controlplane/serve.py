@@ -1,0 +1,25 @@
+"""Run the control plane with uvicorn (``sealroom controlplane serve``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import uvicorn
+
+from sealroom.controlplane.app import create_app
+from sealroom.controlplane.config import Settings
+from sealroom.controlplane.logs import configure_logging
+
+
+def run(
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    db_url: str | None = None,
+    agent_timeout: float = 15.0,
+) -> None:
+    configure_logging()
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    settings = Settings(data_dir=Path(data_dir), db_url=db_url, agent_timeout=agent_timeout)
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)

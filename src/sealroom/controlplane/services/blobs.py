@@ -1,0 +1,86 @@
+"""Filesystem blob store for sealed results and receipts (ciphertext and signed JSON only;
+the control plane never holds a key that opens them).
+
+Layout: ``<root>/<computation_id>/<name>``. Writes go to a temporary file in the same
+directory, are fsynced and checked against the SHA-256 the agent declared, then renamed
+into place, so a reader sees either the whole blob or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from sealroom.errors import InvalidInputError, NotFoundError
+
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
+_NAME_RE = re.compile(r"receipt|result\.[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_blob_name(name: str) -> str:
+    if not _NAME_RE.fullmatch(name) or ".." in name:
+        raise InvalidInputError(
+            f"blob name {name[:80]!r} is not 'receipt' or 'result.<consumer>'",
+            code="invalid-blob-name",
+        )
+    return name
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _dir(self, computation_id: str) -> Path:
+        if not _ID_RE.fullmatch(computation_id):
+            raise InvalidInputError(f"computation id {computation_id[:60]!r} is malformed")
+        return self.root / computation_id
+
+    def put(self, computation_id: str, name: str, chunks: Iterable[bytes], sha256_hex: str) -> int:
+        """Store a blob; raise InvalidInputError (nothing stored) if its SHA-256 differs
+        from ``sha256_hex``. Returns the size."""
+        check_blob_name(name)
+        d = self._dir(computation_id)
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        h = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    h.update(chunk)
+                    size += len(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            got = h.hexdigest()
+            if got != sha256_hex.lower():
+                raise InvalidInputError(
+                    f"blob {name}: SHA-256 is {got}, X-Sealroom-Sha256 says {sha256_hex}",
+                    code="blob-hash-mismatch",
+                )
+            os.replace(tmp, d / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return size
+
+    def path(self, computation_id: str, name: str) -> Path:
+        check_blob_name(name)
+        p = self._dir(computation_id) / name
+        if not p.is_file():
+            raise NotFoundError(
+                f"computation {computation_id} has no blob {name!r}", code="blob-not-found"
+            )
+        return p
+
+    def read(self, computation_id: str, name: str) -> bytes:
+        return self.path(computation_id, name).read_bytes()
+
+    def delete_all(self, computation_id: str) -> None:
+        shutil.rmtree(self._dir(computation_id), ignore_errors=True)

@@ -1,0 +1,427 @@
+"""Computation lifecycle: create (validate, hash, place), list/get (owner or admin only),
+cancel, delete, events, challenges, and the queue scheduler.
+
+States: created -> scheduled -> launching -> awaiting_inputs -> running -> completed |
+failed -> destroyed. Every transition writes one event (per-computation ``seq``) with a
+reason. Placement happens under one lock (and, on PostgreSQL, a transaction-level advisory
+lock) so that concurrent requests never overcommit a host.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from sealroom.controlplane.config import Settings
+from sealroom.controlplane.protocol import result_request_message
+from sealroom.controlplane.services.auth import Principal, new_id
+from sealroom.controlplane.services.blobs import BlobStore
+from sealroom.controlplane.services.placement import (
+    HostCapacity,
+    Placement,
+    Resources,
+    place,
+    with_allocation,
+)
+from sealroom.controlplane.store.db import Store
+from sealroom.controlplane.store.models import Blob, Challenge, Computation, Event, Host
+from sealroom.errors import (
+    AccessDeniedError,
+    AttestationError,
+    CapacityError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+)
+from sealroom.manifest import Manifest
+
+log = logging.getLogger("sealroom.controlplane.computations")
+
+STATES = (
+    "created",
+    "scheduled",
+    "launching",
+    "awaiting_inputs",
+    "running",
+    "completed",
+    "failed",
+    "destroyed",
+)
+ORDER = {s: i for i, s in enumerate(STATES)}
+ORDER["failed"] = ORDER["completed"]
+FINAL = frozenset({"completed", "failed", "destroyed"})
+LIVE = ("scheduled", "launching", "awaiting_inputs", "running")
+TEE_KINDS = ("sim", "snp", "tdx")
+MAX_CHALLENGES = 64
+
+
+@dataclass
+class Metrics:
+    """Counters the /metrics endpoint exposes (set by the app)."""
+
+    placements: Any = None
+
+    def placed(self) -> None:
+        if self.placements is not None:
+            self.placements.inc()
+
+
+def need_of(c: Computation) -> Resources:
+    return Resources(c.vcpus, c.memory_mb, c.gpus, c.disk_mb)
+
+
+def capacities(s: Session) -> list[HostCapacity]:
+    alloc: dict[str, Resources] = {}
+    for hid, v, m, g, d in s.execute(
+        select(
+            Computation.host_id,
+            func.sum(Computation.vcpus),
+            func.sum(Computation.memory_mb),
+            func.sum(Computation.gpus),
+            func.sum(Computation.disk_mb),
+        )
+        .where(Computation.host_id.is_not(None), Computation.state.in_(LIVE))
+        .group_by(Computation.host_id)
+    ):
+        if hid is None:
+            continue
+        alloc[hid] = Resources(int(v or 0), int(m or 0), int(g or 0), int(d or 0))
+    out = []
+    for row in s.execute(
+        select(
+            Host.id,
+            Host.name,
+            Host.state,
+            Host.tee_kinds,
+            Host.cpu_total,
+            Host.memory_mb_total,
+            Host.gpu_total,
+            Host.disk_mb_total,
+            Host.cpu_used,
+            Host.memory_mb_used,
+            Host.gpu_used,
+            Host.disk_mb_used,
+        )
+    ):
+        out.append(
+            HostCapacity(
+                host_id=row[0],
+                name=row[1],
+                online=row[2] == "online",
+                tee_kinds=frozenset(row[3] or ()),
+                total=Resources(row[4], row[5], row[6], row[7]),
+                reported_used=Resources(row[8], row[9], row[10], row[11]),
+                allocated=alloc.get(row[0], Resources()),
+            )
+        )
+    return out
+
+
+class ComputationService:
+    def __init__(self, store: Store, settings: Settings, blobs: BlobStore) -> None:
+        self.store = store
+        self.settings = settings
+        self.blobs = blobs
+        # Serializes every write that changes placement or a computation's event sequence.
+        self.lock = threading.RLock()
+        self.metrics = Metrics()
+
+    def now(self) -> datetime:
+        return self.settings.clock()
+
+    # -- events and transitions --------------------------------------------------------
+
+    def event(
+        self,
+        s: Session,
+        c: Computation,
+        type_: str,
+        *,
+        reason: str = "",
+        message: str = "",
+        enclave_seq: int | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        c.events_count += 1
+        s.add(
+            Event(
+                computation_id=c.id,
+                seq=c.events_count,
+                enclave_seq=enclave_seq,
+                time=at or self.now(),
+                type=type_[:64],
+                state=c.state,
+                reason=reason,
+                message=message,
+            )
+        )
+
+    def transition(
+        self, s: Session, c: Computation, state: str, reason: str, message: str = ""
+    ) -> None:
+        if state == c.state:
+            return
+        if state in ("completed", "failed"):
+            c.outcome = state
+        c.state = state
+        c.reason = reason
+        c.updated_at = self.now()
+        self.event(s, c, "state", reason=reason, message=message or f"state is now {state}")
+        log.info(
+            "computation state",
+            extra={"computation_id": c.id, "state": state, "reason": reason},
+        )
+
+    # -- placement ---------------------------------------------------------------------
+
+    def try_place(
+        self, s: Session, c: Computation, caps: list[HostCapacity] | None = None
+    ) -> Placement:
+        caps = capacities(s) if caps is None else caps
+        p = place(caps, c.tee, need_of(c))
+        if p.host_id is not None:
+            c.host_id = p.host_id
+            name = next((h.name for h in caps if h.host_id == p.host_id), p.host_id)
+            self.transition(s, c, "scheduled", f"placed on host {name}")
+            self.metrics.placed()
+        return p
+
+    def schedule_queue(self) -> int:
+        """Place queued computations (FIFO per TEE kind) where capacity has freed."""
+        placed = 0
+        with self.lock, self.store.session() as s:
+            self.store.serialize(s)
+            waiting = s.scalars(
+                select(Computation)
+                .where(Computation.state == "created", Computation.queue.is_(True))
+                .order_by(Computation.number)
+            ).all()
+            if not waiting:
+                return 0
+            caps = capacities(s)
+            blocked: set[str] = set()
+            for c in waiting:
+                if c.tee in blocked:
+                    continue
+                p = self.try_place(s, c, caps)
+                if p.host_id is None:
+                    blocked.add(c.tee)
+                    continue
+                caps = [
+                    with_allocation(h, need_of(c)) if h.host_id == p.host_id else h for h in caps
+                ]
+                placed += 1
+        return placed
+
+    # -- user operations ---------------------------------------------------------------
+
+    def create(self, actor: Principal, manifest_obj: Any, tee: str, queue: bool) -> Computation:
+        if tee not in TEE_KINDS:
+            raise InvalidInputError(f"tee: {tee!r} is not one of {', '.join(TEE_KINDS)}")
+        manifest = Manifest.from_dict(manifest_obj)
+        now = self.now()
+        with self.lock, self.store.session() as s:
+            self.store.serialize(s)
+            number = (s.scalar(select(func.max(Computation.number))) or 0) + 1
+            c = Computation(
+                id=new_id("cmp_"),
+                number=number,
+                account_id=actor.account_id,
+                name=manifest.name,
+                state="created",
+                outcome=None,
+                reason="",
+                manifest=manifest.to_json_obj(),
+                manifest_hash=manifest.manifest_hash_hex,
+                tee=tee,
+                queue=queue,
+                vcpus=manifest.limits.vcpus,
+                memory_mb=manifest.limits.memory_mb,
+                gpus=0,
+                disk_mb=0,
+                host_id=None,
+                enclave_url=None,
+                stats={},
+                events_count=0,
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(c)
+            self.event(
+                s,
+                c,
+                "state",
+                reason=f"created by {actor.name}",
+                message=f"manifest {manifest.manifest_hash_hex}",
+            )
+            p = self.try_place(s, c)
+            if p.host_id is None and not queue:
+                # Graceful rejection: nothing is stored, the transaction rolls back.
+                raise CapacityError(p.reason, code="capacity")
+            if p.host_id is None:
+                c.reason = f"queued: {p.reason}"
+                self.event(s, c, "queued", reason=c.reason, message="waiting for capacity")
+        log.info(
+            "computation created",
+            extra={"computation_id": c.id, "account_id": actor.account_id, "state": c.state},
+        )
+        return c
+
+    def _visible(self, s: Session, actor: Principal, cid: str) -> Computation:
+        c = s.get(Computation, cid)
+        if c is None or (not actor.is_admin and c.account_id != actor.account_id):
+            raise NotFoundError(f"computation {cid} not found", code="computation-not-found")
+        return c
+
+    def get(self, actor: Principal, cid: str) -> Computation:
+        with self.store.session() as s:
+            return self._visible(s, actor, cid)
+
+    def list_for(self, actor: Principal) -> Sequence[Computation]:
+        with self.store.session() as s:
+            q = select(Computation).order_by(Computation.number)
+            if not actor.is_admin:
+                q = q.where(Computation.account_id == actor.account_id)
+            return s.scalars(q).all()
+
+    def cancel(self, actor: Principal, cid: str) -> str:
+        with self.lock, self.store.session() as s:
+            self.store.serialize(s)
+            c = self._visible(s, actor, cid)
+            if c.state not in FINAL:
+                self.transition(s, c, "failed", f"cancelled by {actor.name}")
+            state = c.state
+        self.schedule_queue()
+        return state
+
+    def delete(self, actor: Principal, cid: str) -> None:
+        with self.lock, self.store.session() as s:
+            c = self._visible(s, actor, cid)
+            if c.state not in FINAL:
+                raise ConflictError(
+                    f"computation {cid} is {c.state}; only finished computations "
+                    "(completed, failed, destroyed) can be deleted; cancel it first",
+                    code="computation-not-finished",
+                )
+            s.execute(delete(Event).where(Event.computation_id == cid))
+            s.execute(delete(Challenge).where(Challenge.computation_id == cid))
+            s.execute(delete(Blob).where(Blob.computation_id == cid))
+            s.delete(c)
+        self.blobs.delete_all(cid)
+
+    def events(self, actor: Principal | None, cid: str, after: int) -> tuple[list[Event], str]:
+        with self.store.session() as s:
+            if actor is None:
+                c = s.get(Computation, cid)
+                if c is None:
+                    raise NotFoundError(f"computation {cid} not found")
+            else:
+                c = self._visible(s, actor, cid)
+            evs = s.scalars(
+                select(Event)
+                .where(Event.computation_id == cid, Event.seq > after)
+                .order_by(Event.seq)
+                .limit(1000)
+            ).all()
+            return list(evs), c.state
+
+    def events_count(self, cid: str) -> int:
+        with self.store.session() as s:
+            c = s.get(Computation, cid)
+            return 0 if c is None else c.events_count
+
+    def blob_sha256(self, cid: str, name: str) -> str:
+        with self.store.session() as s:
+            b = s.get(Blob, (cid, name))
+            if b is None:
+                raise NotFoundError(
+                    f"computation {cid} has no blob {name!r}", code="blob-not-found"
+                )
+            return b.sha256
+
+    # -- consumer authentication -------------------------------------------------------
+
+    def new_challenge(self, cid: str) -> str:
+        now = self.now()
+        with self.store.session() as s:
+            if s.get(Computation, cid) is None:
+                raise NotFoundError(f"computation {cid} not found", code="computation-not-found")
+            s.execute(delete(Challenge).where(Challenge.expires_at < now))
+            existing = s.scalars(
+                select(Challenge)
+                .where(Challenge.computation_id == cid)
+                .order_by(Challenge.expires_at)
+            ).all()
+            for old in existing[: max(0, len(existing) - MAX_CHALLENGES + 1)]:
+                s.delete(old)
+            ch = secrets.token_hex(32)
+            s.add(
+                Challenge(
+                    challenge=ch,
+                    computation_id=cid,
+                    expires_at=now + timedelta(seconds=self.settings.challenge_ttl),
+                )
+            )
+        return ch
+
+    def authenticate_consumer(
+        self,
+        cid: str,
+        consumer: str | None,
+        challenge_hex: str | None,
+        signature_hex: str | None,
+    ) -> tuple[Computation, str]:
+        """Check a consumer's signature over a fresh challenge (consumed here, one-time).
+        ``consumer`` None: any consumer of the manifest. Returns the computation and the
+        consumer's name. Raises 404 for an unknown computation, 403 for anything else."""
+        with self.store.session() as s:
+            c = s.get(Computation, cid)
+            if c is None:
+                raise NotFoundError(f"computation {cid} not found", code="computation-not-found")
+            if not challenge_hex or not signature_hex:
+                raise AccessDeniedError(
+                    "X-Sealroom-Challenge and X-Sealroom-Signature headers are required "
+                    "(get a challenge from /challenge and sign it with the consumer's key)",
+                    code="access-denied",
+                )
+            ch = s.get(Challenge, challenge_hex.lower()[:64])
+            if ch is None or ch.computation_id != cid or ch.expires_at < self.now():
+                raise AccessDeniedError(
+                    "challenge unknown, used or expired; get a fresh one from /challenge",
+                    code="access-denied",
+                )
+            s.delete(ch)  # one-time, whatever the outcome below
+        manifest = Manifest.from_dict(c.manifest)
+        if consumer is None:
+            parties = list(manifest.consumers)
+        else:
+            try:
+                parties = [manifest.consumer(consumer)]
+            except NotFoundError as e:
+                raise AccessDeniedError(e.message, code="access-denied") from e
+        try:
+            sig = bytes.fromhex(signature_hex)
+            chal = bytes.fromhex(challenge_hex)
+        except ValueError as e:
+            raise AccessDeniedError(
+                "signature or challenge is not hex", code="access-denied"
+            ) from e
+        for party in parties:
+            msg = result_request_message(cid, bytes.fromhex(c.manifest_hash), party.name, chal)
+            try:
+                party.verify(sig, msg)
+            except AttestationError:
+                continue
+            return c, party.name
+        who = f"consumer {consumer!r}" if consumer else "any consumer of the manifest"
+        raise AccessDeniedError(
+            f"signature does not verify under the ed25519 key of {who}", code="access-denied"
+        )

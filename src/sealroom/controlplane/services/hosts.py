@@ -1,0 +1,375 @@
+"""Hosts: registration by one-time join token, heartbeats (resources, enclave states ->
+computation states, desired state back), lost-host detection, forwarded enclave events
+and blob uploads from the host a computation is placed on."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from sealroom.controlplane.protocol import AGENT_CREDENTIAL_PREFIX
+from sealroom.controlplane.services.auth import (
+    AgentPrincipal,
+    UnauthenticatedError,
+    new_id,
+    new_secret,
+    sha256_hex,
+)
+from sealroom.controlplane.services.blobs import check_blob_name
+from sealroom.controlplane.services.computations import (
+    FINAL,
+    LIVE,
+    ORDER,
+    ComputationService,
+    capacities,
+)
+from sealroom.controlplane.store.models import Blob, Computation, Event, Host, JoinToken
+from sealroom.errors import AccessDeniedError, InvalidInputError, NotFoundError
+from sealroom.manifest import Manifest
+
+log = logging.getLogger("sealroom.controlplane.hosts")
+
+RESOURCE_FIELDS = (
+    "cpu_total",
+    "cpu_used",
+    "memory_mb_total",
+    "memory_mb_used",
+    "gpu_total",
+    "gpu_used",
+    "disk_mb_total",
+    "disk_mb_used",
+)
+REPORTED_TO_STATE = {
+    "launching": "launching",
+    "awaiting_inputs": "awaiting_inputs",
+    "running": "running",
+    "completed": "completed",
+    "failed": "failed",
+    "exited": "failed",
+    "lost": "failed",
+}
+
+
+@dataclass(frozen=True)
+class EnclaveReport:
+    computation_id: str
+    state: str
+    endpoint: str | None = None
+    reason: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Desired:
+    computation_id: str
+    action: Literal["run", "stop"]
+    manifest: dict[str, Any]
+    tee: str
+
+
+@dataclass(frozen=True)
+class ForwardedEvent:
+    seq: int
+    time: datetime | None
+    type: str
+    message: str
+
+
+def _apply_resources(h: Host, resources: dict[str, int]) -> None:
+    for k in RESOURCE_FIELDS:
+        if k in resources:
+            setattr(h, k, int(resources[k]))
+
+
+class HostService:
+    def __init__(self, comps: ComputationService) -> None:
+        self.comps = comps
+        self.store = comps.store
+        self.settings = comps.settings
+
+    def now(self) -> datetime:
+        return self.settings.clock()
+
+    # -- registration ------------------------------------------------------------------
+
+    def register(
+        self, join_token: str, name: str, tee_kinds: Sequence[str], resources: dict[str, int]
+    ) -> tuple[str, str]:
+        now = self.now()
+        with self.comps.lock, self.store.session() as s:
+            self.store.serialize(s)
+            jt = s.scalar(select(JoinToken).where(JoinToken.token_hash == sha256_hex(join_token)))
+            if jt is None:
+                raise UnauthenticatedError("join token not recognised")
+            if jt.used_at is not None:
+                raise AccessDeniedError(
+                    f"join token was already used (by host {jt.host_id})", code="access-denied"
+                )
+            if jt.expires_at <= now:
+                raise AccessDeniedError(
+                    f"join token expired at {jt.expires_at.isoformat()}", code="access-denied"
+                )
+            credential = new_secret(AGENT_CREDENTIAL_PREFIX)
+            h = Host(
+                id=new_id("h_"),
+                name=name,
+                credential_hash=sha256_hex(credential),
+                state="online",
+                tee_kinds=sorted(set(tee_kinds)),
+                enclaves=0,
+                registered_at=now,
+                last_heartbeat=now,
+                **{k: 0 for k in RESOURCE_FIELDS},
+            )
+            _apply_resources(h, resources)
+            s.add(h)
+            jt.used_at = now
+            jt.host_id = h.id
+        log.info("host registered", extra={"host_id": h.id, "host": name})
+        self.comps.schedule_queue()
+        return h.id, credential
+
+    def list_all(self) -> list[tuple[Host, dict[str, int], int]]:
+        """Hosts with resources as placement sees them (used = max(reported, allocated))
+        and the number of live enclaves placed there."""
+        with self.store.session() as s:
+            caps = {c.host_id: c for c in capacities(s)}
+            counts: dict[str, int] = {}
+            for hid in s.scalars(
+                select(Computation.host_id).where(
+                    Computation.host_id.is_not(None), Computation.state.in_(LIVE)
+                )
+            ):
+                if hid is not None:
+                    counts[hid] = counts.get(hid, 0) + 1
+            out = []
+            for h in s.scalars(select(Host).order_by(Host.registered_at, Host.id)):
+                cap = caps[h.id]
+                u = cap.used
+                res = {
+                    "cpu_total": h.cpu_total,
+                    "cpu_used": u.vcpus,
+                    "memory_mb_total": h.memory_mb_total,
+                    "memory_mb_used": u.memory_mb,
+                    "gpu_total": h.gpu_total,
+                    "gpu_used": u.gpus,
+                    "disk_mb_total": h.disk_mb_total,
+                    "disk_mb_used": u.disk_mb,
+                }
+                out.append((h, res, max(h.enclaves, counts.get(h.id, 0))))
+            return out
+
+    # -- heartbeat ---------------------------------------------------------------------
+
+    def heartbeat(
+        self,
+        agent: AgentPrincipal,
+        resources: dict[str, int],
+        tee_kinds: Sequence[str] | None,
+        enclaves: Iterable[EnclaveReport],
+    ) -> list[Desired]:
+        now = self.now()
+        reports = {e.computation_id: e for e in enclaves}
+        desired: list[Desired] = []
+        with self.comps.lock, self.store.session() as s:
+            self.store.serialize(s)
+            h = s.get(Host, agent.host_id)
+            if h is None:
+                raise UnauthenticatedError("host no longer registered")
+            if h.state != "online":
+                log.info("host back online", extra={"host_id": h.id})
+            h.state = "online"
+            h.last_heartbeat = now
+            _apply_resources(h, resources)
+            if tee_kinds is not None:
+                h.tee_kinds = sorted(set(tee_kinds))
+            h.enclaves = sum(1 for r in reports.values() if r.state not in ("exited", "lost"))
+
+            reported_ids = list(reports)
+            comps = (
+                {
+                    c.id: c
+                    for c in s.scalars(select(Computation).where(Computation.id.in_(reported_ids)))
+                }
+                if reported_ids
+                else {}
+            )
+            for cid, rep in reports.items():
+                c = comps.get(cid)
+                if c is None or c.host_id != h.id:
+                    if rep.state not in ("exited", "lost"):
+                        desired.append(Desired(cid, "stop", {}, c.tee if c else "sim"))
+                    continue
+                self._apply_report(s, c, rep)
+                if c.state in FINAL and rep.state not in ("exited", "lost"):
+                    desired.append(Desired(c.id, "stop", c.manifest, c.tee))
+
+            # placed here, final, no longer running on the agent: the enclave is gone.
+            for c in s.scalars(
+                select(Computation).where(
+                    Computation.host_id == h.id,
+                    Computation.state.in_(("completed", "failed")),
+                )
+            ):
+                seen = reports.get(c.id)
+                if seen is None or seen.state in ("exited", "lost"):
+                    self.comps.transition(s, c, "destroyed", "enclave stopped")
+
+            for c in s.scalars(
+                select(Computation)
+                .where(Computation.host_id == h.id, Computation.state.in_(LIVE))
+                .order_by(Computation.number)
+            ):
+                desired.append(Desired(c.id, "run", c.manifest, c.tee))
+        self.comps.schedule_queue()
+        return desired
+
+    def _apply_report(self, s: Session, c: Computation, rep: EnclaveReport) -> None:
+        if rep.stats and rep.stats != c.stats:
+            c.stats = dict(rep.stats)
+        if c.state in FINAL:
+            return
+        target = REPORTED_TO_STATE.get(rep.state)
+        if target is None:
+            return
+        if rep.endpoint and rep.endpoint != c.enclave_url and rep.state not in ("exited", "lost"):
+            c.enclave_url = rep.endpoint
+            c.updated_at = self.now()
+        if ORDER[target] <= ORDER[c.state] and target not in ("completed", "failed"):
+            return  # stale or repeated report: nothing to write
+        if rep.state == "exited":
+            reason = rep.reason or "enclave exited before finishing"
+        elif rep.state == "lost":
+            reason = rep.reason or "enclave lost"
+        elif target == "failed":
+            reason = rep.reason or "enclave reported failure"
+        else:
+            reason = rep.reason or f"enclave reported {rep.state}"
+        self.comps.transition(s, c, target, reason)
+
+    # -- lost hosts --------------------------------------------------------------------
+
+    def check_lost(self) -> int:
+        """Mark hosts silent past agent_timeout as lost and deal with their work:
+        scheduled computations move to another host (or back to the queue), the others
+        fail with reason "host lost"."""
+        now = self.now()
+        cutoff = now - timedelta(seconds=self.settings.agent_timeout)
+        lost = 0
+        with self.comps.lock, self.store.session() as s:
+            self.store.serialize(s)
+            hosts = s.scalars(
+                select(Host).where(Host.state == "online", Host.last_heartbeat < cutoff)
+            ).all()
+            if not hosts:
+                return 0
+            for h in hosts:
+                h.state = "lost"
+                lost += 1
+                log.warning(
+                    "host lost",
+                    extra={"host_id": h.id, "last_heartbeat": h.last_heartbeat.isoformat()},
+                )
+            s.flush()
+            for h in hosts:
+                for c in s.scalars(
+                    select(Computation)
+                    .where(Computation.host_id == h.id, Computation.state.in_(LIVE))
+                    .order_by(Computation.number)
+                ):
+                    if c.state == "scheduled":
+                        c.host_id = None
+                        p = self.comps.try_place(s, c)
+                        if p.host_id is not None:
+                            # try_place wrote no event (state unchanged): say why it moved
+                            self.comps.event(
+                                s,
+                                c,
+                                "rescheduled",
+                                reason=f"host {h.name} lost; rescheduled onto host {p.host_id}",
+                            )
+                            continue
+                        if c.queue:
+                            self.comps.transition(
+                                s, c, "created", f"host {h.name} lost; queued again"
+                            )
+                            continue
+                        c.host_id = h.id
+                        self.comps.transition(s, c, "failed", "host lost")
+                    else:
+                        self.comps.transition(s, c, "failed", "host lost")
+        return lost
+
+    # -- forwarded events and blobs ----------------------------------------------------
+
+    def _own(self, s: Session, agent: AgentPrincipal, cid: str) -> Computation:
+        c = s.get(Computation, cid)
+        if c is None:
+            raise NotFoundError(f"computation {cid} not found", code="computation-not-found")
+        if c.host_id != agent.host_id:
+            raise AccessDeniedError(
+                f"computation {cid} is not placed on host {agent.name}", code="access-denied"
+            )
+        return c
+
+    def forward_events(
+        self, agent: AgentPrincipal, cid: str, events: Sequence[ForwardedEvent]
+    ) -> int:
+        written = 0
+        with self.comps.lock, self.store.session() as s:
+            self.store.serialize(s)
+            c = self._own(s, agent, cid)
+            seen = set(
+                s.scalars(
+                    select(Event.enclave_seq).where(
+                        Event.computation_id == cid,
+                        Event.enclave_seq.in_([e.seq for e in events]),
+                    )
+                )
+            )
+            for e in sorted(events, key=lambda e: e.seq):
+                if e.seq in seen:
+                    continue
+                seen.add(e.seq)
+                self.comps.event(
+                    s, c, e.type or "enclave", message=e.message[:4000], enclave_seq=e.seq
+                )
+                written += 1
+        return written
+
+    def put_blob(
+        self, agent: AgentPrincipal, cid: str, name: str, chunks: Iterable[bytes], sha256: str
+    ) -> None:
+        check_blob_name(name)
+        with self.store.session() as s:
+            c = self._own(s, agent, cid)
+            if name.startswith("result."):
+                consumer = name.removeprefix("result.")
+                try:
+                    Manifest.from_dict(c.manifest).consumer(consumer)
+                except NotFoundError as e:
+                    raise InvalidInputError(e.message, code="unknown-consumer") from e
+        if len(sha256) != 64:
+            raise InvalidInputError("X-Sealroom-Sha256 must be 64 hex characters")
+        size = self.comps.blobs.put(cid, name, chunks, sha256)
+        with self.store.session() as s:
+            b = s.get(Blob, (cid, name))
+            if b is None:
+                s.add(
+                    Blob(
+                        computation_id=cid,
+                        name=name,
+                        sha256=sha256.lower(),
+                        size=size,
+                        stored_at=self.now(),
+                    )
+                )
+            else:
+                b.sha256, b.size, b.stored_at = sha256.lower(), size, self.now()
+        log.info("blob stored", extra={"computation_id": cid, "blob": name, "size": size})

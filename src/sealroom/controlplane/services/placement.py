@@ -1,0 +1,118 @@
+"""Placement: a pure function over host capacities and one request.
+
+Rule (ADR 0013): among online hosts offering the TEE kind with room for every resource,
+pick the one with the MOST free vCPUs (spread), ties broken by most free memory, then by
+host id. "Used" is the larger of what the agent reports and the sum of the limits of the
+live computations placed on the host, so a stopped computation frees capacity at once
+and the agent's word alone can never cause overcommit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Resources:
+    vcpus: int = 0
+    memory_mb: int = 0
+    gpus: int = 0
+    disk_mb: int = 0
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(
+            self.vcpus + other.vcpus,
+            self.memory_mb + other.memory_mb,
+            self.gpus + other.gpus,
+            self.disk_mb + other.disk_mb,
+        )
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    host_id: str
+    name: str
+    online: bool
+    tee_kinds: frozenset[str]
+    total: Resources
+    reported_used: Resources
+    allocated: Resources  # sum of limits of live computations placed here
+
+    @property
+    def used(self) -> Resources:
+        r, a = self.reported_used, self.allocated
+        return Resources(
+            max(r.vcpus, a.vcpus),
+            max(r.memory_mb, a.memory_mb),
+            max(r.gpus, a.gpus),
+            max(r.disk_mb, a.disk_mb),
+        )
+
+    @property
+    def free(self) -> Resources:
+        t, u = self.total, self.used
+        return Resources(
+            max(0, t.vcpus - u.vcpus),
+            max(0, t.memory_mb - u.memory_mb),
+            max(0, t.gpus - u.gpus),
+            max(0, t.disk_mb - u.disk_mb),
+        )
+
+    def fits(self, need: Resources) -> bool:
+        f = self.free
+        return (
+            f.vcpus >= need.vcpus
+            and f.memory_mb >= need.memory_mb
+            and f.gpus >= need.gpus
+            and f.disk_mb >= need.disk_mb
+        )
+
+
+@dataclass(frozen=True)
+class Placement:
+    host_id: str | None
+    # why nothing fits (names what is short), empty when placed
+    reason: str = ""
+
+
+def _describe_need(tee: str, need: Resources) -> str:
+    parts = [f"{need.vcpus} vCPU{'s' if need.vcpus != 1 else ''}", f"{need.memory_mb} MB"]
+    if need.gpus:
+        parts.append(f"{need.gpus} GPU{'s' if need.gpus != 1 else ''}")
+    if need.disk_mb:
+        parts.append(f"{need.disk_mb} MB disk")
+    return f"no host with tee {tee} has {' and '.join(parts)} free"
+
+
+def _describe_free(h: HostCapacity) -> str:
+    f = h.free
+    s = f"host {h.name} with {f.vcpus} vCPU{'s' if f.vcpus != 1 else ''}, {f.memory_mb} MB"
+    if f.gpus:
+        s += f", {f.gpus} GPUs"
+    return s
+
+
+def _rank(h: HostCapacity) -> tuple[int, int, str]:
+    f = h.free
+    return (-f.vcpus, -f.memory_mb, h.host_id)
+
+
+def place(hosts: Iterable[HostCapacity], tee: str, need: Resources) -> Placement:
+    """Choose a host for ``need`` on TEE kind ``tee``, or say what is short."""
+    candidates = [h for h in hosts if h.online and tee in h.tee_kinds]
+    fitting = [h for h in candidates if h.fits(need)]
+    if fitting:
+        return Placement(min(fitting, key=_rank).host_id)
+    msg = _describe_need(tee, need)
+    if not candidates:
+        return Placement(None, f"{msg} (no online host offers tee {tee})")
+    best = min(candidates, key=_rank)
+    return Placement(None, f"{msg} (best: {_describe_free(best)})")
+
+
+def with_allocation(h: HostCapacity, need: Resources) -> HostCapacity:
+    """The host after ``need`` was placed on it (for placing several in one pass)."""
+    return HostCapacity(
+        h.host_id, h.name, h.online, h.tee_kinds, h.total, h.reported_used, h.allocated + need
+    )

@@ -1,0 +1,166 @@
+"""SQLAlchemy 2 models. Secrets (API keys, agent credentials, join tokens) are stored only
+as SHA-256 hex; the migration in ``migrations/versions`` creates exactly these tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class JoinToken(Base):
+    __tablename__ = "join_tokens"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    host_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class Host(Base):
+    __tablename__ = "hosts"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    credential_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    tee_kinds: Mapped[list[str]] = mapped_column(JSON)
+    cpu_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    cpu_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    memory_mb_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    memory_mb_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    gpu_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    gpu_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_mb_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_mb_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    enclaves: Mapped[int] = mapped_column(Integer, default=0)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Computation(Base):
+    __tablename__ = "computations"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # creation order (FIFO queue) without relying on clock resolution
+    number: Mapped[int] = mapped_column(BigInteger, unique=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    # for "destroyed": the final state it came from ("completed" or "failed")
+    outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    manifest_hash: Mapped[str] = mapped_column(String(64))
+    tee: Mapped[str] = mapped_column(String(16))
+    queue: Mapped[bool] = mapped_column(Boolean, default=False)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(BigInteger)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    disk_mb: Mapped[int] = mapped_column(BigInteger, default=0)
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True, index=True)
+    enclave_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    events_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("computation_id", "seq", name="uq_events_seq"),
+        UniqueConstraint("computation_id", "enclave_seq", name="uq_events_enclave_seq"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    computation_id: Mapped[str] = mapped_column(
+        ForeignKey("computations.id", ondelete="CASCADE"), index=True
+    )
+    seq: Mapped[int] = mapped_column(Integer)
+    # the enclave's own sequence number for forwarded events (stored once per seq)
+    enclave_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime())
+    type: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class Challenge(Base):
+    __tablename__ = "challenges"
+    challenge: Mapped[str] = mapped_column(String(64), primary_key=True)
+    computation_id: Mapped[str] = mapped_column(
+        ForeignKey("computations.id", ondelete="CASCADE"), index=True
+    )
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Blob(Base):
+    __tablename__ = "blobs"
+    computation_id: Mapped[str] = mapped_column(
+        ForeignKey("computations.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+Index("ix_computations_host_state", Computation.host_id, Computation.state)

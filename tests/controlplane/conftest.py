@@ -1,0 +1,303 @@
+"""Control plane fixtures: apps on a temp data dir, a fake clock, manifests, registered
+agents, and a real throw-away PostgreSQL cluster for the store tests."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from sealroom.controlplane.app import create_app
+from sealroom.controlplane.config import Settings
+from sealroom.controlplane.state import ControlPlane
+from sealroom.crypto.keys import PartyKeys
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += timedelta(seconds=seconds)
+
+
+# -- PostgreSQL -------------------------------------------------------------------------
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    which = shutil.which("initdb")
+    return Path(which).parent if which else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class PgCluster:
+    port: int
+    base: Path
+    as_user: list[str]
+    bindir: Path
+
+    def url(self, db: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def create_db(self) -> str:
+        import psycopg
+
+        name = "t_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL binaries not found (/usr/lib/postgresql/*/bin; apt postgresql)")
+    base = Path(tempfile.mkdtemp(prefix="sealroom-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        # PostgreSQL refuses to run as root: run the cluster as the 'postgres' user.
+        import pwd
+
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL")
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, sock, logf = base / "data", base / "sock", base / "log"
+    subprocess.run([*as_user, "mkdir", "-p", str(sock)], check=True)
+    subprocess.run(
+        [
+            *as_user,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    port = free_port()
+    opts = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    )
+    subprocess.run(
+        [
+            *as_user,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            opts,
+            "-l",
+            str(logf),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield PgCluster(port, base, as_user, bindir)
+    finally:
+        subprocess.run(
+            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cp.db'}"
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_db()
+
+
+# -- apps and clients -------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    client: TestClient
+    cp: ControlPlane
+    admin_key: str
+    clock: FakeClock
+    data_dir: Path
+    parties: dict[str, PartyKeys] = field(default_factory=dict)
+
+    def h(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.admin_key}"}
+
+    def user(self, name: str, role: str = "user") -> tuple[str, str]:
+        r = self.client.post(
+            "/api/v1/accounts", json={"name": name, "role": role}, headers=self.h()
+        )
+        assert r.status_code == 201, r.text
+        acc = r.json()["id"]
+        k = self.client.post(f"/api/v1/accounts/{acc}/keys", headers=self.h())
+        assert k.status_code == 201, k.text
+        return acc, k.json()["key"]
+
+    def join_token(self) -> str:
+        r = self.client.post("/api/v1/hosts/join-tokens", headers=self.h())
+        assert r.status_code == 201, r.text
+        token: str = r.json()["token"]
+        return token
+
+    def agent(
+        self, name: str = "h1", cpus: int = 4, mem: int = 8192, tee: tuple[str, ...] = ("sim",)
+    ) -> tuple[str, str]:
+        r = self.client.post(
+            "/api/v1/agent/register",
+            json={
+                "join_token": self.join_token(),
+                "name": name,
+                "tee_kinds": list(tee),
+                "resources": {"cpu_total": cpus, "memory_mb_total": mem, "disk_mb_total": 100000},
+            },
+        )
+        assert r.status_code == 201, r.text
+        return r.json()["host_id"], r.json()["credential"]
+
+    def heartbeat(
+        self, cred: str, enclaves: list[dict[str, Any]] | None = None, **resources: int
+    ) -> dict[str, Any]:
+        r = self.client.post(
+            "/api/v1/agent/heartbeat",
+            json={"resources": resources, "enclaves": enclaves or []},
+            headers=self.h(cred),
+        )
+        assert r.status_code == 200, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    def create(
+        self,
+        manifest: dict[str, Any],
+        key: str | None = None,
+        *,
+        queue: bool = False,
+        expect: int = 201,
+    ) -> dict[str, Any]:
+        r = self.client.post(
+            "/api/v1/computations",
+            json={"manifest": manifest, "tee": "sim", "queue": queue},
+            headers=self.h(key),
+        )
+        assert r.status_code == expect, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    def state(self, cid: str) -> str:
+        r = self.client.get(f"/api/v1/computations/{cid}", headers=self.h())
+        assert r.status_code == 200, r.text
+        s: str = r.json()["state"]
+        return s
+
+
+def manifest_doc(
+    parties: dict[str, PartyKeys], *, vcpus: int = 1, memory_mb: int = 512, mid: str = "cp-test"
+) -> dict[str, Any]:
+    def pub(n: str) -> dict[str, str]:
+        return parties[n].public.to_json_obj()
+
+    return {
+        "version": 1,
+        "id": mid,
+        "name": "sum of two private numbers",
+        "algorithm": {
+            "kind": "python",
+            "sha256": "ab" * 32,
+            "provider": pub("algo"),
+            "entrypoint": "main.py",
+            "args": [],
+        },
+        "datasets": [
+            {"name": "a", "sha256": "cd" * 32, "provider": pub("dp1"), "max_size": 1024},
+        ],
+        "consumers": [pub("alice"), pub("bob")],
+        "policy": {"version": 1, "allow_simulated": True, "require": ["snp"], "snp": {"vmpl": [0]}},
+        "limits": {
+            "vcpus": vcpus,
+            "memory_mb": memory_mb,
+            "wall_seconds": 30,
+            "max_result_bytes": 1 << 20,
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def parties() -> dict[str, PartyKeys]:
+    return {n: PartyKeys.generate(n) for n in ("algo", "dp1", "alice", "bob", "mallory")}
+
+
+@pytest.fixture
+def make_env(tmp_path: Path, parties: dict[str, PartyKeys]) -> Iterator[Callable[..., Env]]:
+    made: list[TestClient] = []
+
+    def make(db_url: str | None = None, data_dir: Path | None = None, **kw: Any) -> Env:
+        clock = kw.pop("clock", None) or FakeClock()
+        d = data_dir or tmp_path / f"cp{len(made)}"
+        settings = Settings(
+            data_dir=d,
+            db_url=db_url,
+            tick_interval=0,
+            clock=clock,
+            print_bootstrap_key=False,
+            **kw,
+        )
+        app = create_app(settings)
+        client = TestClient(app)
+        client.__enter__()
+        made.append(client)
+        keyfile = d / "bootstrap-admin-key"
+        key = keyfile.read_text().strip() if keyfile.exists() else kw.get("admin_key", "")
+        return Env(client, app.state.cp, key, clock, d, parties)
+
+    yield make
+    for c in made:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def env(make_env: Callable[..., Env]) -> Env:
+    return make_env()

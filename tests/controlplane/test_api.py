@@ -1,0 +1,593 @@
+"""Control plane API: authz, join tokens, heartbeats, lost hosts, queueing, problem+json,
+consumer-only results, blob uploads, status/attestation/metrics and logs."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import pytest
+
+from sealroom.controlplane.logs import JsonFormatter
+from sealroom.controlplane.protocol import result_request_message
+from sealroom.crypto.keys import PartyKeys
+
+from .conftest import Env, manifest_doc
+
+PROBLEM_KEYS = {"type", "title", "status", "detail"}
+
+
+def assert_problem(r: Any, status: int, type_: str | None = None) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = r.json()
+    assert set(body) == PROBLEM_KEYS
+    assert body["status"] == status
+    if type_ is not None:
+        assert body["type"] == type_
+    return body
+
+
+# -- authentication and authorisation ----------------------------------------------------
+
+
+def test_missing_or_unknown_key_is_401(env: Env) -> None:
+    assert_problem(env.client.get("/api/v1/me"), 401, "unauthenticated")
+    assert_problem(env.client.get("/api/v1/me", headers=env.h("srk_nope")), 401, "unauthenticated")
+
+
+def test_bootstrap_admin_key_file_is_0600_and_works(env: Env) -> None:
+    f = env.data_dir / "bootstrap-admin-key"
+    assert f.stat().st_mode & 0o777 == 0o600
+    assert env.client.get("/api/v1/me", headers=env.h()).json()["role"] == "admin"
+
+
+def test_configured_admin_key_is_used_and_not_written(make_env: Any) -> None:
+    e = make_env(admin_key="srk_configured-admin-key-for-tests")
+    assert not (e.data_dir / "bootstrap-admin-key").exists()
+    r = e.client.get("/api/v1/me", headers=e.h("srk_configured-admin-key-for-tests"))
+    assert r.json()["name"] == "admin"
+
+
+def test_keys_are_stored_hashed(env: Env) -> None:
+    from sqlalchemy import select
+
+    from sealroom.controlplane.store.models import ApiKey
+
+    _, key = env.user("carol")
+    with env.cp.store.session() as s:
+        hashes = list(s.scalars(select(ApiKey.key_hash)))
+    assert hashlib.sha256(key.encode()).hexdigest() in hashes
+    assert key not in hashes
+
+
+def test_user_cannot_see_or_touch_another_accounts_computation(env: Env) -> None:
+    env.agent()
+    _, alice = env.user("alice")
+    _, bob = env.user("bob")
+    c = env.create(manifest_doc(env.parties), alice)
+    cid = c["id"]
+    for method, path in [
+        ("GET", f"/api/v1/computations/{cid}"),
+        ("GET", f"/api/v1/computations/{cid}/events"),
+        ("GET", f"/api/v1/computations/{cid}/stats"),
+        ("GET", f"/api/v1/computations/{cid}/receipt"),
+        ("POST", f"/api/v1/computations/{cid}/cancel"),
+        ("DELETE", f"/api/v1/computations/{cid}"),
+    ]:
+        r = env.client.request(method, path, headers=env.h(bob))
+        assert_problem(r, 404)
+    assert env.client.get("/api/v1/computations", headers=env.h(bob)).json() == {"computations": []}
+    # the owner and the admin see it
+    assert env.client.get(f"/api/v1/computations/{cid}", headers=env.h(alice)).status_code == 200
+    listed = env.client.get("/api/v1/computations", headers=env.h()).json()["computations"]
+    assert [x["id"] for x in listed] == [cid]
+
+
+def test_user_role_cannot_call_admin_endpoints(env: Env) -> None:
+    acc, key = env.user("dave")
+    assert_problem(env.client.get("/api/v1/hosts", headers=env.h(key)), 403, "access-denied")
+    assert_problem(
+        env.client.post("/api/v1/hosts/join-tokens", headers=env.h(key)), 403, "access-denied"
+    )
+    r = env.client.post("/api/v1/accounts", json={"name": "x"}, headers=env.h(key))
+    assert_problem(r, 403, "access-denied")
+    # but may mint its own keys
+    assert env.client.post(f"/api/v1/accounts/{acc}/keys", headers=env.h(key)).status_code == 201
+
+
+def test_revoked_key_stops_working_at_once(env: Env) -> None:
+    acc, key = env.user("erin")
+    r = env.client.post(f"/api/v1/accounts/{acc}/keys", headers=env.h(key))
+    kid, key2 = r.json()["key_id"], r.json()["key"]
+    assert env.client.get("/api/v1/me", headers=env.h(key2)).status_code == 200
+    assert env.client.delete(f"/api/v1/keys/{kid}", headers=env.h(key)).status_code == 204
+    assert_problem(env.client.get("/api/v1/me", headers=env.h(key2)), 401, "unauthenticated")
+    assert env.client.get("/api/v1/me", headers=env.h(key)).status_code == 200
+
+
+def test_agent_credential_cannot_call_user_endpoints_and_vice_versa(env: Env) -> None:
+    _, cred = env.agent()
+    assert_problem(env.client.get("/api/v1/me", headers=env.h(cred)), 403, "access-denied")
+    assert_problem(
+        env.client.get("/api/v1/computations", headers=env.h(cred)), 403, "access-denied"
+    )
+    r = env.client.post("/api/v1/agent/heartbeat", json={}, headers=env.h())
+    assert_problem(r, 403, "access-denied")
+
+
+# -- join tokens ------------------------------------------------------------------------
+
+
+def test_join_token_is_one_time(env: Env) -> None:
+    tok = env.join_token()
+    body = {"join_token": tok, "name": "h", "tee_kinds": ["sim"], "resources": {}}
+    assert env.client.post("/api/v1/agent/register", json=body).status_code == 201
+    assert_problem(env.client.post("/api/v1/agent/register", json=body), 403, "access-denied")
+
+
+def test_join_token_expires_after_an_hour(env: Env) -> None:
+    tok = env.join_token()
+    env.clock.advance(3601)
+    body = {"join_token": tok, "name": "h", "tee_kinds": ["sim"], "resources": {}}
+    r = env.client.post("/api/v1/agent/register", json=body)
+    assert "expired" in assert_problem(r, 403, "access-denied")["detail"]
+
+
+def test_unknown_join_token_is_401(env: Env) -> None:
+    body = {"join_token": "srj_unknown", "name": "h", "tee_kinds": ["sim"], "resources": {}}
+    assert_problem(env.client.post("/api/v1/agent/register", json=body), 401)
+
+
+def test_each_host_gets_its_own_credential(env: Env) -> None:
+    h1, c1 = env.agent("h1")
+    h2, c2 = env.agent("h2")
+    assert h1 != h2 and c1 != c2 and c1.startswith("sra_")
+
+
+# -- computations: create, validation, placement ----------------------------------------
+
+
+def test_create_places_on_host_and_hash_is_server_side(env: Env) -> None:
+    from sealroom.manifest import Manifest
+
+    hid, _ = env.agent()
+    doc = manifest_doc(env.parties)
+    c = env.create(doc)
+    assert c["state"] == "scheduled" and c["host_id"] == hid
+    assert c["manifest_hash"] == Manifest.from_dict(doc).manifest_hash_hex
+    evs = env.client.get(f"/api/v1/computations/{c['id']}/events", headers=env.h()).json()
+    assert [(e["seq"], e["state"]) for e in evs["events"]] == [(1, "created"), (2, "scheduled")]
+    assert all(e["reason"] for e in evs["events"])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda d: d["limits"].pop("vcpus"), "manifest.limits.vcpus"),
+        (lambda d: d["algorithm"].__setitem__("sha256", "XYZ"), "manifest.algorithm.sha256"),
+        (lambda d: d["consumers"].clear(), "manifest.consumers"),
+    ],
+    ids=["missing_vcpus", "bad_algorithm_hash", "no_consumers"],
+)
+def test_invalid_manifest_is_400_naming_the_field(env: Env, mutate: Any, field: str) -> None:
+    env.agent()
+    doc = manifest_doc(env.parties)
+    mutate(doc)
+    r = env.client.post("/api/v1/computations", json={"manifest": doc}, headers=env.h())
+    body = assert_problem(r, 400)
+    assert field in body["detail"]
+
+
+def test_request_body_errors_are_problem_json_naming_the_field(env: Env) -> None:
+    r = env.client.post("/api/v1/computations", json={"tee": "sim"}, headers=env.h())
+    assert "manifest" in assert_problem(r, 400, "invalid-input")["detail"]
+    r = env.client.post(
+        "/api/v1/computations", json={"manifest": {}, "tee": "sgx"}, headers=env.h()
+    )
+    assert "tee" in assert_problem(r, 400, "invalid-input")["detail"]
+
+
+def test_unknown_route_is_problem_json(env: Env) -> None:
+    assert_problem(env.client.get("/api/v1/nothing-here"), 404, "not-found")
+
+
+def test_no_capacity_is_429_naming_what_is_short(env: Env) -> None:
+    env.agent("h1", cpus=1, mem=2048)
+    r = env.client.post(
+        "/api/v1/computations",
+        json={"manifest": manifest_doc(env.parties, vcpus=2, memory_mb=4096)},
+        headers=env.h(),
+    )
+    detail = assert_problem(r, 429, "capacity")["detail"]
+    assert "2 vCPUs and 4096 MB" in detail and "host h1 with 1 vCPU, 2048 MB" in detail
+    # nothing was stored
+    assert env.client.get("/api/v1/computations", headers=env.h()).json()["computations"] == []
+
+
+def test_no_host_with_tee_kind_is_429(env: Env) -> None:
+    env.agent("h1", tee=("snp",))
+    detail = assert_problem(
+        env.client.post(
+            "/api/v1/computations", json={"manifest": manifest_doc(env.parties)}, headers=env.h()
+        ),
+        429,
+        "capacity",
+    )["detail"]
+    assert "tee sim" in detail
+
+
+def test_spread_picks_host_with_most_free_vcpus(env: Env) -> None:
+    h_small, _ = env.agent("small", cpus=2)
+    h_big, _ = env.agent("big", cpus=4)
+    placed = [env.create(manifest_doc(env.parties))["host_id"] for _ in range(4)]
+    # big (4 free) -> big (3) -> tie 2/2 by memory (small has more) -> big
+    assert placed[0] == h_big and placed[1] == h_big
+    assert sorted(placed).count(h_small) >= 1
+
+
+def test_exhaustion_then_capacity_freed_when_computations_end(env: Env) -> None:
+    _, cred = env.agent("h1", cpus=2)
+    a = env.create(manifest_doc(env.parties))
+    b = env.create(manifest_doc(env.parties))
+    env.create(manifest_doc(env.parties), expect=429)
+    env.heartbeat(cred, [{"computation_id": a["id"], "state": "completed", "reason": "ok"}])
+    assert env.state(a["id"]) == "completed"
+    c = env.create(manifest_doc(env.parties))
+    assert c["state"] == "scheduled"
+    r = env.client.post(f"/api/v1/computations/{b['id']}/cancel", headers=env.h())
+    assert r.json() == {"state": "failed"}
+    assert env.create(manifest_doc(env.parties))["state"] == "scheduled"
+
+
+def test_agent_reported_usage_counts_when_larger(env: Env) -> None:
+    _, cred = env.agent("h1", cpus=4)
+    env.heartbeat(cred, cpu_total=4, memory_mb_total=8192, cpu_used=4)
+    env.create(manifest_doc(env.parties), expect=429)
+
+
+def test_queue_true_waits_then_placed_fifo_when_capacity_frees(env: Env) -> None:
+    _, cred = env.agent("h1", cpus=1)
+    a = env.create(manifest_doc(env.parties))
+    q1 = env.create(manifest_doc(env.parties), queue=True)
+    q2 = env.create(manifest_doc(env.parties), queue=True)
+    assert q1["state"] == "created" and q1["host_id"] is None
+    env.cp.tick()
+    assert env.state(q1["id"]) == "created"
+    env.heartbeat(cred, [{"computation_id": a["id"], "state": "failed", "reason": "boom"}])
+    env.cp.tick()
+    assert env.state(q1["id"]) == "scheduled"
+    assert env.state(q2["id"]) == "created"
+
+
+# -- heartbeats -------------------------------------------------------------------------
+
+
+def test_heartbeat_maps_states_and_is_idempotent(env: Env) -> None:
+    _, cred = env.agent()
+    c = env.create(manifest_doc(env.parties))
+    cid = c["id"]
+    out = env.heartbeat(cred)
+    assert [(d["computation_id"], d["action"]) for d in out["desired"]] == [(cid, "run")]
+    assert out["desired"][0]["manifest"]["id"] == "cp-test"
+    rep = [
+        {
+            "computation_id": cid,
+            "state": "awaiting_inputs",
+            "endpoint": "https://127.0.0.1:4443",
+            "reason": "",
+            "stats": {"rss_mb": 12},
+        }
+    ]
+    for _ in range(3):
+        env.heartbeat(cred, rep)
+    d = env.client.get(f"/api/v1/computations/{cid}", headers=env.h()).json()
+    assert d["state"] == "awaiting_inputs"
+    assert d["enclave_url"] == "https://127.0.0.1:4443"
+    assert d["events_count"] == 3  # created, scheduled, awaiting_inputs: no duplicates
+    stats = env.client.get(f"/api/v1/computations/{cid}/stats", headers=env.h()).json()
+    assert stats == {"rss_mb": 12}
+    # a stale report (launching after awaiting_inputs) writes nothing
+    env.heartbeat(cred, [{"computation_id": cid, "state": "launching"}])
+    assert (
+        env.client.get(f"/api/v1/computations/{cid}", headers=env.h()).json()["events_count"] == 3
+    )
+
+
+def test_exited_before_final_fails_with_agents_reason_then_stop_then_destroyed(env: Env) -> None:
+    _, cred = env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    env.heartbeat(cred, [{"computation_id": cid, "state": "running"}])
+    out = env.heartbeat(
+        cred, [{"computation_id": cid, "state": "exited", "reason": "killed by OOM"}]
+    )
+    d = env.client.get(f"/api/v1/computations/{cid}", headers=env.h()).json()
+    assert d["state"] in ("failed", "destroyed")
+    evs = env.client.get(f"/api/v1/computations/{cid}/events", headers=env.h()).json()["events"]
+    assert ("failed", "killed by OOM") in [(e["state"], e["reason"]) for e in evs]
+    assert out["desired"] == []
+    env.heartbeat(cred, [])
+    assert env.state(cid) == "destroyed"
+
+
+def test_cancelled_computation_still_reported_gets_stop(env: Env) -> None:
+    _, cred = env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    env.heartbeat(cred, [{"computation_id": cid, "state": "running"}])
+    env.client.post(f"/api/v1/computations/{cid}/cancel", headers=env.h())
+    evs = env.client.get(f"/api/v1/computations/{cid}/events", headers=env.h()).json()["events"]
+    assert evs[-1]["reason"] == "cancelled by admin"
+    out = env.heartbeat(cred, [{"computation_id": cid, "state": "running"}])
+    assert [(d["computation_id"], d["action"]) for d in out["desired"]] == [(cid, "stop")]
+
+
+def test_other_hosts_computation_is_stopped_not_adopted(env: Env) -> None:
+    _, _c1 = env.agent("h1", cpus=8)
+    _, c2 = env.agent("h2", cpus=1)
+    cid = env.create(manifest_doc(env.parties))["id"]  # lands on h1 (most free)
+    out = env.heartbeat(c2, [{"computation_id": cid, "state": "running"}])
+    assert [(d["computation_id"], d["action"]) for d in out["desired"]] == [(cid, "stop")]
+    assert env.state(cid) == "scheduled"
+
+
+# -- lost hosts -------------------------------------------------------------------------
+
+
+def test_lost_host_reschedules_scheduled_and_fails_running(env: Env) -> None:
+    h1, c1 = env.agent("h1", cpus=8)
+    h2, c2 = env.agent("h2", cpus=2)
+    run = env.create(manifest_doc(env.parties))["id"]
+    sched = env.create(manifest_doc(env.parties))["id"]
+    env.heartbeat(c1, [{"computation_id": run, "state": "running"}])
+    env.clock.advance(10)
+    env.heartbeat(c2)
+    env.cp.tick()
+    assert env.state(run) == "running"  # not yet past the timeout
+    env.clock.advance(6)
+    env.heartbeat(c2)
+    env.cp.tick()
+    hosts = {h["id"]: h for h in env.client.get("/api/v1/hosts", headers=env.h()).json()["hosts"]}
+    assert hosts[h1]["state"] == "lost" and hosts[h2]["state"] == "online"
+    assert env.state(run) == "failed"
+    evs = env.client.get(f"/api/v1/computations/{run}/events", headers=env.h()).json()["events"]
+    assert evs[-1]["reason"] == "host lost"
+    d = env.client.get(f"/api/v1/computations/{sched}", headers=env.h()).json()
+    assert d["state"] == "scheduled" and d["host_id"] == h2
+    # the host returns: it is told to stop what failed
+    out = env.heartbeat(c1, [{"computation_id": run, "state": "running"}])
+    assert [(x["computation_id"], x["action"]) for x in out["desired"]] == [(run, "stop")]
+    assert env.client.get("/api/v1/hosts", headers=env.h()).json()["hosts"][0]["state"] == "online"
+
+
+def test_lost_host_with_no_other_room_requeues_queued_computation(env: Env) -> None:
+    _, _c1 = env.agent("h1", cpus=1)
+    q = env.create(manifest_doc(env.parties), queue=True)["id"]
+    assert env.state(q) == "scheduled"
+    env.clock.advance(20)
+    env.cp.tick()
+    assert env.state(q) == "created"
+
+
+def test_host_back_in_time_loses_nothing(env: Env) -> None:
+    _, c1 = env.agent("h1")
+    cid = env.create(manifest_doc(env.parties))["id"]
+    for _ in range(5):
+        env.clock.advance(10)
+        env.heartbeat(c1, [{"computation_id": cid, "state": "running"}])
+        env.cp.tick()
+    assert env.state(cid) == "running"
+
+
+# -- forwarded events, blobs and results ------------------------------------------------
+
+
+def test_forwarded_enclave_events_are_stored_once_per_seq(env: Env) -> None:
+    _, cred = env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    batch = {
+        "events": [
+            {"seq": 1, "type": "upload", "message": "slot a"},
+            {"seq": 2, "type": "upload", "message": "slot b"},
+        ]
+    }
+    for _ in range(2):
+        r = env.client.post(
+            f"/api/v1/agent/computations/{cid}/events", json=batch, headers=env.h(cred)
+        )
+        assert r.status_code == 204
+    evs = env.client.get(f"/api/v1/computations/{cid}/events?after=2", headers=env.h()).json()
+    assert [(e["seq"], e["message"]) for e in evs["events"]] == [(3, "slot a"), (4, "slot b")]
+
+
+def _complete_with_blobs(env: Env, cred: str, cid: str, result: bytes) -> None:
+    env.heartbeat(cred, [{"computation_id": cid, "state": "completed"}])
+    for name, data in (("result.alice", result), ("receipt", b'{"receipt": 1}')):
+        r = env.client.put(
+            f"/api/v1/agent/computations/{cid}/blobs/{name}",
+            content=data,
+            headers={**env.h(cred), "X-Sealroom-Sha256": hashlib.sha256(data).hexdigest()},
+        )
+        assert r.status_code == 204, r.text
+
+
+def _signed(env: Env, cid: str, consumer: str, signer: PartyKeys) -> dict[str, str]:
+    ch = env.client.get(f"/api/v1/computations/{cid}/challenge").json()["challenge"]
+    d = env.client.get(f"/api/v1/computations/{cid}", headers=env.h()).json()
+    msg = result_request_message(
+        cid, bytes.fromhex(d["manifest_hash"]), consumer, bytes.fromhex(ch)
+    )
+    return {"X-Sealroom-Challenge": ch, "X-Sealroom-Signature": signer.sign(msg).hex()}
+
+
+def test_result_served_only_to_named_consumer(env: Env) -> None:
+    _, cred = env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    sealed = b"\x00ciphertext only\xff" * 10
+    _complete_with_blobs(env, cred, cid, sealed)
+    alice, mallory = env.parties["alice"], env.parties["mallory"]
+    url = f"/api/v1/computations/{cid}/results/alice"
+    # the right consumer
+    hdrs = _signed(env, cid, "alice", alice)
+    r = env.client.get(url, headers=hdrs)
+    assert r.status_code == 200 and r.content == sealed
+    assert r.headers["X-Sealroom-Sealed-Sha256"] == hashlib.sha256(sealed).hexdigest()
+    # the challenge is one-time
+    assert_problem(env.client.get(url, headers=hdrs), 403, "access-denied")
+    # someone else's key, claiming to be alice
+    assert_problem(env.client.get(url, headers=_signed(env, cid, "alice", mallory)), 403)
+    # a non-consumer
+    r = env.client.get(
+        f"/api/v1/computations/{cid}/results/mallory", headers=_signed(env, cid, "mallory", mallory)
+    )
+    assert_problem(r, 403, "access-denied")
+    # no signature at all; an admin key is not a consumer key either
+    assert_problem(env.client.get(url), 403)
+    assert_problem(env.client.get(url, headers=env.h()), 403)
+
+
+def test_result_before_completion_is_409(env: Env) -> None:
+    env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    r = env.client.get(
+        f"/api/v1/computations/{cid}/results/alice",
+        headers=_signed(env, cid, "alice", env.parties["alice"]),
+    )
+    assert_problem(r, 409)
+
+
+def test_receipt_for_owner_and_for_consumer_signature(env: Env) -> None:
+    _, cred = env.agent()
+    _, key = env.user("olga")
+    cid = env.create(manifest_doc(env.parties), key)["id"]
+    _complete_with_blobs(env, cred, cid, b"x")
+    r = env.client.get(f"/api/v1/computations/{cid}/receipt", headers=env.h(key))
+    assert r.status_code == 200 and r.json() == {"receipt": 1}
+    r = env.client.get(
+        f"/api/v1/computations/{cid}/receipt", headers=_signed(env, cid, "bob", env.parties["bob"])
+    )
+    assert r.status_code == 200
+    r = env.client.get(
+        f"/api/v1/computations/{cid}/receipt",
+        headers=_signed(env, cid, "mallory", env.parties["mallory"]),
+    )
+    assert_problem(r, 403)
+
+
+def test_blob_upload_only_by_the_placed_host_and_hash_checked(env: Env) -> None:
+    _, c1 = env.agent("h1", cpus=8)
+    _, c2 = env.agent("h2", cpus=1)
+    cid = env.create(manifest_doc(env.parties))["id"]
+    data = b"sealed"
+    good = hashlib.sha256(data).hexdigest()
+    url = f"/api/v1/agent/computations/{cid}/blobs/result.alice"
+    r = env.client.put(url, content=data, headers={**env.h(c2), "X-Sealroom-Sha256": good})
+    assert_problem(r, 403, "access-denied")
+    r = env.client.put(url, content=data, headers={**env.h(c1), "X-Sealroom-Sha256": "00" * 32})
+    assert_problem(r, 400, "blob-hash-mismatch")
+    assert not list((env.data_dir / "blobs").rglob("result.alice"))
+    r = env.client.put(
+        f"/api/v1/agent/computations/{cid}/blobs/..%2Fx",
+        content=data,
+        headers={**env.h(c1), "X-Sealroom-Sha256": good},
+    )
+    assert r.status_code in (400, 404)
+    r = env.client.put(
+        f"/api/v1/agent/computations/{cid}/blobs/result.mallory",
+        content=data,
+        headers={**env.h(c1), "X-Sealroom-Sha256": good},
+    )
+    assert_problem(r, 400)
+    r = env.client.put(url, content=data, headers={**env.h(c1), "X-Sealroom-Sha256": good})
+    assert r.status_code == 204
+    assert r.status_code == 204
+
+
+def test_delete_only_finished_and_removes_blobs(env: Env) -> None:
+    _, cred = env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    assert_problem(env.client.delete(f"/api/v1/computations/{cid}", headers=env.h()), 409)
+    _complete_with_blobs(env, cred, cid, b"x")
+    assert (env.data_dir / "blobs" / cid / "receipt").is_file()
+    assert env.client.delete(f"/api/v1/computations/{cid}", headers=env.h()).status_code == 204
+    assert not (env.data_dir / "blobs" / cid).exists()
+    assert_problem(env.client.get(f"/api/v1/computations/{cid}", headers=env.h()), 404)
+
+
+def test_event_stream_ends_after_final_state(env: Env) -> None:
+    _, cred = env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    env.heartbeat(cred, [{"computation_id": cid, "state": "failed", "reason": "x"}])
+    with env.client.stream(
+        "GET", f"/api/v1/computations/{cid}/events/stream", headers=env.h()
+    ) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        text = "".join(r.iter_text())
+    assert text.count("data: ") == 3 and "id: 3" in text
+
+
+# -- status, attestation, metrics, logs --------------------------------------------------
+
+
+def test_compute_status_and_attestation_shapes(env: Env) -> None:
+    s = env.client.get("/api/v1/compute/status").json()
+    assert s["status"] == "degraded" and s["attestation_status"] == "none"
+    env.agent("h1", cpus=4, mem=1000)
+    env.create(manifest_doc(env.parties, memory_mb=100))
+    s = env.client.get("/api/v1/compute/status").json()
+    assert set(s) == {
+        "status",
+        "tee_technology",
+        "attestation_status",
+        "available_models",
+        "system_metrics",
+    }
+    assert s["status"] == "operational" and s["tee_technology"] == "sim"
+    assert s["attestation_status"] == "simulated" and s["available_models"] == []
+    assert s["system_metrics"] == {
+        "hosts_online": 1,
+        "hosts_total": 1,
+        "computations_running": 0,
+        "cpu_total": 4,
+        "cpu_used": 1,
+        "memory_mb_total": 1000,
+        "memory_mb_used": 100,
+    }
+    a = env.client.get("/api/v1/compute/attestation").json()
+    assert set(a) == {
+        "attestation_report",
+        "tee_type",
+        "timestamp",
+        "verification_service",
+        "verification_instructions",
+    }
+    assert a["attestation_report"] is None and a["tee_type"] == "none"
+    assert a["verification_service"] == "sealroom attest verify"
+
+
+def test_metrics_exposes_states_hosts_placements_latency(env: Env) -> None:
+    env.agent()
+    env.create(manifest_doc(env.parties))
+    text = env.client.get("/metrics").text
+    assert 'sealroom_computations{state="scheduled"} 1.0' in text
+    assert "sealroom_hosts_online 1.0" in text
+    assert "sealroom_placements_total 1.0" in text
+    assert "sealroom_api_request_seconds_bucket" in text
+    assert env.client.get("/healthz").json() == {"ok": True}
+
+
+def test_logs_are_json_and_never_contain_keys(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    caplog.set_level(logging.INFO, logger="sealroom")
+    _, key = env.user("lena")
+    _, cred = env.agent()
+    env.client.get("/api/v1/me", headers=env.h(key))
+    env.heartbeat(cred)
+    fmt = JsonFormatter()
+    lines = [fmt.format(r) for r in caplog.records]
+    assert lines and all(json.loads(x)["message"] for x in lines)
+    joined = "\n".join(lines)
+    assert key not in joined and cred not in joined and env.admin_key not in joined
+    rec = logging.makeLogRecord({"msg": f"oops {key}", "name": "sealroom.x"})
+    assert key not in fmt.format(rec)
