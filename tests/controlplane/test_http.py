@@ -1,0 +1,80 @@
+"""The control plane over real HTTP (uvicorn on 127.0.0.1): concurrent create requests
+against a host with room for exactly N: exactly N succeed, the rest get 429."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from sealroom.controlplane.app import create_app
+from sealroom.controlplane.config import Settings
+from sealroom.crypto.keys import PartyKeys
+
+from .conftest import free_port, manifest_doc
+
+ADMIN = "srk_http-test-admin-key-0123456789abcdef"
+
+
+@pytest.fixture
+def server(db_url: str, tmp_path: Path) -> Iterator[str]:
+    app = create_app(
+        Settings(
+            data_dir=tmp_path / "cp", db_url=db_url, admin_key=ADMIN, print_bootstrap_key=False
+        )
+    )
+    port = free_port()
+    srv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    while not srv.started:
+        if not t.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        t.join()
+
+
+def test_concurrent_http_creates_exactly_n_succeed(
+    server: str, parties: dict[str, PartyKeys]
+) -> None:
+    h = {"Authorization": f"Bearer {ADMIN}"}
+    with httpx.Client(base_url=server, timeout=60) as c:
+        tok = c.post("/api/v1/hosts/join-tokens", headers=h).json()["token"]
+        r = c.post(
+            "/api/v1/agent/register",
+            json={
+                "join_token": tok,
+                "name": "h1",
+                "tee_kinds": ["sim"],
+                "resources": {"cpu_total": 6, "memory_mb_total": 1 << 20},
+            },
+        )
+        assert r.status_code == 201
+    doc = manifest_doc(parties)
+
+    def create(_: int) -> tuple[int, Any]:
+        with httpx.Client(base_url=server, timeout=60) as c:
+            r = c.post("/api/v1/computations", json={"manifest": doc}, headers=h)
+            return r.status_code, r.json()
+
+    with ThreadPoolExecutor(max_workers=12) as ex:
+        results = list(ex.map(create, range(24)))
+    codes = sorted(code for code, _ in results)
+    assert codes == [201] * 6 + [429] * 18
+    assert all(body["type"] == "capacity" for code, body in results if code == 429)
+    with httpx.Client(base_url=server, timeout=60) as c:
+        hosts = c.get("/api/v1/hosts", headers=h).json()["hosts"]
+        assert hosts[0]["resources"]["cpu_used"] == 6
