@@ -89,3 +89,43 @@ def test_concurrent_creates_never_overcommit(db_url: str, make_env: Callable[...
     e.heartbeat(cred, [{"computation_id": ok[0], "state": "completed"}])
     e.create(doc)
     e.create(doc, expect=429)
+
+
+def test_two_replicas_on_one_database_never_overcommit(
+    db_url: str, make_env: Callable[..., Env], tmp_path: Path
+) -> None:
+    a = make_env(db_url=db_url, data_dir=tmp_path / "a")
+    b = make_env(db_url=db_url, data_dir=tmp_path / "b", clock=a.clock)
+    b.admin_key = a.admin_key  # one bootstrap for the shared database
+    _, cred = a.agent("h1", cpus=2)
+    doc = manifest_doc(a.parties)
+    b.create(doc)  # b's view learns of the host through the placement generation
+    first = a.create(doc)
+    b.create(doc, expect=429)
+    a.create(doc, expect=429)
+    b.heartbeat(cred, [{"computation_id": first["id"], "state": "completed"}])
+    a.create(doc)
+    b.create(doc, expect=429)
+
+
+def test_capacity_view_matches_the_database_after_a_lifecycle(env: Env) -> None:
+    from sealroom.controlplane.services.computations import capacities
+
+    _, c1 = env.agent("h1", cpus=3)
+    _, c2 = env.agent("h2", cpus=2)
+    doc = manifest_doc(env.parties)
+    ids = [env.create(doc, queue=True)["id"] for _ in range(7)]
+    env.heartbeat(c1, [{"computation_id": ids[0], "state": "running"}])
+    env.client.post(f"/api/v1/computations/{ids[1]}/cancel", headers=env.h())
+    env.clock.advance(20)
+    env.heartbeat(c1, [{"computation_id": ids[0], "state": "completed"}])
+    env.cp.tick()  # h2 lost: its scheduled work moves to h1 or back to the queue
+    env.heartbeat(c2)
+    env.cp.tick()
+    comps = env.cp.computations
+    with comps.write() as s:
+        view = dict(comps.view())
+        fresh = {h.host_id: h for h in capacities(s)}
+    assert view == fresh
+    for h in fresh.values():
+        assert h.allocated.vcpus <= h.total.vcpus

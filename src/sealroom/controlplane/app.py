@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from pathlib import Path
@@ -34,6 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sealroom.controlplane.api import agent, compute, users
 from sealroom.controlplane.config import Settings
@@ -153,30 +154,6 @@ def create_app(settings: Settings) -> FastAPI:
     registry.register(_StoreCollector(cp))
     app.state.registry = registry
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            dt = time.perf_counter() - start
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            latency.labels(request.method, route, str(status)).observe(dt)
-            log.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "route": route,
-                    "status": status,
-                    "ms": round(dt * 1000, 2),
-                },
-            )
-
     @app.exception_handler(SealroomError)
     async def sealroom_error(_: Request, e: SealroomError) -> JSONResponse:
         status = e.http_status if 400 <= e.http_status < 600 else 500
@@ -197,6 +174,7 @@ def create_app(settings: Settings) -> FastAPI:
         log.error("internal error", exc_info=e)
         return problem(500, "internal-error", "internal error; see the control plane's log")
 
+    app.add_middleware(_Observe, latency=latency)
     app.include_router(users.router)
     app.include_router(agent.router)
     app.include_router(compute.router)
@@ -206,6 +184,46 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class _Observe:
+    """Pure ASGI middleware: request latency histogram and one JSON log line per request
+    (method, route template, status, ms; never headers, so never credentials)."""
+
+    def __init__(self, app: ASGIApp, latency: Histogram) -> None:
+        self.app = app
+        self.latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            dt = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope.get("method", "")
+            self.latency.labels(method, route, str(status)).observe(dt)
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "ms": round(dt * 1000, 2),
+                    },
+                )
 
 
 async def _ticker(cp: ControlPlane, interval: float) -> None:

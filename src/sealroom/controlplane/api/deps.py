@@ -13,7 +13,7 @@ from sealroom.controlplane.state import ControlPlane
 _bearer = HTTPBearer(auto_error=False, description="API key (srk_...) or agent credential")
 
 
-def get_cp(request: Request) -> ControlPlane:
+async def get_cp(request: Request) -> ControlPlane:
     cp: ControlPlane = request.app.state.cp
     return cp
 

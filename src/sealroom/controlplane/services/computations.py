@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from sealroom.controlplane.config import Settings
@@ -32,7 +33,14 @@ from sealroom.controlplane.services.placement import (
     with_allocation,
 )
 from sealroom.controlplane.store.db import Store
-from sealroom.controlplane.store.models import Blob, Challenge, Computation, Event, Host
+from sealroom.controlplane.store.models import (
+    Blob,
+    Challenge,
+    Computation,
+    Counter,
+    Event,
+    Host,
+)
 from sealroom.errors import (
     AccessDeniedError,
     AttestationError,
@@ -133,6 +141,76 @@ class ComputationService:
         # Serializes every write that changes placement or a computation's event sequence.
         self.lock = threading.RLock()
         self.metrics = Metrics()
+        # In-memory view of host capacities, valid while its generation equals the
+        # database's "placement" counter (another replica's change invalidates it).
+        self._view: dict[str, HostCapacity] | None = None
+        self._view_gen = -1
+        self._dirty = False
+
+    # -- serialized writes and the capacity view ---------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One serialized write transaction (process lock + advisory lock on PostgreSQL)
+        with a fresh capacity view; changes to the view are published by bumping the
+        placement generation in the same transaction."""
+        with self.lock:
+            self._dirty = False
+            try:
+                with self.store.session() as s:
+                    self.store.serialize(s)
+                    self._refresh(s)
+                    yield s
+                    if self._dirty:
+                        self._view_gen = self._bump(s)
+            except BaseException:
+                if self._dirty:
+                    self._view = None
+                raise
+            finally:
+                self._dirty = False
+
+    @staticmethod
+    def _generation(s: Session) -> int:
+        v = s.scalar(select(Counter.value).where(Counter.name == "placement"))
+        return int(v or 0)
+
+    @staticmethod
+    def _bump(s: Session) -> int:
+        r = s.execute(
+            update(Counter)
+            .where(Counter.name == "placement")
+            .values(value=Counter.value + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if not getattr(r, "rowcount", 0):
+            s.add(Counter(name="placement", value=1))
+            s.flush()
+            return 1
+        return ComputationService._generation(s)
+
+    def _refresh(self, s: Session) -> None:
+        gen = self._generation(s)
+        if self._view is None or gen != self._view_gen:
+            self._view = {h.host_id: h for h in capacities(s)}
+            self._view_gen = gen
+
+    def view(self) -> dict[str, HostCapacity]:
+        if self._view is None:
+            raise RuntimeError("capacity view used outside write()")
+        return self._view
+
+    def set_host(self, h: HostCapacity) -> None:
+        self.view()[h.host_id] = h
+        self._dirty = True
+
+    def adjust(self, host_id: str | None, delta: Resources) -> None:
+        if host_id is None:
+            return
+        v = self.view()
+        if host_id in v:
+            v[host_id] = with_allocation(v[host_id], delta)
+        self._dirty = True
 
     def now(self) -> datetime:
         return self.settings.clock()
@@ -169,6 +247,8 @@ class ComputationService:
     ) -> None:
         if state == c.state:
             return
+        if c.state in LIVE and state not in LIVE:
+            self.adjust(c.host_id, -need_of(c))
         if state in ("completed", "failed"):
             c.outcome = state
         c.state = state
@@ -182,23 +262,22 @@ class ComputationService:
 
     # -- placement ---------------------------------------------------------------------
 
-    def try_place(
-        self, s: Session, c: Computation, caps: list[HostCapacity] | None = None
-    ) -> Placement:
-        caps = capacities(s) if caps is None else caps
-        p = place(caps, c.tee, need_of(c))
+    def try_place(self, s: Session, c: Computation) -> Placement:
+        """Place ``c`` (state created, or scheduled without a host) using the capacity
+        view; inside ``write()`` only."""
+        view = self.view()
+        p = place(view.values(), c.tee, need_of(c))
         if p.host_id is not None:
             c.host_id = p.host_id
-            name = next((h.name for h in caps if h.host_id == p.host_id), p.host_id)
-            self.transition(s, c, "scheduled", f"placed on host {name}")
+            self.adjust(p.host_id, need_of(c))
+            self.transition(s, c, "scheduled", f"placed on host {view[p.host_id].name}")
             self.metrics.placed()
         return p
 
     def schedule_queue(self) -> int:
         """Place queued computations (FIFO per TEE kind) where capacity has freed."""
         placed = 0
-        with self.lock, self.store.session() as s:
-            self.store.serialize(s)
+        with self.write() as s:
             waiting = s.scalars(
                 select(Computation)
                 .where(Computation.state == "created", Computation.queue.is_(True))
@@ -206,18 +285,14 @@ class ComputationService:
             ).all()
             if not waiting:
                 return 0
-            caps = capacities(s)
             blocked: set[str] = set()
             for c in waiting:
                 if c.tee in blocked:
                     continue
-                p = self.try_place(s, c, caps)
+                p = self.try_place(s, c)
                 if p.host_id is None:
                     blocked.add(c.tee)
                     continue
-                caps = [
-                    with_allocation(h, need_of(c)) if h.host_id == p.host_id else h for h in caps
-                ]
                 placed += 1
         return placed
 
@@ -228,8 +303,7 @@ class ComputationService:
             raise InvalidInputError(f"tee: {tee!r} is not one of {', '.join(TEE_KINDS)}")
         manifest = Manifest.from_dict(manifest_obj)
         now = self.now()
-        with self.lock, self.store.session() as s:
-            self.store.serialize(s)
+        with self.write() as s:
             number = (s.scalar(select(func.max(Computation.number))) or 0) + 1
             c = Computation(
                 id=new_id("cmp_"),
@@ -293,8 +367,7 @@ class ComputationService:
             return s.scalars(q).all()
 
     def cancel(self, actor: Principal, cid: str) -> str:
-        with self.lock, self.store.session() as s:
-            self.store.serialize(s)
+        with self.write() as s:
             c = self._visible(s, actor, cid)
             if c.state not in FINAL:
                 self.transition(s, c, "failed", f"cancelled by {actor.name}")
@@ -303,7 +376,7 @@ class ComputationService:
         return state
 
     def delete(self, actor: Principal, cid: str) -> None:
-        with self.lock, self.store.session() as s:
+        with self.write() as s:
             c = self._visible(s, actor, cid)
             if c.state not in FINAL:
                 raise ConflictError(

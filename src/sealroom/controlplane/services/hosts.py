@@ -28,7 +28,9 @@ from sealroom.controlplane.services.computations import (
     ORDER,
     ComputationService,
     capacities,
+    need_of,
 )
+from sealroom.controlplane.services.placement import HostCapacity, Resources
 from sealroom.controlplane.store.models import Blob, Computation, Event, Host, JoinToken
 from sealroom.errors import AccessDeniedError, InvalidInputError, NotFoundError
 from sealroom.manifest import Manifest
@@ -87,6 +89,18 @@ def _apply_resources(h: Host, resources: dict[str, int]) -> None:
             setattr(h, k, int(resources[k]))
 
 
+def _capacity_of(h: Host, allocated: Resources) -> HostCapacity:
+    return HostCapacity(
+        host_id=h.id,
+        name=h.name,
+        online=h.state == "online",
+        tee_kinds=frozenset(h.tee_kinds or ()),
+        total=Resources(h.cpu_total, h.memory_mb_total, h.gpu_total, h.disk_mb_total),
+        reported_used=Resources(h.cpu_used, h.memory_mb_used, h.gpu_used, h.disk_mb_used),
+        allocated=allocated,
+    )
+
+
 class HostService:
     def __init__(self, comps: ComputationService) -> None:
         self.comps = comps
@@ -102,8 +116,7 @@ class HostService:
         self, join_token: str, name: str, tee_kinds: Sequence[str], resources: dict[str, int]
     ) -> tuple[str, str]:
         now = self.now()
-        with self.comps.lock, self.store.session() as s:
-            self.store.serialize(s)
+        with self.comps.write() as s:
             jt = s.scalar(select(JoinToken).where(JoinToken.token_hash == sha256_hex(join_token)))
             if jt is None:
                 raise UnauthenticatedError("join token not recognised")
@@ -129,6 +142,7 @@ class HostService:
             )
             _apply_resources(h, resources)
             s.add(h)
+            self.comps.set_host(_capacity_of(h, Resources()))
             jt.used_at = now
             jt.host_id = h.id
         log.info("host registered", extra={"host_id": h.id, "host": name})
@@ -177,8 +191,7 @@ class HostService:
         now = self.now()
         reports = {e.computation_id: e for e in enclaves}
         desired: list[Desired] = []
-        with self.comps.lock, self.store.session() as s:
-            self.store.serialize(s)
+        with self.comps.write() as s:
             h = s.get(Host, agent.host_id)
             if h is None:
                 raise UnauthenticatedError("host no longer registered")
@@ -189,6 +202,10 @@ class HostService:
             _apply_resources(h, resources)
             if tee_kinds is not None:
                 h.tee_kinds = sorted(set(tee_kinds))
+            old = self.comps.view().get(h.id)
+            new = _capacity_of(h, old.allocated if old else Resources())
+            if new != old:
+                self.comps.set_host(new)
             h.enclaves = sum(1 for r in reports.values() if r.state not in ("exited", "lost"))
 
             reported_ids = list(reports)
@@ -262,8 +279,7 @@ class HostService:
         now = self.now()
         cutoff = now - timedelta(seconds=self.settings.agent_timeout)
         lost = 0
-        with self.comps.lock, self.store.session() as s:
-            self.store.serialize(s)
+        with self.comps.write() as s:
             hosts = s.scalars(
                 select(Host).where(Host.state == "online", Host.last_heartbeat < cutoff)
             ).all()
@@ -271,6 +287,8 @@ class HostService:
                 return 0
             for h in hosts:
                 h.state = "lost"
+                old = self.comps.view().get(h.id)
+                self.comps.set_host(_capacity_of(h, old.allocated if old else Resources()))
                 lost += 1
                 log.warning(
                     "host lost",
@@ -284,6 +302,7 @@ class HostService:
                     .order_by(Computation.number)
                 ):
                     if c.state == "scheduled":
+                        self.comps.adjust(c.host_id, -need_of(c))
                         c.host_id = None
                         p = self.comps.try_place(s, c)
                         if p.host_id is not None:
@@ -300,8 +319,8 @@ class HostService:
                                 s, c, "created", f"host {h.name} lost; queued again"
                             )
                             continue
-                        c.host_id = h.id
                         self.comps.transition(s, c, "failed", "host lost")
+                        c.host_id = h.id
                     else:
                         self.comps.transition(s, c, "failed", "host lost")
         return lost
@@ -322,8 +341,7 @@ class HostService:
         self, agent: AgentPrincipal, cid: str, events: Sequence[ForwardedEvent]
     ) -> int:
         written = 0
-        with self.comps.lock, self.store.session() as s:
-            self.store.serialize(s)
+        with self.comps.write() as s:
             c = self._own(s, agent, cid)
             seen = set(
                 s.scalars(

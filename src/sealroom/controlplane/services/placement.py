@@ -10,7 +10,7 @@ and the agent's word alone can never cause overcommit.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,9 @@ class Resources:
             self.disk_mb + other.disk_mb,
         )
 
+    def __neg__(self) -> Resources:
+        return Resources(-self.vcpus, -self.memory_mb, -self.gpus, -self.disk_mb)
+
 
 @dataclass(frozen=True)
 class HostCapacity:
@@ -38,26 +41,26 @@ class HostCapacity:
     total: Resources
     reported_used: Resources
     allocated: Resources  # sum of limits of live computations placed here
+    # derived once (placement looks at every host for every request)
+    used: Resources = field(init=False, compare=False)
+    free: Resources = field(init=False, compare=False)
 
-    @property
-    def used(self) -> Resources:
-        r, a = self.reported_used, self.allocated
-        return Resources(
+    def __post_init__(self) -> None:
+        r, a, t = self.reported_used, self.allocated, self.total
+        used = Resources(
             max(r.vcpus, a.vcpus),
             max(r.memory_mb, a.memory_mb),
             max(r.gpus, a.gpus),
             max(r.disk_mb, a.disk_mb),
         )
-
-    @property
-    def free(self) -> Resources:
-        t, u = self.total, self.used
-        return Resources(
-            max(0, t.vcpus - u.vcpus),
-            max(0, t.memory_mb - u.memory_mb),
-            max(0, t.gpus - u.gpus),
-            max(0, t.disk_mb - u.disk_mb),
+        free = Resources(
+            max(0, t.vcpus - used.vcpus),
+            max(0, t.memory_mb - used.memory_mb),
+            max(0, t.gpus - used.gpus),
+            max(0, t.disk_mb - used.disk_mb),
         )
+        object.__setattr__(self, "used", used)
+        object.__setattr__(self, "free", free)
 
     def fits(self, need: Resources) -> bool:
         f = self.free
@@ -112,7 +115,5 @@ def place(hosts: Iterable[HostCapacity], tee: str, need: Resources) -> Placement
 
 
 def with_allocation(h: HostCapacity, need: Resources) -> HostCapacity:
-    """The host after ``need`` was placed on it (for placing several in one pass)."""
-    return HostCapacity(
-        h.host_id, h.name, h.online, h.tee_kinds, h.total, h.reported_used, h.allocated + need
-    )
+    """The host after ``need`` was placed on it (negative: released)."""
+    return replace(h, allocated=h.allocated + need)

@@ -164,3 +164,13 @@ class Blob(Base):
 
 
 Index("ix_computations_host_state", Computation.host_id, Computation.state)
+
+
+class Counter(Base):
+    """Named counters. "placement" is bumped by every transaction that changes what
+    placement sees (host resources or state, allocations), so a process can keep an
+    in-memory view of host capacities and know when another replica changed it."""
+
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
