@@ -97,7 +97,7 @@ def box(tmp_path: Path) -> Box:
 
 
 def _sandbox_processes() -> list[int]:
-    """Host processes running as the sandbox uid (none may outlive a run)."""
+    """Host processes running as a sandbox uid (none may outlive a run)."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -106,7 +106,8 @@ def _sandbox_processes() -> list[int]:
             with open(f"/proc/{entry}/status") as f:
                 for line in f:
                     if line.startswith("Uid:"):
-                        if int(line.split()[1]) == sandbox.SANDBOX_HOST_UID:
+                        uid = int(line.split()[1])
+                        if 0 <= uid - sandbox.SANDBOX_HOST_UID < sandbox.UID_RANGE:
                             out.append(int(entry))
                         break
         except OSError:
@@ -744,7 +745,7 @@ def test_verdict_restored_after_missing_bwrap_test() -> None:
 # ---- the runtime as an ordinary user (one bubblewrap with a user namespace) --------------
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-OTHER_UID = sandbox.SANDBOX_HOST_UID + 1  # an unused uid for the "runtime" in this test
+OTHER_UID = sandbox.SANDBOX_HOST_UID - 1  # an unused uid for the "runtime" in this test
 
 NON_ROOT_DRIVER = """
 import json, sys
@@ -849,3 +850,14 @@ def test_runtime_as_ordinary_user(tmp_path: Path) -> None:
     assert escape["reason"] == "ok", escape
     assert "READ" not in escape["stdout"] and "CONNECTED" not in escape["stdout"]
     assert escape["stdout"].count("denied") == 3
+
+
+def test_concurrent_runs_get_distinct_uids() -> None:
+    """Each run leases its own host uid, so per-uid limits never mix two computations."""
+    if os.geteuid() != 0:
+        pytest.skip("uid leases apply when the runtime runs as root")
+    with sandbox._UidLease() as a, sandbox._UidLease() as b:
+        assert a != b
+        assert 0 <= a - sandbox.SANDBOX_HOST_UID < sandbox.UID_RANGE
+    with sandbox._UidLease() as c:  # released leases can be taken again
+        assert 0 <= c - sandbox.SANDBOX_HOST_UID < sandbox.UID_RANGE

@@ -259,7 +259,10 @@ class EnclaveClient:
         enclave = self._require_attested()
         with _as_file(source) as path:
             size = path.stat().st_size
-            sha = _sha256_file(path)
+            # The manifest names the data this slot takes: sign that (the enclave hashes
+            # what arrives and refuses a mismatch) instead of reading the file twice. A
+            # directory's archive is hashed, as its bytes are only known now.
+            sha = self._slot_sha256(slot) if path == source else _sha256_file(path)
             message = upload_message(enclave.manifest_hash, slot, sha, size, enclave.keys.digest)
             headers = {
                 "Content-Length": str(size),
@@ -269,6 +272,9 @@ class EnclaveClient:
             }
             with path.open("rb") as f:
                 return self._put(f"/slots/{slot}", headers, f, size, progress)
+
+    def _slot_sha256(self, slot: str) -> bytes:
+        return self.manifest.slot(slot).sha256
 
     def _put(
         self,
@@ -354,41 +360,59 @@ class EnclaveClient:
                         f.write(chunk)
                 header_sha = resp.getheader(H_RESULT_SHA256, "")
             receipt = self.verify_receipt(self.receipt())
-            entry = receipt.payload.get("results", {}).get(name)
-            if not receipt.ok or entry is None:
-                raise ConflictError(
-                    f"the run did not complete: {receipt.payload['exit']['reason']}",
-                    code="run-failed",
-                )
             if receipt.enclave_keys != enclave.keys:
                 raise AttestationError(
                     "the receipt was signed by another enclave", code="receipt-mismatch"
                 )
-            got = _sha256_file(sealed).hex()
-            if got != entry["sha256"] or header_sha != got:
-                raise AttestationError(
-                    f"sealed result hashes to {got}, the receipt says {entry['sha256']}",
-                    code="sealed-data-invalid",
-                )
-            plain = Path(tmp) / "results.tar"
-            with sealed.open("rb") as src, plain.open("wb") as dst:
-                open_stream(
-                    src, dst, consumer.x25519, info=result_info(enclave.manifest_hash, name)
-                )
-            staging = Path(tmp) / "out"
-            safe_extract(
-                plain,
-                "tar",
-                staging,
-                max_total_bytes=max(64 << 20, 4 * self.manifest.limits.max_result_bytes),
+            open_result(
+                sealed=sealed,
+                sealed_sha256=header_sha,
+                receipt=receipt,
+                consumer=consumer,
+                manifest=self.manifest,
+                out_dir=out_dir,
+                tmp=Path(tmp),
             )
-            out_dir.mkdir(parents=True, exist_ok=True)
-            for item in sorted(staging.iterdir()):
-                target = out_dir / item.name
-                if target.exists():
-                    raise InvalidInputError(f"{target} exists; not overwriting it")
-                os.replace(item, target)
         return receipt
+
+
+def open_result(
+    *,
+    sealed: Path,
+    sealed_sha256: str | None,
+    receipt: VerifiedReceipt,
+    consumer: PartyKeys,
+    manifest: Manifest,
+    out_dir: Path,
+    tmp: Path,
+) -> None:
+    """Check a sealed result against its (already verified) receipt, decrypt it and
+    unpack it into ``out_dir``. Nothing reaches ``out_dir`` unless every check passed."""
+    name = consumer.public.name
+    entry = receipt.payload.get("results", {}).get(name)
+    if not receipt.ok or entry is None:
+        raise ConflictError(
+            f"the run did not complete: {receipt.payload['exit']['reason']}", code="run-failed"
+        )
+    got = _sha256_file(sealed).hex()
+    if got != entry["sha256"] or (sealed_sha256 is not None and sealed_sha256 != got):
+        raise AttestationError(
+            f"sealed result hashes to {got}, the receipt says {entry['sha256']}",
+            code="sealed-data-invalid",
+        )
+    plain = tmp / "results.tar"
+    with sealed.open("rb") as src, plain.open("wb") as dst:
+        open_stream(src, dst, consumer.x25519, info=result_info(manifest.manifest_hash, name))
+    staging = tmp / "out"
+    safe_extract(
+        plain, "tar", staging, max_total_bytes=max(64 << 20, 4 * manifest.limits.max_result_bytes)
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for item in sorted(staging.iterdir()):
+        if (out_dir / item.name).exists():
+            raise InvalidInputError(f"{out_dir / item.name} exists; not overwriting it")
+    for item in sorted(staging.iterdir()):
+        os.replace(item, out_dir / item.name)
 
 
 def _hexstr(value: Any) -> str:

@@ -47,7 +47,9 @@ from sealroom.runtime.receipt import receipt_core, sign_receipt
 from sealroom.runtime.sandbox import Limits, RunOutcome, run_algorithm
 from sealroom.tee.base import EvidenceProvider
 
-CHUNK = 1 << 20
+# Upload receive size: 64 KiB cut the runtime's CPU per GiB by about a third against
+# 1 MiB reads through the buffered TLS reader (bench/ingest_bench.py, docs/bench.md).
+CHUNK = 64 << 10
 #: Event types whose (runtime-written) messages the host may see; "output" (what the
 #: algorithm prints) never leaves the enclave except over attested TLS.
 PUBLIC_EVENT_TYPES = frozenset(

@@ -23,10 +23,12 @@ Design and threat model: docs/adr/0010-sandbox.md. In short:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import json
 import math
 import os
+import secrets
 import selectors
 import signal
 import site
@@ -50,6 +52,9 @@ AlgorithmKind = Literal["python", "wasm", "binary"]
 # nothing else on the machine may use it (RLIMIT_NPROC counts every process of a uid).
 SANDBOX_HOST_UID = 1_590_000_000
 SANDBOX_HOST_GID = 1_590_000_000
+# Each run leases its own uid (and the gid of the same number) from this range.
+UID_RANGE = 4096
+UID_LOCK_DIR = Path("/run/sealroom-sandbox-uids")
 # The uid/gid the algorithm sees inside its user namespace ("nobody").
 SANDBOX_UID = 65534
 SANDBOX_GID = 65534
@@ -234,6 +239,79 @@ def _run(
     inputs: Path | None = None,
     results: Path | None = None,
 ) -> RunOutcome:
+    """Run with a host uid of its own (root mode): RLIMIT_NPROC and the kernel's other
+    per-uid accounting then never mix two computations, so a fork bomb in one cannot
+    starve another sandbox on the same host."""
+    if os.geteuid() != 0:
+        return _run_leased(
+            kind,
+            algorithm,
+            entrypoint,
+            args,
+            probe_base,
+            limits,
+            on_output,
+            inputs,
+            results,
+            host_uid=os.geteuid(),
+        )
+    with _UidLease() as uid:
+        return _run_leased(
+            kind,
+            algorithm,
+            entrypoint,
+            args,
+            probe_base,
+            limits,
+            on_output,
+            inputs,
+            results,
+            host_uid=uid,
+        )
+
+
+class _UidLease:
+    """An exclusive host uid from [SANDBOX_HOST_UID, +UID_RANGE), held by an flock on a
+    per-uid lock file for the run, so concurrent runtimes on one host never share one."""
+
+    def __init__(self) -> None:
+        self.fd = -1
+        self.uid = -1
+
+    def __enter__(self) -> int:
+        UID_LOCK_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        start = secrets.randbelow(UID_RANGE)
+        for n in range(UID_RANGE):
+            uid = SANDBOX_HOST_UID + (start + n) % UID_RANGE
+            fd = os.open(UID_LOCK_DIR / str(uid), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            self.fd, self.uid = fd, uid
+            return uid
+        raise SandboxUnavailableError(f"all {UID_RANGE} sandbox uids are in use")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # releases the lock
+            self.fd = -1
+
+
+def _run_leased(
+    kind: str,
+    algorithm: Path,
+    entrypoint: str | None,
+    args: Sequence[str],
+    probe_base: Path | None,
+    limits: Limits,
+    on_output: Callable[[str, bytes], None] | None,
+    inputs: Path | None = None,
+    results: Path | None = None,
+    *,
+    host_uid: int,
+) -> RunOutcome:
     if probe_base is not None:
         inputs, results = probe_base / "inputs", probe_base / "results"
     assert inputs is not None and results is not None
@@ -247,7 +325,7 @@ def _run(
         # A single binary gets other-execute; inside a directory, files keep the owner's x.
         _grant_read(algorithm, executable=kind == "binary" and algorithm.is_file())
         _grant_read(inputs, executable=False)
-        os.chown(results, SANDBOX_HOST_UID, SANDBOX_HOST_GID)
+        os.chown(results, host_uid, host_uid)
         os.chmod(results, 0o700)
 
     status_r, status_w = os.pipe()
@@ -260,7 +338,9 @@ def _run(
     deadline = started + limits.wall_seconds
     wasm_lib = _wasmtime_dir() if kind == "wasm" else None
     wheels = sorted(p.name for p in algorithm.glob("*.whl")) if algorithm.is_dir() else []
-    spec = _spec(kind, target, entry, args, limits, as_root, bwrap, status_w, deadline, wheels)
+    spec = _spec(
+        kind, target, entry, args, limits, as_root, bwrap, status_w, deadline, wheels, host_uid
+    )
     outer = _outer_args(as_root, limits, algorithm, algo_mount, inputs, results, spec_fd, wasm_lib)
     os.write(spec_fd, json.dumps(spec).encode())
     os.lseek(spec_fd, 0, os.SEEK_SET)
@@ -685,6 +765,7 @@ def _spec(
     status_fd: int,
     deadline: float,
     wheels: Sequence[str],
+    host_uid: int,
 ) -> dict[str, Any]:
     exe, _ = _interpreter()
     inner: list[str] | None = None
@@ -711,7 +792,7 @@ def _spec(
         "stage1": {
             "rlimits": _rlimits(kind, limits),
             "vcpus": limits.vcpus,
-            "drop_to": [SANDBOX_HOST_UID, SANDBOX_HOST_GID] if as_root else None,
+            "drop_to": [host_uid, host_uid] if as_root else None,
             "inner": inner,
         },
         "stage2": {
