@@ -14,7 +14,9 @@ Exits non-zero if any outcome differs from what it should be.
 
 from __future__ import annotations
 
+import importlib.util
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -375,6 +377,119 @@ def _computation_demo(failures: list[str]) -> None:
             )
 
 
+def _stack_demo(failures: list[str]) -> None:
+    import hashlib
+    import json
+    import tempfile
+
+    from sealroom.cli import stack as stack_mod
+    from sealroom.client.controlplane import ControlPlaneClient
+    from sealroom.client.enclave import EnclaveClient
+    from sealroom.crypto.keys import PartyKeys
+    from sealroom.hostagent.launcher import runtime_measurement
+    from sealroom.manifest import Manifest
+
+    _step(
+        9,
+        "The whole system: `sealroom up` (control plane + host agent + sim TEE on "
+        "127.0.0.1, SQLite), the same computation placed by the control plane",
+    )
+    data_dir = home_dir() / "demo-stack"
+    stack = stack_mod.up(data_dir, agents=1)
+    try:
+        console.print(f"  control plane {stack.url}; host agent online")
+        admin = ControlPlaneClient(stack.url, stack.admin_key)
+        org = admin.create_account("demo-org")
+        cp = ControlPlaneClient(stack.url, admin.create_key(org["id"])["key"])
+        with tempfile.TemporaryDirectory(prefix="sealroom-demo-") as tmp_s:
+            tmp = Path(tmp_s)
+            keys = {n: PartyKeys.generate(n) for n in ("lab", "clinic-a", "clinic-b", "analyst")}
+            files = {
+                "algorithm": DEMO_ALGORITHM,
+                "clinic-a": b"34 51 29 62\n",
+                "clinic-b": b"45 38 57\n",
+            }
+            for name, data in files.items():
+                (tmp / name).write_bytes(data)
+            doc = {
+                "version": 1,
+                "id": "demo-stack-mean-age",
+                "name": "mean age, via the stack",
+                "algorithm": {
+                    "kind": "python",
+                    "sha256": hashlib.sha256(DEMO_ALGORITHM).hexdigest(),
+                    "provider": keys["lab"].public.to_json_obj(),
+                    "entrypoint": "main.py",
+                    "args": [],
+                },
+                "datasets": [
+                    {
+                        "name": n,
+                        "sha256": hashlib.sha256(files[n]).hexdigest(),
+                        "provider": keys[n].public.to_json_obj(),
+                        "max_size": 4096,
+                    }
+                    for n in ("clinic-a", "clinic-b")
+                ],
+                "consumers": [keys["analyst"].public.to_json_obj()],
+                "policy": {
+                    "version": 1,
+                    "allow_simulated": True,
+                    "require": ["snp"],
+                    "snp": {
+                        "measurements": [runtime_measurement().hex()],
+                        "report_data": {"mode": "sealroom-v1"},
+                    },
+                },
+                "limits": {
+                    "vcpus": 1,
+                    "memory_mb": 256,
+                    "wall_seconds": 30,
+                    "max_result_bytes": 1 << 20,
+                },
+            }
+            manifest = Manifest.from_dict(json.loads(json.dumps(doc)))
+            comp = cp.create_computation(doc)
+            console.print(f"  computation {comp['id']} placed on host {comp['host_id']}")
+            comp = cp.wait_for(comp["id"], ("awaiting_inputs",), 90)
+            root = SimAuthority.load_or_create(home_dir() / "sim-authority").root
+            enclave = EnclaveClient(comp["enclave_url"], manifest, extra_roots=(root,))
+            _check(
+                enclave.attest().simulated,
+                "parties verified the enclave through the "
+                "agent's relay (TLS end to end; the host sees ciphertext)",
+                failures,
+            )
+            for slot, who in (
+                ("algorithm", "lab"),
+                ("clinic-a", "clinic-a"),
+                ("clinic-b", "clinic-b"),
+            ):
+                enclave.upload(slot, tmp / slot, keys[who])
+            done = cp.wait_for(comp["id"], ("completed", "destroyed"), 120)
+            console.print(f"  computation {done['state']}")
+            out = tmp / "out"
+            receipt = None
+            for _ in range(100):
+                try:
+                    receipt = cp.fetch_result(
+                        comp["id"], manifest, keys["analyst"], out, extra_roots=(root,)
+                    )
+                    break
+                except SealroomError:
+                    time.sleep(0.3)
+            answer = (out / "mean-age.txt").read_text().strip() if receipt else "(none)"
+            _check(
+                answer == "45.14",
+                f"the analyst fetched the sealed result from the "
+                f"control plane's blob store, verified the receipt, decrypted: {answer}",
+                failures,
+            )
+    finally:
+        stack_mod.down(data_dir)
+        console.print("  stack stopped (`sealroom down`)")
+
+
 def demo_cmd(
     vectors: Annotated[
         Path | None, typer.Option("--vectors", help="Vectors folder (default: ../shared/vectors).")
@@ -390,6 +505,8 @@ def demo_cmd(
     else:
         _vectors_demo(base, failures)
     _computation_demo(failures)
+    if importlib.util.find_spec("sealroom.cli.agent_cmd") is not None:
+        _stack_demo(failures)
     if failures:
         console.print(f"\n[bold red]{len(failures)} unexpected outcome(s)[/]")
         raise typer.Exit(1)

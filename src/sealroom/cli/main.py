@@ -15,7 +15,12 @@ from rich.text import Text
 from sealroom import __version__
 from sealroom.cli.attest_cmd import attest_app
 from sealroom.cli.common import err_console
+from sealroom.cli.cp_cmd import computation_app, down_cmd, host_app, login_cmd, up_cmd
 from sealroom.cli.demo import demo_cmd
+from sealroom.cli.ear_cmd import ear_app
+from sealroom.cli.enclave_cmd import enclave_app, receipt_app, result_cmd, upload_cmd
+from sealroom.cli.keys_cmd import keys_app
+from sealroom.cli.manifest_cmd import manifest_app
 from sealroom.cli.sim_cmd import sim_app
 from sealroom.errors import SealroomError
 
@@ -26,32 +31,31 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(attest_app, name="attest")
+app.add_typer(ear_app, name="ear")
 app.add_typer(sim_app, name="sim")
+app.add_typer(keys_app, name="keys")
+app.add_typer(manifest_app, name="manifest")
+app.add_typer(enclave_app, name="enclave")
+app.add_typer(receipt_app, name="receipt")
+app.add_typer(computation_app, name="computation")
+app.add_typer(host_app, name="host")
 app.command("demo")(demo_cmd)
+app.command("upload")(upload_cmd)
+app.command("result")(result_cmd)
+app.command("up")(up_cmd)
+app.command("down")(down_cmd)
+app.command("login")(login_cmd)
 
-# Sub-apps that live in modules owned by other parts of the tree; mounted when present.
+# The control plane and host agent commands, mounted when their packages are present.
 for _module, _attr, _name in (
-    ("sealroom.cli.ear_cmd", "ear_app", "ear"),
-    ("sealroom.cli.keys_cmd", "keys_app", "keys"),
-    ("sealroom.cli.manifest_cmd", "manifest_app", "manifest"),
-    ("sealroom.cli.enclave_cmd", "enclave_app", "enclave"),
-    ("sealroom.cli.enclave_cmd", "receipt_app", "receipt"),
+    ("sealroom.cli.controlplane_cmd", "controlplane_app", "controlplane"),
+    ("sealroom.cli.agent_cmd", "agent_app", "agent"),
 ):
     try:
         app.add_typer(getattr(importlib.import_module(_module), _attr), name=_name)
     except ModuleNotFoundError as _e:
         if _e.name != _module:
             raise
-
-
-try:
-    from sealroom.cli.enclave_cmd import result_cmd, upload_cmd
-
-    app.command("upload")(upload_cmd)
-    app.command("result")(result_cmd)
-except ModuleNotFoundError as _e:  # parts of the enclave stack not installed yet
-    if not (_e.name or "").startswith("sealroom"):
-        raise
 
 
 @app.command("version")

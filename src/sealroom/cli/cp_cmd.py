@@ -1,0 +1,245 @@
+"""`sealroom up|down|login`, `sealroom computation ...`, `sealroom host ...`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from sealroom.cli import stack as stack_mod
+from sealroom.cli.common import console, home_dir, print_json, read_input, simulated_banner
+from sealroom.cli.enclave_cmd import load_party, trusted_roots
+from sealroom.client.controlplane import ControlPlaneClient, save_config
+from sealroom.errors import InvalidInputError
+from sealroom.manifest import Manifest
+
+computation_app = typer.Typer(help="Computations on the control plane.", no_args_is_help=True)
+host_app = typer.Typer(help="Host agents.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Where the stack keeps its state (default: SEALROOM_HOME/stack)."
+    ),
+]
+
+
+def _data_dir(d: Path | None) -> Path:
+    return d or home_dir() / "stack"
+
+
+def up_cmd(
+    data_dir: DataDirOpt = None,
+    port: Annotated[int | None, typer.Option("--port", help="Control plane port.")] = None,
+    agents: Annotated[int, typer.Option("--agents", help="Host agents to start.")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a control plane, host agents and the sim TEE on 127.0.0.1 (SQLite)."""
+    s = stack_mod.up(_data_dir(data_dir), port=port, agents=agents)
+    if as_json:
+        print_json({"url": s.url, "admin_key": s.admin_key, "data_dir": s.data_dir})
+        return
+    simulated_banner()
+    console.print(f"control plane: [bold]{s.url}[/]  (API docs: {s.url}/docs)")
+    console.print(
+        f"admin API key: [bold]{s.admin_key}[/]  (saved for this CLI in "
+        f"{home_dir() / 'config.json'}, mode 0600)"
+    )
+    console.print(f"host agents: {len(s.agent_pids)}; logs in {s.data_dir}/logs")
+    console.print(
+        "next: `sealroom host list`, `sealroom computation create manifest.json`, `sealroom down`"
+    )
+
+
+def down_cmd(data_dir: DataDirOpt = None) -> None:
+    """Stop the local stack started by `sealroom up` (enclaves are stopped and wiped)."""
+    if stack_mod.down(_data_dir(data_dir)):
+        console.print("stack stopped")
+    else:
+        console.print("no running stack")
+
+
+def login_cmd(
+    url: Annotated[str, typer.Argument(help="Control plane URL")],
+    key: Annotated[str, typer.Argument(help="API key")],
+) -> None:
+    """Save the control plane URL and API key for this CLI (0600)."""
+    client = ControlPlaneClient(url, key)
+    me = client.me()
+    path = save_config(url, key)
+    console.print(f"logged in as {me['name']} ({me['role']}); saved to {path}")
+
+
+def _client() -> ControlPlaneClient:
+    return ControlPlaneClient.from_config()
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str], title: str) -> None:
+    t = Table(title=title)
+    for c in cols:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in cols))
+    console.print(t)
+
+
+@computation_app.command("create")
+def create_cmd(
+    manifest: Annotated[Path, typer.Argument(help="Manifest JSON")],
+    tee: Annotated[str, typer.Option("--tee", help="sim | snp | tdx")] = "sim",
+    queue: Annotated[
+        bool, typer.Option("--queue", help="Wait for capacity instead of 429.")
+    ] = False,
+    wait: Annotated[
+        float, typer.Option("--wait", help="Wait up to N s for the enclave to take inputs.")
+    ] = 0.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a computation (validated and hashed by the control plane too)."""
+    try:
+        doc = json.loads(read_input(str(manifest), "manifest"))
+    except ValueError as e:
+        raise InvalidInputError(f"{manifest} is not JSON: {e}") from e
+    local = Manifest.from_dict(doc, str(manifest))
+    client = _client()
+    comp = client.create_computation(doc, tee=tee, queue=queue)
+    if comp["manifest_hash"] != local.manifest_hash.hex():
+        raise InvalidInputError(
+            f"the control plane computed manifest hash {comp['manifest_hash']}, we computed "
+            f"{local.manifest_hash.hex()}"
+        )
+    if wait > 0:
+        comp = client.wait_for(comp["id"], ("awaiting_inputs",), wait)
+    if as_json:
+        print_json(comp)
+        return
+    if tee == "sim":
+        simulated_banner()
+    console.print(
+        f"computation [bold]{comp['id']}[/] {comp['state']} on host "
+        f"{comp.get('host_id')}; manifest {comp['manifest_hash']}"
+    )
+    if comp.get("enclave_url"):
+        console.print(
+            f"enclave: {comp['enclave_url']}  (verify it: `sealroom enclave verify "
+            f"{comp['enclave_url']} --manifest {manifest}`)"
+        )
+
+
+@computation_app.command("list")
+def list_cmd(as_json: JsonOpt = False) -> None:
+    """Your computations (admins: all)."""
+    rows = _client().computations()
+    if as_json:
+        print_json(rows)
+    else:
+        _table(rows, ["id", "name", "state", "reason", "host_id", "enclave_url"], "computations")
+
+
+@computation_app.command("show")
+def show_cmd(
+    cid: Annotated[str, typer.Argument(help="Computation id")], as_json: JsonOpt = False
+) -> None:
+    comp = _client().computation(cid)
+    if as_json:
+        print_json(comp)
+        return
+    comp = {k: v for k, v in comp.items() if k != "manifest"}
+    for k, v in comp.items():
+        console.print(f"[cyan]{k}[/]: {v}")
+
+
+@computation_app.command("events")
+def events_cmd(
+    cid: Annotated[str, typer.Argument(help="Computation id")],
+    follow: Annotated[bool, typer.Option("--follow", help="Until the computation ends.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    client = _client()
+    if follow:
+        client.wait_for(cid, (), 24 * 3600, on_event=lambda e: _print_event(e, as_json))
+        return
+    for e in client.events(cid):
+        _print_event(e, as_json)
+
+
+def _print_event(e: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(e))
+    else:
+        console.print(
+            f"{e.get('seq'):>4} {e.get('time', '')[:19]} {e.get('type', '')} "
+            f"{e.get('state', '') or ''} {e.get('reason') or e.get('message') or ''}",
+            markup=False,
+        )
+
+
+@computation_app.command("cancel")
+def cancel_cmd(cid: Annotated[str, typer.Argument(help="Computation id")]) -> None:
+    r = _client().cancel(cid)
+    console.print(f"{cid}: {r['state']}")
+
+
+@computation_app.command("delete")
+def delete_cmd(cid: Annotated[str, typer.Argument(help="Computation id")]) -> None:
+    _client().delete(cid)
+    console.print(f"{cid}: deleted")
+
+
+@computation_app.command("result")
+def result_cmd(
+    cid: Annotated[str, typer.Argument(help="Computation id")],
+    manifest: Annotated[Path, typer.Option("--manifest", help="YOUR copy of the manifest")],
+    key: Annotated[str, typer.Option("--key", help="Your consumer key (name or file)")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Directory for the results")],
+    root: Annotated[list[Path], typer.Option("--root", help="Extra trusted root.")] = [],  # noqa: B006
+    as_json: JsonOpt = False,
+) -> None:
+    """Fetch your sealed result from the control plane's blob store; verify the receipt
+    against your own manifest and policy; decrypt into OUT."""
+    m = Manifest.load(manifest)
+    receipt = _client().fetch_result(cid, m, load_party(key), out, extra_roots=trusted_roots(root))
+    if as_json:
+        print_json(
+            {"out": str(out), "simulated": receipt.simulated, "exit": receipt.payload["exit"]}
+        )
+        return
+    if receipt.simulated:
+        simulated_banner()
+    console.print(f"[green]result decrypted[/] into {out}; receipt verified")
+
+
+@host_app.command("list")
+def hosts_cmd(as_json: JsonOpt = False) -> None:
+    """Registered host agents (admin)."""
+    hosts = _client().hosts()
+    if as_json:
+        print_json(hosts)
+        return
+    rows = [{**h, **{f"res.{k}": v for k, v in h.get("resources", {}).items()}} for h in hosts]
+    _table(
+        rows,
+        [
+            "id",
+            "name",
+            "state",
+            "tee_kinds",
+            "res.cpu_total",
+            "res.cpu_used",
+            "res.memory_mb_total",
+            "res.memory_mb_used",
+            "enclaves",
+            "last_heartbeat",
+        ],
+        "hosts",
+    )
+
+
+@host_app.command("join-token")
+def join_token_cmd() -> None:
+    """A one-time token for `sealroom agent run --join-token` (admin)."""
+    typer.echo(_client().join_token())

@@ -1,0 +1,188 @@
+"""`sealroom up` / `sealroom down`: the whole system on one machine.
+
+A control plane (SQLite in the data directory) and host agents (process backend, sim TEE)
+as background processes bound to 127.0.0.1; their pids and URL in ``stack.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sealroom.client.controlplane import ControlPlaneClient, save_config
+from sealroom.errors import UnavailableError
+from sealroom.files import write_private
+
+START_TIMEOUT = 60.0
+
+
+@dataclass
+class Stack:
+    data_dir: str
+    url: str
+    admin_key: str
+    controlplane_pid: int
+    agent_pids: list[int]
+
+    def save(self) -> None:
+        path = Path(self.data_dir) / "stack.json"  # holds the admin key: private
+        write_private(path, json.dumps(asdict(self)).encode(), overwrite=True, what="stack state")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawn(args: list[str], log: Path) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603 - fixed argv: this interpreter, sealroom's CLI
+            [sys.executable, "-m", "sealroom.cli.main", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def _wait(
+    check: Callable[[], bool], what: str, log: Path, pid: int, timeout: float = START_TIMEOUT
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if not _alive(pid):
+            break
+        time.sleep(0.2)
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise UnavailableError(f"{what} did not come up (log {log}):\n{tail}")
+
+
+def status(data_dir: Path) -> Stack | None:
+    try:
+        obj = json.loads((data_dir / "stack.json").read_text())
+        stack = Stack(**obj)
+    except (OSError, ValueError, TypeError):
+        return None
+    if not _alive(stack.controlplane_pid):
+        return None
+    return stack
+
+
+def up(data_dir: Path, *, port: int | None = None, agents: int = 1) -> Stack:
+    running = status(data_dir)
+    if running is not None:
+        return running
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    logs = data_dir / "logs"
+    port = port or _free_port()
+    url = f"http://127.0.0.1:{port}"
+    cp_log = logs / "controlplane.log"
+    cp_pid = _spawn(
+        [
+            "controlplane",
+            "serve",
+            "--data-dir",
+            str(data_dir / "controlplane"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cp_log,
+    )
+    client = ControlPlaneClient(url)
+    agent_pids: list[int] = []
+    try:
+        _wait(client.healthy, "the control plane", cp_log, cp_pid)
+        key_file = data_dir / "controlplane" / "bootstrap-admin-key"
+        admin_key = os.environ.get("SEALROOM_ADMIN_KEY") or key_file.read_text().strip()
+        client.api_key = admin_key
+        for n in range(1, agents + 1):
+            token = client.join_token()
+            log = logs / f"agent-{n}.log"
+            agent_pids.append(
+                _spawn(
+                    [
+                        "agent",
+                        "run",
+                        "--control-plane",
+                        url,
+                        "--join-token",
+                        token,
+                        "--data-dir",
+                        str(data_dir / f"agent-{n}"),
+                        "--name",
+                        f"host-{n}",
+                    ],
+                    log,
+                )
+            )
+
+            def online(want: int = n) -> bool:
+                return sum(1 for h in client.hosts() if h.get("state") == "online") >= want
+
+            _wait(online, f"host agent {n}", log, agent_pids[-1])
+    except BaseException:
+        for pid in [*agent_pids, cp_pid]:
+            _terminate(pid)
+        raise
+    stack = Stack(str(data_dir), url, admin_key, cp_pid, agent_pids)
+    stack.save()
+    save_config(url, admin_key)
+    return stack
+
+
+def _terminate(pid: int, timeout: float = 20.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = 0 if _alive(pid) else pid
+        if done or not _alive(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def down(data_dir: Path) -> bool:
+    stack = status(data_dir)
+    try:
+        obj = json.loads((data_dir / "stack.json").read_text())
+    except (OSError, ValueError):
+        return False
+    for pid in [*obj.get("agent_pids", []), obj.get("controlplane_pid", 0)]:
+        if pid:
+            _terminate(int(pid))
+    (data_dir / "stack.json").unlink(missing_ok=True)
+    return stack is not None
