@@ -1,0 +1,67 @@
+"""``sealroom agent run``: the host agent in the foreground (see sealroom/hostagent/agent.py).
+
+Registers once with a one-time join token (``sealroom host`` / the control plane's
+``POST /api/v1/hosts/join-tokens``), keeps its credential in DATA_DIR/agent.json (0600)
+and reuses it on restart. Enclaves it launched keep running when it stops; a restarted
+agent re-adopts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sealroom.hostagent.agent import AgentConfig, serve
+from sealroom.hostagent.backends.process import Timeouts
+from sealroom.hostagent.resources import Reserve
+
+agent_app = typer.Typer(help="The host agent: launches enclaves for the control plane.")
+
+
+@agent_app.command("run")
+def run_cmd(
+    control_plane: Annotated[
+        str, typer.Option("--control-plane", help="Control plane URL, e.g. http://127.0.0.1:8000")
+    ],
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Agent state and enclaves.")],
+    join_token: Annotated[
+        str, typer.Option("--join-token", help="One-time join token (first start only).")
+    ] = "",
+    name: Annotated[str | None, typer.Option("--name", help="Host name to register.")] = None,
+    reserve_cpus: Annotated[
+        int, typer.Option("--reserve-cpus", help="CPUs kept for the host itself.")
+    ] = 0,
+    reserve_memory_mb: Annotated[
+        int, typer.Option("--reserve-memory-mb", help="Memory (MiB) kept for the host.")
+    ] = 0,
+    heartbeat: Annotated[float, typer.Option("--heartbeat", help="Seconds between rounds.")] = 5.0,
+    input_timeout: Annotated[
+        float, typer.Option("--input-timeout", help="Destroy enclaves awaiting inputs longer.")
+    ] = Timeouts.inputs,
+    run_grace: Annotated[
+        float, typer.Option("--run-grace", help="Seconds past limits.wall_seconds before TTL.")
+    ] = Timeouts.run_grace,
+    sim_authority: Annotated[
+        Path | None,
+        typer.Option(
+            "--sim-authority", help="Sim authority dir (default $SEALROOM_HOME/sim-authority)."
+        ),
+    ] = None,
+) -> None:
+    """Run the host agent until SIGTERM/Ctrl-C."""
+    logging.getLogger("sealroom.hostagent").setLevel(logging.INFO)
+    config = AgentConfig(
+        control_plane=control_plane,
+        data_dir=data_dir,
+        name=name or socket.gethostname(),
+        join_token=join_token,
+        reserve=Reserve(cpus=reserve_cpus, memory_mb=reserve_memory_mb),
+        heartbeat=heartbeat,
+        timeouts=Timeouts(inputs=input_timeout, run_grace=run_grace),
+        sim_authority=sim_authority,
+    )
+    raise typer.Exit(serve(config))

@@ -1,0 +1,381 @@
+"""The host agent: a pull-based reconcile loop against the control plane.
+
+Once: register with the one-time join token (the credential goes to DATA_DIR/agent.json,
+0600, and is reused on every restart), then re-adopt the enclaves an earlier agent process
+launched (DATA_DIR/state.json) or report them lost.
+
+Every heartbeat interval:
+
+1. poll each enclave (its runtime's stdout lines, liveness, TTL);
+2. upload the outbox of finished enclaves (receipt, result.<consumer>) as blobs;
+3. forward new enclave events (with their seq: the control plane drops duplicates);
+4. heartbeat: resources (this machine minus the reserve; used = live enclaves' limits),
+   TEE kinds, each enclave's state/endpoint/reason/stats. A finished enclave is reported
+   final only after its blobs are stored, then stopped;
+5. act on ``desired``: launch "run" computations not launched here before (the id is
+   persisted before the process starts: a crash never leads to a second launch), stop
+   "stop" ones.
+
+Any control-plane failure backs off exponentially (capped, with jitter) and the loop goes
+on; nothing the control plane says or fails to say crashes the agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sealroom.errors import (
+    AccessDeniedError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    SealroomError,
+    UnavailableError,
+)
+from sealroom.hostagent.backends.process import (
+    EnclaveState,
+    ProcessBackend,
+    ProcessEnclave,
+    Timeouts,
+)
+from sealroom.hostagent.cpclient import ControlPlaneClient
+from sealroom.hostagent.resources import Reserve, cpu_count, machine_resources
+from sealroom.hostagent.state import AgentStore, Credential, EnclaveRecord
+
+log = logging.getLogger("sealroom.hostagent")
+
+EVENT_BATCH = 500
+MISSING_BEFORE_STOP = 3  # heartbeats a live enclave may be absent from `desired`
+_jitter = secrets.SystemRandom()
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    control_plane: str
+    data_dir: Path
+    join_token: str = ""
+    name: str = field(default_factory=socket.gethostname)
+    reserve: Reserve = field(default_factory=Reserve)
+    heartbeat: float = 5.0
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    sim_authority: Path | None = None  # default: $SEALROOM_HOME/sim-authority
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, backend: ProcessBackend | None = None) -> None:
+        self.config = config
+        self.store = AgentStore(config.data_dir)
+        if backend is None:
+            cpus = _cpu_pool(config.reserve.cpus)
+            backend = ProcessBackend(
+                config.data_dir,
+                timeouts=config.timeouts,
+                cpus=cpus,
+                authority_dir=config.sim_authority,
+            )
+        self.backend = backend
+        self.enclaves: dict[str, ProcessEnclave] = {}
+        self.launched: set[str] = set()
+        self.client = ControlPlaneClient(config.control_plane)
+        self.host_id = ""
+        self.interval = config.heartbeat
+        self.failures = 0
+        self.stop_event = threading.Event()
+        self._missing: dict[str, int] = {}
+
+    # ---- start ----------------------------------------------------------------------------
+    def register(self) -> None:
+        """Reuse the saved credential, or register once with the join token."""
+        cred = self.store.load_credential()
+        if cred is None:
+            if not self.config.join_token:
+                raise InvalidInputError(
+                    f"no credential in {self.store.credential_path} and no --join-token",
+                    code="join-token-required",
+                )
+            host_id, credential = self.client.register(
+                self.config.join_token,
+                self.config.name,
+                list(self.backend.tee_kinds),
+                self.resources(),
+            )
+            cred = Credential(self.config.control_plane, host_id, credential)
+            self.store.save_credential(cred)
+            log.info("registered with %s as host %s", self.config.control_plane, host_id)
+        else:
+            log.info("reusing the credential of host %s", cred.host_id)
+        self.host_id = cred.host_id
+        self.client.credential = cred.credential
+
+    def register_with_retry(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.register()
+                self.failures = 0
+                return
+            except UnavailableError as e:
+                delay = self.backoff()
+                log.warning("registration failed (%s); retrying in %.1f s", e.message, delay)
+                self.stop_event.wait(delay)
+
+    def adopt_all(self) -> None:
+        records, launched = self.store.load()
+        self.launched = launched
+        for cid, rec in records.items():
+            try:
+                enc = self.backend.adopt(rec)
+            except Exception as e:  # never let one bad record stop the agent
+                log.error("cannot adopt enclave of %s: %s", cid, e)
+                rec.state, rec.reason = EnclaveState.LOST.value, f"cannot re-adopt: {e}"
+                enc = ProcessEnclave(rec, self.backend.timeouts)
+            self.enclaves[cid] = enc
+            log.info("adopted enclave of %s: %s %s", cid, enc.state.value, enc.record.reason)
+        self.persist()
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def run(self) -> None:
+        self.register_with_retry()
+        self.adopt_all()
+        while not self.stop_event.is_set():
+            delay = self.step()
+            self.stop_event.wait(delay)
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Leave the enclaves running (a restarted agent re-adopts them); stop relays."""
+        for enc in self.enclaves.values():
+            if enc.relay is not None:
+                enc.relay.stop()
+                enc.relay = None
+        with contextlib.suppress(SealroomError):
+            self.persist()
+
+    def backoff(self) -> float:
+        self.failures += 1
+        c = self.config
+        delay: float = min(c.backoff_max, c.backoff_base * 2.0 ** min(self.failures - 1, 30))
+        return delay * _jitter.uniform(0.5, 1.0)
+
+    def step(self) -> float:
+        """One reconcile round; returns how long to wait before the next."""
+        try:
+            return self._step()
+        except UnavailableError as e:
+            delay = self.backoff()
+            log.warning("control plane unavailable (%s); retrying in %.1f s", e.message, delay)
+            return delay
+        except AccessDeniedError as e:
+            delay = self.backoff()
+            log.error("control plane refused this agent (%s); retrying in %.1f s", e, delay)
+            return delay
+        except Exception as e:
+            delay = self.backoff()
+            log.exception("reconcile round failed (%s); retrying in %.1f s", e, delay)
+            return delay
+        finally:
+            with contextlib.suppress(Exception):
+                self.persist()
+
+    def _step(self) -> float:
+        now = time.time()
+        for enc in self.enclaves.values():
+            try:
+                enc.poll(now)
+            except Exception as e:  # pragma: no cover - defensive
+                log.exception("polling %s failed: %s", enc.computation_id, e)
+        self.persist()
+        self._upload_finished()
+        self._forward_events()
+        report = self._report()
+        reply = self.client.heartbeat(report)
+        self.failures = 0
+        for item in report["enclaves"]:
+            reported = self.enclaves.get(item["computation_id"])
+            if reported is not None and EnclaveState(item["state"]).final:
+                reported.record.final_reported = True
+                if not reported.record.stopped:
+                    reported.stop()
+        self._reconcile(reply.get("desired") or [])
+        try:
+            interval = float(reply.get("heartbeat_interval") or self.config.heartbeat)
+        except (TypeError, ValueError):
+            interval = self.config.heartbeat
+        self.interval = min(60.0, max(0.2, interval))
+        return self.interval
+
+    # ---- reporting --------------------------------------------------------------------------
+    def resources(self) -> dict[str, int]:
+        live = [
+            (e.record.vcpus, e.record.memory_mb)
+            for e in self.enclaves.values()
+            if not e.state.final and not e.record.stopped
+        ]
+        return machine_resources(self.config.data_dir, self.config.reserve, live)
+
+    def _blobs_done(self, enc: ProcessEnclave) -> bool:
+        if enc.state not in (EnclaveState.COMPLETED, EnclaveState.FAILED):
+            return True
+        if not enc.outbox_ready():
+            return False
+        return all(name in enc.record.uploaded for name, _ in enc.outbox_blobs())
+
+    def _report(self) -> dict[str, Any]:
+        items = []
+        for cid, enc in self.enclaves.items():
+            rec = enc.record
+            state = enc.state
+            reason = rec.reason
+            if state.final and not self._blobs_done(enc):
+                # final only once its receipt and results are stored
+                state = EnclaveState.RUNNING if rec.running_at else EnclaveState.AWAITING_INPUTS
+                reason = ""
+            items.append(
+                {
+                    "computation_id": cid,
+                    "state": state.value,
+                    "endpoint": enc.endpoint,
+                    "reason": reason,
+                    "stats": enc.stats(),
+                }
+            )
+        return {
+            "resources": self.resources(),
+            "tee_kinds": list(self.backend.tee_kinds),
+            "enclaves": items,
+        }
+
+    def _upload_finished(self) -> None:
+        for cid, enc in self.enclaves.items():
+            if enc.state not in (EnclaveState.COMPLETED, EnclaveState.FAILED):
+                continue
+            if not enc.outbox_ready():
+                continue
+            for name, path in enc.outbox_blobs():
+                if name in enc.record.uploaded:
+                    continue
+                try:
+                    self.client.put_blob(cid, name, path)
+                    log.info("uploaded %s of %s", name, cid)
+                except (NotFoundError, InvalidInputError, ConflictError, AccessDeniedError) as e:
+                    # the control plane will never take it: do not retry forever
+                    log.error("blob %s of %s refused: %s", name, cid, e.message)
+                enc.record.uploaded.append(name)
+                self.persist()
+
+    def _forward_events(self) -> None:
+        for cid, enc in self.enclaves.items():
+            while enc.pending_events:
+                batch = sorted(enc.pending_events, key=lambda e: e["seq"])[:EVENT_BATCH]
+                try:
+                    self.client.post_events(cid, batch)
+                except (NotFoundError, InvalidInputError, ConflictError, AccessDeniedError) as e:
+                    log.error("events of %s refused: %s", cid, e.message)
+                enc.events_acked(batch[-1]["seq"])
+
+    # ---- acting on desired -------------------------------------------------------------------
+    def _reconcile(self, desired: list[dict[str, Any]]) -> None:
+        run_ids: set[str] = set()
+        for d in desired:
+            if not isinstance(d, dict):
+                continue
+            cid = str(d.get("computation_id", ""))
+            action = d.get("action")
+            if not cid:
+                continue
+            if action == "run":
+                run_ids.add(cid)
+                if cid not in self.enclaves and cid not in self.launched:
+                    self._launch(cid, d.get("manifest"), str(d.get("tee") or "sim"))
+            elif action == "stop" and cid in self.enclaves:
+                log.info("stopping %s (control plane asked)", cid)
+                self._drop(cid)
+        for cid, enc in list(self.enclaves.items()):
+            if cid in run_ids:
+                self._missing.pop(cid, None)
+                continue
+            if enc.record.final_reported:
+                self._drop(cid)
+                continue
+            # a live enclave the control plane no longer wants: after a few rounds
+            self._missing[cid] = self._missing.get(cid, 0) + 1
+            if self._missing[cid] >= MISSING_BEFORE_STOP and not enc.state.final:
+                log.info("stopping %s: no longer desired", cid)
+                self._drop(cid)
+
+    def _launch(self, cid: str, manifest: Any, tee: str) -> None:
+        # Persist the decision first: if the agent dies mid-launch it reports the
+        # computation lost on restart rather than launching it twice.
+        self.launched.add(cid)
+        placeholder = EnclaveRecord(
+            computation_id=cid, manifest_hash="", dir="", socket="", outbox="", log=""
+        )
+        placeholder.launched_at = time.time()
+        self.enclaves[cid] = ProcessEnclave(placeholder, self.backend.timeouts)
+        self.persist()
+        try:
+            if not isinstance(manifest, dict):
+                raise InvalidInputError("desired state carries no manifest object")
+            busy = [e.record.cpus for e in self.enclaves.values() if not e.state.final]
+            enc = self.backend.start(cid, manifest, tee, busy_cpus=busy)
+        except SealroomError as e:
+            placeholder.state = EnclaveState.FAILED.value
+            placeholder.reason = f"launch failed: {e.message}"
+            placeholder.stopped = True
+            log.error("launching %s failed: %s", cid, e.message)
+            return
+        except Exception as e:  # pragma: no cover - defensive
+            placeholder.state = EnclaveState.FAILED.value
+            placeholder.reason = f"launch failed: {e}"
+            placeholder.stopped = True
+            log.exception("launching %s failed", cid)
+            return
+        self.enclaves[cid] = enc
+        self.persist()
+        log.info("launched %s (pid %d)", cid, enc.record.pid)
+
+    def _drop(self, cid: str) -> None:
+        enc = self.enclaves.pop(cid, None)
+        self._missing.pop(cid, None)
+        if enc is None:
+            return
+        enc.stop()
+        if enc.record.dir:
+            enc.remove_files()
+        self.persist()
+
+    def persist(self) -> None:
+        self.store.save({c: e.record for c, e in self.enclaves.items()}, self.launched)
+
+
+def _cpu_pool(reserve: int) -> list[int]:
+    import os
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if 0 < reserve < len(cpus):
+        return cpus[reserve:]
+    return cpus if cpu_count() else [0]
+
+
+def serve(config: AgentConfig) -> int:
+    """Run the agent in the foreground until SIGTERM/SIGINT (enclaves keep running)."""
+    import signal
+
+    agent = Agent(config)
+
+    def on_signal(signum: int, frame: object) -> None:
+        agent.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent.run()
+    return 0
