@@ -235,6 +235,13 @@ def test_full_run_through_the_relay_with_blobs_uploaded(
     assert {"upload_accepted", "run_started", "completed"} <= types and "output" not in types
     assert cp.duplicate_events == 0
     assert cp.comps["c1"].stats["vcpus"] == 1  # stats travel with the reports
+    # every transition reported once, in order, none skipped (the run itself is fast)
+    seen: list[str] = []
+    for hb in cp.heartbeats:
+        for e in hb["enclaves"]:
+            if e["computation_id"] == "c1" and (not seen or seen[-1] != e["state"]):
+                seen.append(e["state"])
+    assert seen == ["launching", "awaiting_inputs", "running", "completed"]
     # then the enclave is stopped and forgotten
     wait_for(lambda: "c1" not in a.agent.enclaves, "enclave dropped after the final report")
     wait_for(lambda: cp.heartbeats[-1]["enclaves"] == [], "no enclave reported any more")

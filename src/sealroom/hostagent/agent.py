@@ -136,8 +136,8 @@ class Agent:
                 enc = self.backend.adopt(rec)
             except Exception as e:  # never let one bad record stop the agent
                 log.error("cannot adopt enclave of %s: %s", cid, e)
-                rec.state, rec.reason = EnclaveState.LOST.value, f"cannot re-adopt: {e}"
                 enc = ProcessEnclave(rec, self.backend.timeouts)
+                enc.set_state(EnclaveState.LOST, f"cannot re-adopt: {e}")
             self.enclaves[cid] = enc
             log.info("adopted enclave of %s: %s %s", cid, enc.state.value, enc.record.reason)
         self.persist()
@@ -196,16 +196,17 @@ class Agent:
         self.persist()
         self._upload_finished()
         self._forward_events()
-        report = self._report()
-        reply = self.client.heartbeat(report)
-        self.failures = 0
-        for item in report["enclaves"]:
-            reported = self.enclaves.get(item["computation_id"])
-            if reported is not None and EnclaveState(item["state"]).final:
-                reported.record.final_reported = True
-                if not reported.record.stopped:
-                    reported.stop()
-        self._reconcile(reply.get("desired") or [])
+        reply = self._heartbeat()
+        # Several transitions since the last round (a fast run: awaiting_inputs ->
+        # running -> completed): one heartbeat per state, so none is skipped.
+        for _ in range(3):
+            if not any(self._has_more(e) for e in self.enclaves.values()):
+                break
+            reply = self._heartbeat()
+        if self._reconcile(reply.get("desired") or []):
+            # tell the control plane at once that the launch began (state "launching"):
+            # the runtime takes a moment to listen, and the next round reports that
+            self._heartbeat()
         try:
             interval = float(reply.get("heartbeat_interval") or self.config.heartbeat)
         except (TypeError, ValueError):
@@ -214,6 +215,28 @@ class Agent:
         return self.interval
 
     # ---- reporting --------------------------------------------------------------------------
+    def _heartbeat(self) -> dict[str, Any]:
+        report = self._report()
+        reply = self.client.heartbeat(report)
+        self.failures = 0
+        for item in report["enclaves"]:
+            enc = self.enclaves.get(item["computation_id"])
+            if enc is None:
+                continue
+            enc.reported(item["state"])
+            if EnclaveState(item["state"]).final:
+                enc.record.final_reported = True
+                if not enc.record.stopped:
+                    enc.stop()
+        return reply
+
+    def _has_more(self, enc: ProcessEnclave) -> bool:
+        """A state change is waiting that the next heartbeat would report."""
+        state, _ = enc.next_report()
+        if state == enc.record.reported_state:
+            return False
+        return not (EnclaveState(state).final and not self._blobs_done(enc))
+
     def resources(self) -> dict[str, int]:
         live = [
             (e.record.vcpus, e.record.memory_mb)
@@ -233,11 +256,12 @@ class Agent:
         items = []
         for cid, enc in self.enclaves.items():
             rec = enc.record
-            state = enc.state
-            reason = rec.reason
+            raw, reason = enc.next_report()
+            state = EnclaveState(raw)
             if state.final and not self._blobs_done(enc):
-                # final only once its receipt and results are stored
-                state = EnclaveState.RUNNING if rec.running_at else EnclaveState.AWAITING_INPUTS
+                # final only once its receipt and results are stored: until then, say
+                # again what the control plane already knows
+                state = EnclaveState(rec.reported_state or EnclaveState.LAUNCHING.value)
                 reason = ""
             items.append(
                 {
@@ -283,8 +307,10 @@ class Agent:
                 enc.events_acked(batch[-1]["seq"])
 
     # ---- acting on desired -------------------------------------------------------------------
-    def _reconcile(self, desired: list[dict[str, Any]]) -> None:
+    def _reconcile(self, desired: list[dict[str, Any]]) -> bool:
+        """Act on ``desired``; True when something was launched."""
         run_ids: set[str] = set()
+        launched = False
         for d in desired:
             if not isinstance(d, dict):
                 continue
@@ -296,6 +322,7 @@ class Agent:
                 run_ids.add(cid)
                 if cid not in self.enclaves and cid not in self.launched:
                     self._launch(cid, d.get("manifest"), str(d.get("tee") or "sim"))
+                    launched = True
             elif action == "stop" and cid in self.enclaves:
                 log.info("stopping %s (control plane asked)", cid)
                 self._drop(cid)
@@ -311,6 +338,7 @@ class Agent:
             if self._missing[cid] >= MISSING_BEFORE_STOP and not enc.state.final:
                 log.info("stopping %s: no longer desired", cid)
                 self._drop(cid)
+        return launched
 
     def _launch(self, cid: str, manifest: Any, tee: str) -> None:
         # Persist the decision first: if the agent dies mid-launch it reports the

@@ -45,6 +45,7 @@ class EnclaveRecord:
     events_sent: int = 0  # highest seq the control plane accepted
     uploaded: list[str] = field(default_factory=list)
     final_reported: bool = False
+    reported_state: str = ""  # the last state the control plane accepted
     stopped: bool = False
 
     def to_json(self) -> dict[str, Any]:

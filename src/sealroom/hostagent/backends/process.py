@@ -120,6 +120,19 @@ def _terminate(pid: int, marker: str, popen: subprocess.Popen[bytes] | None, wai
         os.kill(pid, signal.SIGKILL)
 
 
+#: Progress order: each state is reported once, in this order (a fast run's "running"
+#: is not skipped), and never an earlier one after a later one.
+RANK = {
+    "": -1,
+    "launching": 0,
+    "awaiting_inputs": 1,
+    "running": 2,
+    "completed": 3,
+    "failed": 3,
+    "exited": 3,
+    "lost": 3,
+}
+
 _RUNTIME_STATES = frozenset(
     {
         EnclaveState.AWAITING_INPUTS.value,
@@ -150,6 +163,8 @@ class ProcessEnclave:
         self.pending_events: list[dict[str, Any]] = []
         self._pending_seqs: set[int] = set()
         self._final_seen_at = 0.0
+        self.unreported: list[tuple[str, str]] = []
+        self._queue(record.state, record.reason)
 
     # ---- identity ---------------------------------------------------------------------
     @property
@@ -170,6 +185,27 @@ class ProcessEnclave:
         if self._runtime is not None:
             return self._runtime.poll() is None
         return _is_ours(self.record.pid, self.record.socket)
+
+    # ---- state changes and what the control plane has been told ------------------------------
+    def _queue(self, state: str, reason: str) -> None:
+        last = self.unreported[-1][0] if self.unreported else self.record.reported_state
+        if RANK.get(state, 3) > RANK.get(last, 3):
+            self.unreported.append((state, reason))
+
+    def set_state(self, state: EnclaveState, reason: str = "") -> None:
+        self.record.state = state.value
+        self.record.reason = reason
+        self._queue(state.value, reason)
+
+    def next_report(self) -> tuple[str, str]:
+        """The state to report now: the oldest one not yet accepted, else the current."""
+        if self.unreported:
+            return self.unreported[0]
+        return self.record.state, self.record.reason
+
+    def reported(self, state: str) -> None:
+        self.record.reported_state = state
+        self.unreported = [u for u in self.unreported if RANK.get(u[0], 3) > RANK.get(state, 3)]
 
     # ---- reading the runtime's lines ------------------------------------------------------
     def _read_lines(self) -> list[dict[str, Any]]:
@@ -199,15 +235,14 @@ class ProcessEnclave:
             if not rec.listening_at:
                 rec.listening_at = now
             if rec.state == EnclaveState.LAUNCHING:
-                rec.state = EnclaveState.AWAITING_INPUTS.value
+                self.set_state(EnclaveState.AWAITING_INPUTS)
             self._open_relay()
         elif kind == "state":
             state = str(line.get("state", ""))
             if state in _RUNTIME_STATES:
                 if self.state.final:
                     return  # the agent already decided (TTL, stop): keep that
-                rec.state = state
-                rec.reason = str(line.get("reason", ""))
+                self.set_state(EnclaveState(state), str(line.get("reason", "")))
                 if state == EnclaveState.RUNNING and not rec.running_at:
                     rec.running_at = now
                 if EnclaveState(state).final:
@@ -259,11 +294,14 @@ class ProcessEnclave:
             if self.state.final:
                 return self.state
             code = self._runtime.returncode if self._runtime is not None else None
-            rec.state = EnclaveState.EXITED.value
-            rec.reason = rec.reason or (
-                f"enclave runtime exited (code {code}) before finishing"
-                if code is not None
-                else f"enclave runtime process {rec.pid} is gone"
+            self.set_state(
+                EnclaveState.EXITED,
+                rec.reason
+                or (
+                    f"enclave runtime exited (code {code}) before finishing"
+                    if code is not None
+                    else f"enclave runtime process {rec.pid} is gone"
+                ),
             )
             self.stop()
             return self.state
@@ -289,8 +327,7 @@ class ProcessEnclave:
 
     def destroy(self, reason: str) -> None:
         self.stop()
-        self.record.state = EnclaveState.FAILED.value
-        self.record.reason = reason
+        self.set_state(EnclaveState.FAILED, reason)
 
     def outbox_ready(self, now: float | None = None) -> bool:
         """DONE is there, or the runtime will not write it (gave up waiting)."""
@@ -531,9 +568,9 @@ class ProcessBackend:
             for line in enc._read_lines():
                 enc._apply(line, time.time())
             if not enc.state.final:
-                record.state = EnclaveState.LOST.value
-                record.reason = (
-                    f"enclave runtime process {record.pid} is gone (found on agent restart)"
+                enc.set_state(
+                    EnclaveState.LOST,
+                    f"enclave runtime process {record.pid} is gone (found on agent restart)",
                 )
                 enc.stop()
             return enc
