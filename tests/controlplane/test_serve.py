@@ -1,0 +1,124 @@
+"""`python -m sealroom.controlplane` as a real process: bootstrap key printed once and
+written 0600, JSON log lines without secrets, and kill -9 + restart loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sealroom.crypto.keys import PartyKeys
+
+from .conftest import free_port, manifest_doc
+
+
+class Proc:
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.stderr = data_dir.parent / f"stderr-{time.monotonic_ns()}.log"
+        self._f = self.stderr.open("wb")
+        self.p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sealroom.controlplane",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self._f,
+            env={k: v for k, v in os.environ.items() if k != "SEALROOM_ADMIN_KEY"},
+        )
+        while True:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if self.p.poll() is not None:
+                raise RuntimeError(self.stderr.read_text())
+            time.sleep(0.05)
+
+    def kill9(self) -> None:
+        self.p.send_signal(signal.SIGKILL)
+        self.p.wait()
+        self._f.close()
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.terminate()
+            self.p.wait()
+        self._f.close()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+def test_kill9_and_restart_loses_nothing(
+    tmp_path: Path, procs: list[Proc], parties: dict[str, PartyKeys]
+) -> None:
+    data = tmp_path / "cp"
+    port = free_port()
+    p1 = Proc(data, port)
+    procs.append(p1)
+    keyfile = data / "bootstrap-admin-key"
+    assert keyfile.stat().st_mode & 0o777 == 0o600
+    admin = keyfile.read_text().strip()
+    h = {"Authorization": f"Bearer {admin}"}
+    tok = httpx.post(p1.url + "/api/v1/hosts/join-tokens", headers=h).json()["token"]
+    reg = httpx.post(
+        p1.url + "/api/v1/agent/register",
+        json={
+            "join_token": tok,
+            "name": "h1",
+            "tee_kinds": ["sim"],
+            "resources": {"cpu_total": 2, "memory_mb_total": 4096},
+        },
+    ).json()
+    cred = reg["credential"]
+    cid = httpx.post(
+        p1.url + "/api/v1/computations", json={"manifest": manifest_doc(parties)}, headers=h
+    ).json()["id"]
+    hb = {"resources": {}, "enclaves": [{"computation_id": cid, "state": "running"}]}
+    ah = {"Authorization": f"Bearer {cred}"}
+    assert httpx.post(p1.url + "/api/v1/agent/heartbeat", json=hb, headers=ah).status_code == 200
+    p1.kill9()
+
+    p2 = Proc(data, port)
+    procs.append(p2)
+    d = httpx.get(p2.url + f"/api/v1/computations/{cid}", headers=h).json()
+    assert d["state"] == "running" and d["events_count"] == 3
+    # the agent reconnects with the same credential; a repeated report writes nothing
+    r = httpx.post(p2.url + "/api/v1/agent/heartbeat", json=hb, headers=ah)
+    assert [x["computation_id"] for x in r.json()["desired"]] == [cid]
+    done = {"resources": {}, "enclaves": [{"computation_id": cid, "state": "completed"}]}
+    httpx.post(p2.url + "/api/v1/agent/heartbeat", json=done, headers=ah)
+    assert (
+        httpx.get(p2.url + f"/api/v1/computations/{cid}", headers=h).json()["state"] == "completed"
+    )
+    p2.stop()
+
+    # the key was printed once (first start only); logs are JSON lines without secrets
+    first, second = p1.stderr.read_text(), p2.stderr.read_text()
+    assert admin in first and admin not in second
+    for line in second.splitlines():
+        rec = json.loads(line)
+        assert "message" in rec and "level" in rec
+    assert cred not in first + second
+    logged = [x for x in first.splitlines() if x.startswith("{")]
+    assert logged and all(admin not in x for x in logged)
