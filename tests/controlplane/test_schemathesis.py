@@ -3,6 +3,7 @@ authenticated with an admin key: no input makes the API answer 5xx."""
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ ADMIN_KEY = "srk_schemathesis-admin-key-0123456789abcdef"
 # The schema is loaded at collection time (schemathesis parametrizes from it), so the app
 # lives in a temporary directory removed when the module's tests end.
 _DIR = Path(tempfile.mkdtemp(prefix="sealroom-st-"))
+atexit.register(shutil.rmtree, _DIR, True)  # also when the module's tests are deselected
 _APP = create_app(
     Settings(data_dir=_DIR, admin_key=ADMIN_KEY, tick_interval=0, print_bootstrap_key=False)
 )

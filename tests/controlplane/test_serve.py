@@ -122,3 +122,14 @@ def test_kill9_and_restart_loses_nothing(
     assert cred not in first + second
     logged = [x for x in first.splitlines() if x.startswith("{")]
     assert logged and all(admin not in x for x in logged)
+
+
+def test_cli_serve_command_options() -> None:
+    from typer.testing import CliRunner
+
+    from sealroom.cli.controlplane_cmd import controlplane_app
+
+    r = CliRunner().invoke(controlplane_app, ["serve", "--help"])
+    assert r.exit_code == 0
+    for opt in ("--data-dir", "--host", "--port", "--db", "--agent-timeout"):
+        assert opt in r.output

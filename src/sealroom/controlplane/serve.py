@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import uvicorn
@@ -20,10 +19,6 @@ def run(
     agent_timeout: float = 15.0,
 ) -> None:
     configure_logging()
-    # Request threads contend for the placement lock; with the default 5 ms GIL switch
-    # interval the lock holder waits behind request parsing (a convoy). 1 ms keeps the
-    # critical section moving.
-    sys.setswitchinterval(0.001)
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     settings = Settings(data_dir=Path(data_dir), db_url=db_url, agent_timeout=agent_timeout)
     app = create_app(settings)
