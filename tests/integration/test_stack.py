@@ -1,0 +1,245 @@
+"""The whole system on one machine: control plane + host agents as real processes on
+127.0.0.1, SQLite, the sim TEE, real enclaves; driven through the clients the CLI uses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sealroom.attestation.sim.authority import SimAuthority
+from sealroom.cli import stack as stack_mod
+from sealroom.client.controlplane import ControlPlaneClient
+from sealroom.client.enclave import EnclaveClient
+from sealroom.crypto.keys import PartyKeys
+from sealroom.errors import AccessDeniedError, CapacityError, NotFoundError
+from sealroom.hostagent.launcher import runtime_measurement
+from sealroom.manifest import Manifest
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="bubblewrap (Debian 'bubblewrap') is not installed"
+)
+
+ALGORITHM = b"""\
+import pathlib
+a = int(pathlib.Path('/inputs/a').read_text())
+b = int(pathlib.Path('/inputs/b').read_text())
+pathlib.Path('/results/answer.txt').write_text(str(a + b))
+"""
+
+
+class Parties:
+    def __init__(self) -> None:
+        self.algo, self.dp1, self.dp2, self.alice, self.mallory = (
+            PartyKeys.generate(n) for n in ("algo", "dp1", "dp2", "alice", "mallory")
+        )
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    h = tmp_path / "home"
+    monkeypatch.setenv("SEALROOM_HOME", str(h))
+    monkeypatch.setenv("SEALROOM_AGENT_TIMEOUT", "6")
+    return h
+
+
+@pytest.fixture
+def stack(home: Path, request: pytest.FixtureRequest) -> Iterator[stack_mod.Stack]:
+    agents = getattr(request, "param", 2)
+    s = stack_mod.up(home / "stack", agents=agents)
+    yield s
+    stack_mod.down(home / "stack")
+
+
+def manifest_doc(p: Parties, tmp: Path, mid: str, vcpus: int = 1) -> dict[str, Any]:
+    files = {"main.py": ALGORITHM, "a": b"40", "b": b"2"}
+    for name, data in files.items():
+        (tmp / name).write_bytes(data)
+
+    def h(name: str) -> str:
+        return hashlib.sha256(files[name]).hexdigest()
+
+    return {
+        "version": 1,
+        "id": mid,
+        "name": f"sum {mid}",
+        "algorithm": {
+            "kind": "python",
+            "sha256": h("main.py"),
+            "provider": p.algo.public.to_json_obj(),
+            "entrypoint": "main.py",
+            "args": [],
+        },
+        "datasets": [
+            {"name": "a", "sha256": h("a"), "provider": p.dp1.public.to_json_obj(), "max_size": 64},
+            {"name": "b", "sha256": h("b"), "provider": p.dp2.public.to_json_obj(), "max_size": 64},
+        ],
+        "consumers": [p.alice.public.to_json_obj()],
+        "policy": {
+            "version": 1,
+            "allow_simulated": True,
+            "require": ["snp"],
+            "snp": {
+                "measurements": [runtime_measurement().hex()],
+                "report_data": {"mode": "sealroom-v1"},
+            },
+        },
+        "limits": {
+            "vcpus": vcpus,
+            "memory_mb": 256,
+            "wall_seconds": 30,
+            "max_result_bytes": 1 << 20,
+        },
+    }
+
+
+def run_parties(
+    cp: ControlPlaneClient, comp_id: str, doc: dict[str, Any], p: Parties, tmp: Path, home: Path
+) -> None:
+    comp = cp.wait_for(comp_id, ("awaiting_inputs",), 90)
+    assert comp["state"] == "awaiting_inputs", comp
+    root = SimAuthority.load_or_create(home / "sim-authority").root
+    enclave = EnclaveClient(comp["enclave_url"], Manifest.from_dict(doc), extra_roots=(root,))
+    assert enclave.attest().simulated
+    enclave.upload("algorithm", tmp / "main.py", p.algo)
+    enclave.upload("a", tmp / "a", p.dp1)
+    enclave.upload("b", tmp / "b", p.dp2)
+
+
+def test_full_flow_two_hosts(stack: stack_mod.Stack, home: Path, tmp_path: Path) -> None:
+    cp = ControlPlaneClient(stack.url, stack.admin_key)
+    hosts = cp.hosts()
+    assert len(hosts) == 2 and all(h["state"] == "online" for h in hosts)
+    p = Parties()
+    # a separate user account owns the computation
+    user = cp.create_account("org-a")
+    key = cp.create_key(user["id"])["key"]
+    owner = ControlPlaneClient(stack.url, key)
+    docs = [manifest_doc(p, tmp_path, f"flow-{n}") for n in range(2)]
+    comps = [owner.create_computation(d) for d in docs]
+    # spread: two computations land on two different hosts
+    assert {c["host_id"] for c in comps} == {h["id"] for h in hosts}
+    for c, d in zip(comps, docs, strict=True):
+        run_parties(owner, c["id"], d, p, tmp_path, home)
+    for c, d in zip(comps, docs, strict=True):
+        done = owner.wait_for(c["id"], ("completed", "destroyed"), 120)
+        assert done["state"] in ("completed", "destroyed"), done
+        # blobs arrive once the agent handed them over
+        out = tmp_path / f"out-{c['id']}"
+        for _ in range(100):
+            try:
+                receipt = owner.fetch_result(
+                    c["id"],
+                    Manifest.from_dict(d),
+                    p.alice,
+                    out,
+                    extra_roots=(SimAuthority.load_or_create(home / "sim-authority").root,),
+                )
+                break
+            except Exception:  # noqa: BLE001 - blob not there yet
+                time.sleep(0.3)
+        else:
+            raise AssertionError("result never became available")
+        assert (out / "answer.txt").read_text() == "42"
+        assert receipt.ok and receipt.simulated
+        with pytest.raises(AccessDeniedError):
+            owner.fetch_result(c["id"], Manifest.from_dict(d), p.mallory, tmp_path / "stolen")
+    # another account sees nothing of org-a's
+    other = ControlPlaneClient(stack.url, cp.create_key(cp.create_account("org-b")["id"])["key"])
+    assert other.computations() == []
+    with pytest.raises(NotFoundError):
+        other.computation(comps[0]["id"])
+    states = [e.get("state") for e in owner.events(comps[0]["id"])]
+    for s in ("scheduled", "launching", "awaiting_inputs", "running", "completed"):
+        assert s in states, states
+
+
+@pytest.mark.parametrize("stack", [1], indirect=True)
+def test_exhaustion_is_rejected_and_capacity_freed(stack: stack_mod.Stack, tmp_path: Path) -> None:
+    cp = ControlPlaneClient(stack.url, stack.admin_key)
+    host = cp.hosts()[0]
+    cpus = int(host["resources"]["cpu_total"])
+    p = Parties()
+    made = [cp.create_computation(manifest_doc(p, tmp_path, f"cap-{n}")) for n in range(cpus)]
+    with pytest.raises(CapacityError) as e:
+        cp.create_computation(manifest_doc(p, tmp_path, "one-too-many"))
+    assert e.value.exit_code == 3 and "vCPU" in e.value.message
+    assert int(cp.hosts()[0]["resources"]["cpu_used"]) <= cpus  # never overcommitted
+    cp.cancel(made[0]["id"])
+    again = cp.create_computation(manifest_doc(p, tmp_path, "after-cancel"))
+    assert again["host_id"] == host["id"]
+
+
+@pytest.mark.parametrize("stack", [1], indirect=True)
+def test_controlplane_kill9_and_restart(stack: stack_mod.Stack, home: Path, tmp_path: Path) -> None:
+    cp = ControlPlaneClient(stack.url, stack.admin_key)
+    p = Parties()
+    doc = manifest_doc(p, tmp_path, "crash-cp")
+    comp = cp.create_computation(doc)
+    cp.wait_for(comp["id"], ("awaiting_inputs",), 90)
+    os.killpg(stack.controlplane_pid, signal.SIGKILL)
+    # the enclave does not need the control plane: parties go on
+    root = SimAuthority.load_or_create(home / "sim-authority").root
+    port = stack.url.rsplit(":", 1)[1]
+    log = home / "stack" / "logs" / "controlplane-restart.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603
+            [
+                sys.executable,
+                "-m",
+                "sealroom.cli.main",
+                "controlplane",
+                "serve",
+                "--data-dir",
+                str(home / "stack" / "controlplane"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                port,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        for _ in range(150):
+            if cp.healthy():
+                break
+            time.sleep(0.2)
+        comp2 = cp.computation(comp["id"])  # nothing lost
+        assert comp2["manifest_hash"] == comp["manifest_hash"]
+        enclave = EnclaveClient(comp2["enclave_url"], Manifest.from_dict(doc), extra_roots=(root,))
+        enclave.attest()
+        enclave.upload("algorithm", tmp_path / "main.py", p.algo)
+        enclave.upload("a", tmp_path / "a", p.dp1)
+        enclave.upload("b", tmp_path / "b", p.dp2)
+        done = cp.wait_for(comp["id"], ("completed", "destroyed"), 120)
+        assert done["state"] in ("completed", "destroyed"), done
+        events = cp.events(comp["id"])
+        seen = [(e.get("type"), e.get("state")) for e in events]
+        assert len(seen) == len(set(map(json.dumps, events)))  # no duplicate events
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+@pytest.mark.parametrize("stack", [1], indirect=True)
+def test_agent_kill9_fails_its_computations(stack: stack_mod.Stack, tmp_path: Path) -> None:
+    cp = ControlPlaneClient(stack.url, stack.admin_key)
+    p = Parties()
+    comp = cp.create_computation(manifest_doc(p, tmp_path, "crash-agent"))
+    cp.wait_for(comp["id"], ("awaiting_inputs",), 90)
+    os.killpg(stack.agent_pids[0], signal.SIGKILL)
+    done = cp.wait_for(comp["id"], ("failed",), 60)
+    assert done["state"] == "failed" and "host lost" in (done.get("reason") or "")
+    assert cp.hosts()[0]["state"] == "lost"
