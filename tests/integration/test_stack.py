@@ -146,7 +146,7 @@ def test_full_flow_two_hosts(stack: stack_mod.Stack, home: Path, tmp_path: Path)
                     extra_roots=(SimAuthority.load_or_create(home / "sim-authority").root,),
                 )
                 break
-            except Exception:  # noqa: BLE001 - blob not there yet
+            except Exception:
                 time.sleep(0.3)
         else:
             raise AssertionError("result never became available")
@@ -193,7 +193,7 @@ def test_controlplane_kill9_and_restart(stack: stack_mod.Stack, home: Path, tmp_
     port = stack.url.rsplit(":", 1)[1]
     log = home / "stack" / "logs" / "controlplane-restart.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",

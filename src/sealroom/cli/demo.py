@@ -7,14 +7,16 @@
 3. where ../shared/vectors is present, every real AMD SEV-SNP vector is verified and
    appraised under the starter policy, and a verdict table is printed;
 4. a three-party computation runs in a SIMULATED enclave (a separate runtime process,
-   sandboxed algorithm): verify, signed uploads, sealed result, receipt verified offline.
+   sandboxed algorithm): verify, signed uploads, sealed result, receipt verified offline;
+5. the same computation through the whole system: `sealroom up` (control plane, host
+   agent), placement, the enclave reached through the agent's relay, the sealed result
+   from the control plane's blob store, `sealroom down`.
 
 Exits non-zero if any outcome differs from what it should be.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
 import time
 from dataclasses import dataclass
@@ -505,8 +507,7 @@ def demo_cmd(
     else:
         _vectors_demo(base, failures)
     _computation_demo(failures)
-    if importlib.util.find_spec("sealroom.cli.agent_cmd") is not None:
-        _stack_demo(failures)
+    _stack_demo(failures)
     if failures:
         console.print(f"\n[bold red]{len(failures)} unexpected outcome(s)[/]")
         raise typer.Exit(1)

@@ -5,7 +5,6 @@ Exit codes: 0 ok, 1 bad input, 2 not authentic, 3 unavailable, 4 policy violatio
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 
@@ -13,8 +12,10 @@ import typer
 from rich.text import Text
 
 from sealroom import __version__
+from sealroom.cli.agent_cmd import agent_app
 from sealroom.cli.attest_cmd import attest_app
 from sealroom.cli.common import err_console
+from sealroom.cli.controlplane_cmd import controlplane_app
 from sealroom.cli.cp_cmd import computation_app, down_cmd, host_app, login_cmd, up_cmd
 from sealroom.cli.demo import demo_cmd
 from sealroom.cli.ear_cmd import ear_app
@@ -39,23 +40,14 @@ app.add_typer(enclave_app, name="enclave")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(computation_app, name="computation")
 app.add_typer(host_app, name="host")
+app.add_typer(controlplane_app, name="controlplane")
+app.add_typer(agent_app, name="agent")
 app.command("demo")(demo_cmd)
 app.command("upload")(upload_cmd)
 app.command("result")(result_cmd)
 app.command("up")(up_cmd)
 app.command("down")(down_cmd)
 app.command("login")(login_cmd)
-
-# The control plane and host agent commands, mounted when their packages are present.
-for _module, _attr, _name in (
-    ("sealroom.cli.controlplane_cmd", "controlplane_app", "controlplane"),
-    ("sealroom.cli.agent_cmd", "agent_app", "agent"),
-):
-    try:
-        app.add_typer(getattr(importlib.import_module(_module), _attr), name=_name)
-    except ModuleNotFoundError as _e:
-        if _e.name != _module:
-            raise
 
 
 @app.command("version")
