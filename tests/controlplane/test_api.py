@@ -591,3 +591,35 @@ def test_logs_are_json_and_never_contain_keys(env: Env, caplog: pytest.LogCaptur
     assert key not in joined and cred not in joined and env.admin_key not in joined
     rec = logging.makeLogRecord({"msg": f"oops {key}", "name": "sealroom.x"})
     assert key not in fmt.format(rec)
+
+
+def test_background_task_marks_silent_host_lost(tmp_path: Any, parties: Any) -> None:
+    """The lifespan task (not a test-driven tick) finds the silent host."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from sealroom.controlplane.app import create_app
+    from sealroom.controlplane.config import Settings
+
+    key = "srk_lifespan-test-admin-key-0123456789"
+    app = create_app(
+        Settings(
+            data_dir=tmp_path / "cp",
+            admin_key=key,
+            agent_timeout=0.2,
+            tick_interval=0.05,
+            print_bootstrap_key=False,
+        )
+    )
+    h = {"Authorization": f"Bearer {key}"}
+    with TestClient(app) as c:
+        tok = c.post("/api/v1/hosts/join-tokens", headers=h).json()["token"]
+        c.post(
+            "/api/v1/agent/register",
+            json={"join_token": tok, "name": "h1", "tee_kinds": ["sim"], "resources": {}},
+        )
+        deadline = time.monotonic() + 60
+        while c.get("/api/v1/hosts", headers=h).json()["hosts"][0]["state"] != "lost":
+            assert time.monotonic() < deadline, "host never marked lost"
+            time.sleep(0.05)
