@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -195,3 +196,38 @@ def test_events_forwarded_once_and_never_output(tmp_path: Path) -> None:
         assert enc.poll() is EnclaveState.RUNNING
     finally:
         enc.stop()
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+def test_orphan_watchdog_stops_an_enclave_whose_agent_is_gone(
+    tmp_path: Path, parties: Parties
+) -> None:
+    b = ProcessBackend(
+        tmp_path / "agent", authority_dir=tmp_path / "sim-authority", orphan_timeout=1.0
+    )
+    path = make_manifest(tmp_path, parties, write_inputs(tmp_path), mid="orphan")
+    b.touch_alive()
+    enc = b.start("c-orphan", json.loads(path.read_text()), "sim")
+    try:
+        for _ in range(600):
+            b.touch_alive()  # the agent is alive while the enclave starts
+            if enc.poll() is EnclaveState.AWAITING_INPUTS:
+                break
+            time.sleep(0.05)
+        assert pid_alive(enc.record.pid)
+        old = time.time() - 120
+        os.utime(b.alive_file, (old, old))  # the agent stopped touching it long ago
+        for _ in range(600):
+            if enc.poll() is not EnclaveState.AWAITING_INPUTS:
+                break
+            time.sleep(0.05)
+        # SIGTERM: the runtime wipes its storage and says so ("runtime stopped")
+        assert enc.state.final, enc.state
+        for _ in range(200):
+            if not pid_alive(enc.record.pid):
+                break
+            time.sleep(0.05)
+        assert not pid_alive(enc.record.pid)
+    finally:
+        enc.stop()
+        shutil.rmtree(b.run_dir, ignore_errors=True)

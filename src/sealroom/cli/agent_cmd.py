@@ -2,8 +2,8 @@
 
 Registers once with a one-time join token (``sealroom host`` / the control plane's
 ``POST /api/v1/hosts/join-tokens``), keeps its credential in DATA_DIR/agent.json (0600)
-and reuses it on restart. Enclaves it launched keep running when it stops; a restarted
-agent re-adopts them.
+and reuses it on restart. Enclaves it launched keep running when the agent process alone
+dies (a restarted agent re-adopts them); signalling its process group (Ctrl-C) ends them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from sealroom.hostagent.agent import AgentConfig, serve
-from sealroom.hostagent.backends.process import Timeouts
+from sealroom.hostagent.backends.process import ORPHAN_TIMEOUT, Timeouts
 from sealroom.hostagent.resources import Reserve
 
 agent_app = typer.Typer(help="The host agent: launches enclaves for the control plane.")
@@ -51,6 +51,10 @@ def run_cmd(
             "--sim-authority", help="Sim authority dir (default $SEALROOM_HOME/sim-authority)."
         ),
     ] = None,
+    orphan_timeout: Annotated[
+        float,
+        typer.Option("--orphan-timeout", help="Stop enclaves whose agent is gone this long."),
+    ] = ORPHAN_TIMEOUT,
 ) -> None:
     """Run the host agent until SIGTERM/Ctrl-C."""
     logging.getLogger("sealroom.hostagent").setLevel(logging.INFO)
@@ -63,5 +67,6 @@ def run_cmd(
         heartbeat=heartbeat,
         timeouts=Timeouts(inputs=input_timeout, run_grace=run_grace),
         sim_authority=sim_authority,
+        orphan_timeout=orphan_timeout,
     )
     raise typer.Exit(serve(config))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sealroom.errors import SealroomError
 from sealroom.hostagent.agent import AgentConfig, serve
-from sealroom.hostagent.backends.process import Timeouts
+from sealroom.hostagent.backends.process import ORPHAN_TIMEOUT, Timeouts
 from sealroom.hostagent.resources import Reserve
 
 
@@ -30,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--run-grace", type=float, default=Timeouts.run_grace)
     run.add_argument("--backoff-max", type=float, default=30.0)
     run.add_argument("--sim-authority", type=Path, default=None)
+    run.add_argument("--orphan-timeout", type=float, default=ORPHAN_TIMEOUT)
     return ap
 
 
@@ -44,6 +45,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         timeouts=Timeouts(inputs=args.input_timeout, run_grace=args.run_grace),
         backoff_max=args.backoff_max,
         sim_authority=args.sim_authority,
+        orphan_timeout=args.orphan_timeout,
     )
 
 

@@ -41,6 +41,7 @@ from sealroom.errors import (
     UnavailableError,
 )
 from sealroom.hostagent.backends.process import (
+    ORPHAN_TIMEOUT,
     EnclaveState,
     ProcessBackend,
     ProcessEnclave,
@@ -69,6 +70,7 @@ class AgentConfig:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     sim_authority: Path | None = None  # default: $SEALROOM_HOME/sim-authority
+    orphan_timeout: float = ORPHAN_TIMEOUT
 
 
 class Agent:
@@ -82,6 +84,7 @@ class Agent:
                 timeouts=config.timeouts,
                 cpus=cpus,
                 authority_dir=config.sim_authority,
+                orphan_timeout=config.orphan_timeout,
             )
         self.backend = backend
         self.enclaves: dict[str, ProcessEnclave] = {}
@@ -129,6 +132,7 @@ class Agent:
                 self.stop_event.wait(delay)
 
     def adopt_all(self) -> None:
+        self.backend.touch_alive()
         records, launched = self.store.load()
         self.launched = launched
         for cid, rec in records.items():
@@ -159,6 +163,8 @@ class Agent:
                 enc.relay = None
         with contextlib.suppress(SealroomError):
             self.persist()
+        with contextlib.suppress(OSError):  # only when no enclave socket is left in it
+            self.backend.run_dir.rmdir()
 
     def backoff(self) -> float:
         self.failures += 1
@@ -188,6 +194,7 @@ class Agent:
 
     def _step(self) -> float:
         now = time.time()
+        self.backend.touch_alive()
         for enc in self.enclaves.values():
             try:
                 enc.poll(now)

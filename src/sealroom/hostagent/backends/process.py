@@ -16,8 +16,12 @@ Per computation, under DATA_DIR/enclaves/<id>/:
   manifest's exact limits to the algorithm itself;
 - a relay from a TCP port on 127.0.0.1 to the runtime's Unix socket (in the agent).
 
-Both processes run in their own sessions: they outlive an agent restart; the new agent
-re-adopts them (a new relay, the log re-read) or reports them lost.
+Both processes stay in the agent's process group: signalling the group (Ctrl-C, `sealroom
+down`) ends them with it, while the agent process alone dying (a crash, SIGKILL of its
+pid) leaves them running; the restarted agent re-adopts them (a new relay, the log
+re-read) or reports them lost. An agent that does not come back within
+``orphan_timeout`` (default 10 min) has its enclaves stopped by their sim TEE service's
+watchdog.
 
 TTL: an enclave that does not start within ``Timeouts.launch``, is still awaiting inputs
 ``Timeouts.inputs`` after it started listening, or is still running
@@ -54,6 +58,8 @@ from sealroom.manifest import Manifest
 RUNTIME_DATA_OVERHEAD_MB = 1024
 RUNTIME_AS_OVERHEAD_MB = 4096
 _SUN_PATH_BUDGET = 80
+#: An enclave whose agent has not been alive for this long is stopped (simtee.py).
+ORPHAN_TIMEOUT = 600.0
 _ID_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -405,8 +411,11 @@ class ProcessBackend:
         timeouts: Timeouts | None = None,
         cpus: list[int] | None = None,
         authority_dir: Path | None = None,
+        orphan_timeout: float = ORPHAN_TIMEOUT,
     ) -> None:
         self.data_dir = data_dir
+        self.orphan_timeout = orphan_timeout
+        self.alive_file = data_dir / "agent.alive"
         self.timeouts = timeouts or Timeouts()
         self.cpus = cpus if cpus is not None else sorted(os.sched_getaffinity(0))
         self.authority_dir = authority_dir or default_sim_authority()
@@ -424,6 +433,10 @@ class ProcessBackend:
         short.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(short, 0o700)
         return short
+
+    def touch_alive(self) -> None:
+        """Tell the enclaves' watchdogs the agent is alive."""
+        self.alive_file.touch()
 
     def measurement(self) -> bytes:
         if self._measurement is None:
@@ -509,7 +522,7 @@ class ProcessBackend:
         with open(record.log, "ab") as out, open(encdir / "runtime.err", "ab") as err:
             try:
                 proc = subprocess.Popen(  # noqa: S603 - fixed argv: this interpreter, sealroom
-                    cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
+                    cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL
                 )
             except OSError as e:
                 _terminate(tee_proc.pid, "", tee_proc, self.timeouts.stop)
@@ -535,6 +548,10 @@ class ProcessBackend:
             str(tee_sock),
             "--watch-pid-file",
             str(pid_file),
+            "--agent-alive",
+            str(self.alive_file),
+            "--orphan-timeout",
+            str(self.orphan_timeout),
         ]
         with open(encdir / "simtee.err", "ab") as err:
             proc = subprocess.Popen(  # noqa: S603 - fixed argv: this interpreter, sealroom
@@ -542,7 +559,6 @@ class ProcessBackend:
                 stdout=subprocess.PIPE,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
             )
         assert proc.stdout is not None
         line = proc.stdout.readline()
