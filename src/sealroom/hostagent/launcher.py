@@ -9,12 +9,15 @@ inside a real confidential VM.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +29,23 @@ from sealroom.errors import InvalidInputError, UnavailableError
 from sealroom.manifest import Manifest
 
 START_TIMEOUT = 60.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec hook: the runtime gets SIGTERM when the launching process dies (its sim
+    TEE service lives there: without it the enclave is useless). Resolved before the
+    fork, so the child only makes one system call. The "parent" is the launching
+    thread: call ``launch_local`` from a thread that lives as long as the enclave."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    return hook
 
 
 def runtime_code_dir() -> Path:
@@ -158,7 +178,12 @@ def launch_local(
         # The runtime's stdout carries its JSON status lines; stderr goes to ours.
         # Fixed argv: this interpreter and sealroom's own runtime module.
         proc = subprocess.Popen(  # noqa: S603
-            cmd, stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+            cmd,
+            stdout=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            # one prctl call in the child, resolved before the fork
+            preexec_fn=_die_with_parent(),
         )
         assert proc.stdout is not None
         first = _read_event(proc.stdout)
