@@ -386,3 +386,45 @@ def test_enclave_gone_while_agent_down_is_reported_lost(
         for hb in cp.heartbeats
         for e in hb["enclaves"]
     )
+
+
+def test_backoff_grows_is_capped_and_jittered(tmp_path: Path) -> None:
+    cfg = AgentConfig(
+        control_plane="http://127.0.0.1:9",  # nothing listens there
+        data_dir=tmp_path / "agent",
+        backoff_base=0.5,
+        backoff_max=4.0,
+        sim_authority=tmp_path / "auth",
+    )
+    agent = Agent(cfg)
+    agent.client.credential = "sra_x"
+    delays = [agent.step() for _ in range(8)]  # never raises
+    assert agent.failures == 8
+    assert 0.25 <= delays[0] <= 0.5
+    assert all(d <= 4.0 for d in delays) and max(delays) >= 2.0
+    assert len(set(delays)) > 1
+
+
+def test_garbage_desired_state_never_crashes_the_agent(tmp_path: Path) -> None:
+    agent = Agent(
+        AgentConfig(
+            control_plane="http://127.0.0.1:9",
+            data_dir=tmp_path / "agent",
+            sim_authority=tmp_path / "auth",
+        )
+    )
+    desired: list[Any] = [
+        1,
+        {"action": "run"},
+        {"computation_id": "x", "action": "run", "manifest": "not an object"},
+        {"computation_id": "y", "action": "run", "manifest": {"version": 1}},
+        {"computation_id": "z", "action": "explode"},
+    ]
+    agent._reconcile(desired)
+    assert agent.enclaves["x"].state.value == "failed"
+    assert "no manifest object" in agent.enclaves["x"].record.reason
+    assert agent.enclaves["y"].record.reason.startswith("launch failed: ")
+    assert "z" not in agent.enclaves
+    agent._reconcile(desired)  # asked again: never launched twice
+    _, launched = AgentStore(tmp_path / "agent").load()
+    assert launched == {"x", "y"}
