@@ -233,7 +233,7 @@ class HostService:
                     Computation.host_id == h.id,
                     Computation.state.in_(("completed", "failed")),
                 )
-            ):
+            ).all():
                 seen = reports.get(c.id)
                 if seen is None or seen.state in ("exited", "lost"):
                     self.comps.transition(s, c, "destroyed", "enclave stopped")
@@ -300,7 +300,7 @@ class HostService:
                     select(Computation)
                     .where(Computation.host_id == h.id, Computation.state.in_(LIVE))
                     .order_by(Computation.number)
-                ):
+                ).all():
                     if c.state == "scheduled":
                         self.comps.adjust(c.host_id, -need_of(c))
                         c.host_id = None
