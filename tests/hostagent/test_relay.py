@@ -155,3 +155,20 @@ def test_stop_releases_the_port(echo: EchoServer) -> None:
         assert _roundtrip(again.port, b"hi") == b"hi"
     finally:
         again.stop()
+
+
+def test_small_request_response_does_not_stall_on_nagle(echo: EchoServer) -> None:
+    """Many small split writes and round trips on one connection come through whole
+    (the relay's TCP side runs with TCP_NODELAY, so none waits for a delayed ACK)."""
+    with TcpToUnixRelay(echo.path) as relay:
+        s = socket.create_connection(("127.0.0.1", relay.port), timeout=30)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with s:
+            for i in range(50):
+                msg = b"ping %d" % i
+                s.sendall(msg[:3])
+                s.sendall(msg[3:])
+                got = b""
+                while len(got) < len(msg):
+                    got += s.recv(64)
+                assert got == msg

@@ -138,6 +138,9 @@ class TcpToUnixRelay:
             upstream.connect(str(self.target))
             upstream.settimeout(IDLE_TIMEOUT)
             client.settimeout(IDLE_TIMEOUT)
+            # The enclave's writes arrive here in pieces (headers, body): with Nagle on
+            # the TCP side each small response would wait for the client's delayed ACK.
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as e:
             log.debug("relay: enclave socket %s unreachable: %s", self.target, e)
             upstream.close()
