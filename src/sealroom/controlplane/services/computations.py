@@ -175,8 +175,11 @@ class ComputationService:
         v = s.scalar(select(Counter.value).where(Counter.name == "placement"))
         return int(v or 0)
 
-    @staticmethod
-    def _bump(s: Session) -> int:
+    def _bump(self, s: Session) -> int:
+        """Publish this transaction's capacity changes. Returns the generation our view now
+        has: the one read at the start plus one. That is never above the stored value (a
+        replica bumping in between makes it lower, and the next write reloads), so a stale
+        view can never pass for a fresh one."""
         r = s.execute(
             update(Counter)
             .where(Counter.name == "placement")
@@ -187,7 +190,7 @@ class ComputationService:
             s.add(Counter(name="placement", value=1))
             s.flush()
             return 1
-        return ComputationService._generation(s)
+        return self._view_gen + 1
 
     def _refresh(self, s: Session) -> None:
         gen = self._generation(s)
