@@ -95,6 +95,8 @@ class Agent:
         self.failures = 0
         self.stop_event = threading.Event()
         self._missing: dict[str, int] = {}
+        self._uploads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
 
     # ---- start ----------------------------------------------------------------------------
     def register(self) -> None:
@@ -286,22 +288,36 @@ class Agent:
         }
 
     def _upload_finished(self) -> None:
+        """Start uploading finished outboxes, each on its own thread: a large result
+        must not hold up heartbeats (the control plane would take the host for lost)."""
         for cid, enc in self.enclaves.items():
             if enc.state not in (EnclaveState.COMPLETED, EnclaveState.FAILED):
                 continue
             if not enc.outbox_ready():
                 continue
-            for name, path in enc.outbox_blobs():
-                if name in enc.record.uploaded:
-                    continue
-                try:
-                    self.client.put_blob(cid, name, path)
-                    log.info("uploaded %s of %s", name, cid)
-                except (NotFoundError, InvalidInputError, ConflictError, AccessDeniedError) as e:
-                    # the control plane will never take it: do not retry forever
-                    log.error("blob %s of %s refused: %s", name, cid, e.message)
+            todo = [(n, p) for n, p in enc.outbox_blobs() if n not in enc.record.uploaded]
+            running = self._uploads.get(cid)
+            if not todo or (running is not None and running.is_alive()):
+                continue
+            t = threading.Thread(
+                target=self._upload, args=(cid, enc, todo), name=f"upload-{cid}", daemon=True
+            )
+            self._uploads[cid] = t
+            t.start()
+
+    def _upload(self, cid: str, enc: ProcessEnclave, todo: list[tuple[str, Path]]) -> None:
+        for name, path in todo:
+            try:
+                self.client.put_blob(cid, name, path)
+                log.info("uploaded %s of %s", name, cid)
+            except (NotFoundError, InvalidInputError, ConflictError, AccessDeniedError) as e:
+                # the control plane will never take it: do not retry forever
+                log.error("blob %s of %s refused: %s", name, cid, e.message)
+            except (SealroomError, OSError) as e:
+                log.warning("uploading %s of %s failed (%s); retrying next round", name, cid, e)
+                return
+            with self._lock:
                 enc.record.uploaded.append(name)
-                self.persist()
 
     def _forward_events(self) -> None:
         for cid, enc in self.enclaves.items():
@@ -389,7 +405,8 @@ class Agent:
         self.persist()
 
     def persist(self) -> None:
-        self.store.save({c: e.record for c, e in self.enclaves.items()}, self.launched)
+        with self._lock:
+            self.store.save({c: e.record for c, e in self.enclaves.items()}, self.launched)
 
 
 def _cpu_pool(reserve: int) -> list[int]:
