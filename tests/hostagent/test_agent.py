@@ -271,7 +271,6 @@ def test_stop_and_input_ttl(
     (tmp_path / "two").mkdir()
     doc2, _ = manifest_doc(tmp_path / "two", parties, "agent-ttl")
     cp.add("c-ttl", doc2)
-    endpoint_of(cp, "c-ttl")
     wait_for(lambda: cp.comps["c-ttl"].state == "failed", "TTL failure", tries=2400)
     assert "awaiting inputs" in cp.comps["c-ttl"].reason
     assert "input timeout 3 s" in cp.comps["c-ttl"].reason
