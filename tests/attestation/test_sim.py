@@ -53,3 +53,26 @@ def test_measurement_changes_with_code(tmp_path: Path) -> None:
     (tmp_path / "pkg" / "a.py").write_text("print(2)\n")
     assert measure_tree(tmp_path / "pkg") != first
     assert len(first) == 48
+
+
+def test_concurrent_creation_yields_one_consistent_authority(tmp_path: Path) -> None:
+    """Host agents and the CLI may create the authority at the same moment."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; "
+        "from sealroom.attestation.sim.authority import SimAuthority; "
+        "a = SimAuthority.load_or_create(Path(sys.argv[1])); print(a.root.serial_number)"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path / "sim")], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    serials = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert len(serials) == 1
+    a = SimAuthority.load_or_create(tmp_path / "sim")
+    item = a.evidence(a.report(measurement=bytes(48)))
+    kinds.get("snp").verify(item, VerifyContext(now=datetime.now(UTC), extra_roots=(a.root,)))

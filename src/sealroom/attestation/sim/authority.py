@@ -12,6 +12,7 @@ flagged ``simulated`` (the ARK is not AMD's), which every policy rejects unless 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import secrets
 from dataclasses import dataclass, replace
@@ -172,17 +173,28 @@ class SimAuthority:
 
     @classmethod
     def load_or_create(cls, home: Path, now: datetime | None = None) -> SimAuthority:
+        """The authority in ``home``, created once. Several processes (host agents, the
+        CLI) may ask at the same moment: an exclusive lock makes exactly one create it, and
+        the others read that one's complete key set."""
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         files = {n: home / f"{n}.pem" for n in ("ark", "ask", "vcek", "vcek-key")}
         if not all(p.exists() for p in files.values()):
-            keys = issue_chain(now or datetime.now(UTC)).keys
-            for name, cert in (("ark", keys.ark), ("ask", keys.ask), ("vcek", keys.vcek)):
-                files[name].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-            # Only the VCEK key is kept: ARK/ASK keys are not needed after issuance.
-            write_private(
-                files["vcek-key"], _private_pem(keys.vcek_key), overwrite=True, what="sim VCEK key"
-            )
-            return cls(keys, home)
+            with open(home / ".lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not all(p.exists() for p in files.values()):
+                    keys = issue_chain(now or datetime.now(UTC)).keys
+                    for name, cert in (("ark", keys.ark), ("ask", keys.ask), ("vcek", keys.vcek)):
+                        pem = cert.public_bytes(serialization.Encoding.PEM)
+                        write_private(files[name], pem, overwrite=True, what=f"sim {name}")
+                    # Only the VCEK key is kept: ARK/ASK keys are not needed after issuance.
+                    # It is written last, so its presence means the set is complete.
+                    write_private(
+                        files["vcek-key"],
+                        _private_pem(keys.vcek_key),
+                        overwrite=True,
+                        what="sim VCEK key",
+                    )
+                    return cls(keys, home)
         try:
             ark = load_certificate(files["ark"].read_bytes(), "sim ARK")
             ask = load_certificate(files["ask"].read_bytes(), "sim ASK")
