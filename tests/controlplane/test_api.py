@@ -623,3 +623,15 @@ def test_background_task_marks_silent_host_lost(tmp_path: Any, parties: Any) -> 
         while c.get("/api/v1/hosts", headers=h).json()["hosts"][0]["state"] != "lost":
             assert time.monotonic() < deadline, "host never marked lost"
             time.sleep(0.05)
+
+
+def test_oversized_json_body_is_refused_before_it_is_read(env: Env) -> None:
+    from sealroom.controlplane.app import MAX_JSON_BODY
+
+    big = b'{"manifest": "' + b"x" * (MAX_JSON_BODY + 1) + b'"}'
+    r = env.client.post(
+        "/api/v1/computations", content=big, headers={**env.h(), "Content-Type": "application/json"}
+    )
+    assert_problem(r, 413, "payload-too-large")
+    r = env.client.post("/api/v1/computations", json={"manifest": {}}, headers=env.h())
+    assert r.status_code == 400  # an ordinary body still reaches validation

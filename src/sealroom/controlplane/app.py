@@ -174,6 +174,7 @@ def create_app(settings: Settings) -> FastAPI:
         log.error("internal error", exc_info=e)
         return problem(500, "internal-error", "internal error; see the control plane's log")
 
+    app.add_middleware(_BodyLimit, limit=MAX_JSON_BODY)
     app.add_middleware(_Observe, latency=latency)
     app.include_router(users.router)
     app.include_router(agent.router)
@@ -184,6 +185,44 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+MAX_JSON_BODY = 4 << 20  # manifests and API calls; blob uploads are exempt (streamed)
+
+
+class _BodyLimit:
+    """Pure ASGI middleware: request bodies other than agent blob uploads must declare a
+    Content-Length of at most ``limit`` bytes (413 / 411 as problem+json otherwise), so a
+    client cannot make the control plane buffer an unbounded JSON document."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        path = str(scope.get("path", ""))
+        if path.startswith("/api/v1/agent/computations/") and "/blobs/" in path:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        length = headers.get(b"content-length")
+        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        status, slug, detail = 0, "", ""
+        if length is None and chunked:
+            status, slug, detail = 411, "length-required", "a Content-Length is required"
+        elif length is not None and (not length.isdigit() or int(length) > self.limit):
+            status, slug = 413, "payload-too-large"
+            detail = (
+                f"request body is {length.decode(errors='replace')} bytes, at most {self.limit}"
+            )
+        if not status:
+            await self.app(scope, receive, send)
+            return
+        response = problem(status, slug, detail)
+        await response(scope, receive, send)
 
 
 class _Observe:
