@@ -169,12 +169,22 @@ def digest(alg: int, data: bytes) -> bytes:
 
 
 class Reader:
-    """A bounds-checked big-endian cursor; every failure names the structure and field."""
+    """A bounds-checked cursor; every failure names the structure and field. TPM
+    structures are big-endian; the TCG event log is little-endian (``little=True``)."""
 
-    def __init__(self, data: bytes, what: str) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        what: str,
+        *,
+        little: bool = False,
+        code: str = "tpm-structure-truncated",
+    ) -> None:
         self.data = bytes(data)
         self.pos = 0
         self.what = what
+        self.code = code
+        self._order = "<" if little else ">"
 
     def remaining(self) -> int:
         return len(self.data) - self.pos
@@ -184,7 +194,7 @@ class Reader:
             raise MalformedEvidenceError(
                 f"{self.what}: {field} needs {n} bytes at offset {self.pos}, "
                 f"only {self.remaining()} left",
-                code="tpm-structure-truncated",
+                code=self.code,
             )
         out = self.data[self.pos : self.pos + n]
         self.pos += n
@@ -194,13 +204,17 @@ class Reader:
         return self.take(1, field)[0]
 
     def u16(self, field: str) -> int:
-        return int(struct.unpack(">H", self.take(2, field))[0])
+        return int(struct.unpack(self._order + "H", self.take(2, field))[0])
 
     def u32(self, field: str) -> int:
-        return int(struct.unpack(">I", self.take(4, field))[0])
+        return int(struct.unpack(self._order + "I", self.take(4, field))[0])
 
     def u64(self, field: str) -> int:
-        return int(struct.unpack(">Q", self.take(8, field))[0])
+        return int(struct.unpack(self._order + "Q", self.take(8, field))[0])
+
+    def at_padding(self) -> bool:
+        """Only zero bytes left (trailing padding after the last record)."""
+        return not any(self.data[self.pos :])
 
     def tpm2b(self, field: str, max_size: int) -> bytes:
         size = self.u16(f"{field}.size")

@@ -16,12 +16,11 @@ extended; whether an event's data hashes to its digest is type-specific and not 
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from sealroom.attestation.tpm.abi import HASH_SIZES, Alg, alg_name, digest, hash_name
+from sealroom.attestation.tpm.abi import HASH_SIZES, Alg, Reader, alg_name, digest, hash_name
 from sealroom.errors import MalformedEvidenceError
 
 EV_NO_ACTION = 0x3
@@ -98,47 +97,22 @@ class EventLog:
         return [hash_name(a) for a in self.algorithms]
 
 
-class _LE:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def take(self, n: int, field: str) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise MalformedEvidenceError(
-                f"event log: {field} needs {n} bytes at offset {self.pos}, "
-                f"only {len(self.data) - self.pos} left",
-                code="tpm-eventlog-truncated",
-            )
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def u8(self, field: str) -> int:
-        return self.take(1, field)[0]
-
-    def u16(self, field: str) -> int:
-        return int(struct.unpack("<H", self.take(2, field))[0])
-
-    def u32(self, field: str) -> int:
-        return int(struct.unpack("<I", self.take(4, field))[0])
-
-    def at_padding(self) -> bool:
-        return not any(self.data[self.pos :])
+def _LE(data: bytes) -> Reader:
+    return Reader(data, "event log", little=True, code="tpm-eventlog-truncated")
 
 
 def _bad(msg: str) -> MalformedEvidenceError:
     return MalformedEvidenceError(f"event log: {msg}", code="tpm-eventlog-invalid")
 
 
-def _pcr(r: _LE, where: str) -> int:
+def _pcr(r: Reader, where: str) -> int:
     pcr = r.u32(f"{where}.pcrIndex")
     if pcr > MAX_PCR_INDEX:
         raise _bad(f"{where}.pcrIndex is {pcr}, at most {MAX_PCR_INDEX} allowed")
     return pcr
 
 
-def _data(r: _LE, where: str) -> bytes:
+def _data(r: Reader, where: str) -> bytes:
     size = r.u32(f"{where}.eventSize")
     if size > MAX_EVENT_DATA:
         raise _bad(f"{where}.eventSize is {size}, at most {MAX_EVENT_DATA} allowed")
