@@ -27,12 +27,9 @@ Not part of CI.
 from __future__ import annotations
 
 import argparse
-import glob
 import http.client
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,86 +45,23 @@ from typing import Any
 import httpx
 
 from sealroom.crypto.keys import PartyKeys
+from sealroom.errors import UnavailableError
+from sealroom.testing.postgres import free_port, throwaway_cluster
 
 TARGET = 500.0
 JSON = "application/json"
 ADMIN = "srk_bench-admin-key-0123456789abcdef0123"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def pg_cluster() -> Iterator[str | None]:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        yield None
-        return
-    bindir = Path(found[-1]).parent
-    base = Path(tempfile.mkdtemp(prefix="sealroom-pgbench-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        import pwd
-
-        pw = pwd.getpwnam("postgres")
-        os.chown(base, pw.pw_uid, pw.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, sock = base / "data", base / "sock"
-    subprocess.run([*as_user, "mkdir", "-p", str(sock)], check=True)
-    subprocess.run(
-        [
-            *as_user,
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    port = free_port()
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c max_connections=200"
-    subprocess.run(
-        [
-            *as_user,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            opts,
-            "-l",
-            str(base / "log"),
-            "-w",
-            "start",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    """A durable throw-away cluster (fsync on: what a deployment sees), or None."""
     try:
-        import psycopg
-
-        url = f"postgresql://postgres@127.0.0.1:{port}"
-        with psycopg.connect(url + "/postgres", autocommit=True) as c:
-            c.execute("CREATE DATABASE bench")
-        yield url + "/bench"
-    finally:
-        subprocess.run(
-            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        shutil.rmtree(base, ignore_errors=True)
+        with throwaway_cluster(durable=True) as cluster:
+            yield cluster.create_db("bench")
+    except UnavailableError as e:
+        print(f"PostgreSQL skipped: {e.message}")
+        yield None
 
 
 @contextmanager

@@ -3,13 +3,6 @@ agents, and a real throw-away PostgreSQL cluster for the store tests."""
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,6 +16,8 @@ from sealroom.controlplane.app import create_app
 from sealroom.controlplane.config import Settings
 from sealroom.controlplane.state import ControlPlane
 from sealroom.crypto.keys import PartyKeys
+from sealroom.errors import UnavailableError
+from sealroom.testing.postgres import PgCluster, throwaway_cluster
 
 
 class FakeClock:
@@ -39,109 +34,13 @@ class FakeClock:
 # -- PostgreSQL -------------------------------------------------------------------------
 
 
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if found:
-        return Path(found[-1]).parent
-    which = shutil.which("initdb")
-    return Path(which).parent if which else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class PgCluster:
-    port: int
-    base: Path
-    as_user: list[str]
-    bindir: Path
-
-    def url(self, db: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
-
-    def create_db(self) -> str:
-        import psycopg
-
-        name = "t_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
-
-
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
-    bindir = _pg_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL binaries not found (/usr/lib/postgresql/*/bin; apt postgresql)")
-    base = Path(tempfile.mkdtemp(prefix="sealroom-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        # PostgreSQL refuses to run as root: run the cluster as the 'postgres' user.
-        import pwd
-
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL")
-        os.chown(base, pw.pw_uid, pw.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, sock, logf = base / "data", base / "sock", base / "log"
-    subprocess.run([*as_user, "mkdir", "-p", str(sock)], check=True)
-    subprocess.run(
-        [
-            *as_user,
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    port = free_port()
-    opts = (
-        f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-    )
-    subprocess.run(
-        [
-            *as_user,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            opts,
-            "-l",
-            str(logf),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
     try:
-        yield PgCluster(port, base, as_user, bindir)
-    finally:
-        subprocess.run(
-            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        shutil.rmtree(base, ignore_errors=True)
+        with throwaway_cluster() as cluster:
+            yield cluster
+    except UnavailableError as e:
+        pytest.skip(e.message)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

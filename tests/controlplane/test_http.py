@@ -17,8 +17,9 @@ import uvicorn
 from sealroom.controlplane.app import create_app
 from sealroom.controlplane.config import Settings
 from sealroom.crypto.keys import PartyKeys
+from sealroom.testing.postgres import free_port
 
-from .conftest import free_port, manifest_doc
+from .conftest import manifest_doc
 
 ADMIN = "srk_http-test-admin-key-0123456789abcdef"
 

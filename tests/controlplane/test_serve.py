@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from sealroom.crypto.keys import PartyKeys
+from sealroom.testing.postgres import free_port
 
-from .conftest import free_port, manifest_doc
+from .conftest import manifest_doc
 
 
 class Proc:
