@@ -23,3 +23,26 @@ def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProce
         text=True,
         timeout=180,
     )
+
+
+def upload_all(url: str, *, env: dict[str, str], cwd: Path) -> None:
+    """The workspace's three uploads, each by its own party, through `sealroom upload`."""
+    for path, slot, key in (
+        ("main.py", "algorithm", "lab"),
+        ("a.txt", "clinic-a", "clinic-a"),
+        ("b.txt", "clinic-b", "clinic-b"),
+    ):
+        r = cli(
+            "upload",
+            url,
+            path,
+            "--manifest",
+            "manifest.json",
+            "--slot",
+            slot,
+            "--key",
+            key,
+            env=env,
+            cwd=cwd,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr

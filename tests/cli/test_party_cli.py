@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ._party import cli, needs_bwrap
+from ._party import cli, needs_bwrap, upload_all
 
 pytestmark = needs_bwrap
 
@@ -46,25 +46,7 @@ def test_readme_three_party_flow(workspace: Path, env: dict[str, str], enclave_u
     r = cli("enclave", "verify", url, "--manifest", "manifest.json", env=env, cwd=w)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SIMULATED" in r.stdout and "ACCEPTED (SIMULATED)" in r.stdout
-    for path, slot, key in (
-        ("main.py", "algorithm", "lab"),
-        ("a.txt", "clinic-a", "clinic-a"),
-        ("b.txt", "clinic-b", "clinic-b"),
-    ):
-        r = cli(
-            "upload",
-            url,
-            path,
-            "--manifest",
-            "manifest.json",
-            "--slot",
-            slot,
-            "--key",
-            key,
-            env=env,
-            cwd=w,
-        )
-        assert r.returncode == 0, r.stdout + r.stderr
+    upload_all(url, env=env, cwd=w)
     # a non-consumer is refused (exit 1: access denied), and gets nothing
     r = cli(
         "result",

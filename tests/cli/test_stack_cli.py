@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._party import cli, needs_bwrap
+from ._party import cli, needs_bwrap, upload_all
 
 pytestmark = needs_bwrap
 
@@ -27,25 +27,7 @@ def test_readme_stack_flow(workspace: Path, env: dict[str, str]) -> None:
         url = comp["enclave_url"]
         r = cli("enclave", "verify", url, "--manifest", "manifest.json", env=env, cwd=w)
         assert r.returncode == 0 and "SIMULATED" in r.stdout, r.stdout + r.stderr
-        for path, slot, key in (
-            ("main.py", "algorithm", "lab"),
-            ("a.txt", "clinic-a", "clinic-a"),
-            ("b.txt", "clinic-b", "clinic-b"),
-        ):
-            r = cli(
-                "upload",
-                url,
-                path,
-                "--manifest",
-                "manifest.json",
-                "--slot",
-                slot,
-                "--key",
-                key,
-                env=env,
-                cwd=w,
-            )
-            assert r.returncode == 0, r.stdout + r.stderr
+        upload_all(url, env=env, cwd=w)
         r = cli("computation", "events", comp["id"], "--follow", "--json", env=env, cwd=w)
         assert r.returncode == 0, r.stderr
         states = [json.loads(line).get("state") for line in r.stdout.splitlines() if line]

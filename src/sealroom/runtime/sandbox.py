@@ -242,20 +242,8 @@ def _run(
     """Run with a host uid of its own (root mode): RLIMIT_NPROC and the kernel's other
     per-uid accounting then never mix two computations, so a fork bomb in one cannot
     starve another sandbox on the same host."""
-    if os.geteuid() != 0:
-        return _run_leased(
-            kind,
-            algorithm,
-            entrypoint,
-            args,
-            probe_base,
-            limits,
-            on_output,
-            inputs,
-            results,
-            host_uid=os.geteuid(),
-        )
-    with _UidLease() as uid:
+    lease = _UidLease() if os.geteuid() == 0 else contextlib.nullcontext(os.geteuid())
+    with lease as uid:
         return _run_leased(
             kind,
             algorithm,
