@@ -12,6 +12,7 @@ from sealroom.attestation import kinds
 from sealroom.attestation.appraise import AppraisalResult
 from sealroom.attestation.binding import ReportDataInputs
 from sealroom.attestation.collateral import CollateralSource, DirectoryCollateral, NoCollateral
+from sealroom.attestation.ear import VerifierKey, issue_ear
 from sealroom.attestation.evidence import EvidenceBundle
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.policy import Policy, starter_policy
@@ -183,8 +184,6 @@ def verify_cmd(
 def _write_ear(
     result: AppraisalResult, out: Path, key_path: Path | None, ctx: VerifyContext, ttl: int
 ) -> None:
-    from sealroom.attestation.ear import VerifierKey, issue_ear
-
     key = VerifierKey.load_or_create(key_path or home_dir() / "verifier" / "ear-key.pem")
     token = issue_ear(result, key, now=ctx.now, ttl=timedelta(seconds=ttl), nonce=ctx.nonce)
     out.write_text(token + "\n")

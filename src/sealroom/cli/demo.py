@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -262,14 +262,62 @@ print(f"averaged {len(ages)} private records")
 """
 
 
-def _computation_demo(failures: list[str]) -> None:
+def _demo_computation(tmp: Path, mid: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fresh party keys, the algorithm and both clinics' data written to ``tmp``, and a
+    manifest for them (policy: SIMULATED allowed, this runtime's measurement, the
+    sealroom-v1 REPORT_DATA binding)."""
     import hashlib
+
+    from sealroom.crypto.keys import PartyKeys
+    from sealroom.hostagent.launcher import runtime_measurement
+
+    keys = {n: PartyKeys.generate(n) for n in ("lab", "clinic-a", "clinic-b", "analyst")}
+    files = {"algorithm": DEMO_ALGORITHM, "clinic-a": b"34 51 29 62\n", "clinic-b": b"45 38 57\n"}
+    for fname, data in files.items():
+        (tmp / fname).write_bytes(data)
+    doc = {
+        "version": 1,
+        "id": mid,
+        "name": name,
+        "algorithm": {
+            "kind": "python",
+            "sha256": hashlib.sha256(DEMO_ALGORITHM).hexdigest(),
+            "provider": keys["lab"].public.to_json_obj(),
+            "entrypoint": "main.py",
+            "args": [],
+        },
+        "datasets": [
+            {
+                "name": n,
+                "sha256": hashlib.sha256(files[n]).hexdigest(),
+                "provider": keys[n].public.to_json_obj(),
+                "max_size": 4096,
+            }
+            for n in ("clinic-a", "clinic-b")
+        ],
+        "consumers": [keys["analyst"].public.to_json_obj()],
+        "policy": {
+            "version": 1,
+            "id": "demo-enclave",
+            "allow_simulated": True,
+            "require": ["snp"],
+            "snp": {
+                "measurements": [runtime_measurement().hex()],
+                "vmpl": [0],
+                "report_data": {"mode": "sealroom-v1"},
+            },
+        },
+        "limits": {"vcpus": 1, "memory_mb": 256, "wall_seconds": 30, "max_result_bytes": 1 << 20},
+    }
+    return keys, doc
+
+
+def _computation_demo(failures: list[str]) -> None:
     import json
     import tempfile
 
     from sealroom.client.enclave import EnclaveClient
-    from sealroom.crypto.keys import PartyKeys
-    from sealroom.hostagent.launcher import launch_local, runtime_measurement
+    from sealroom.hostagent.launcher import launch_local
     from sealroom.manifest import Manifest
 
     _step(
@@ -279,53 +327,7 @@ def _computation_demo(failures: list[str]) -> None:
     )
     with tempfile.TemporaryDirectory(prefix="sealroom-demo-") as tmp_s:
         tmp = Path(tmp_s)
-        keys = {n: PartyKeys.generate(n) for n in ("lab", "clinic-a", "clinic-b", "analyst")}
-        files = {
-            "algorithm": DEMO_ALGORITHM,
-            "clinic-a": b"34 51 29 62\n",
-            "clinic-b": b"45 38 57\n",
-        }
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
-
-        def party(n: str) -> dict[str, str]:
-            return keys[n].public.to_json_obj()
-
-        doc = {
-            "version": 1,
-            "id": "demo-mean-age",
-            "name": "mean age across two clinics",
-            "algorithm": {
-                "kind": "python",
-                "sha256": hashlib.sha256(DEMO_ALGORITHM).hexdigest(),
-                "provider": party("lab"),
-                "entrypoint": "main.py",
-                "args": [],
-            },
-            "datasets": [
-                {
-                    "name": n,
-                    "sha256": hashlib.sha256(files[n]).hexdigest(),
-                    "provider": party(n),
-                    "max_size": 4096,
-                }
-                for n in ("clinic-a", "clinic-b")
-            ],
-            "consumers": [party("analyst")],
-            "policy": {
-                "version": 1,
-                "id": "demo-enclave",
-                "allow_simulated": True,
-                "require": ["snp"],
-                "snp": {"measurements": [runtime_measurement().hex()], "vmpl": [0]},
-            },
-            "limits": {
-                "vcpus": 1,
-                "memory_mb": 256,
-                "wall_seconds": 30,
-                "max_result_bytes": 1 << 20,
-            },
-        }
+        keys, doc = _demo_computation(tmp, "demo-mean-age", "mean age across two clinics")
         manifest_path = tmp / "manifest.json"
         manifest_path.write_text(json.dumps(doc, indent=2))
         manifest = Manifest.load(manifest_path)
@@ -380,15 +382,11 @@ def _computation_demo(failures: list[str]) -> None:
 
 
 def _stack_demo(failures: list[str]) -> None:
-    import hashlib
-    import json
     import tempfile
 
     from sealroom.cli import stack as stack_mod
     from sealroom.client.controlplane import ControlPlaneClient
     from sealroom.client.enclave import EnclaveClient
-    from sealroom.crypto.keys import PartyKeys
-    from sealroom.hostagent.launcher import runtime_measurement
     from sealroom.manifest import Manifest
 
     _step(
@@ -405,52 +403,8 @@ def _stack_demo(failures: list[str]) -> None:
         cp = ControlPlaneClient(stack.url, admin.create_key(org["id"])["key"])
         with tempfile.TemporaryDirectory(prefix="sealroom-demo-") as tmp_s:
             tmp = Path(tmp_s)
-            keys = {n: PartyKeys.generate(n) for n in ("lab", "clinic-a", "clinic-b", "analyst")}
-            files = {
-                "algorithm": DEMO_ALGORITHM,
-                "clinic-a": b"34 51 29 62\n",
-                "clinic-b": b"45 38 57\n",
-            }
-            for name, data in files.items():
-                (tmp / name).write_bytes(data)
-            doc = {
-                "version": 1,
-                "id": "demo-stack-mean-age",
-                "name": "mean age, via the stack",
-                "algorithm": {
-                    "kind": "python",
-                    "sha256": hashlib.sha256(DEMO_ALGORITHM).hexdigest(),
-                    "provider": keys["lab"].public.to_json_obj(),
-                    "entrypoint": "main.py",
-                    "args": [],
-                },
-                "datasets": [
-                    {
-                        "name": n,
-                        "sha256": hashlib.sha256(files[n]).hexdigest(),
-                        "provider": keys[n].public.to_json_obj(),
-                        "max_size": 4096,
-                    }
-                    for n in ("clinic-a", "clinic-b")
-                ],
-                "consumers": [keys["analyst"].public.to_json_obj()],
-                "policy": {
-                    "version": 1,
-                    "allow_simulated": True,
-                    "require": ["snp"],
-                    "snp": {
-                        "measurements": [runtime_measurement().hex()],
-                        "report_data": {"mode": "sealroom-v1"},
-                    },
-                },
-                "limits": {
-                    "vcpus": 1,
-                    "memory_mb": 256,
-                    "wall_seconds": 30,
-                    "max_result_bytes": 1 << 20,
-                },
-            }
-            manifest = Manifest.from_dict(json.loads(json.dumps(doc)))
+            keys, doc = _demo_computation(tmp, "demo-stack-mean-age", "mean age, via the stack")
+            manifest = Manifest.from_dict(doc)
             comp = cp.create_computation(doc)
             console.print(f"  computation {comp['id']} placed on host {comp['host_id']}")
             comp = cp.wait_for(comp["id"], ("awaiting_inputs",), 90)
