@@ -315,7 +315,7 @@ def test_agent_sigkill_and_restart_readopts_the_live_enclave(
 ) -> None:
     doc, files = manifest_doc(tmp_path, parties, "agent-kill")
     cp.add("c3", doc)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "SEALROOM_JOIN_TOKEN": TOKEN}
     cmd = [
         sys.executable,
         "-m",
@@ -323,8 +323,6 @@ def test_agent_sigkill_and_restart_readopts_the_live_enclave(
         "run",
         "--control-plane",
         cp.url,
-        "--join-token",
-        TOKEN,
         "--data-dir",
         str(data_dir),
         "--heartbeat",

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from sealroom.cli.agent_cmd import agent_app
-from tests.hostagent.fakecp import FakeControlPlane
+from tests.hostagent.fakecp import TOKEN, FakeControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,7 +21,7 @@ def test_run_help_lists_the_contract_options() -> None:
     out = CliRunner().invoke(agent_app, ["run", "--help"], env={"COLUMNS": "200"}).output
     for opt in (
         "--control-plane",
-        "--join-token",
+        "--join-token-file",
         "--data-dir",
         "--name",
         "--reserve-cpus",
@@ -44,15 +45,13 @@ def test_refused_join_token_is_a_clear_error_not_a_retry_loop(
                 "run",
                 "--control-plane",
                 cp.url,
-                "--join-token",
-                "srj_wrong",
                 "--data-dir",
                 str(tmp_path / "agent"),
             ],
             capture_output=True,
             text=True,
             timeout=120,
-            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+            env={**os.environ, "PYTHONPATH": str(REPO / "src"), "SEALROOM_JOIN_TOKEN": "srj_wrong"},
         )
     finally:
         cp.stop()
@@ -78,4 +77,47 @@ def test_no_credential_and_no_token_is_a_clear_error(tmp_path: Path) -> None:
         timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )
-    assert r.returncode != 0 and "--join-token" in r.stderr
+    assert r.returncode != 0 and "--join-token-file" in r.stderr
+    assert "SEALROOM_JOIN_TOKEN" in r.stderr
+
+
+@pytest.mark.parametrize("entry", [["sealroom.cli.main", "agent"], ["sealroom.hostagent"]])
+def test_join_token_not_in_argv(tmp_path: Path, entry: list[str]) -> None:
+    """The token comes from a 0600 file (or the environment): the agent's command line,
+    which `ps` shows to every user of the machine, never carries it, and the agent
+    registers with it."""
+    cp = FakeControlPlane().start()
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env.pop("SEALROOM_JOIN_TOKEN", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        *entry,
+        "run",
+        "--control-plane",
+        cp.url,
+        "--join-token-file",
+        str(token_file),
+        "--data-dir",
+        str(tmp_path / "agent"),
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if cp.token_used or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert cp.token_used, "the agent did not register with the token from the file"
+        argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert TOKEN.encode() not in argv
+        assert b"--join-token-file" in argv
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        cp.stop()
+    # the option that put the token in argv is gone
+    r = CliRunner().invoke(agent_app, ["run", "--join-token", TOKEN], env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "No such option" in r.output

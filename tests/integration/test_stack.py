@@ -244,3 +244,24 @@ def test_agent_kill9_fails_its_computations(stack: stack_mod.Stack, tmp_path: Pa
     done = cp.wait_for(comp["id"], ("failed",), 60)
     assert done["state"] == "failed" and "host lost" in (done.get("reason") or "")
     assert cp.hosts()[0]["state"] == "lost"
+
+
+@pytest.mark.parametrize("stack", [1], indirect=True)
+def test_admin_key_not_in_stack_log(stack: stack_mod.Stack, home: Path) -> None:
+    """`sealroom up` keeps the bootstrap admin key out of its log files (the key lives in
+    0600 files only), its logs are private, and no agent has its join token in argv."""
+    logs = home / "stack" / "logs"
+    files = sorted(p for p in logs.iterdir() if p.is_file())
+    assert files, "the stack wrote no logs"
+    for p in files:
+        assert stack.admin_key not in p.read_text(errors="replace"), p
+    for p in files:
+        assert p.stat().st_mode & 0o077 == 0, f"{p} is {oct(p.stat().st_mode)}"
+    assert logs.stat().st_mode & 0o077 == 0
+    key_file = home / "stack" / "controlplane" / "bootstrap-admin-key"
+    assert key_file.read_text().strip() == stack.admin_key
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    for pid in stack.agent_pids:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert b"srj_" not in argv and b"--join-token-file" in argv
+    assert not (home / "stack" / "agent-1" / "join-token").exists()  # used, then removed

@@ -1,7 +1,8 @@
 """``sealroom agent run``: the host agent in the foreground (see sealroom/hostagent/agent.py).
 
-Registers once with a one-time join token (``sealroom host`` / the control plane's
-``POST /api/v1/hosts/join-tokens``), keeps its credential in DATA_DIR/agent.json (0600)
+Registers once with a one-time join token (``sealroom host join-token`` / the control
+plane's ``POST /api/v1/hosts/join-tokens``) read from ``--join-token-file`` or
+$SEALROOM_JOIN_TOKEN, never from argv; keeps its credential in DATA_DIR/agent.json (0600)
 and reuses it on restart. Enclaves it launched keep running when the agent process alone
 dies (a restarted agent re-adopts them); signalling its process group (Ctrl-C) ends them.
 """
@@ -15,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from sealroom.hostagent.agent import AgentConfig, serve
+from sealroom.hostagent.agent import AgentConfig, join_token_from, serve
 from sealroom.hostagent.backends.process import ORPHAN_TIMEOUT, Timeouts
 from sealroom.hostagent.resources import Reserve
 
@@ -28,9 +29,14 @@ def run_cmd(
         str, typer.Option("--control-plane", help="Control plane URL, e.g. http://127.0.0.1:8000")
     ],
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Agent state and enclaves.")],
-    join_token: Annotated[
-        str, typer.Option("--join-token", help="One-time join token (first start only).")
-    ] = "",
+    join_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--join-token-file",
+            help="File holding the one-time join token (first start only; or set "
+            "SEALROOM_JOIN_TOKEN). Never on the command line: `ps` shows argv to everyone.",
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Host name to register.")] = None,
     reserve_cpus: Annotated[
         int, typer.Option("--reserve-cpus", help="CPUs kept for the host itself.")
@@ -62,7 +68,7 @@ def run_cmd(
         control_plane=control_plane,
         data_dir=data_dir,
         name=name or socket.gethostname(),
-        join_token=join_token,
+        join_token=join_token_from(join_token_file),
         reserve=Reserve(cpus=reserve_cpus, memory_mb=reserve_memory_mb),
         heartbeat=heartbeat,
         timeouts=Timeouts(inputs=input_timeout, run_grace=run_grace),

@@ -54,8 +54,11 @@ def _free_port() -> int:
 
 
 def _spawn(args: list[str], log: Path) -> int:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # logs are private (0600): whatever a process prints stays with the operator
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "ab") as out:
         proc = subprocess.Popen(  # noqa: S603 - fixed argv: this interpreter, sealroom's CLI
             [sys.executable, "-m", "sealroom.cli.main", *args],
             stdout=out,
@@ -121,7 +124,13 @@ def up(data_dir: Path, *, port: int | None = None, agents: int = 1) -> Stack:
         admin_key = os.environ.get("SEALROOM_ADMIN_KEY") or key_file.read_text().strip()
         client.api_key = admin_key
         for n in range(1, agents + 1):
-            token = client.join_token()
+            # the join token reaches the agent in a 0600 file, never in its argv (`ps`)
+            agent_dir = data_dir / f"agent-{n}"
+            agent_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            token_file = agent_dir / "join-token"
+            write_private(
+                token_file, client.join_token().encode(), overwrite=True, what="join token"
+            )
             log = logs / f"agent-{n}.log"
             agent_pids.append(
                 _spawn(
@@ -130,10 +139,10 @@ def up(data_dir: Path, *, port: int | None = None, agents: int = 1) -> Stack:
                         "run",
                         "--control-plane",
                         url,
-                        "--join-token",
-                        token,
+                        "--join-token-file",
+                        str(token_file),
                         "--data-dir",
-                        str(data_dir / f"agent-{n}"),
+                        str(agent_dir),
                         "--name",
                         f"host-{n}",
                     ],
@@ -145,6 +154,7 @@ def up(data_dir: Path, *, port: int | None = None, agents: int = 1) -> Stack:
                 return sum(1 for h in client.hosts() if h.get("state") == "online") >= want
 
             _wait(online, f"host agent {n}", log, agent_pids[-1])
+            token_file.unlink(missing_ok=True)  # used: the agent has its credential now
     except BaseException:
         for pid in [*agent_pids, cp_pid]:
             _terminate(pid)

@@ -106,10 +106,20 @@ def _announce_bootstrap_key(settings: Settings, key: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(key + "\n")
     os.chmod(path, 0o600)
-    if settings.print_bootstrap_key:
+    if not settings.print_bootstrap_key:
+        return
+    # The key goes to a terminal only: stderr redirected to a file (a service manager,
+    # `sealroom up`) would leave it in a log that other users or backups may read.
+    if sys.stderr.isatty():
         print(
             f"sealroom control plane: bootstrap admin API key (shown once, also in {path}):\n"
             f"  {key}",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        print(
+            f"sealroom control plane: bootstrap admin API key written to {path} (mode 0600)",
             file=sys.stderr,
             flush=True,
         )

@@ -1,5 +1,6 @@
-"""``python -m sealroom.hostagent run --control-plane URL --join-token T --data-dir DIR``:
-the host agent without the CLI (same options as ``sealroom agent run``)."""
+"""``python -m sealroom.hostagent run --control-plane URL --join-token-file F --data-dir DIR``:
+the host agent without the CLI (same options as ``sealroom agent run``; the join token
+comes from a file or $SEALROOM_JOIN_TOKEN, never from argv)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 
 from sealroom.errors import SealroomError
-from sealroom.hostagent.agent import AgentConfig, serve
+from sealroom.hostagent.agent import AgentConfig, join_token_from, serve
 from sealroom.hostagent.backends.process import ORPHAN_TIMEOUT, Timeouts
 from sealroom.hostagent.resources import Reserve
 
@@ -20,7 +21,7 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the host agent in the foreground")
     run.add_argument("--control-plane", required=True)
-    run.add_argument("--join-token", default="")
+    run.add_argument("--join-token-file", type=Path, default=None)
     run.add_argument("--data-dir", required=True, type=Path)
     run.add_argument("--name", default=None)
     run.add_argument("--reserve-cpus", type=int, default=0)
@@ -39,7 +40,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         control_plane=args.control_plane,
         data_dir=args.data_dir,
         name=args.name or socket.gethostname(),
-        join_token=args.join_token,
+        join_token=join_token_from(args.join_token_file),
         reserve=Reserve(cpus=args.reserve_cpus, memory_mb=args.reserve_memory_mb),
         heartbeat=args.heartbeat,
         timeouts=Timeouts(inputs=args.input_timeout, run_grace=args.run_grace),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 import socket
 import threading
@@ -105,7 +106,8 @@ class Agent:
         if cred is None:
             if not self.config.join_token:
                 raise InvalidInputError(
-                    f"no credential in {self.store.credential_path} and no --join-token",
+                    f"no credential in {self.store.credential_path} and no join token "
+                    f"(--join-token-file FILE or ${JOIN_TOKEN_ENV})",
                     code="join-token-required",
                 )
             host_id, credential = self.client.register(
@@ -409,9 +411,34 @@ class Agent:
             self.store.save({c: e.record for c, e in self.enclaves.items()}, self.launched)
 
 
-def _cpu_pool(reserve: int) -> list[int]:
-    import os
+JOIN_TOKEN_ENV = "SEALROOM_JOIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
+
+def join_token_from(path: Path | None) -> str:
+    """The one-time join token from ``path`` (a file, first line) or else the
+    SEALROOM_JOIN_TOKEN environment variable, never from argv (``ps`` shows argv to every
+    user). The variable is removed from this process's environment once read, so the
+    enclaves this agent starts do not inherit it."""
+    from_env = os.environ.pop(JOIN_TOKEN_ENV, "").strip()
+    if path is None:
+        return from_env
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise InvalidInputError(
+            f"--join-token-file {path}: cannot read ({e.strerror or e})",
+            code="join-token-unreadable",
+        ) from e
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise InvalidInputError(
+            f"--join-token-file {path} is empty; want the token from `sealroom host join-token`",
+            code="join-token-unreadable",
+        )
+    return token
+
+
+def _cpu_pool(reserve: int) -> list[int]:
     cpus = sorted(os.sched_getaffinity(0))
     if 0 < reserve < len(cpus):
         return cpus[reserve:]
