@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from sealroom.attestation import der
 from sealroom.attestation.tdx.abi import (
     ATT_KEY_ECDSA_P256,
     CERT_DATA_PCK_CHAIN,
@@ -47,36 +48,8 @@ QE_ATTRIBUTES_MASK = bytes.fromhex("fbffffffffffffff0000000000000000")
 # --- a few DER forms for the SGX extension -------------------------------------------------
 
 
-def _tlv(tag: int, value: bytes) -> bytes:
-    n = len(value)
-    if n < 0x80:
-        length = bytes([n])
-    else:
-        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-        length = bytes([0x80 | len(raw)]) + raw
-    return bytes([tag]) + length + value
-
-
-def _oid(dotted: str) -> bytes:
-    parts = [int(p) for p in dotted.split(".")]
-    body = bytes([40 * parts[0] + parts[1]])
-    for p in parts[2:]:
-        chunk = [p & 0x7F]
-        p >>= 7
-        while p:
-            chunk.append(0x80 | (p & 0x7F))
-            p >>= 7
-        body += bytes(reversed(chunk))
-    return _tlv(0x06, body)
-
-
-def _int(n: int, tag: int = 0x02) -> bytes:
-    raw = n.to_bytes(max(1, (n.bit_length() + 8) // 8), "big")
-    return _tlv(tag, raw)
-
-
 def _pair(oid: str, value: bytes) -> bytes:
-    return _tlv(0x30, _oid(oid) + value)
+    return der.encode_sequence(der.encode_oid(oid), value)
 
 
 SGX_OID = "1.2.840.113741.1.13.1"
@@ -92,17 +65,19 @@ def sgx_extension_der(
     fmspc: bytes,
     sgx_type: int = 0,
 ) -> bytes:
-    tcb = b"".join(_pair(f"{SGX_OID}.2.{i + 1}", _int(c)) for i, c in enumerate(components))
-    tcb += _pair(f"{SGX_OID}.2.17", _int(pce_svn))
-    tcb += _pair(f"{SGX_OID}.2.18", _tlv(0x04, cpu_svn))
-    body = (
-        _pair(f"{SGX_OID}.1", _tlv(0x04, ppid))
-        + _pair(f"{SGX_OID}.2", _tlv(0x30, tcb))
-        + _pair(f"{SGX_OID}.3", _tlv(0x04, pce_id))
-        + _pair(f"{SGX_OID}.4", _tlv(0x04, fmspc))
-        + _pair(f"{SGX_OID}.5", _int(sgx_type, 0x0A))
+    tcb = b"".join(
+        _pair(f"{SGX_OID}.2.{i + 1}", der.encode_int(c)) for i, c in enumerate(components)
     )
-    return _tlv(0x30, body)
+    tcb += _pair(f"{SGX_OID}.2.17", der.encode_int(pce_svn))
+    tcb += _pair(f"{SGX_OID}.2.18", der.encode_tlv(der.OCTET_STRING, cpu_svn))
+    body = (
+        _pair(f"{SGX_OID}.1", der.encode_tlv(der.OCTET_STRING, ppid))
+        + _pair(f"{SGX_OID}.2", der.encode_tlv(der.SEQUENCE, tcb))
+        + _pair(f"{SGX_OID}.3", der.encode_tlv(der.OCTET_STRING, pce_id))
+        + _pair(f"{SGX_OID}.4", der.encode_tlv(der.OCTET_STRING, fmspc))
+        + _pair(f"{SGX_OID}.5", der.encode_int(sgx_type, der.ENUMERATED))
+    )
+    return der.encode_tlv(der.SEQUENCE, body)
 
 
 # --- keys, certificates, signatures ----------------------------------------------------------

@@ -22,6 +22,7 @@ from importlib import resources
 
 from cryptography import x509
 
+from sealroom.attestation import der
 from sealroom.attestation.nvidia.formats import ATT_CERT, ATT_CERT_CHAIN
 from sealroom.attestation.x509util import load_certificates, subject_cn
 from sealroom.errors import MalformedEvidenceError
@@ -78,33 +79,6 @@ def chain_from_attachments(attachments: Mapping[str, bytes]) -> list[x509.Certif
     return certs
 
 
-# --- a minimal, strict DER reader (structure only; no cryptography here) -------------------
-
-
-def _tlvs(data: bytes, what: str) -> Iterator[tuple[int, bytes]]:
-    off = 0
-    while off < len(data):
-        if len(data) - off < 2:
-            raise MalformedEvidenceError(f"{what}: truncated DER")
-        tag = data[off]
-        if tag & 0x1F == 0x1F:
-            raise MalformedEvidenceError(f"{what}: multi-byte DER tags are not expected")
-        first = data[off + 1]
-        off += 2
-        if first < 0x80:
-            length = first
-        else:
-            n = first & 0x7F
-            if n == 0 or n > 3 or len(data) - off < n:
-                raise MalformedEvidenceError(f"{what}: bad DER length")
-            length = int.from_bytes(data[off : off + n], "big")
-            off += n
-        if length > len(data) - off:
-            raise MalformedEvidenceError(f"{what}: DER length {length} exceeds the data")
-        yield tag, data[off : off + length]
-        off += length
-
-
 def _fwids(data: bytes, what: str, depth: int = 0) -> Iterator[tuple[str, bytes]]:
     """Every FWID ::= SEQUENCE { hashAlg OID, digest OCTET STRING } at any depth.
 
@@ -113,16 +87,16 @@ def _fwids(data: bytes, what: str, depth: int = 0) -> Iterator[tuple[str, bytes]
     """
     if depth > 8:
         raise MalformedEvidenceError(f"{what}: DER nested too deeply")
-    for tag, value in _tlvs(data, what):
+    for tag, value in der.read_tlvs(data, what):
         if not tag & 0x20:  # primitive
             continue
-        children = list(_tlvs(value, what))
+        children = der.read_tlvs(value, what)
         if (
-            tag == 0x30
+            tag == der.SEQUENCE
             and len(children) == 2
-            and children[0][0] == 0x06
-            and children[1][0] == 0x04
-            and children[0][1] in _HASH_OIDS
+            and children[0].tag == der.OID
+            and children[1].tag == der.OCTET_STRING
+            and children[0].value in _HASH_OIDS
         ):
             yield _HASH_OIDS[children[0][1]], children[1][1]
         else:
@@ -157,8 +131,8 @@ def leaf_info(cert: x509.Certificate) -> LeafInfo:
     else:
         for other in san.value.get_values_for_type(x509.OtherName):
             if other.type_id == OID_NVIDIA_DEVICE_NAME:
-                for tag, value in _tlvs(other.value, "leaf device name"):
-                    if tag == 0x0C:  # UTF8String
+                for tag, value in der.read_tlvs(other.value, "leaf device name"):
+                    if tag == der.UTF8_STRING:
                         try:
                             name = value.decode("utf-8")
                         except UnicodeDecodeError as e:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from sealroom.attestation import der
 from sealroom.attestation.evidence import EvidenceItem
 from sealroom.attestation.snp import certs as snp_certs
 from sealroom.attestation.snp.abi import (
@@ -56,15 +57,6 @@ def _name(cn: str) -> x509.Name:
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, SIM_ORG),
         ]
     )
-
-
-def _der_int(v: int) -> bytes:
-    body = v.to_bytes(max(1, (v.bit_length() + 8) // 8), "big")
-    return bytes([0x02, len(body)]) + body
-
-
-def _der_ia5(s: str) -> bytes:
-    return bytes([0x16, len(s)]) + s.encode()
 
 
 def _private_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
@@ -139,16 +131,16 @@ def issue_chain(
         .sign(ark_key, hashes.SHA384(), rsa_padding=_PSS)
     )
     exts = [
-        (snp_certs.OID_STRUCT_VERSION, _der_int(0)),
-        (snp_certs.OID_PRODUCT_NAME, _der_ia5(product_name)),
-        (snp_certs.OID_BL_SPL, _der_int(tcb.bootloader)),
-        (snp_certs.OID_TEE_SPL, _der_int(tcb.tee)),
-        (snp_certs.OID_SNP_SPL, _der_int(tcb.snp)),
-        (snp_certs.OID_UCODE_SPL, _der_int(tcb.microcode)),
+        (snp_certs.OID_STRUCT_VERSION, der.encode_int(0)),
+        (snp_certs.OID_PRODUCT_NAME, der.encode_ia5(product_name)),
+        (snp_certs.OID_BL_SPL, der.encode_int(tcb.bootloader)),
+        (snp_certs.OID_TEE_SPL, der.encode_int(tcb.tee)),
+        (snp_certs.OID_SNP_SPL, der.encode_int(tcb.snp)),
+        (snp_certs.OID_UCODE_SPL, der.encode_int(tcb.microcode)),
         (snp_certs.OID_HWID, hwid if hwid is not None else chip_id),
     ]
     if tcb.fmc is not None:
-        exts.append((snp_certs.OID_FMC_SPL, _der_int(tcb.fmc)))
+        exts.append((snp_certs.OID_FMC_SPL, der.encode_int(tcb.fmc)))
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name("SEV-VCEK SIMULATED"))

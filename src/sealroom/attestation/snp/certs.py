@@ -17,6 +17,7 @@ from importlib import resources
 
 from cryptography import x509
 
+from sealroom.attestation import der
 from sealroom.attestation.snp.abi import Product
 from sealroom.attestation.x509util import fingerprint, load_certificates, subject_cn
 from sealroom.errors import MalformedEvidenceError
@@ -31,23 +32,6 @@ OID_UCODE_SPL = x509.ObjectIdentifier(f"{_AMD}.3.8")
 OID_FMC_SPL = x509.ObjectIdentifier(f"{_AMD}.3.9")
 OID_HWID = x509.ObjectIdentifier(f"{_AMD}.4")
 OID_CSP_ID = x509.ObjectIdentifier(f"{_AMD}.5")
-
-
-def _der_tlv(data: bytes, what: str) -> tuple[int, bytes]:
-    """One DER TLV (the extension values are a single INTEGER or IA5String)."""
-    if len(data) < 2:
-        raise MalformedEvidenceError(f"{what}: truncated DER")
-    tag, first = data[0], data[1]
-    if first < 0x80:
-        length, start = first, 2
-    else:
-        n = first & 0x7F
-        if n == 0 or n > 2 or len(data) < 2 + n:
-            raise MalformedEvidenceError(f"{what}: bad DER length")
-        length, start = int.from_bytes(data[2 : 2 + n], "big"), 2 + n
-    if start + length != len(data):
-        raise MalformedEvidenceError(f"{what}: DER length {length} does not match value")
-    return tag, data[start:]
 
 
 def _ext_value(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> bytes | None:
@@ -65,18 +49,16 @@ def _ext_int(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> int | None:
     raw = _ext_value(cert, oid)
     if raw is None:
         return None
-    tag, body = _der_tlv(raw, f"extension {oid.dotted_string}")
-    if tag != 0x02 or not body:
-        raise MalformedEvidenceError(f"extension {oid.dotted_string} is not a DER INTEGER")
-    return int.from_bytes(body, "big", signed=True)
+    what = f"extension {oid.dotted_string}"
+    return der.read_int(der.read_one(raw, what), what)
 
 
 def _ext_str(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:
     raw = _ext_value(cert, oid)
     if raw is None:
         return None
-    tag, body = _der_tlv(raw, f"extension {oid.dotted_string}")
-    if tag not in (0x16, 0x0C, 0x13):  # IA5String, UTF8String, PrintableString
+    tag, body = der.read_one(raw, f"extension {oid.dotted_string}")
+    if tag not in (der.IA5_STRING, der.UTF8_STRING, der.PRINTABLE_STRING):
         raise MalformedEvidenceError(f"extension {oid.dotted_string} is not a string")
     return body.decode("ascii", errors="replace")
 
@@ -87,8 +69,8 @@ def _hwid(cert: x509.Certificate) -> bytes | None:
         return None
     # KDS certificates carry the raw bytes (64, or 8 on Turin); accept the DER OCTET STRING
     # form too, as some tooling re-encodes it.
-    if len(raw) in (66, 10) and raw[0] == 0x04 and raw[1] == len(raw) - 2:
-        return raw[2:]
+    if len(raw) in (66, 10) and raw[0] == der.OCTET_STRING and raw[1] == len(raw) - 2:
+        return der.read_one(raw, "VCEK hwID", tag=der.OCTET_STRING).value
     return raw
 
 
