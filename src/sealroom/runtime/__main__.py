@@ -7,9 +7,10 @@ SIGTERM/SIGINT (or --linger seconds after the run ended), then wipes enclave sto
 ``--listen`` is ``HOST:PORT`` (loopback TCP) or ``unix:PATH`` (the host agent relays a
 TCP port to it). After the listening line, stdout carries host-visible JSON lines only:
 ``{"event": "state", "state", "reason", "slots"}`` on every phase change and
-``{"event": "enclave_event", "seq", "type", "message"}`` for allow-listed events (never the
-algorithm's output: that stays inside, served over attested TLS). With ``--outbox DIR``,
-a final state first leaves receipt.json, result.<consumer>.sealed and DONE there.
+``{"event": "enclave_event", "seq", "type", "message"}`` for every (public) event: what
+the algorithm prints is never an event; it is sealed into the run log (docs/adr/0017).
+With ``--outbox DIR``, a final state first leaves receipt.json, result.<consumer>.sealed
+and DONE there.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 from sealroom.errors import SealroomError
 from sealroom.manifest import Manifest
 from sealroom.runtime import state as sm
-from sealroom.runtime.computation import Computation, public_event
+from sealroom.runtime.computation import Computation
 from sealroom.runtime.sandbox import check_sandbox
 from sealroom.runtime.server import bind_listen, serve_in_thread
 from sealroom.tee.base import open_provider
@@ -101,9 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     outbox: Path | None = args.outbox
 
     def on_event(item: dict[str, Any]) -> None:
-        view = public_event(item)
-        if view is not None:
-            lines.put({"event": "enclave_event", **view})
+        # Events hold public lifecycle facts only (computation.public_event).
+        lines.put({"event": "enclave_event", **{k: item[k] for k in ("seq", "type", "message")}})
 
     def on_state(st: sm.State) -> None:
         if st.finished and outbox is not None:

@@ -50,8 +50,10 @@ from sealroom.tee.base import EvidenceProvider
 # Upload receive size: 64 KiB cut the runtime's CPU per GiB by about a third against
 # 1 MiB reads through the buffered TLS reader (bench/ingest_bench.py, docs/bench.md).
 CHUNK = 64 << 10
-#: Event types whose (runtime-written) messages the host may see; "output" (what the
-#: algorithm prints) never leaves the enclave except over attested TLS.
+#: Event types any TLS client may read (GET /events, unauthenticated) and the host may
+#: see (the runtime's stdout lines). Every message is written by the runtime from public
+#: lifecycle facts; what the algorithm prints is never an event (it is sealed, see
+#: docs/adr/0017-sealed-run-logs.md).
 PUBLIC_EVENT_TYPES = frozenset(
     {
         "started",
@@ -65,40 +67,36 @@ PUBLIC_EVENT_TYPES = frozenset(
         "evidence_failed",
     }
 )
+#: Data fields an event may carry besides seq/time/type/message (runtime-chosen values).
+PUBLIC_EVENT_FIELDS = ("slot", "code", "ok")
 MAX_EVENTS = 10_000
 MAX_EVENT_TEXT = 4096
 EXTRACT_FACTOR = 10  # an archive may unpack to at most 10x its declared maximum size
 
 
 class Events:
-    """Ordered, bounded event log for the run; readers ask for everything after a
-    sequence number and may wait for more (a reconnecting reader misses nothing)."""
+    """Ordered, bounded log of public lifecycle events; readers ask for everything after
+    a sequence number and may wait for more (a reconnecting reader misses nothing).
 
-    def __init__(
-        self,
-        path: Path | None = None,
-        listener: Callable[[dict[str, Any]], None] | None = None,
-    ) -> None:
+    It holds only what :func:`public_event` lets through, so no endpoint can serve more:
+    it lives in enclave memory (never on enclave storage)."""
+
+    def __init__(self, listener: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._items: list[dict[str, Any]] = []
         self._cond = threading.Condition()
-        self._path = path
         self._listener = listener
 
     def emit(self, kind: str, message: str, **data: Any) -> None:
         with self._cond:
             if len(self._items) >= MAX_EVENTS:
                 return
-            item = {
-                "seq": len(self._items) + 1,
-                "time": datetime.now(UTC).isoformat(),
-                "type": kind,
-                "message": message[:MAX_EVENT_TEXT],
-                **data,
-            }
+            view = public_event(
+                {"seq": len(self._items) + 1, "type": kind, "message": message, **data}
+            )
+            if view is None:
+                raise ValueError(f"event type {kind!r} is not public: it must not be emitted")
+            item = {"time": datetime.now(UTC).isoformat(), **view}
             self._items.append(item)
-            if self._path is not None:
-                with self._path.open("a") as f:
-                    f.write(json.dumps(item) + "\n")
             if self._listener is not None:
                 self._listener(item)  # must not block (the runtime queues it)
             self._cond.notify_all()
@@ -115,17 +113,72 @@ class Events:
 
 
 def public_event(item: dict[str, Any]) -> dict[str, Any] | None:
-    """The host-visible view of an enclave event (for the runtime's stdout), or None.
+    """The public view of an enclave event, or None (not public at all).
 
-    Only allow-listed types, and only seq/type/message. A rejected upload's message may
-    name the hash of bytes a party sent by mistake: the host sees only slot and code."""
+    Only allow-listed types, and only seq/type/message plus the runtime-chosen fields in
+    PUBLIC_EVENT_FIELDS. A rejected upload's message may name the hash of bytes a party
+    sent by mistake: the public view says only slot and code (the uploader got the
+    details in its own answer)."""
     kind = str(item.get("type", ""))
     if kind not in PUBLIC_EVENT_TYPES:
         return None
-    message = str(item.get("message", ""))
+    message = str(item.get("message", ""))[:MAX_EVENT_TEXT]
     if kind == "upload_rejected":
         message = f"slot {item.get('slot')!r}: upload rejected ({item.get('code', 'error')})"
-    return {"seq": item["seq"], "type": kind, "message": message}
+    view: dict[str, Any] = {"seq": item["seq"], "type": kind, "message": message}
+    for k in PUBLIC_EVENT_FIELDS:
+        if k in item:
+            view[k] = item[k]
+    return view
+
+
+#: Public failure reasons by error code, for failures after the algorithm ran: their
+#: messages may quote what the algorithm wrote (file names, sizes), so only the code's
+#: fixed text is public; the message goes into the sealed log.
+_ERROR_REASONS = {
+    "unsafe-archive": "results hold a link or special file (only files and directories)",
+    "result-too-large": "results archive exceeds the manifest's max_result_bytes",
+    "results-too-deep": "results tree is nested deeper than the runtime archives",
+    "sandbox-unavailable": "the sandbox could not be set up",
+}
+
+
+#: Sandbox reasons that are fixed text (limits of the manifest or of the sandbox).
+_FIXED_SANDBOX_REASONS = frozenset(
+    {
+        "memory limit exceeded",
+        "wasm fuel exhausted",
+        "cpu time limit exceeded",
+        "file size limit exceeded",
+        "result size limit exceeded",
+    }
+)
+
+
+def public_reason(outcome: RunOutcome) -> str:
+    """The receipt's (public) reason for how the algorithm ended: a fixed category, never
+    a value the algorithm chose (its exit status and signal number are in the sealed log
+    only: they would be a few bits of a channel out of the enclave)."""
+    if outcome.ok:
+        return "ok"
+    r = outcome.reason
+    if outcome.timed_out:
+        return r  # "wall time limit (Ns) exceeded": the manifest's number
+    if r.startswith("exit "):
+        return "the algorithm exited with a non-zero status"
+    if r.startswith("killed by signal"):
+        return "the algorithm was killed by a signal"
+    if r.startswith("results directory cannot be inspected"):
+        return "results directory cannot be inspected"
+    if r.startswith("result file count limit exceeded"):
+        return "result file count limit exceeded"
+    if r in _FIXED_SANDBOX_REASONS:
+        return r
+    return "the algorithm failed"  # an unknown wording: the detail is in the sealed log
+
+
+def public_error_reason(e: SealroomError) -> str:
+    return _ERROR_REASONS.get(e.code, f"the run failed ({e.code})")
 
 
 class Computation:
@@ -149,7 +202,7 @@ class Computation:
         self.clock = clock
         for sub in ("incoming", "inputs", "algorithm", "results", "sealed"):
             (workdir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.events = Events(workdir / "events.jsonl", on_event)
+        self.events = Events(on_event)
         self._lock = threading.Lock()
         self._state = sm.State(slots=tuple(self.specs))
         self._on_state = on_state
@@ -159,6 +212,8 @@ class Computation:
         self._receipt: dict[str, Any] | None = None
         self._sealed: dict[str, tuple[Path, str]] = {}
         self._run_thread: threading.Thread | None = None
+        self._output: list[tuple[str, bytes]] = []
+        self._detail = ""
         self.events.emit(
             "started", f"enclave runtime started for manifest {self.manifest_hash.hex()}"
         )
@@ -366,7 +421,7 @@ class Computation:
 
     def _run(self) -> None:
         started = self.clock()
-        outcome: RunOutcome | None = None
+        results: dict[str, dict[str, Any]] = {}
         try:
             lim = self.manifest.limits
             limits = Limits(
@@ -387,23 +442,29 @@ class Computation:
                 limits=limits,
                 on_output=self._on_output,
             )
-            ok, code, reason = outcome.ok, outcome.exit_code, outcome.reason
+            ok, detail = outcome.ok, outcome.reason
+            reason = public_reason(outcome)
             started = outcome.started_at
             ended = outcome.ended_at
-            self.events.emit("run_ended", f"algorithm ended: {reason}", ok=ok, code=code)
-            results: dict[str, dict[str, Any]] = {}
+            self.events.emit("run_ended", f"algorithm ended: {reason}", ok=ok)
             if ok:
                 results = self._seal_results()
         except SealroomError as e:
-            ok, code, reason, ended, results = False, None, e.message, self.clock(), {}
+            ok, ended, results = False, self.clock(), {}
+            reason, detail = public_error_reason(e), e.message
             self.events.emit("run_failed", reason, code=e.code)
         except Exception as e:  # the receipt must say why, whatever happened
-            ok, code, reason, ended, results = False, None, f"internal error: {e}", self.clock(), {}
+            ok, ended, results = False, self.clock(), {}
+            reason, detail = "internal error of the runtime", f"{type(e).__name__}: {e}"
             self.events.emit("run_failed", reason)
-        self._finish(ok, code, reason, started, ended, results)
+        self._detail = detail
+        self._finish(ok, 0 if ok else None, reason, started, ended, results)
 
     def _on_output(self, stream: str, chunk: bytes) -> None:
-        self.events.emit("output", chunk.decode("utf-8", "replace"), stream=stream)
+        """The algorithm's stdout/stderr (bounded by the sandbox): enclave memory only,
+        never an event; it leaves the enclave sealed (docs/adr/0017)."""
+        with self._lock:
+            self._output.append((stream, chunk))
 
     def _seal_results(self) -> dict[str, dict[str, Any]]:
         archive = self.workdir / "sealed" / "results.tar"

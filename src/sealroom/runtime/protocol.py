@@ -3,7 +3,9 @@
 Shared by the runtime (trusted) and the party client; pure, no I/O.
 
 HTTPS endpoints (the TLS certificate is the enclave's own; clients pin it after
-verifying evidence that binds its key):
+verifying evidence that binds its key). /attestation, /status, /events and /receipt
+answer any TLS client, so they carry public lifecycle facts only (phase, slots, limits,
+runtime-worded reasons); anything derived from the algorithm is sealed:
 
     GET  /attestation?nonce=HEX   fresh evidence + the enclave's public keys + manifest
     GET  /status                  state, slots, limits
