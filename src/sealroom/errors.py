@@ -43,6 +43,20 @@ class InvalidInputError(SealroomError):
     http_status = 400
 
 
+class PayloadTooLargeError(InvalidInputError):
+    """A request body larger than what the receiver accepts (refused before reading it)."""
+
+    code = "payload-too-large"
+    http_status = 413
+
+
+class LengthRequiredError(InvalidInputError):
+    """A streamed request body without the Content-Length its bound is checked against."""
+
+    code = "length-required"
+    http_status = 411
+
+
 class MalformedEvidenceError(InvalidInputError):
     """Evidence bytes that cannot be parsed (parse stage). Never a verdict on trust."""
 

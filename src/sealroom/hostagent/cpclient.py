@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import select
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -66,9 +67,18 @@ class ControlPlaneClient:
                 for k, v in {**hdrs, "Content-Length": str(size)}.items():
                     conn.putheader(k, v)
                 conn.endheaders()
-                with body.open("rb") as f:
-                    while chunk := f.read(CHUNK):
-                        conn.send(chunk)
+                sock = conn.sock
+                try:
+                    with body.open("rb") as f:
+                        # the control plane may refuse from the headers alone (403, 413):
+                        # it answers at once, and we stop sending
+                        while not (sock and select.select([sock], [], [], 0)[0]):
+                            chunk = f.read(CHUNK)
+                            if not chunk:
+                                break
+                            conn.send(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # closed early: the answer says why
             else:
                 conn.request(method, self._prefix + path, body=body, headers=hdrs)
             resp = conn.getresponse()

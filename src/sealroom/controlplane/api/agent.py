@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request, Response
@@ -19,7 +18,7 @@ from sealroom.controlplane.api.schemas import (
     RegisterOut,
 )
 from sealroom.controlplane.services.hosts import EnclaveReport, ForwardedEvent
-from sealroom.errors import InvalidInputError
+from sealroom.errors import PayloadTooLargeError
 
 router = APIRouter(prefix="/api/v1/agent")
 
@@ -27,9 +26,9 @@ Id = Annotated[str, Path(min_length=1, max_length=64)]
 BlobName = Annotated[str, Path(min_length=1, max_length=100)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
-    for code in (400, 401, 403, 404, 409)
+    for code in (400, 401, 403, 404, 409, 411, 413)
 }
-MAX_BLOB = 1 << 34
+WRITE_BATCH = 1 << 20  # bytes gathered before each write to disk
 
 
 @router.post("/register", status_code=201, responses=ERRORS)
@@ -93,18 +92,38 @@ async def put_blob(
     agent: Agent,
     x_sealroom_sha256: Annotated[str, Header(alias="X-Sealroom-Sha256", max_length=128)],
 ) -> Response:
-    # Body is read into memory in chunks (sealed results are bounded by the manifest's
-    # max_result_bytes), then written atomically by the blob store.
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BLOB:
-            raise InvalidInputError("blob larger than the control plane accepts")
-        chunks.append(chunk)
-
-    def it() -> Iterator[bytes]:
-        yield from chunks
-
-    await run_in_threadpool(cp.hosts.put_blob, agent, computation_id, name, it(), x_sealroom_sha256)
+    # Authorized from the path and headers before the body is read: a rogue agent gets
+    # its 403/413 at once, not after streaming gigabytes. The body then goes to disk in
+    # pieces (never held whole), cut off past the declared length and the manifest's bound.
+    limit = await run_in_threadpool(
+        cp.hosts.authorize_blob,
+        agent,
+        computation_id,
+        name,
+        x_sealroom_sha256,
+        request.headers.get("content-length"),
+    )
+    declared = min(limit, int(request.headers["content-length"]))
+    writer = await run_in_threadpool(cp.blobs.writer, computation_id, name)
+    try:
+        buf = bytearray()
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > declared:
+                raise PayloadTooLargeError(
+                    f"blob {name}: body exceeds its Content-Length / bound of {declared} bytes"
+                )
+            buf += chunk
+            if len(buf) >= WRITE_BATCH:
+                await run_in_threadpool(writer.write, bytes(buf))
+                buf.clear()
+        if buf:
+            await run_in_threadpool(writer.write, bytes(buf))
+        await run_in_threadpool(writer.commit, x_sealroom_sha256)
+    finally:
+        await run_in_threadpool(writer.abort)
+    await run_in_threadpool(
+        cp.hosts.record_blob, computation_id, name, x_sealroom_sha256, writer.size
+    )
     return Response(status_code=204)

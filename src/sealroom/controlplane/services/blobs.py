@@ -41,34 +41,25 @@ class BlobStore:
             raise InvalidInputError(f"computation id {computation_id[:60]!r} is malformed")
         return self.root / computation_id
 
-    def put(self, computation_id: str, name: str, chunks: Iterable[bytes], sha256_hex: str) -> int:
-        """Store a blob; raise InvalidInputError (nothing stored) if its SHA-256 differs
-        from ``sha256_hex``. Returns the size."""
+    def writer(self, computation_id: str, name: str) -> BlobWriter:
+        """A temporary file next to the blob's final place; ``commit`` checks the SHA-256
+        and renames it into place, ``abort`` removes it."""
         check_blob_name(name)
         d = self._dir(computation_id)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        h = hashlib.sha256()
-        size = 0
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+        return BlobWriter(d, name)
+
+    def put(self, computation_id: str, name: str, chunks: Iterable[bytes], sha256_hex: str) -> int:
+        """Store a blob; raise InvalidInputError (nothing stored) if its SHA-256 differs
+        from ``sha256_hex``. Returns the size."""
+        w = self.writer(computation_id, name)
         try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in chunks:
-                    h.update(chunk)
-                    size += len(chunk)
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            got = h.hexdigest()
-            if got != sha256_hex.lower():
-                raise InvalidInputError(
-                    f"blob {name}: SHA-256 is {got}, X-Sealroom-Sha256 says {sha256_hex}",
-                    code="blob-hash-mismatch",
-                )
-            os.replace(tmp, d / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return size
+            for chunk in chunks:
+                w.write(chunk)
+            w.commit(sha256_hex)
+        finally:
+            w.abort()
+        return w.size
 
     def path(self, computation_id: str, name: str) -> Path:
         check_blob_name(name)
@@ -84,3 +75,39 @@ class BlobStore:
 
     def delete_all(self, computation_id: str) -> None:
         shutil.rmtree(self._dir(computation_id), ignore_errors=True)
+
+
+class BlobWriter:
+    """One blob being written: streamed to a 0600 temporary file, hashed on the way."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.name = name
+        self.final = directory / name
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        self.tmp = Path(tmp)
+        self._f = os.fdopen(fd, "wb")
+        self._h = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._h.update(chunk)
+        self.size += len(chunk)
+        self._f.write(chunk)
+
+    def commit(self, sha256_hex: str) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        got = self._h.hexdigest()
+        if got != sha256_hex.lower():
+            raise InvalidInputError(
+                f"blob {self.name}: SHA-256 is {got}, X-Sealroom-Sha256 says {sha256_hex}",
+                code="blob-hash-mismatch",
+            )
+        os.replace(self.tmp, self.final)
+
+    def abort(self) -> None:
+        """Drop the temporary file (a no-op after a successful commit)."""
+        if not self._f.closed:
+            self._f.close()
+        self.tmp.unlink(missing_ok=True)

@@ -32,7 +32,14 @@ from sealroom.controlplane.services.computations import (
 )
 from sealroom.controlplane.services.placement import HostCapacity, Resources
 from sealroom.controlplane.store.models import Blob, Computation, Event, Host, JoinToken
-from sealroom.errors import AccessDeniedError, InvalidInputError, NotFoundError
+from sealroom.crypto.sealing import sealed_size
+from sealroom.errors import (
+    AccessDeniedError,
+    InvalidInputError,
+    LengthRequiredError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
 from sealroom.manifest import Manifest
 
 log = logging.getLogger("sealroom.controlplane.hosts")
@@ -361,21 +368,40 @@ class HostService:
                 written += 1
         return written
 
-    def put_blob(
-        self, agent: AgentPrincipal, cid: str, name: str, chunks: Iterable[bytes], sha256: str
-    ) -> None:
+    def authorize_blob(
+        self, agent: AgentPrincipal, cid: str, name: str, sha256: str, content_length: str | None
+    ) -> int:
+        """Everything about an upload that the path and headers decide, before one byte of
+        the body is read: the blob name, the computation placed on this agent's host, the
+        consumer, the declared hash, and a Content-Length within the manifest's bound.
+        Returns that bound (the body is cut off past it)."""
         check_blob_name(name)
         with self.store.session() as s:
             c = self._own(s, agent, cid)
-            if name.startswith("result."):
-                consumer = name.removeprefix("result.")
-                try:
-                    Manifest.from_dict(c.manifest).consumer(consumer)
-                except NotFoundError as e:
-                    raise InvalidInputError(e.message, code="unknown-consumer") from e
+            manifest = Manifest.from_dict(c.manifest)
+        if name.startswith("result."):
+            consumer = name.removeprefix("result.")
+            try:
+                manifest.consumer(consumer)
+            except NotFoundError as e:
+                raise InvalidInputError(e.message, code="unknown-consumer") from e
         if len(sha256) != 64:
             raise InvalidInputError("X-Sealroom-Sha256 must be 64 hex characters")
-        size = self.comps.blobs.put(cid, name, chunks, sha256)
+        limit = blob_limit(manifest, name)
+        if content_length is None:
+            raise LengthRequiredError(
+                f"blob {name}: a Content-Length is required (at most {limit} bytes)"
+            )
+        if not content_length.isdigit():
+            raise InvalidInputError(f"Content-Length {content_length[:40]!r} is not a number")
+        if int(content_length) > limit:
+            raise PayloadTooLargeError(
+                f"blob {name} is {content_length} bytes; the manifest's limits allow at most "
+                f"{limit} (limits.max_result_bytes sealed, or the receipt bound)"
+            )
+        return limit
+
+    def record_blob(self, cid: str, name: str, sha256: str, size: int) -> None:
         with self.store.session() as s:
             b = s.get(Blob, (cid, name))
             if b is None:
@@ -391,3 +417,14 @@ class HostService:
             else:
                 b.sha256, b.size, b.stored_at = sha256.lower(), size, self.now()
         log.info("blob stored", extra={"computation_id": cid, "blob": name, "size": size})
+
+
+MAX_RECEIPT_BYTES = 1 << 20  # signed JSON with the evidence and its certificate chain
+
+
+def blob_limit(manifest: Manifest, name: str) -> int:
+    """The largest body a blob may have: a sealed result of ``limits.max_result_bytes``
+    plaintext bytes, or a receipt."""
+    if name == "receipt":
+        return MAX_RECEIPT_BYTES
+    return sealed_size(manifest.limits.max_result_bytes)
