@@ -6,6 +6,7 @@ ended must show in RunOutcome. Limits stay small so the suite is safe on a 2-cor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,13 +15,15 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from sealroom.errors import InvalidInputError
-from sealroom.runtime import sandbox
+from sealroom.runtime import cgroups, sandbox
 from sealroom.runtime.sandbox import (
     Limits,
     RunOutcome,
@@ -113,6 +116,19 @@ def _sandbox_processes() -> list[int]:
         except OSError:
             continue
     return out
+
+
+def _cgroups_left() -> list[str]:
+    """Sandbox cgroups still on the host (none may outlive a run)."""
+    try:
+        host = cgroups.detect()
+    except cgroups.CgroupUnavailableError:
+        return []
+    return sorted(
+        str(d)
+        for parent in host.parents.values()
+        for d in parent.glob(cgroups.SANDBOX_PREFIX + "*")
+    )
 
 
 # ---- an honest algorithm ---------------------------------------------------------------
@@ -372,6 +388,105 @@ def test_fork_bomb_is_contained(box: Box) -> None:
     assert _sandbox_processes() == []  # the sleeping children died with the sandbox
 
 
+# ---- limits for the whole sandbox (one cgroup per run) --------------------------------
+
+SIX_CHILDREN_EACH_100_MIB = """
+import os, time
+r, w = os.pipe()
+children = []
+for _ in range(6):
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        blob = b"x" * (100 * 2**20)   # written, so every page is really used
+        os.write(w, b"+")
+        time.sleep(30)
+        os._exit(0)
+    children.append(pid)
+os.close(w)
+os.set_blocking(r, False)
+held = 0
+while held < 6:
+    try:
+        held += len(os.read(r, 6))
+    except BlockingIOError:
+        pass
+    pid, status = os.waitpid(-1, os.WNOHANG)
+    if pid:
+        print("a child ended:", "signal", os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+              "after", held, "held", flush=True)
+        break
+    time.sleep(0.02)
+else:
+    print("ALL SIX HELD 600 MiB", flush=True)
+"""
+
+
+def test_memory_limit_holds_for_whole_sandbox_not_per_process(box: Box) -> None:
+    """Six children of a 256 MiB sandbox each take 100 MiB: each is under the per-process
+    rlimit, the total is not. The cgroup ends it, with a reason a person can read."""
+    limits = Limits(wall_seconds=60, memory_bytes=256 * 2**20, max_processes=16)
+    out = box.run(SIX_CHILDREN_EACH_100_MIB, limits=limits)
+    assert b"ALL SIX HELD" not in out.stdout, out.stdout
+    assert b"a child ended: signal 9" in out.stdout, (out.stdout, out.stderr[-500:])
+    assert not out.ok
+    assert out.reason == "memory limit 256 MiB exceeded"
+    assert _sandbox_processes() == []
+    assert _cgroups_left() == []
+
+
+def test_algorithm_cannot_widen_cpu_affinity(box: Box) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs a runtime allowed on at least two CPUs")
+    out = box.run(
+        """
+        import os
+        try:
+            os.sched_setaffinity(0, range(os.cpu_count()))
+        except OSError as e:
+            print("refused", e.errno)
+        print(sorted(os.sched_getaffinity(0)))
+        status = open("/proc/self/status").read()
+        print([l.split()[1] for l in status.splitlines() if l.startswith("Cpus_allowed_list")][0])
+        """,
+        limits=Limits(wall_seconds=20, memory_bytes=128 * 2**20, vcpus=1),
+    )
+    assert out.ok, out.stderr
+    lines = out.stdout.decode().splitlines()
+    assert len(json.loads(lines[-2])) == 1, lines
+    assert len(cgroups.parse_cpu_list(lines[-1])) == 1, lines
+
+
+@pytest.fixture
+def no_cgroup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A host whose cgroup hierarchy cannot take a sandbox (the directory is absent)."""
+    monkeypatch.delenv(sandbox.UNSAFE_NO_CGROUP_ENV, raising=False)
+    absent = cgroups.CgroupHost(version=2, parents={"": tmp_path / "absent"}, cpu="cpuset")
+    monkeypatch.setattr(cgroups, "_host", absent)
+
+
+def test_no_cgroup_means_no_run(no_cgroup: None, box: Box) -> None:
+    with pytest.raises(SandboxUnavailableError, match="limits could not hold for the whole"):
+        box.run("open('/results/ran', 'w')")
+    assert not (box.results / "ran").exists()
+
+
+def test_no_cgroup_runs_only_when_explicitly_told(
+    no_cgroup: None, box: Box, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(sandbox.UNSAFE_NO_CGROUP_ENV, "1")
+    out = box.run("open('/results/ran', 'w')")
+    assert out.ok, out.stderr
+    assert (box.results / "ran").exists()
+    assert "WITHOUT a cgroup" in caplog.text
+
+
+def test_cgroup_removed_after_every_run(box: Box) -> None:
+    out = box.run("import os\nfor _ in range(3):\n    os.fork() or __import__('time').sleep(600)\n")
+    assert out.ok
+    assert _cgroups_left() == []
+
+
 def test_unbounded_fork_loop_stopped_by_wall_limit(box: Box) -> None:
     limits = Limits(wall_seconds=2, memory_bytes=128 * 2**20, max_processes=6)
     out = box.run(
@@ -396,7 +511,7 @@ def test_memory_past_the_limit(box: Box) -> None:
         limits=Limits(wall_seconds=20, memory_bytes=128 * 2**20),
     )
     assert not out.ok
-    assert out.reason == "memory limit exceeded"
+    assert out.reason == "memory limit 128 MiB exceeded"
     assert b"ALLOCATED" not in out.stdout
 
 
@@ -406,7 +521,7 @@ def test_memory_growing_in_steps(box: Box) -> None:
         limits=Limits(wall_seconds=20, memory_bytes=128 * 2**20),
     )
     assert not out.ok
-    assert out.reason == "memory limit exceeded"
+    assert out.reason == "memory limit 128 MiB exceeded"
 
 
 def test_time_limit(box: Box) -> None:
@@ -769,6 +884,42 @@ print(json.dumps(report))
 """
 
 
+@contextlib.contextmanager
+def _delegated_cgroup(uid: int) -> Iterator[list[Path]]:
+    """A cgroup in each hierarchy the sandbox uses, handed to ``uid`` (what an
+    administrator or systemd's Delegate= does for a runtime that is not root)."""
+    host = cgroups.detect()
+    made: list[Path] = []
+    try:
+        for key, parent in host.parents.items():
+            d = parent / f"sealroom-test-delegated-{os.getpid()}"
+            d.mkdir()
+            made.append(d)
+            if key == "cpuset":
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    (d / name).write_text((parent / name).read_text())
+            if host.version == 2:
+                (d / "cgroup.subtree_control").write_text("")
+            os.chown(d, uid, uid)
+            for name in ("cgroup.procs", "tasks", "cgroup.subtree_control", "cgroup.threads"):
+                if (d / name).exists():
+                    os.chown(d / name, uid, uid)
+        yield made
+    finally:
+        for d in reversed(made):
+            for child in d.glob(cgroups.SANDBOX_PREFIX + "*"):
+                child.rmdir()  # the runtime should have removed it: the test then fails
+            for pid in (d / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), 9)
+            for _ in range(100):
+                try:
+                    d.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+
+
 def _world_readable_path(p: Path) -> bool:
     return all(os.stat(a).st_mode & 0o005 == 0o005 for a in [p, *p.parents])
 
@@ -826,18 +977,29 @@ def test_runtime_as_ordinary_user(tmp_path: Path) -> None:
         for p in [base, *base.rglob("*")]:
             os.chown(p, OTHER_UID, OTHER_UID)
         base.chmod(0o700)
-        driver = subprocess.run(
-            [system_python, "-I", "-c", NON_ROOT_DRIVER, str(base), str(SRC)],
-            capture_output=True,
-            text=True,
-            user=OTHER_UID,
-            group=OTHER_UID,
-            extra_groups=[],
-            env={"PATH": "/usr/bin:/bin"},
-            cwd="/",
-            timeout=120,
-        )
-        assert driver.returncode == 0, driver.stderr
+        with _delegated_cgroup(OTHER_UID) as delegated:
+
+            def enter_delegated_cgroup() -> None:
+                for d in delegated:
+                    (d / "cgroup.procs").write_text(str(os.getpid()))
+
+            driver = subprocess.run(
+                [system_python, "-I", "-c", NON_ROOT_DRIVER, str(base), str(SRC)],
+                capture_output=True,
+                text=True,
+                user=OTHER_UID,
+                group=OTHER_UID,
+                extra_groups=[],
+                env={"PATH": "/usr/bin:/bin"},
+                cwd="/",
+                timeout=120,
+                preexec_fn=enter_delegated_cgroup,
+            )
+            assert driver.returncode == 0, driver.stderr
+            # The runtime removed the cgroup of each of its runs.
+            assert [list(d.glob(cgroups.SANDBOX_PREFIX + "*")) for d in delegated] == [
+                [] for _ in delegated
+            ]
     finally:
         shutil.rmtree(base, ignore_errors=True)
     report = json.loads(driver.stdout)

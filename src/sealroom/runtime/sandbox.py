@@ -14,10 +14,14 @@ Design and threat model: docs/adr/0010-sandbox.md. In short:
   namespaces is disabled; as non-root, one bubblewrap with a user namespace does both.
   Because the uid is not 0, RLIMIT_NPROC really limits processes (fork bombs), and no
   capability survives.
+- Each sandbox runs in a cgroup of its own (memory, pids, cpuset or cpu; v2 or v1 as the
+  host has them, see cgroups.py and docs/adr/0018-sandbox-cgroups-and-seccomp.md): the
+  limits hold for the sandbox as a whole, and an out-of-memory kill is reported as such.
 - rlimits (address space / data, file size, processes, CPU, core) are set in the sandbox
-  before the algorithm starts; the wall-time limit and the results-size limit are enforced
-  here, from outside, by killing the whole sandbox.
-- No fallback: if bubblewrap is missing or does not work, SandboxUnavailableError.
+  before the algorithm starts, as a second fence; the wall-time limit and the
+  results-size limit are enforced here, from outside, by killing the whole sandbox.
+- No fallback: if bubblewrap is missing or does not work, or no cgroup can be made,
+  SandboxUnavailableError.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import contextlib
 import fcntl
 import importlib.util
 import json
+import logging
 import math
 import os
 import secrets
@@ -45,6 +50,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from sealroom.errors import InvalidInputError, UnavailableError
+from sealroom.runtime import cgroups
+
+log = logging.getLogger(__name__)
 
 AlgorithmKind = Literal["python", "wasm", "binary"]
 
@@ -74,6 +82,15 @@ POLL_SECONDS = 0.25
 SANDBOX_TMP = "/tmp"  # noqa: S108
 SANDBOX_SHM = "/dev/shm"  # noqa: S108
 PROBE_SECONDS = 30.0
+# Processes of the sandbox itself inside its cgroup next to the algorithm's (which count
+# against max_processes, the algorithm's own first process included): the namespace's
+# init and stage 2, and in root mode the inner bubblewrap. pids.max counts threads too.
+SANDBOX_CGROUP_OWN_PROCESSES = {True: 3, False: 2}  # keyed by "the runtime is root"
+# RLIMIT_NPROC is the second fence behind pids.max, a little looser so the cgroup decides.
+NPROC_SLACK = 4
+# Set to "1" to run untrusted code even where no cgroup can be made (the limits are then
+# per process only). Anything else, or unset: no cgroup, no run.
+UNSAFE_NO_CGROUP_ENV = "SEALROOM_SANDBOX_UNSAFE_NO_CGROUP"
 
 
 @dataclass(frozen=True)
@@ -146,7 +163,9 @@ def check_sandbox() -> None:
 
     The probe starts the full sandbox with a launcher self-check and requires: a non-zero
     uid, no capabilities, no_new_privs, only the loopback interface, and a root directory
-    holding only what the sandbox put there. The result (either way) is cached.
+    holding only what the sandbox put there. It runs in a cgroup of its own like every
+    sandbox, so a host where none can be made fails here (unless UNSAFE_NO_CGROUP_ENV).
+    The result (either way) is cached.
     """
     global _probe_failure, _probed
     with _probe_lock:
@@ -337,36 +356,92 @@ def _run_leased(
     kill_at = deadline + (WASM_KILL_GRACE_SECONDS if kind == "wasm" else 0.0)
 
     launcher = _python_cmd(_interpreter()[0], stage2=False)
+    # bwrap waits on --block-fd after building the view and before it forks the
+    # namespace's init and the launcher: the runtime moves bwrap's child into the cgroup
+    # in between, so every process of the sandbox starts inside it.
+    block_r, block_w = os.pipe()
+    try:
+        cgroup = _sandbox_cgroup(kind, limits, as_root)
+    except BaseException:
+        for fd in (status_r, status_w, info_r, info_w, spec_fd, args_fd, block_r, block_w):
+            os.close(fd)
+        raise
     started_at = datetime.now(UTC)
     try:
         # The arguments travel through --args so no host path shows in the sandbox's ps.
         proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            [bwrap, "--args", str(args_fd), "--info-fd", str(info_w), "--", *launcher],
+            [
+                bwrap,
+                *("--args", str(args_fd), "--info-fd", str(info_w)),
+                *("--block-fd", str(block_r), "--", *launcher),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(args_fd, spec_fd, status_w, info_w),
+            pass_fds=(args_fd, spec_fd, status_w, info_w, block_r),
             start_new_session=True,
             close_fds=True,
         )
     except OSError as e:
+        os.close(block_w)
+        _destroy(cgroup)
         raise SandboxUnavailableError(f"cannot start bubblewrap: {e}") from e
     except BaseException:
         os.close(status_r)
         os.close(info_r)
+        os.close(block_w)
+        _destroy(cgroup)
         raise
     finally:
         os.close(status_w)
         os.close(info_w)
         os.close(spec_fd)
         os.close(args_fd)
-    sup = _Supervisor(proc, status_r, info_r, limits, results, kill_at, on_output)
+        os.close(block_r)
+    sup = _Supervisor(proc, status_r, info_r, block_w, cgroup, limits, results, kill_at, on_output)
     try:
-        sup.loop()
+        try:
+            sup.loop()
+        finally:
+            sup.close()
+            # Read before the cgroup goes: did the kernel kill anything for memory?
+            sup.oom_kills = cgroup.oom_kills() if cgroup is not None else 0
     finally:
-        sup.close()
+        _destroy(cgroup)
     ended_at = datetime.now(UTC)
     return sup.outcome(kind, limits, started_at, ended_at)
+
+
+def _sandbox_cgroup(kind: str, limits: Limits, as_root: bool) -> cgroups.SandboxCgroup | None:
+    """A fresh cgroup holding the run's limits, or None when explicitly allowed to go
+    without. The CPUs are this process's first ``vcpus`` (the host agent pinned it)."""
+    memory = limits.memory_bytes + (WASM_RUNTIME_OVERHEAD if kind == "wasm" else 0)
+    cpus = tuple(sorted(os.sched_getaffinity(0))[: limits.vcpus])
+    want = cgroups.CgroupLimits(
+        memory_bytes=memory,
+        max_pids=limits.max_processes + SANDBOX_CGROUP_OWN_PROCESSES[as_root],
+        cpus=cpus,
+    )
+    try:
+        return cgroups.SandboxCgroup.create(cgroups.detect(), want)
+    except cgroups.CgroupUnavailableError as e:
+        if os.environ.get(UNSAFE_NO_CGROUP_ENV) == "1":
+            log.warning(
+                "running untrusted code WITHOUT a cgroup (%s=1): memory, processes and CPUs "
+                "are limited per process only: %s",
+                UNSAFE_NO_CGROUP_ENV,
+                e,
+            )
+            return None
+        raise SandboxUnavailableError(
+            f"no cgroup for the sandbox, so its limits could not hold for the whole "
+            f"sandbox: {e} (set {UNSAFE_NO_CGROUP_ENV}=1 to run with per-process limits only)"
+        ) from e
+
+
+def _destroy(cgroup: cgroups.SandboxCgroup | None) -> None:
+    if cgroup is not None:
+        cgroup.destroy()
 
 
 class _Supervisor:
@@ -377,6 +452,8 @@ class _Supervisor:
         proc: subprocess.Popen[bytes],
         status_r: int,
         info_r: int,
+        block_w: int,
+        cgroup: cgroups.SandboxCgroup | None,
         limits: Limits,
         results: Path,
         kill_at: float,
@@ -387,6 +464,10 @@ class _Supervisor:
         self.info_r = info_r
         self.info_buf = bytearray()
         self.init_pid: int | None = None
+        self.block_w = block_w
+        self.cgroup = cgroup
+        self.oom_kills = 0
+        self.placement_error: str | None = None
         self.limits = limits
         self.results = results
         self.kill_at = kill_at
@@ -472,6 +553,27 @@ class _Supervisor:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
 
+    def _place(self, pid: int) -> None:
+        """Move bwrap's child (still blocked) into the cgroup, then let it go on."""
+        try:
+            if self.cgroup is not None:
+                self.cgroup.add(pid)
+        except OSError as e:
+            self.placement_error = f"cannot move the sandbox into its cgroup: {e.strerror}"
+            self._kill()
+        else:
+            with contextlib.suppress(OSError):
+                os.write(self.block_w, b"x")
+        self._unblock()
+
+    def _unblock(self) -> None:
+        # Closing without writing wakes bwrap too (EOF): only after the placement, or
+        # once the sandbox is being killed anyway.
+        if self.block_w >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.block_w)
+            self.block_w = -1
+
     def _finished(self) -> bool:
         return self.status_buf.count(b"\n") >= 2
 
@@ -489,6 +591,7 @@ class _Supervisor:
                 pid = json.loads(bytes(self.info_buf)).get("child-pid")
                 if isinstance(pid, int) and pid > 1:
                     self.init_pid = pid
+                    self._place(pid)
             return
         room = self.limits.max_output_bytes - self.kept
         if room <= 0:
@@ -503,6 +606,7 @@ class _Supervisor:
             self.on_output(name, bytes(part))
 
     def close(self) -> None:
+        self._unblock()
         for s in (self.proc.stdout, self.proc.stderr):
             if s is not None:
                 s.close()
@@ -521,6 +625,8 @@ class _Supervisor:
                 parsed = json.loads(lines[1])
                 if isinstance(parsed, dict):
                     status = parsed
+        if self.placement_error is not None:
+            raise SandboxUnavailableError(self.placement_error)
         if not started and not self.timed_out:
             # The algorithm never started: bubblewrap or the launcher failed. What is on
             # stderr is theirs, not the algorithm's.
@@ -557,8 +663,9 @@ class _Supervisor:
             reason = f"wall time limit ({limits.wall_seconds:g}s) exceeded"
         elif self.result_problem is not None:
             reason = self.result_problem
-        elif note == "memory":
-            reason = "memory limit exceeded"
+        elif note == "memory" or self.oom_kills:
+            # rlimit (MemoryError in the algorithm) or the cgroup (the kernel's OOM kill).
+            reason = f"memory limit {_mib(limits.memory_bytes)} exceeded"
         elif note == "fuel":
             reason = "wasm fuel exhausted"
         elif sig is not None:
@@ -578,6 +685,10 @@ class _Supervisor:
             stderr=bytes(self.out["stderr"]),
             output_truncated=self.truncated,
         )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:g} MiB"
 
 
 def _signal_reason(sig: int) -> str:
@@ -698,7 +809,7 @@ def _rlimits(kind: str, limits: Limits) -> dict[str, tuple[int, int]]:
         "CPU": (cpu, cpu + 1),
         # One byte over the limit, so a file that hit it is visibly over it afterwards.
         "FSIZE": (limits.max_result_bytes + 1, limits.max_result_bytes + 1),
-        "NPROC": (limits.max_processes + SANDBOX_OWN_PROCESSES,) * 2,
+        "NPROC": (limits.max_processes + SANDBOX_OWN_PROCESSES + NPROC_SLACK,) * 2,
         "NOFILE": (4096, 4096),
     }
     if kind == "wasm":
