@@ -146,7 +146,6 @@ _ERROR_REASONS = {
 #: Sandbox reasons that are fixed text (limits of the manifest or of the sandbox).
 _FIXED_SANDBOX_REASONS = frozenset(
     {
-        "memory limit exceeded",
         "wasm fuel exhausted",
         "cpu time limit exceeded",
         "file size limit exceeded",
@@ -164,6 +163,8 @@ def public_reason(outcome: RunOutcome) -> str:
     r = outcome.reason
     if outcome.timed_out:
         return r  # "wall time limit (Ns) exceeded": the manifest's number
+    if r.startswith("memory limit ") and r.endswith(" MiB exceeded"):
+        return r  # the manifest's memory_mb (the sandbox's text: OOM kill or MemoryError)
     if r.startswith("exit "):
         return "the algorithm exited with a non-zero status"
     if r.startswith("killed by signal"):
