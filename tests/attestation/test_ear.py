@@ -24,6 +24,7 @@ from sealroom.attestation.appraise import AppraisalResult, RuleResult, SubmodRes
 from sealroom.attestation.claims import Claims
 from sealroom.attestation.ear import (
     EAR_PROFILE,
+    TRUSTEE_EAR_PROFILE,
     EarStatus,
     VerifierKey,
     ear_claims,
@@ -70,7 +71,8 @@ def _at(ts: int) -> datetime:
 @pytest.mark.parametrize("name", ["arc_testJWT", "arc_testJWT_JWK", "verify_pass_0"])
 def test_veraison_valid_tokens_verify_with_test_key(name: str) -> None:
     t = _tokens()[name]
-    tok = verify_ear(t["token"], _veraison_jwks(), now=_at(t["iat"]))
+    # Veraison's test tokens carry no exp: accepted only when the caller says so.
+    tok = verify_ear(t["token"], _veraison_jwks(), now=_at(t["iat"]), allow_missing_exp=True)
     assert tok.status is EarStatus.AFFIRMING
     assert tok.submods["test"].status is EarStatus.AFFIRMING
     assert tok.verifier_id.developer == "Acme Inc."
@@ -82,7 +84,7 @@ def test_veraison_valid_tokens_verify_with_test_key(name: str) -> None:
 @pytest.mark.vectors
 def test_veraison_token_trust_vector_is_read() -> None:
     t = _tokens()["arc_testJWT"]
-    tok = verify_ear(t["token"], _veraison_jwks(), now=_at(t["iat"]))
+    tok = verify_ear(t["token"], _veraison_jwks(), now=_at(t["iat"]), allow_missing_exp=True)
     sub = tok.submods["test"]
     assert sub.vector["executables"] == 3
     assert sub.vector["hardware"] == 2
@@ -93,10 +95,54 @@ def test_veraison_token_trust_vector_is_read() -> None:
 def test_veraison_token_issued_after_now_is_not_yet_valid() -> None:
     t = _tokens()["arc_testJWT"]
     with pytest.raises(AttestationError) as ei:
-        verify_ear(t["token"], _veraison_jwks(), now=_at(t["iat"] - 1))
+        verify_ear(t["token"], _veraison_jwks(), now=_at(t["iat"] - 1), allow_missing_exp=True)
     assert ei.value.code == "ear-not-yet-valid"
     # ... unless the caller tolerates that much skew.
-    verify_ear(t["token"], _veraison_jwks(), now=_at(t["iat"] - 1), leeway=timedelta(seconds=1))
+    verify_ear(
+        t["token"],
+        _veraison_jwks(),
+        now=_at(t["iat"] - 1),
+        leeway=timedelta(seconds=1),
+        allow_missing_exp=True,
+    )
+
+
+@pytest.mark.vectors
+@pytest.mark.parametrize("name", ["arc_testJWT", "arc_testJWT_JWK", "verify_pass_0"])
+def test_ear_without_exp_refused(name: str) -> None:
+    # Authentic, well-formed, but it never expires: a stolen or stale result would be good
+    # forever. Refused unless the caller opts in (above).
+    t = _tokens()[name]
+    with pytest.raises(AttestationError) as ei:
+        verify_ear(t["token"], _veraison_jwks(), now=_at(t["iat"]))
+    assert ei.value.code == "ear-exp-missing"
+    assert "exp is absent" in ei.value.message
+
+
+@pytest.mark.vectors
+def test_ear_wrong_profile_refused() -> None:
+    # Trustee's token is authentic with its key, but its eat_profile is Trustee's, not EAR's.
+    t, jwks, before_exp = _trustee_token()
+    with pytest.raises(AttestationError) as ei:
+        verify_ear(t["token"], jwks, now=before_exp)
+    assert ei.value.code == "ear-profile-unknown"
+    assert TRUSTEE_EAR_PROFILE in ei.value.message
+    with pytest.raises(AttestationError) as ei:
+        parse_ear_claims({**_claims_of(t["token"]), "eat_profile": "tag:example.com,2025:other"})
+    assert ei.value.code == "ear-profile-unknown"
+
+
+def _trustee_token() -> tuple[dict[str, Any], dict[str, Any], datetime]:
+    """Trustee's real token, a JWKS holding its key, and a time before its exp."""
+    t = _tokens()["arc_testRealmJWT"]
+    jwks = load_jwks(json.dumps(t["header"]["jwk"]).encode())
+    return t, jwks, datetime(2025, 7, 9, 11, 10, 0, tzinfo=UTC)
+
+
+def _claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    obj: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return {**obj, "eat_profile": EAR_PROFILE}
 
 
 @pytest.mark.vectors
@@ -112,10 +158,8 @@ def test_trustee_token_key_only_in_header_is_rejected_without_caller_jwks() -> N
 
 @pytest.mark.vectors
 def test_trustee_token_verifies_when_caller_trusts_its_key() -> None:
-    t = _tokens()["arc_testRealmJWT"]
-    jwks = load_jwks(json.dumps(t["header"]["jwk"]).encode())
-    before_exp = datetime(2025, 7, 9, 11, 10, 0, tzinfo=UTC)
-    tok = verify_ear(t["token"], jwks, now=before_exp)
+    t, jwks, before_exp = _trustee_token()
+    tok = verify_ear(t["token"], jwks, now=before_exp, profiles=(EAR_PROFILE, TRUSTEE_EAR_PROFILE))
     assert tok.eat_profile == "tag:github.com,2024:confidential-containers/Trustee"
     assert tok.exp == datetime(2025, 7, 9, 11, 10, 39, tzinfo=UTC)
     cpu0 = tok.submods["cpu0"]
@@ -137,7 +181,7 @@ def test_trustee_token_after_exp_is_expired(now: datetime) -> None:
     t = _tokens()["arc_testRealmJWT"]
     jwks = {"keys": [t["header"]["jwk"]]}
     with pytest.raises(AttestationError) as ei:
-        verify_ear(t["token"], jwks, now=now)
+        verify_ear(t["token"], jwks, now=now, profiles=(TRUSTEE_EAR_PROFILE,))
     assert ei.value.code == "ear-expired"
     assert "2025-07-09T11:10:39" in ei.value.message
 
@@ -184,7 +228,7 @@ def test_veraison_unsigned_claims_parse(filename: str) -> None:
 @pytest.mark.vectors
 def test_trustee_example_claims_are_contraindicated_hardware_97() -> None:
     claims = json.loads((_vectors_dir() / "trustee_example_ear_claims.json").read_text())
-    tok = parse_ear_claims(claims)
+    tok = parse_ear_claims(claims, profiles=(TRUSTEE_EAR_PROFILE,))
     cpu0 = tok.submods["cpu0"]
     assert cpu0.status is EarStatus.CONTRAINDICATED
     assert cpu0.vector["hardware"] == 97

@@ -18,7 +18,7 @@ from typer.testing import CliRunner, Result
 
 from sealroom.attestation.appraise import AppraisalResult, RuleResult, SubmodResult, Trust
 from sealroom.attestation.claims import Claims
-from sealroom.attestation.ear import VerifierKey, issue_ear
+from sealroom.attestation.ear import TRUSTEE_EAR_PROFILE, VerifierKey, issue_ear
 from sealroom.cli.ear_cmd import ear_app
 from sealroom.errors import SealroomError
 
@@ -114,6 +114,7 @@ def test_verify_veraison_token_from_file_exits_0(tmp_path: Path) -> None:
         str(_vectors() / "veraison_test_pub.jwk.json"),
         "--now",
         _iso(t["iat"]),
+        "--allow-no-exp",
     )
     assert r.exit_code == 0, r.stderr
     assert "affirming" in r.stdout
@@ -124,7 +125,17 @@ def test_verify_veraison_token_from_file_exits_0(tmp_path: Path) -> None:
 def test_verify_token_given_inline_and_on_stdin_json() -> None:
     t = _token("verify_pass_0")
     jwks = str(_vectors() / "veraison_test_pub.jwk.json")
-    inline = run("ear", "verify", t["token"], "--jwks", jwks, "--now", _iso(t["iat"]), "--json")
+    inline = run(
+        "ear",
+        "verify",
+        t["token"],
+        "--jwks",
+        jwks,
+        "--now",
+        _iso(t["iat"]),
+        "--json",
+        "--allow-no-exp",
+    )
     stdin = run(
         "ear",
         "verify",
@@ -134,6 +145,7 @@ def test_verify_token_given_inline_and_on_stdin_json() -> None:
         "--now",
         _iso(t["iat"]),
         "--json",
+        "--allow-no-exp",
         stdin=t["token"] + "\n",
     )
     for r in (inline, stdin):
@@ -142,6 +154,16 @@ def test_verify_token_given_inline_and_on_stdin_json() -> None:
         assert out["verified"] is True
         assert out["submods"]["test"]["status"] == "affirming"
         assert out["submods"]["test"]["policy_id"] == "policy://test/01234"
+
+
+@pytest.mark.vectors
+def test_ear_without_exp_refused_by_cli_unless_allowed() -> None:
+    t = _token("arc_testJWT")
+    args = ("ear", "verify", t["token"], "--jwks", str(_vectors() / "veraison_test_pub.jwk.json"))
+    r = run(*args, "--now", _iso(t["iat"]))
+    assert r.exit_code == 2
+    assert "ear-exp-missing" in r.stderr
+    assert "--allow-no-exp" in r.stderr
 
 
 @pytest.mark.vectors
@@ -165,10 +187,18 @@ def test_trustee_token_verifies_with_its_key_until_exp(tmp_path: Path) -> None:
     t = _token("arc_testRealmJWT")
     jwk = tmp_path / "trustee.jwk.json"
     jwk.write_text(json.dumps(t["header"]["jwk"]))
-    ok = run("ear", "verify", t["token"], "--jwks", str(jwk), "--now", "2025-07-09T11:08:00Z")
+    trustee = ("--accept-profile", TRUSTEE_EAR_PROFILE)
+    wrong = run("ear", "verify", t["token"], "--jwks", str(jwk), "--now", "2025-07-09T11:08:00Z")
+    assert wrong.exit_code == 2
+    assert "ear-profile-unknown" in wrong.stderr
+    ok = run(
+        "ear", "verify", t["token"], "--jwks", str(jwk), "--now", "2025-07-09T11:08:00Z", *trustee
+    )
     assert ok.exit_code == 0, ok.stderr
     assert "cpu0" in ok.stdout
-    late = run("ear", "verify", t["token"], "--jwks", str(jwk), "--now", "2025-07-10T00:00:00Z")
+    late = run(
+        "ear", "verify", t["token"], "--jwks", str(jwk), "--now", "2025-07-10T00:00:00Z", *trustee
+    )
     assert late.exit_code == 2
     assert "ear-expired" in late.stderr
 

@@ -30,8 +30,8 @@ def _provider(swtpm: Swtpm, tmp_path: Path, **kw: Any) -> Tpm2Provider:
     return Tpm2Provider(Tpm2Config(tcti=swtpm.tcti, state_dir=tmp_path / "tpm2", **kw))
 
 
-def _verify(item: EvidenceItem, nonce: bytes) -> TpmClaims:
-    claims = TPM.verify(item, VerifyContext(now=datetime.now(UTC), nonce=nonce))
+def _verify(item: EvidenceItem, nonce: bytes, *pins: bytes) -> TpmClaims:
+    claims = TPM.verify(item, VerifyContext(now=datetime.now(UTC), nonce=nonce, ak_pins=pins))
     assert isinstance(claims, TpmClaims)
     return claims
 
@@ -58,8 +58,8 @@ def test_fresh_quote_verifies_pinned_then_pcr_extend_fails_policy(
     ak = provider.ak_public()
     assert parse_public(ak).has(1 << 16)  # restricted
     nonce = os.urandom(32)
-    item = provider.quote(nonce).with_attachments({"ak": ak})
-    claims = _verify(item, nonce)
+    item = provider.quote(nonce)
+    claims = _verify(item, nonce, ak)
     assert claims.ak_trust == "pinned"
     assert claims.extra_data == nonce
     assert claims.ak_restricted is True and claims.ak_fixed_tpm is True
@@ -68,15 +68,15 @@ def test_fresh_quote_verifies_pinned_then_pcr_extend_fails_policy(
     assert old == bytes(32)
 
     policy = _policy(old)
-    ctx = VerifyContext(now=datetime.now(UTC), nonce=nonce)
+    ctx = VerifyContext(now=datetime.now(UTC), nonce=nonce, ak_pins=(ak,))
     verify_and_appraise(EvidenceBundle.single(item), policy, ctx).require_ok()
 
     provider.pcr_extend(PCR, digest(Alg.SHA256, b"something the policy did not expect"))
     nonce2 = os.urandom(32)
-    item2 = provider.quote(nonce2).with_attachments({"ak": ak})
-    claims2 = _verify(item2, nonce2)  # still authentic
+    item2 = provider.quote(nonce2)
+    claims2 = _verify(item2, nonce2, ak)  # still authentic
     assert claims2.pcrs["sha256"][PCR] != old
-    ctx2 = VerifyContext(now=datetime.now(UTC), nonce=nonce2)
+    ctx2 = VerifyContext(now=datetime.now(UTC), nonce=nonce2, ak_pins=(ak,))
     result = verify_and_appraise(EvidenceBundle.single(item2), policy, ctx2)
     assert [r.field for r in result.failures()] == [f"pcrs.sha256[{PCR}]"]
     with pytest.raises(PolicyViolationError, match=rf"pcrs\.sha256\[{PCR}\]"):
@@ -86,9 +86,9 @@ def test_fresh_quote_verifies_pinned_then_pcr_extend_fails_policy(
 def test_old_quote_replayed_against_a_new_nonce_fails(swtpm: Swtpm, tmp_path: Path) -> None:
     provider = _provider(swtpm, tmp_path)
     ak = provider.ak_public()
-    item = provider.quote(b"monday").with_attachments({"ak": ak})
+    item = provider.quote(b"monday")
     policy = _policy(bytes(32))
-    ctx = VerifyContext(now=datetime.now(UTC), nonce=b"tuesday")
+    ctx = VerifyContext(now=datetime.now(UTC), nonce=b"tuesday", ak_pins=(ak,))
     result = verify_and_appraise(EvidenceBundle.single(item), policy, ctx)
     assert [r.field for r in result.failures()] == ["extra_data"]
 
@@ -97,8 +97,8 @@ def test_old_quote_replayed_against_a_new_nonce_fails(swtpm: Swtpm, tmp_path: Pa
 def test_other_ak_algorithms_verify(swtpm: Swtpm, tmp_path: Path, alg: Any) -> None:
     provider = _provider(swtpm, tmp_path, ak_algorithm=alg, pcrs=(0, 7, PCR))
     nonce = os.urandom(20)
-    item = provider.quote(nonce).with_attachments({"ak": provider.ak_public()})
-    claims = _verify(item, nonce)
+    item = provider.quote(nonce)
+    claims = _verify(item, nonce, provider.ak_public())
     assert claims.ak_trust == "pinned"
     assert claims.quotes[0].signature_alg == ("rsapss" if alg == "rsapss" else "ecdsa")
     assert claims.quotes[0].hash_alg == ("sha384" if alg == "ecc384" else "sha256")
@@ -112,6 +112,10 @@ def test_envelope_roundtrip_and_unpinned_ak(swtpm: Swtpm, tmp_path: Path) -> Non
     (back,) = parse_envelope(EvidenceBundle.single(item).to_json().encode()).items
     claims = _verify(back, nonce)
     assert claims.ak_trust == "none"  # the evidence carries its AK; nobody vouched for it
+    # The same AK repeated as the envelope's "ak" attachment is the presenter's word: no pin.
+    self_pinned = back.with_attachments({"ak": provider.ak_public()})
+    assert _verify(self_pinned, nonce).ak_trust == "none"
+    assert _verify(back, nonce, provider.ak_public()).ak_trust == "pinned"
     ctx = VerifyContext(now=datetime.now(UTC), nonce=nonce)
     result = verify_and_appraise(EvidenceBundle.single(back), _policy(bytes(32)), ctx)
     assert [r.field for r in result.failures()] == ["ak_trust"]
@@ -146,8 +150,13 @@ def test_collect_binds_the_64_byte_sealroom_report_data(swtpm: Swtpm, tmp_path: 
     nonce = os.urandom(16)
     report_data = sealroom_report_data(inputs, nonce)
     assert provider.kind == "tpm"
-    item = provider.collect(report_data).with_attachments({"ak": provider.ak_public()})
-    ctx = VerifyContext(now=datetime.now(UTC), nonce=nonce, report_data_inputs=inputs)
+    item = provider.collect(report_data)
+    ctx = VerifyContext(
+        now=datetime.now(UTC),
+        nonce=nonce,
+        report_data_inputs=inputs,
+        ak_pins=(provider.ak_public(),),
+    )
     policy = Policy.from_dict(
         {"version": 1, "tpm": {"ak_trust": ["pinned"], "extra_data": {"mode": "sealroom-v1"}}}
     )

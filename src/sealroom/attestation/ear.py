@@ -10,6 +10,8 @@ Verification trusts only keys the caller supplies (a JWKS). A ``jwk`` in the tok
 is a hint at most: it is used only if the very same key is in the caller's JWKS, because
 anyone can sign a token with a fresh key and put that key in the header. Only ES256 is
 accepted, time is a parameter (``now``), and every claim the profile requires is checked.
+``eat_profile`` must be the EAR profile (or one the caller lists), and a token without
+``exp`` never expires, so it is refused unless the caller allows that explicitly.
 
 Errors: bytes that are not a JWT (or not JSON) are MalformedEvidenceError; a token that is
 well-formed but not authentic, stale, or missing required claims is AttestationError with a
@@ -24,7 +26,7 @@ import enum
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +43,9 @@ from sealroom.errors import AttestationError, InvalidInputError, MalformedEviden
 from sealroom.files import write_private
 
 EAR_PROFILE = "tag:github.com,2023:veraison/ear"
+#: The profile Trustee's attestation service writes into its (EAR-shaped) tokens. Not the
+#: EAR profile: accepted only where the caller lists it (``profiles=``, ``--accept-profile``).
+TRUSTEE_EAR_PROFILE = "tag:github.com,2024:confidential-containers/Trustee"
 ALGORITHM = "ES256"
 DEVELOPER = "sealroom"
 
@@ -680,12 +685,17 @@ def parse_ear_claims(
     *,
     header: Mapping[str, Any] | None = None,
     key_thumbprint: str | None = None,
+    profiles: Collection[str] = (EAR_PROFILE,),
 ) -> EarToken:
     """Check an EAR claims-set against the profile; no signature, time or nonce checks.
 
+    ``eat_profile`` must be one of ``profiles`` (default: the EAR profile only): claims
+    written to another profile mean other things, even where the names look alike.
     Used by :func:`verify_ear` after the signature verified, and directly for unsigned
     claim sets (tests, tooling).
     """
+    if not profiles:
+        raise ValueError("profiles must name at least one accepted eat_profile")
     if not isinstance(claims, Mapping):
         raise MalformedEvidenceError(
             f"EAR claims are a JSON {type(claims).__name__}, want an object", code="ear-malformed"
@@ -695,6 +705,12 @@ def parse_ear_claims(
     profile = claims["eat_profile"]
     if not isinstance(profile, str) or not profile:
         raise _invalid("eat_profile", profile, "a profile URI string")
+    if profile not in profiles:
+        raise AttestationError(
+            f"EAR eat_profile is {profile!r}, want {' or '.join(map(repr, profiles))} "
+            "(a token of another profile is not an EAR this verifier understands)",
+            code="ear-profile-unknown",
+        )
     iat = _numeric_date(claims, "iat", required=True)
     assert iat is not None
     exp = _numeric_date(claims, "exp", required=False)
@@ -827,13 +843,16 @@ def verify_ear(
     now: datetime,
     expected_nonce: bytes | None = None,
     leeway: timedelta = timedelta(0),
+    profiles: Collection[str] = (EAR_PROFILE,),
+    allow_missing_exp: bool = False,
 ) -> EarToken:
     """Verify an EAR JWT against the caller's keys at time ``now``; return its claims.
 
     Steps: strict JWS compact syntax; header ``alg`` is ES256 (nothing else, ever); the
     verifying key comes from ``jwks`` (by ``kid`` if present, a header ``jwk`` only if it is
-    in ``jwks``); signature; profile claims; ``iat``/``nbf``/``exp`` against ``now`` with
-    ``leeway``; ``eat_nonce`` equals ``expected_nonce`` when one is given.
+    in ``jwks``); signature; profile claims (``eat_profile`` one of ``profiles``);
+    ``exp`` present unless ``allow_missing_exp``; ``iat``/``nbf``/``exp`` against ``now``
+    with ``leeway``; ``eat_nonce`` equals ``expected_nonce`` when one is given.
     """
     _require_aware(now)
     if leeway < timedelta(0):
@@ -887,7 +906,14 @@ def verify_ear(
             f"EAR signature does not verify with {which} in the caller's JWKS",
             code="ear-signature-invalid",
         )
-    result = parse_ear_claims(payload, header=header, key_thumbprint=used)
+    result = parse_ear_claims(payload, header=header, key_thumbprint=used, profiles=profiles)
+    if result.exp is None and not allow_missing_exp:
+        raise AttestationError(
+            "EAR exp is absent: the token never expires, so an old appraisal could be replayed "
+            "forever; refused unless the caller allows it explicitly (allow_missing_exp, "
+            "--allow-no-exp)",
+            code="ear-exp-missing",
+        )
     _check_time(result, now, leeway)
     if expected_nonce is not None:
         _check_nonce(result, expected_nonce)

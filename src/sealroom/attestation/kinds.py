@@ -33,6 +33,14 @@ class VerifyContext:
     ``extra_roots`` are roots the caller chose to trust in addition to the embedded
     vendor roots (a sim authority's root, an NVIDIA device root); evidence anchored in
     one of them is never reported as vendor-rooted.
+
+    Every field here is the verifier's own trust input, never the presenter's (ADR 0020):
+    ``ak_pins`` are TPM attestation keys the verifier pins (``--ak``; PEM/DER SPKI,
+    TPMT_PUBLIC or TPM2B_PUBLIC); ``collateral`` is the verifier's collateral source and
+    ``verifier_collateral`` collateral files the verifier names (``--collateral FILE``, by
+    attachment name: ``collateral``, ``tcb_info``, ``pck_crl``, ...): both win over
+    collateral carried with the evidence; ``collateral_history`` remembers the
+    newest collateral this verifier has seen, so older presenter collateral is refused.
     """
 
     now: datetime
@@ -41,6 +49,8 @@ class VerifyContext:
     extra_roots: tuple[x509.Certificate, ...] = ()
     report_data_inputs: ReportDataInputs | None = None
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    ak_pins: tuple[bytes, ...] = ()
+    verifier_collateral: Mapping[str, bytes] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:

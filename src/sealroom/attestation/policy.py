@@ -26,7 +26,15 @@ from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from sealroom.attestation import kinds
 from sealroom.attestation.appraise import Rules, Trust
@@ -53,10 +61,33 @@ def _hex_bytes(value: Any) -> bytes:
 HexBytes = Annotated[bytes, BeforeValidator(_hex_bytes)]
 
 
+def _is_bool_field(model: type[BaseModel], name: str) -> bool:
+    ann = model.model_fields[name].annotation
+    return ann is bool or ann == (bool | None)
+
+
+def _strict_bool(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """Booleans are YAML/JSON booleans: ``"yes"``, ``1`` or ``"false"`` are errors.
+
+    pydantic's lax mode would read ``allow_simulated: "no"`` as false but ``"yes"`` as true
+    and ``"off"`` as false: a policy typo must never flip a security switch silently. Applied
+    to every bool field of every policy model (present and future) by the bases below."""
+    name = info.field_name
+    bool_field = name is not None and _is_bool_field(model, name)
+    if bool_field and value is not None and not isinstance(value, bool):
+        raise ValueError("must be true or false (a boolean, unquoted)")
+    return value
+
+
 class Section(BaseModel):
-    """Base for policy sections: frozen, unknown keys are errors."""
+    """Base for policy sections: frozen, unknown keys are errors, booleans strict."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _booleans_are_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        return _strict_bool(cls, value, info)
 
 
 class ReportDataPolicy(Section):
@@ -82,6 +113,11 @@ class _Common(BaseModel):
     max_evidence_age: int | None = Field(default=None, gt=0)
     require: list[str] = Field(default_factory=list)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _booleans_are_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        return _strict_bool(cls, value, info)
+
 
 def _format_validation(e: ValidationError, prefix: str) -> str:
     parts = []
@@ -90,7 +126,8 @@ def _format_validation(e: ValidationError, prefix: str) -> str:
         where = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         got = err.get("input")
         got_s = f" (got {got!r})" if not isinstance(got, dict | list) else ""
-        parts.append(f"{where}: {err['msg']}{got_s}")
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}{got_s}")
     return "; ".join(parts)
 
 

@@ -87,6 +87,22 @@ _VERIFIED_LINKS_MAX = 1024
 _LINKS_LOCK = threading.Lock()
 
 
+#: Every name the sim authority issues carries this word (sim/authority.py); a root whose
+#: subject does is a simulated root whatever else it says.
+SIMULATED_MARKER = "SIMULATED"
+
+
+def is_simulated_root(cert: x509.Certificate) -> bool:
+    """True for a root named as simulated (the sealroom sim authority, or any root whose
+    organisation or common name says SIMULATED). Marking too much simulated only makes a
+    policy reject more; evidence anchored in such a root must never read as hardware."""
+    for oid in (x509.NameOID.ORGANIZATION_NAME, x509.NameOID.COMMON_NAME):
+        for attr in cert.subject.get_attributes_for_oid(oid):
+            if SIMULATED_MARKER in str(attr.value):
+                return True
+    return False
+
+
 def verify_issued_by(child: x509.Certificate, issuer: x509.Certificate, what: str) -> None:
     """Check that ``issuer`` signed ``child`` (RSA PKCS#1 v1.5, RSA-PSS, ECDSA, Ed25519).
 

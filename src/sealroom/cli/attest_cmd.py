@@ -40,16 +40,13 @@ KindOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _attachments(
-    certs: list[Path], collateral_file: Path | None, ak: Path | None, pcrs: Path | None
-) -> dict[str, bytes]:
+def _attachments(certs: list[Path], pcrs: Path | None) -> dict[str, bytes]:
+    """What the CLI adds to the evidence itself: certificates that chain to roots the
+    verifier trusts anyway, and PCR values the quote's digest must match. Trust inputs (AK
+    pins, collateral, roots, nonces) go into the VerifyContext instead (ADR 0020)."""
     out: dict[str, bytes] = {}
     for n, p in enumerate(certs):
         out["cert" if n == 0 else f"cert.{n}"] = read_input(str(p), "certificate file")
-    if collateral_file is not None:
-        out["collateral"] = read_input(str(collateral_file), "collateral file")
-    if ak is not None:
-        out["ak"] = read_input(str(ak), "AK file")
     if pcrs is not None:
         out["pcrs"] = read_input(str(pcrs), "PCR values file")
     return out
@@ -70,7 +67,7 @@ def inspect_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Parse evidence and show its claims. Checks NOTHING: use `verify` for a verdict."""
-    bundle = _load(file, kind, _attachments(certs, None, None, None))
+    bundle = _load(file, kind, _attachments(certs, None))
     out = {}
     for n, item in enumerate(bundle.items):
         claims = kinds.get(item.kind).inspect(item)
@@ -95,7 +92,10 @@ def verify_cmd(
         Path | None,
         typer.Option("--collateral", help="Collateral directory (offline cache) or file."),
     ] = None,
-    ak: Annotated[Path | None, typer.Option("--ak", help="TPM attestation key.")] = None,
+    ak: Annotated[
+        list[Path],
+        typer.Option("--ak", help="TPM attestation key you pin (repeatable): ak_trust 'pinned'."),
+    ] = [],  # noqa: B006
     pcrs: Annotated[Path | None, typer.Option("--pcrs", help="TPM PCR values (JSON).")] = None,
     device_root: Annotated[
         list[Path], typer.Option("--device-root", help="Extra device root (NVIDIA).")
@@ -162,8 +162,12 @@ def verify_cmd(
         extra_roots=tuple(extra_roots),
         report_data_inputs=ReportDataInputs(mh, kd) if mh is not None and kd is not None else None,
         options=options,
+        ak_pins=tuple(read_input(str(p), "AK file") for p in ak),
+        verifier_collateral={"collateral": read_input(str(collateral_file), "collateral file")}
+        if collateral_file is not None
+        else {},
     )
-    bundle = _load(file, kind, _attachments(certs, collateral_file, ak, pcrs))
+    bundle = _load(file, kind, _attachments(certs, pcrs))
     verified = verify_bundle(bundle, ctx)
     result = appraise(verified, pol, ctx)
     if ear is not None:

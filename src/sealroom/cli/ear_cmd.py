@@ -19,6 +19,7 @@ from rich.table import Table
 
 from sealroom.attestation.appraise import AppraisalResult, RuleResult, Trust
 from sealroom.attestation.ear import (
+    EAR_PROFILE,
     EarStatus,
     EarToken,
     VerifierKey,
@@ -201,6 +202,21 @@ def verify_cmd(
         bool,
         typer.Option("--affirming-only", help="Treat 'warning' submodules as not acceptable."),
     ] = False,
+    allow_no_exp: Annotated[
+        bool,
+        typer.Option(
+            "--allow-no-exp",
+            help="Accept a token without exp (it never expires). Refused by default.",
+        ),
+    ] = False,
+    accept_profile: Annotated[
+        list[str],
+        typer.Option(
+            "--accept-profile",
+            help="Also accept this eat_profile (e.g. Trustee's); repeatable. Default: the EAR "
+            "profile only.",
+        ),
+    ] = [],  # noqa: B006
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Verify an EAR token's signature, validity and nonce; print each submodule's status.
@@ -221,6 +237,8 @@ def verify_cmd(
         now=when,
         expected_nonce=expected,
         leeway=timedelta(seconds=leeway),
+        profiles=(EAR_PROFILE, *accept_profile),
+        allow_missing_exp=allow_no_exp,
     )
     if as_json:
         typer.echo(json.dumps(_summary(tok), indent=2))

@@ -289,6 +289,10 @@ def test_pinned_ak_that_is_not_hcl_ak(vectors: Path, az_snp: EvidenceKind) -> No
     with pytest.raises(AttestationError) as e:
         _verify(az_snp, item.with_attachments({"ak": FakeAk.rsa().public().to_bytes()}))
     assert e.value.code == "tpm-ak-mismatch"
+    ctx = VerifyContext(now=NOW, ak_pins=(FakeAk.rsa().public().to_bytes(),))
+    with pytest.raises(AttestationError) as e:
+        _verify(az_snp, item, ctx)
+    assert e.value.code == "tpm-ak-mismatch"
 
 
 def test_tdx_hcl_report_without_td_quote_is_malformed(vectors: Path, az_tdx: EvidenceKind) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,11 @@ from ._fakes import FakeAk, make_item, pcr_values
 TPM = kinds.get("tpm")
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 CTX = VerifyContext(now=NOW, nonce=b"fresh nonce")
+
+
+def pinned(*aks: bytes) -> VerifyContext:
+    """CTX with the verifier pinning ``aks`` (what ``--ak`` does)."""
+    return replace(CTX, ak_pins=aks)
 
 
 def _verify(item: EvidenceItem, ctx: VerifyContext = CTX) -> TpmClaims:
@@ -57,12 +63,11 @@ def test_good_quote_each_signature_scheme_verifies_pinned(ak: object) -> None:
     fake = ak()  # type: ignore[operator]
     assert isinstance(fake, FakeAk)
     item = make_item(fake)
-    pinned = item.with_attachments({"ak": fake.public().to_bytes()})
-    claims = _verify(pinned)
+    claims = _verify(item, pinned(fake.public().to_bytes()))
     assert claims.ak_trust == "pinned"
     assert claims.extra_data == b"fresh nonce"
     assert claims.ak_restricted is True
-    assert _appraise(pinned, claims, {"extra_data": {"mode": "nonce"}}) == []
+    assert _appraise(item, claims, {"extra_data": {"mode": "nonce"}}) == []
 
 
 def test_pinned_ak_as_pem_spki_is_pinned() -> None:
@@ -72,25 +77,23 @@ def test_pinned_ak_as_pem_spki_is_pinned() -> None:
     pem = fake.key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    item = make_item(fake, carry_ak=False).with_attachments({"ak": pem})
-    claims = _verify(item)
+    item = make_item(fake, carry_ak=False)
+    claims = _verify(item, pinned(pem))
     assert claims.ak_trust == "pinned"
     assert claims.ak_restricted is None  # SPKI says nothing about TPM attributes
 
 
 def test_wrong_nonce_fails_extra_data_rule() -> None:
     fake = FakeAk.rsa()
-    item = make_item(fake, nonce=b"stale nonce").with_attachments({"ak": fake.public().to_bytes()})
-    claims = _verify(item)
+    item = make_item(fake, nonce=b"stale nonce")
+    claims = _verify(item, pinned(fake.public().to_bytes()))
     assert _appraise(item, claims, {"extra_data": {"mode": "nonce"}}) == ["extra_data"]
 
 
 def test_nonce_with_zero_padding_is_not_the_nonce() -> None:
     fake = FakeAk.rsa()
-    item = make_item(fake, nonce=b"fresh nonce\x00\x00").with_attachments(
-        {"ak": fake.public().to_bytes()}
-    )
-    claims = _verify(item)
+    item = make_item(fake, nonce=b"fresh nonce\x00\x00")
+    claims = _verify(item, pinned(fake.public().to_bytes()))
     assert _appraise(item, claims, {"extra_data": {"mode": "nonce"}}) == ["extra_data"]
 
 
@@ -129,19 +132,21 @@ def test_ecdsa_signature_by_another_ak_is_rejected() -> None:
 
 def test_pinned_ak_differs_from_the_ak_the_evidence_carries() -> None:
     ak, other = FakeAk.rsa(), FakeAk.rsa()
-    item = make_item(ak).with_attachments({"ak": other.public().to_bytes()})
+    item = make_item(ak)
     with pytest.raises(AttestationError) as e:
-        _verify(item)
+        _verify(item, pinned(other.public().to_bytes()))
+    assert e.value.code == "tpm-ak-mismatch"
+    # A presenter's extra "ak" attachment disagreeing with the carried AK is a mismatch too.
+    with pytest.raises(AttestationError) as e:
+        _verify(item.with_attachments({"ak": other.public().to_bytes()}))
     assert e.value.code == "tpm-ak-mismatch"
 
 
 def test_pinned_ak_alone_rejects_a_quote_signed_by_another_key() -> None:
     ak, other = FakeAk.ecc(), FakeAk.ecc()
-    item = make_item(ak, signer=other, carry_ak=False).with_attachments(
-        {"ak": ak.public().to_bytes()}
-    )
+    item = make_item(ak, signer=other, carry_ak=False)
     with pytest.raises(AttestationError):
-        _verify(item)
+        _verify(item, pinned(ak.public().to_bytes()))
 
 
 def test_flipped_byte_in_tpms_attest_breaks_the_signature() -> None:
@@ -159,6 +164,9 @@ def test_signature_scheme_not_matching_the_key_type() -> None:
     with pytest.raises(AttestationError) as e:
         _verify(item.with_attachments({"ak": ak.public().to_bytes()}))
     assert e.value.code == "tpm-signature-scheme-mismatch"
+    with pytest.raises(AttestationError) as e:
+        _verify(item, pinned(ak.public().to_bytes()))
+    assert e.value.code == "tpm-ak-mismatch"  # no pinned AK verifies it
 
 
 def test_no_ak_at_all_is_unavailable() -> None:
@@ -185,16 +193,16 @@ def test_ak_fingerprint_not_in_policy_pin_list() -> None:
 
 def test_unexpected_pcr_value_names_the_index() -> None:
     fake = FakeAk.rsa()
-    item = make_item(fake).with_attachments({"ak": fake.public().to_bytes()})
-    claims = _verify(item)
+    item = make_item(fake)
+    claims = _verify(item, pinned(fake.public().to_bytes()))
     section = {"pcrs": {"sha256": {4: ["11" * 32], 7: [claims.pcrs["sha256"][7].hex()]}}}
     assert _appraise(item, claims, section) == ["pcrs.sha256[4]"]
 
 
 def test_policy_pcr_outside_the_quote_fails() -> None:
     fake = FakeAk.rsa()
-    item = make_item(fake, indices=(0, 1)).with_attachments({"ak": fake.public().to_bytes()})
-    claims = _verify(item)
+    item = make_item(fake, indices=(0, 1))
+    claims = _verify(item, pinned(fake.public().to_bytes()))
     # PCR 9 was supplied (in the pcrs attachment) but never quoted: not a claim.
     assert 9 not in claims.pcrs["sha256"]
     section = {"pcrs": {"sha256": {9: [pcr_values()[9].hex()]}}}
@@ -203,8 +211,8 @@ def test_policy_pcr_outside_the_quote_fails() -> None:
 
 def test_firmware_below_minimum() -> None:
     fake = FakeAk.rsa()
-    item = make_item(fake).with_attachments({"ak": fake.public().to_bytes()})
-    claims = _verify(item)
+    item = make_item(fake)
+    claims = _verify(item, pinned(fake.public().to_bytes()))
     assert _appraise(item, claims, {"min_firmware_version": "0x3000000000000000"}) == [
         "firmware_version"
     ]
@@ -306,9 +314,9 @@ def test_gce_ak_cert_against_another_root_is_not_certified(vectors: Path) -> Non
 
 
 def test_gce_pinned_foreign_ak_is_a_mismatch(vectors: Path) -> None:
-    item = EvidenceItem("tpm", _gce_bytes(vectors), {"ak": FakeAk.rsa().public().to_bytes()})
+    item = EvidenceItem("tpm", _gce_bytes(vectors))
     with pytest.raises(AttestationError) as e:
-        _verify(item, VerifyContext(now=NOW))
+        _verify(item, VerifyContext(now=NOW, ak_pins=(FakeAk.rsa().public().to_bytes(),)))
     assert e.value.code == "tpm-ak-mismatch"
 
 

@@ -129,7 +129,10 @@ class _DcapKind:
         v = verify_quote(
             quote,
             now=ctx.now,
-            attached=coll.from_attachments(item.attachments),
+            # The verifier's own collateral files win over what came with the evidence.
+            attached=coll.from_attachments(ctx.verifier_collateral).merged(
+                coll.from_attachments(item.attachments)
+            ),
             source=ctx.collateral,
             extra_roots=ctx.extra_roots,
         )

@@ -98,7 +98,7 @@ def inspect_azure(ev: AzureEvidence, kind: str) -> AzureVtpmClaims:
 
 
 def verify_azure(
-    ev: AzureEvidence, kind: str, ctx: VerifyContext, pinned: bytes | None
+    ev: AzureEvidence, kind: str, ctx: VerifyContext, presented_ak: bytes | None
 ) -> AzureVtpmClaims:
     hw_item = _hardware_item(ev)
     hardware = kinds.get(hw_item.kind).verify(hw_item, ctx)
@@ -118,7 +118,7 @@ def verify_azure(
     tpm = verify_tpm_evidence(
         _tpm_evidence(ev),
         ctx,
-        pinned=pinned,
+        presented_ak=presented_ak,
         bound_ak=(ev.runtime.ak, f"azure-hcl-{ev.hcl.hardware}"),
     )
     return _claims(

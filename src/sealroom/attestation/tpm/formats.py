@@ -9,9 +9,10 @@ The ``tpm`` evidence item takes one of three shapes:
 * **go-tpm-tools** ``attest.Attestation`` protobuf (GCE): ``data`` = the protobuf;
 * **Trustee** ``tpm_evidence.json``: turned into the first shape by ``load``.
 
-Every shape also takes, from the caller: ``ak`` (a pinned AK: PEM/DER SPKI, TPMT_PUBLIC
-or TPM2B_PUBLIC) and ``cert``, ``cert.1``, ... (intermediate certificates for the AK
-certificate). PCR values JSON: ``{"sha256": {"0": "<hex>", "7": "<hex>"}, "sha1": {...}}``
+Every shape also takes ``ak`` (an AK the presenter names: PEM/DER SPKI, TPMT_PUBLIC or
+TPM2B_PUBLIC; a claim like ``ak_pub``, never a pin: pins are the verifier's
+``VerifyContext.ak_pins``) and ``cert``, ``cert.1``, ... (intermediate certificates for
+the AK certificate). PCR values JSON: ``{"sha256": {"0": "<hex>", "7": "<hex>"}, "sha1": {...}}``
 (a bank may also be a list, index = position).
 """
 

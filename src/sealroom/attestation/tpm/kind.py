@@ -71,7 +71,9 @@ class TpmKind:
         return inspect_tpm_evidence(decode_tpm_item(item, require_signature=False))
 
     def verify(self, item: EvidenceItem, ctx: VerifyContext) -> Claims:
-        return verify_tpm_evidence(decode_tpm_item(item), ctx, pinned=item.attachments.get("ak"))
+        return verify_tpm_evidence(
+            decode_tpm_item(item), ctx, presented_ak=item.attachments.get("ak")
+        )
 
     def appraise(self, claims: Claims, section: BaseModel, ctx: VerifyContext) -> list[RuleResult]:
         if not isinstance(claims, TpmClaims) or not isinstance(section, TpmPolicy):

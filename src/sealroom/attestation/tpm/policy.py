@@ -76,7 +76,22 @@ def appraise_tpm(
 ) -> list[RuleResult]:
     r = Rules()
     p = prefix
-    r.one_of(f"{p}ak_trust", claims.ak_trust, list(pol.ak_trust), Trust.HARDWARE)
+    # The policy's own pin list is the verifier's pin: an AK it names counts as pinned.
+    policy_pinned = pol.ak_fingerprints is not None and claims.ak_fingerprint.lower() in [
+        f.lower() for f in pol.ak_fingerprints
+    ]
+    trust: str = claims.ak_trust
+    shown = trust
+    if policy_pinned and trust != "pinned":
+        trust, shown = "pinned", f"pinned (policy ak_fingerprints; evidence alone: {trust})"
+    r.add(
+        f"{p}ak_trust",
+        shown,
+        f"one of {list(pol.ak_trust)}",
+        # "none" asks for no vouching at all, so a vouched-for AK satisfies it too.
+        trust in pol.ak_trust or "none" in pol.ak_trust,
+        Trust.HARDWARE,
+    )
     if pol.ak_fingerprints is not None:
         r.one_of(
             f"{p}ak_fingerprint",
@@ -131,10 +146,14 @@ def appraise_tpm(
 
 
 STARTER = """\
-# What vouches for the attestation key (AK): "pinned" (you pass --ak), "certified" (an AK
-# certificate chains to a root you pass with --root), "none" (nothing: any software TPM).
+# What vouches for the attestation key (AK): "pinned" (you pass --ak, or list it under
+# ak_fingerprints), "certified" (an AK certificate chains to a root you pass with --root),
+# "none" (nothing: any software TPM). An AK that comes with the evidence is never a pin.
 ak_trust: [pinned, certified]
 # ak_fingerprints: [<sha256 of the AK's DER SubjectPublicKeyInfo>]
+# The AK must be a restricted signing key (TPMT_PUBLIC known): it signs only data the
+# TPM itself generated, so a quote cannot be forged with it.
+require_restricted_ak: true
 # The quote's extraData must be your nonce (--nonce HEX): freshness.
 extra_data: {mode: nonce}
 # Expected PCR values per bank; each PCR lists the values accepted.

@@ -8,12 +8,15 @@ For every quote (TPM 2.0 Part 3, TPM2_Quote; Part 1, 18.4 "Attestation"):
    indices ascending) over the PCR values supplied with the evidence;
 3. all quotes of one piece of evidence agree on extraData, firmware version and signer.
 
-The AK is decided once: a pinned AK (``attachments["ak"]``, the caller's) must equal any AK
-the evidence carries; an AK certificate must certify that same key and chain to a root in
-``ctx.extra_roots``. ``ak_trust`` records what vouches for the AK ("pinned", "certified",
-"none") and the policy decides; an unpinned, uncertified AK is never an error here (the
-signature is still checked) but the default policy rejects it. A TCG event log, where
-present, must replay to the quoted value of every quoted PCR it has events for.
+The AK is decided once, and only the verifier vouches for it: an AK that comes with the
+evidence (``ak_pub``, or an envelope's ``ak`` attachment) is the presenter's claim and must
+be one of the verifier's pins (``ctx.ak_pins``, ``--ak``) when any are given; an AK
+certificate must certify that same key and chain to a root in ``ctx.extra_roots`` (a root
+named SIMULATED makes the claims ``simulated``). ``ak_trust`` records what vouches for the
+AK ("pinned", "certified", "none") and the policy decides; an unpinned, uncertified AK is
+never an error here (the signature is still checked) but the default policy rejects it.
+A TCG event log, where present, must replay to the quoted value of every quoted PCR it has
+events for.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from sealroom.attestation.tpm.claims import (
 )
 from sealroom.attestation.tpm.formats import AkKey, PcrBanks, TpmEvidence, load_ak
 from sealroom.attestation.x509util import (
+    is_simulated_root,
     load_certificate,
     load_certificates,
     subject_cn,
@@ -146,8 +150,9 @@ def _ak_from_cert(cert: x509.Certificate) -> AkKey:
 
 def _certify(
     cert_der: bytes, intermediates: tuple[bytes, ...], ak: AkKey, ctx: VerifyContext
-) -> tuple[bool, str]:
-    """(certified, description). Raises for a broken chain; an unknown root is not an error."""
+) -> tuple[bool, str, bool]:
+    """(certified, description, simulated root). Raises for a broken chain; an unknown root
+    is not an error (the AK is then not certified)."""
     cert = load_certificate(cert_der, "AK certificate")
     if _ak_from_cert(cert).spki != ak.spki:
         raise AttestationError(
@@ -161,7 +166,11 @@ def _certify(
         for m, c in enumerate(load_certificates(blob, f"AK intermediate {n}")):
             chain.append((f"AK intermediate {n}.{m}" if m else f"AK intermediate {n}", c))
     if not ctx.extra_roots:
-        return False, "AK certificate present, but no root was given (--root) to check it against"
+        return (
+            False,
+            "AK certificate present, but no root was given (--root) to check it against",
+            False,
+        )
     try:
         with warnings.catch_warnings():
             # Google's EK/AK CA names carry CNs longer than X.520's 64 characters; cryptography
@@ -171,9 +180,9 @@ def _certify(
             root_name = subject_cn(root)
     except AttestationError as e:
         if e.code == "untrusted-root":
-            return False, f"AK certificate does not chain to a given root: {e.message}"
+            return False, f"AK certificate does not chain to a given root: {e.message}", False
         raise
-    return True, f"x509:{root_name}"
+    return True, f"x509:{root_name}", is_simulated_root(root)
 
 
 def _quote_claims(attest: Attest, sig: Signature) -> QuoteClaims:
@@ -296,13 +305,14 @@ def _claims(
     log: EventLogClaims | None,
     notes: tuple[str, ...] = (),
     format: str | None = None,
+    simulated: bool = False,
 ) -> TpmClaims:
     first = ev.quotes[0][0]
     c = first.clock_info
     pub = ak.public if ak else None
     return TpmClaims(
         kind="tpm",
-        simulated=False,
+        simulated=simulated,
         verified=verified,
         format=format or ev.format,
         extra_data=first.extra_data,
@@ -344,26 +354,46 @@ def inspect_tpm_evidence(ev: TpmEvidence) -> TpmClaims:
     return _claims(ev, verified=False, pcrs=pcrs, ak=ak, trust="none", certification=None, log=log)
 
 
+def _pins(ctx: VerifyContext) -> tuple[AkKey, ...]:
+    return tuple(load_ak(p, f"pinned AK {n} (--ak)") for n, p in enumerate(ctx.ak_pins))
+
+
+def _pinned_signer(ev: TpmEvidence, pins: tuple[AkKey, ...]) -> AkKey | None:
+    """The pinned AK whose signature verifies the first quote (evidence carrying no AK)."""
+    attest, sig = ev.quotes[0]
+    for pin in pins:
+        try:
+            verify_quote_signature(attest, sig, pin, "quote")
+        except AttestationError:
+            continue
+        return pin
+    return None
+
+
 def verify_tpm_evidence(
     ev: TpmEvidence,
     ctx: VerifyContext,
     *,
-    pinned: bytes | None = None,
+    presented_ak: bytes | None = None,
     bound_ak: tuple[AkKey, str] | None = None,
     format: str | None = None,
 ) -> TpmClaims:
     """Check every quote and decide AK trust.
 
-    ``pinned``: the caller's AK (attachments["ak"]). ``bound_ak``: an AK certified by other
-    verified evidence (Azure: the HCL runtime data bound into a hardware report) and a
-    description; it counts as "certified".
+    Only the verifier pins: ``ctx.ak_pins`` (``--ak``). An AK that arrives with the
+    evidence (``ak_pub``, a GCE ``ak_pub``, or an envelope's ``ak`` attachment passed here
+    as ``presented_ak``) is a claim: it is checked against the signature and against any
+    other AK, and vouched for only by a pin, a certificate chain to a root in
+    ``ctx.extra_roots``, or ``bound_ak``: an AK certified by other verified evidence (Azure:
+    the HCL runtime data bound into a hardware report) with a description ("certified").
     """
-    pinned_ak = load_ak(pinned, "pinned AK (attachments['ak'])") if pinned is not None else None
+    pins = _pins(ctx)
+    claimed = load_ak(presented_ak, "AK presented with the evidence") if presented_ak else None
     carried = load_ak(ev.ak_pub, "AK carried by the evidence") if ev.ak_pub else None
     cert = load_certificate(ev.ak_cert, "AK certificate") if ev.ak_cert else None
 
     ak: AkKey | None = None
-    for candidate in (bound_ak[0] if bound_ak else None, pinned_ak, carried):
+    for candidate in (bound_ak[0] if bound_ak else None, carried, claimed):
         if candidate is None:
             continue
         if ak is None:
@@ -371,14 +401,34 @@ def verify_tpm_evidence(
         elif candidate.spki != ak.spki:
             raise AttestationError(
                 f"the AKs disagree: {candidate.algorithm} {fingerprint_of(candidate)[:16]}… vs "
-                f"{ak.algorithm} {fingerprint_of(ak)[:16]}… (a pinned AK must be the one the "
-                "evidence carries)",
+                f"{ak.algorithm} {fingerprint_of(ak)[:16]}… (every AK that comes with the "
+                "evidence must be the same key)",
                 code="tpm-ak-mismatch",
             )
         elif ak.public is None and candidate.public is not None:
             ak = candidate
     if ak is None and cert is not None:
         ak = _ak_from_cert(cert)
+    pinned = False
+    if ak is None and pins:
+        ak = _pinned_signer(ev, pins)
+        if ak is None:
+            raise AttestationError(
+                f"the quote signature verifies with none of the {len(pins)} pinned AK(s) (--ak)",
+                code="tpm-ak-mismatch",
+            )
+        pinned = True
+    elif ak is not None and pins:
+        match = next((p for p in pins if p.spki == ak.spki), None)
+        if match is None:
+            raise AttestationError(
+                f"the evidence's AK {ak.algorithm} {fingerprint_of(ak)[:16]}… is not a pinned "
+                f"AK (--ak: {', '.join(fingerprint_of(p)[:16] + '…' for p in pins)})",
+                code="tpm-ak-mismatch",
+            )
+        pinned = True
+        if ak.public is None and match.public is not None:
+            ak = match
     if ak is None:
         raise UnavailableError(
             "no attestation key: the evidence carries none; pin one with --ak FILE "
@@ -399,12 +449,12 @@ def verify_tpm_evidence(
         quoted_all.append(check_pcr_digest(attest, sig, supplied, what))
     quoted = _merge_quoted(quoted_all)
 
-    certified, certification = False, None
+    certified, certification, sim_root = False, None, False
     if bound_ak is not None:
         certified, certification = True, bound_ak[1]
     elif cert is not None:
-        certified, certification = _certify(ev.ak_cert or b"", ev.intermediates, ak, ctx)
-    trust: AkTrust = "pinned" if pinned_ak else ("certified" if certified else "none")
+        certified, certification, sim_root = _certify(ev.ak_cert or b"", ev.intermediates, ak, ctx)
+    trust: AkTrust = "pinned" if pinned else ("certified" if certified else "none")
 
     log = replay_log(ev.event_log, quoted) if ev.event_log else None
     return _claims(
@@ -416,4 +466,5 @@ def verify_tpm_evidence(
         certification=certification,
         log=log,
         format=format,
+        simulated=sim_root,
     )
