@@ -180,13 +180,19 @@ def _binary_child(s2: dict[str, Any]) -> None:
 def _probe() -> None:
     """Report what the sandbox looks like from inside (check_sandbox compares it)."""
     with open("/proc/self/status") as f:
-        nnp = any(line.split() == ["NoNewPrivs:", "1"] for line in f)
+        status = [line.split() for line in f]
+    nnp = ["NoNewPrivs:", "1"] in status
+    mode = next((int(p[1]) for p in status if p[:1] == ["Seccomp:"]), None)
+    libc = ctypes.CDLL(None, use_errno=True)
+    traced = libc.ptrace(0, 0, None, None)  # PTRACE_TRACEME: the filter answers EPERM
     with open("/proc/net/dev") as f:
         interfaces = sorted(line.split(":")[0].strip() for line in f.readlines()[2:])
     report = {
         "uid": os.getuid(),
         "caps_empty": _caps_are_empty(),
         "no_new_privs": nnp,
+        "seccomp": mode,
+        "ptrace_errno": ctypes.get_errno() if traced == -1 else None,
         "interfaces": interfaces,
     }
     sys.stdout.write(json.dumps(report) + "\n")

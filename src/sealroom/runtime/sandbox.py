@@ -17,16 +17,20 @@ Design and threat model: docs/adr/0010-sandbox.md. In short:
 - Each sandbox runs in a cgroup of its own (memory, pids, cpuset or cpu; v2 or v1 as the
   host has them, see cgroups.py and docs/adr/0018-sandbox-cgroups-and-seccomp.md): the
   limits hold for the sandbox as a whole, and an out-of-memory kill is reported as such.
+- A seccomp filter (seccomp.py, built by libseccomp, loaded by bubblewrap) makes the
+  system calls no algorithm needs (ptrace, mount, bpf, io_uring, keyctl, ...) answer EPERM
+  and kills calls through another ABI (i386, x32).
 - rlimits (address space / data, file size, processes, CPU, core) are set in the sandbox
   before the algorithm starts, as a second fence; the wall-time limit and the
   results-size limit are enforced here, from outside, by killing the whole sandbox.
-- No fallback: if bubblewrap is missing or does not work, or no cgroup can be made,
-  SandboxUnavailableError.
+- No fallback: if bubblewrap is missing or does not work, no cgroup can be made or no
+  seccomp filter built, SandboxUnavailableError.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import importlib.util
 import json
@@ -50,7 +54,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from sealroom.errors import InvalidInputError, UnavailableError
-from sealroom.runtime import cgroups
+from sealroom.runtime import cgroups, seccomp
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +210,10 @@ def _probe() -> str | None:
         problems.append("no_new_privs is not set")
     if report.get("interfaces") != ["lo"]:
         problems.append(f"network interfaces {report.get('interfaces')}, want only lo")
+    if report.get("seccomp") != 2:
+        problems.append(f"seccomp mode {report.get('seccomp')}, want 2 (filter)")
+    if report.get("ptrace_errno") != errno.EPERM:
+        problems.append(f"ptrace gave errno {report.get('ptrace_errno')}, want EPERM")
     return "; ".join(problems) if problems else None
 
 
@@ -327,6 +335,7 @@ def _run_leased(
         raise SandboxUnavailableError("bubblewrap (bwrap) not found")
     algorithm = Path(os.path.abspath(algorithm))
     algo_mount, target, entry = _algorithm_layout(kind, algorithm, entrypoint)
+    filter_ = _seccomp_filter()
     as_root = os.geteuid() == 0
     if as_root:
         # A single binary gets other-execute; inside a directory, files keep the owner's x.
@@ -341,6 +350,7 @@ def _run_leased(
     os.set_blocking(info_r, False)
     spec_fd = os.memfd_create("sealroom-spec")
     args_fd = os.memfd_create("sealroom-args")
+    seccomp_fd = filter_.memfd()
     started = time.monotonic()
     deadline = started + limits.wall_seconds
     wasm_lib = _wasmtime_dir() if kind == "wasm" else None
@@ -349,6 +359,14 @@ def _run_leased(
         kind, target, entry, args, limits, as_root, bwrap, status_w, deadline, wheels, host_uid
     )
     outer = _outer_args(as_root, limits, algorithm, algo_mount, inputs, results, spec_fd, wasm_lib)
+    # bwrap loads the filter as the last step before it executes the sandbox's program: in
+    # root mode that is the inner bwrap (the outer one's launcher still has to set up the
+    # inner sandbox, which takes mount and namespace calls), otherwise the only one.
+    if as_root:
+        inner = spec["stage1"]["inner"]
+        inner[inner.index("--") : inner.index("--")] = ["--seccomp", str(seccomp_fd)]
+    else:
+        outer += ["--seccomp", str(seccomp_fd)]
     os.write(spec_fd, json.dumps(spec).encode())
     os.lseek(spec_fd, 0, os.SEEK_SET)
     os.write(args_fd, b"".join(a.encode() + b"\0" for a in outer))
@@ -363,7 +381,9 @@ def _run_leased(
     try:
         cgroup = _sandbox_cgroup(kind, limits, as_root)
     except BaseException:
-        for fd in (status_r, status_w, info_r, info_w, spec_fd, args_fd, block_r, block_w):
+        for fd in (status_r, status_w, info_r, info_w, spec_fd, args_fd, seccomp_fd):
+            os.close(fd)
+        for fd in (block_r, block_w):
             os.close(fd)
         raise
     started_at = datetime.now(UTC)
@@ -378,7 +398,7 @@ def _run_leased(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(args_fd, spec_fd, status_w, info_w, block_r),
+            pass_fds=(args_fd, spec_fd, seccomp_fd, status_w, info_w, block_r),
             start_new_session=True,
             close_fds=True,
         )
@@ -397,6 +417,7 @@ def _run_leased(
         os.close(info_w)
         os.close(spec_fd)
         os.close(args_fd)
+        os.close(seccomp_fd)
         os.close(block_r)
     sup = _Supervisor(proc, status_r, info_r, block_w, cgroup, limits, results, kill_at, on_output)
     try:
@@ -437,6 +458,13 @@ def _sandbox_cgroup(kind: str, limits: Limits, as_root: bool) -> cgroups.Sandbox
             f"no cgroup for the sandbox, so its limits could not hold for the whole "
             f"sandbox: {e} (set {UNSAFE_NO_CGROUP_ENV}=1 to run with per-process limits only)"
         ) from e
+
+
+def _seccomp_filter() -> seccomp.Filter:
+    try:
+        return seccomp.sandbox_filter()
+    except seccomp.SeccompUnavailableError as e:
+        raise SandboxUnavailableError(f"no seccomp filter for the sandbox: {e}") from e
 
 
 def _destroy(cgroup: cgroups.SandboxCgroup | None) -> None:
