@@ -19,6 +19,7 @@ FORBIDDEN = {
         "sealroom.hostagent",
         "sealroom.runtime",
         "sealroom.client",
+        "sealroom.collateral_online",
         "sealroom.testing",
         "httpx",
         "requests",
@@ -45,11 +46,23 @@ FORBIDDEN = {
         "sealroom.controlplane",
         "sealroom.hostagent",
         "sealroom.client",
+        "sealroom.collateral_online",
         "sealroom.testing",
     ),
     "hostagent": ("sealroom.cli", "sealroom.testing"),
     "controlplane": ("sealroom.cli", "sealroom.testing"),
     "client": ("sealroom.cli", "sealroom.testing"),
+    # Online collateral (ADR 0023): HTTP lives here, above attestation; it serves verifiers
+    # and knows nothing of the services that use it.
+    "collateral_online": (
+        *WEB_DB,
+        "sealroom.cli",
+        "sealroom.controlplane",
+        "sealroom.hostagent",
+        "sealroom.runtime",
+        "sealroom.client",
+        "sealroom.testing",
+    ),
     "errors.py": ("sealroom.attestation.kinds", *WEB_DB),
 }
 

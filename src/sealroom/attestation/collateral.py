@@ -1,9 +1,10 @@
 """Collateral: certificates, CRLs, TCB info that evidence is checked against.
 
 Verification is the only stage that may fetch, and it fetches through one injected
-:class:`CollateralSource`. The default is :class:`NoCollateral` (no network). Online
-sources are plugged in by the caller; each request names the vendor URL it would use
-(AMD KDS, Intel PCS) so an HTTP source is a few lines around ``request.url``.
+:class:`CollateralSource`. The default is :class:`NoCollateral` (no network). Each
+request names the canonical vendor URL (AMD KDS, Intel PCS). This layer knows no HTTP
+(ADR 0001): sealroom's HTTP source, with its cache, is ``sealroom.collateral_online``
+(ADR 0023), a layer above, plugged in by the caller.
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ class DirectoryCollateral:
 class FetcherCollateral:
     """Adapts any ``url -> bytes`` function (an HTTP client the caller trusts) into a source.
 
-    sealroom ships no HTTP fetcher here: this machine's policy is no network by default,
-    and the caller decides which client, proxy and timeouts to use.
+    This layer ships no HTTP client (ADR 0001); ``sealroom.collateral_online`` is the
+    production HTTP source, with validity-aware caching, retries and offline use.
     """
 
     def __init__(
@@ -142,13 +143,26 @@ class ChainedCollateral:
                 return data
         return None
 
+    def explain(self, request: CollateralRequest) -> str | None:
+        notes = [n for s in self.sources if (n := explain(s, request))]
+        return "; ".join(notes) or None
+
+
+def explain(source: CollateralSource, request: CollateralRequest) -> str | None:
+    """Why ``source`` lacks ``request``, where it can say (an online source names the URL it
+    asked and the answer); sources may define an ``explain(request)`` method for this."""
+    method = getattr(source, "explain", None)
+    return method(request) if callable(method) else None
+
 
 def require(source: CollateralSource, request: CollateralRequest) -> bytes:
     data = source.fetch(request)
     if data is None:
+        why = explain(source, request)
         raise UnavailableError(
-            f"collateral unavailable: {request.describe()}; pass it with --certs/--collateral "
-            "or configure a collateral source",
+            f"collateral unavailable: {request.describe()}"
+            + (f" ({why})" if why else "")
+            + "; pass it with --certs/--collateral or configure a collateral source",
             code=f"{request.kind}-collateral-unavailable",
         )
     return data

@@ -11,7 +11,7 @@ import typer
 from sealroom.attestation import kinds
 from sealroom.attestation.appraise import AppraisalResult
 from sealroom.attestation.binding import ReportDataInputs
-from sealroom.attestation.collateral import CollateralSource, DirectoryCollateral, NoCollateral
+from sealroom.attestation.collateral import DirectoryCollateral, NoCollateral
 from sealroom.attestation.ear import VerifierKey, issue_ear
 from sealroom.attestation.evidence import EvidenceBundle
 from sealroom.attestation.kinds import VerifyContext
@@ -28,7 +28,20 @@ from sealroom.cli.common import (
     render_claims,
     render_result,
 )
-from sealroom.errors import InvalidInputError, PolicyViolationError
+from sealroom.cli.online import (
+    CacheOpt,
+    KdsUrlOpt,
+    OfflineOpt,
+    OnlineOpt,
+    PcsUrlOpt,
+    RecordingCollateral,
+    TcbUpdateOpt,
+    chain,
+    online_source,
+    render_uses,
+    report_stale,
+)
+from sealroom.errors import InvalidInputError, PolicyViolationError, SealroomError
 
 attest_app = typer.Typer(help="Inspect, verify and appraise TEE evidence.", no_args_is_help=True)
 policy_app = typer.Typer(help="Appraisal policies.", no_args_is_help=True)
@@ -38,6 +51,15 @@ KindOpt = Annotated[
     str | None, typer.Option("--kind", help="Evidence kind (default: recognised from content).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+CertsOpt = Annotated[
+    list[Path], typer.Option("--certs", help="Certificates (VCEK/VLEK, chains), repeatable.")
+]
+NowOpt = Annotated[
+    str | None, typer.Option("--now", help="Check at this ISO 8601 time (default: now).")
+]
+OptionOpt = Annotated[
+    list[str], typer.Option("--option", help="Kind option KEY=VALUE, e.g. snp.product=Milan.")
+]
 
 
 def _attachments(certs: list[Path], pcrs: Path | None) -> dict[str, bytes]:
@@ -85,9 +107,7 @@ def verify_cmd(
     file: Annotated[str, typer.Argument(help="Evidence file ('-' for stdin).")],
     policy: Annotated[Path, typer.Option("--policy", help="Appraisal policy (YAML/JSON).")],
     kind: KindOpt = None,
-    certs: Annotated[
-        list[Path], typer.Option("--certs", help="Certificates (VCEK/VLEK, chains), repeatable.")
-    ] = [],  # noqa: B006
+    certs: CertsOpt = [],  # noqa: B006
     collateral: Annotated[
         Path | None,
         typer.Option("--collateral", help="Collateral directory (offline cache) or file."),
@@ -108,9 +128,7 @@ def verify_cmd(
             "anchored there is reported as SIMULATED.",
         ),
     ] = [],  # noqa: B006
-    now: Annotated[
-        str | None, typer.Option("--now", help="Check at this ISO 8601 time (default: now).")
-    ] = None,
+    now: NowOpt = None,
     nonce: Annotated[str | None, typer.Option("--nonce", help="Verifier nonce (hex).")] = None,
     manifest_hash: Annotated[
         str | None, typer.Option("--manifest-hash", help="For report_data mode sealroom-v1.")
@@ -118,9 +136,7 @@ def verify_cmd(
     keys_digest: Annotated[
         str | None, typer.Option("--keys-digest", help="For report_data mode sealroom-v1.")
     ] = None,
-    option: Annotated[
-        list[str], typer.Option("--option", help="Kind option KEY=VALUE, e.g. snp.product=Milan.")
-    ] = [],  # noqa: B006
+    option: OptionOpt = [],  # noqa: B006
     as_json: JsonOpt = False,
     ear: Annotated[
         Path | None, typer.Option("--ear", help="Write an EAR attestation-result token here.")
@@ -130,8 +146,17 @@ def verify_cmd(
         typer.Option("--ear-key", help="Verifier signing key (default: created in SEALROOM_HOME)."),
     ] = None,
     ear_ttl: Annotated[int, typer.Option("--ear-ttl", help="EAR lifetime, seconds.")] = 3600,
+    online: OnlineOpt = False,
+    offline: OfflineOpt = False,
+    kds_url: KdsUrlOpt = None,
+    pcs_url: PcsUrlOpt = None,
+    cache: CacheOpt = None,
+    tcb_update: TcbUpdateOpt = None,
 ) -> None:
     """Verify evidence (signatures, chains, revocation) and appraise it against a policy.
+
+    Collateral the evidence lacks comes from --collateral, then (with --online) from AMD
+    KDS / Intel PCS through the local cache; --offline uses the cache alone.
 
     Exit codes: 0 accepted, 1 bad input, 2 not authentic, 3 collateral unavailable,
     4 policy violation.
@@ -139,24 +164,27 @@ def verify_cmd(
     pol = Policy.load(policy)
     collateral_dir = collateral if collateral is not None and collateral.is_dir() else None
     collateral_file = collateral if collateral is not None and not collateral.is_dir() else None
-    source: CollateralSource = (
-        DirectoryCollateral(collateral_dir) if collateral_dir else NoCollateral()
+    ctx_now = parse_now(now)
+    net = online_source(
+        online=online,
+        offline=offline,
+        kds_url=kds_url,
+        pcs_url=pcs_url,
+        cache=cache,
+        tcb_update=tcb_update,
+        now=ctx_now,
     )
+    source = chain(collateral_dir, net) or NoCollateral()
     extra_roots = []
     for p in [*root, *device_root]:
         extra_roots.extend(load_certificates(read_input(str(p), "root certificate"), str(p)))
-    options = {}
-    for o in option:
-        key, sep, value = o.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"--option must be KEY=VALUE, got {o!r}")
-        options[key] = value
+    options = _options(option)
     mh = parse_hex(manifest_hash, "--manifest-hash", 32)
     kd = parse_hex(keys_digest, "--keys-digest", 32)
     if (mh is None) != (kd is None):
         raise InvalidInputError("--manifest-hash and --keys-digest go together")
     ctx = VerifyContext(
-        now=parse_now(now),
+        now=ctx_now,
         collateral=source,
         nonce=parse_hex(nonce, "--nonce"),
         extra_roots=tuple(extra_roots),
@@ -168,14 +196,22 @@ def verify_cmd(
         else {},
     )
     bundle = _load(file, kind, _attachments(certs, pcrs))
-    verified = verify_bundle(bundle, ctx)
+    try:
+        verified = verify_bundle(bundle, ctx)
+    finally:
+        report_stale(net)
     result = appraise(verified, pol, ctx)
     if ear is not None:
         _write_ear(result, ear, ear_key, ctx, ear_ttl)
     if as_json:
-        print_json(result.to_dict())
+        out = result.to_dict()
+        if net is not None:
+            out = {**out, "collateral": [u.to_dict() for u in net.uses]}
+        print_json(out)
     else:
         render_result(result)
+        if net is not None:
+            render_uses(net.uses)
         if ear is not None:
             console.print(f"EAR token written to {ear}")
     if not result.ok:
@@ -183,6 +219,83 @@ def verify_cmd(
         raise PolicyViolationError(
             f"policy {pol.id!r} rejected the evidence: {len(bad)} rule(s) failed", result
         )
+
+
+def _options(option: list[str]) -> dict[str, str]:
+    options = {}
+    for o in option:
+        key, sep, value = o.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"--option must be KEY=VALUE, got {o!r}")
+        options[key] = value
+    return options
+
+
+@attest_app.command("fetch")
+def fetch_cmd(
+    file: Annotated[str, typer.Argument(help="Evidence file ('-' for stdin).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory to save the collateral in.")],
+    kind: KindOpt = None,
+    certs: CertsOpt = [],  # noqa: B006
+    now: NowOpt = None,
+    option: OptionOpt = [],  # noqa: B006
+    offline: OfflineOpt = False,
+    kds_url: KdsUrlOpt = None,
+    pcs_url: PcsUrlOpt = None,
+    cache: CacheOpt = None,
+    tcb_update: TcbUpdateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fetch the collateral verifying this evidence needs, and save it for offline use.
+
+    Runs verification (no policy) against AMD KDS / Intel PCS through the cache and saves
+    exactly the items it asked for into --out, in the layout `attest verify --collateral
+    DIR` reads. Exit 0 when verification succeeded; otherwise what was fetched is still
+    saved and the verification error's exit code is returned.
+    """
+    ctx_now = parse_now(now)
+    net = online_source(
+        online=not offline,
+        offline=offline,
+        kds_url=kds_url,
+        pcs_url=pcs_url,
+        cache=cache,
+        tcb_update=tcb_update,
+        now=ctx_now,
+    )
+    assert net is not None
+    recorder = RecordingCollateral(net)
+    ctx = VerifyContext(now=ctx_now, collateral=recorder, options=_options(option))
+    bundle = _load(file, kind, _attachments(certs, None))
+    failure: SealroomError | None = None
+    try:
+        verify_bundle(bundle, ctx)
+    except SealroomError as e:
+        failure = e
+    finally:
+        report_stale(net)
+    out.mkdir(parents=True, exist_ok=True)
+    target = DirectoryCollateral(out)
+    saved = [(req, target.store(req, data)) for req, data in recorder.got]
+    if as_json:
+        print_json(
+            {
+                "saved": [
+                    {"item": f"{r.kind} {r.item}", "url": r.url, "path": str(p)} for r, p in saved
+                ],
+                "collateral": [u.to_dict() for u in net.uses],
+                "verified": failure is None,
+                "error": failure.message if failure is not None else None,
+            }
+        )
+    else:
+        render_uses(net.uses)
+        for r, p in saved:
+            console.print(f"saved {r.kind} {r.item} -> {p}")
+        if not saved:
+            console.print("nothing to save: the evidence carries all the collateral it needs")
+    if failure is not None:
+        raise failure
 
 
 def _write_ear(
