@@ -20,6 +20,9 @@ def test_readme_stack_flow(workspace: Path, env: dict[str, str]) -> None:
         r = cli("host", "list", "--json", env=env, cwd=w)
         hosts = json.loads(r.stdout)
         assert r.returncode == 0 and len(hosts) == 1 and hosts[0]["state"] == "online"
+        # what the host registered with is its word until evidence from it verified
+        r = cli("host", "list", env=env, cwd=w)
+        assert r.returncode == 0 and "sim (claimed)" in r.stdout, r.stdout
         r = cli("computation", "create", "manifest.json", "--wait", "90", "--json", env=env, cwd=w)
         assert r.returncode == 0, r.stdout + r.stderr
         comp = json.loads(r.stdout)
@@ -51,6 +54,8 @@ def test_readme_stack_flow(workspace: Path, env: dict[str, str]) -> None:
                 break
         assert r.returncode == 0, r.stdout + r.stderr
         assert (out / "sum.txt").read_text() == "42"
+        r = cli("host", "list", env=env, cwd=w)
+        assert "sim (verified)" in r.stdout and "claimed" not in r.stdout, r.stdout
         r = cli(
             "computation",
             "result",

@@ -3,6 +3,8 @@ agents, and a real throw-away PostgreSQL cluster for the store tests."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -12,12 +14,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from sealroom.attestation.sim.authority import SimAuthority
 from sealroom.controlplane.app import create_app
 from sealroom.controlplane.config import Settings
 from sealroom.controlplane.state import ControlPlane
 from sealroom.crypto.keys import PartyKeys
 from sealroom.errors import UnavailableError
+from sealroom.manifest import Manifest
 from sealroom.testing.postgres import PgCluster, throwaway_cluster
+from sealroom.testing.receipts import sim_receipt
 
 
 class FakeClock:
@@ -62,6 +67,7 @@ class Env:
     clock: FakeClock
     data_dir: Path
     parties: dict[str, PartyKeys] = field(default_factory=dict)
+    authority: SimAuthority | None = None  # the sim authority this control plane trusts
 
     def h(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.admin_key}"}
@@ -108,6 +114,33 @@ class Env:
         assert r.status_code == 200, r.text
         out: dict[str, Any] = r.json()
         return out
+
+    def put_blob(self, cred: str, cid: str, name: str, data: bytes) -> Any:
+        return self.client.put(
+            f"/api/v1/agent/computations/{cid}/blobs/{name}",
+            content=data,
+            headers={**self.h(cred), "X-Sealroom-Sha256": hashlib.sha256(data).hexdigest()},
+        )
+
+    def receipt(self, cid: str, *, ok: bool = True, reason: str = "exit code 0") -> bytes:
+        """A receipt as the sim enclave of computation ``cid`` would sign it."""
+        assert self.authority is not None
+        r = self.client.get(f"/api/v1/computations/{cid}", headers=self.h())
+        assert r.status_code == 200, r.text
+        doc = sim_receipt(
+            Manifest.from_dict(r.json()["manifest"]),
+            self.authority,
+            ok=ok,
+            reason=reason,
+            now=self.clock(),
+        )
+        return json.dumps(doc).encode()
+
+    def complete(self, cred: str, cid: str) -> None:
+        """What an honest agent does when a run completed: the receipt, then the report."""
+        r = self.put_blob(cred, cid, "receipt", self.receipt(cid))
+        assert r.status_code == 204, r.text
+        self.heartbeat(cred, [{"computation_id": cid, "state": "completed"}])
 
     def create(
         self,
@@ -169,13 +202,26 @@ def parties() -> dict[str, PartyKeys]:
     return {n: PartyKeys.generate(n) for n in ("algo", "dp1", "alice", "bob", "mallory")}
 
 
+@pytest.fixture(scope="session")
+def sim_authority_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("sim") / "sim-authority"
+    # valid from before the fake clock's start to years after today
+    SimAuthority.load_or_create(d, now=datetime(2025, 12, 1, tzinfo=UTC))
+    return d
+
+
 @pytest.fixture
-def make_env(tmp_path: Path, parties: dict[str, PartyKeys]) -> Iterator[Callable[..., Env]]:
+def make_env(
+    tmp_path: Path, parties: dict[str, PartyKeys], sim_authority_dir: Path
+) -> Iterator[Callable[..., Env]]:
     made: list[TestClient] = []
 
     def make(db_url: str | None = None, data_dir: Path | None = None, **kw: Any) -> Env:
         clock = kw.pop("clock", None) or FakeClock()
         d = data_dir or tmp_path / f"cp{len(made)}"
+        kw.setdefault("sim_authority", sim_authority_dir)
+        # the fake clock starts with the app: tests of lost hosts opt into the grace
+        kw.setdefault("startup_grace", 0.0)
         settings = Settings(
             data_dir=d,
             db_url=db_url,
@@ -190,7 +236,8 @@ def make_env(tmp_path: Path, parties: dict[str, PartyKeys]) -> Iterator[Callable
         made.append(client)
         keyfile = d / "bootstrap-admin-key"
         key = keyfile.read_text().strip() if keyfile.exists() else kw.get("admin_key", "")
-        return Env(client, app.state.cp, key, clock, d, parties)
+        authority = SimAuthority.load_or_create(sim_authority_dir)
+        return Env(client, app.state.cp, key, clock, d, parties, authority)
 
     yield make
     for c in made:

@@ -4,14 +4,20 @@ consumer-only results, blob uploads, status/attestation/metrics and logs."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sealroom.attestation.sim.authority import SimAuthority
 from sealroom.controlplane.logs import JsonFormatter
 from sealroom.controlplane.protocol import result_request_message
 from sealroom.crypto.keys import PartyKeys
+from sealroom.manifest import Manifest
+from sealroom.testing.receipts import sim_receipt
 
 from .conftest import Env, manifest_doc
 
@@ -232,7 +238,7 @@ def test_exhaustion_then_capacity_freed_when_computations_end(env: Env) -> None:
     a = env.create(manifest_doc(env.parties))
     b = env.create(manifest_doc(env.parties))
     env.create(manifest_doc(env.parties), expect=429)
-    env.heartbeat(cred, [{"computation_id": a["id"], "state": "completed", "reason": "ok"}])
+    env.complete(cred, a["id"])
     assert env.state(a["id"]) == "completed"
     c = env.create(manifest_doc(env.parties))
     assert c["state"] == "scheduled"
@@ -387,8 +393,8 @@ def test_forwarded_enclave_events_are_stored_once_per_seq(env: Env) -> None:
     cid = env.create(manifest_doc(env.parties))["id"]
     batch = {
         "events": [
-            {"seq": 1, "type": "upload", "message": "slot a"},
-            {"seq": 2, "type": "upload", "message": "slot b"},
+            {"seq": 1, "type": "upload_accepted", "message": "slot a"},
+            {"seq": 2, "type": "upload_accepted", "message": "slot b"},
         ]
     }
     for _ in range(2):
@@ -401,14 +407,9 @@ def test_forwarded_enclave_events_are_stored_once_per_seq(env: Env) -> None:
 
 
 def _complete_with_blobs(env: Env, cred: str, cid: str, result: bytes) -> None:
-    env.heartbeat(cred, [{"computation_id": cid, "state": "completed"}])
-    for name, data in (("result.alice", result), ("receipt", b'{"receipt": 1}')):
-        r = env.client.put(
-            f"/api/v1/agent/computations/{cid}/blobs/{name}",
-            content=data,
-            headers={**env.h(cred), "X-Sealroom-Sha256": hashlib.sha256(data).hexdigest()},
-        )
-        assert r.status_code == 204, r.text
+    r = env.put_blob(cred, cid, "result.alice", result)
+    assert r.status_code == 204, r.text
+    env.complete(cred, cid)
 
 
 def _signed(env: Env, cid: str, consumer: str, signer: PartyKeys) -> dict[str, str]:
@@ -462,7 +463,7 @@ def test_receipt_for_owner_and_for_consumer_signature(env: Env) -> None:
     cid = env.create(manifest_doc(env.parties), key)["id"]
     _complete_with_blobs(env, cred, cid, b"x")
     r = env.client.get(f"/api/v1/computations/{cid}/receipt", headers=env.h(key))
-    assert r.status_code == 200 and r.json() == {"receipt": 1}
+    assert r.status_code == 200 and r.json()["payload"]["exit"]["ok"] is True
     r = env.client.get(
         f"/api/v1/computations/{cid}/receipt", headers=_signed(env, cid, "bob", env.parties["bob"])
     )
@@ -539,11 +540,13 @@ def test_compute_status_and_attestation_shapes(env: Env) -> None:
         "status",
         "tee_technology",
         "attestation_status",
+        "tee_claimed",
+        "tee_verified",
         "available_models",
         "system_metrics",
     }
-    assert s["status"] == "operational" and s["tee_technology"] == "sim"
-    assert s["attestation_status"] == "simulated" and s["available_models"] == []
+    assert s["status"] == "operational" and s["tee_technology"] == "sim (claimed)"
+    assert s["attestation_status"] == "claimed" and s["available_models"] == []
     assert s["system_metrics"] == {
         "hosts_online": 1,
         "hosts_total": 1,
@@ -635,3 +638,136 @@ def test_oversized_json_body_is_refused_before_it_is_read(env: Env) -> None:
     assert_problem(r, 413, "payload-too-large")
     r = env.client.post("/api/v1/computations", json={"manifest": {}}, headers=env.h())
     assert r.status_code == 400  # an ordinary body still reaches validation
+
+
+# -- host facts are claims until verified; transitions need evidence (issue 9, defect 8)
+
+
+def test_host_tee_is_a_claim_until_verified(env: Env) -> None:
+    """A host registering as SNP is not an SNP host: status and host list say "claimed"
+    until the control plane verified evidence (a receipt) from it, and then say what the
+    evidence was: simulated SNP verifies as "sim", never as "snp"."""
+    _, cred = env.agent("h1", tee=("snp", "sim"))
+    s = env.client.get("/api/v1/compute/status").json()
+    assert s["attestation_status"] == "claimed"
+    assert s["tee_technology"] == "sim (claimed), snp (claimed)"
+    assert s["tee_claimed"] == ["sim", "snp"] and s["tee_verified"] == []
+    host = env.client.get("/api/v1/hosts", headers=env.h()).json()["hosts"][0]
+    assert host["tee"] == ["sim (claimed)", "snp (claimed)"]
+    assert host["tee_kinds_verified"] == [] and host["tee_verified_at"] is None
+    cid = env.create(manifest_doc(env.parties))["id"]
+    env.complete(cred, cid)
+    s = env.client.get("/api/v1/compute/status").json()
+    assert s["attestation_status"] == "simulated" and s["tee_verified"] == ["sim"]
+    assert s["tee_technology"] == "sim, snp (claimed)"
+    host = env.client.get("/api/v1/hosts", headers=env.h()).json()["hosts"][0]
+    assert host["tee"] == ["sim (verified)", "snp (claimed)"]
+    assert host["tee_verified_at"] is not None
+
+
+def test_agent_cannot_complete_without_verified_receipt(env: Env) -> None:
+    """The host's "completed" alone fails the computation; a receipt that does not verify
+    (forged, another manifest's, signed by an untrusted authority) is refused and not
+    stored; no results are served without a verified receipt saying ok."""
+    _, cred = env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    env.heartbeat(cred, [{"computation_id": cid, "state": "running"}])
+    # forged: not a receipt at all, one with a flipped byte, one for another computation
+    assert_problem(env.put_blob(cred, cid, "receipt", b'{"receipt": 1}'), 400)
+    good = json.loads(env.receipt(cid))
+    good["payload"]["exit"]["reason"] = "tampered"
+    assert_problem(env.put_blob(cred, cid, "receipt", json.dumps(good).encode()), 422)
+    other = env.create(manifest_doc(env.parties, mid="other"))["id"]
+    assert_problem(env.put_blob(cred, cid, "receipt", env.receipt(other)), 422)
+    # a receipt from an authority this control plane does not trust
+    rogue = sim_receipt(
+        Manifest.from_dict(manifest_doc(env.parties)), SimAuthority.ephemeral(), now=env.clock()
+    )
+    assert_problem(env.put_blob(cred, cid, "receipt", json.dumps(rogue).encode()), 422)
+    assert not (env.data_dir / "blobs" / cid / "receipt").exists()
+    env.heartbeat(cred, [{"computation_id": cid, "state": "completed"}])
+    d = env.client.get(f"/api/v1/computations/{cid}", headers=env.h()).json()
+    assert d["state"] == "failed" and "no receipt that verifies" in d["reason"]
+    r = env.client.get(
+        f"/api/v1/computations/{cid}/results/alice",
+        headers=_signed(env, cid, "alice", env.parties["alice"]),
+    )
+    assert_problem(r, 409, "computation-not-completed")
+    # a verified receipt saying the run failed fails it with the enclave's reason
+    third = env.create(manifest_doc(env.parties, mid="third"))["id"]
+    r = env.put_blob(cred, third, "receipt", env.receipt(third, ok=False, reason="exit code 3"))
+    assert r.status_code == 204, r.text
+    env.heartbeat(cred, [{"computation_id": third, "state": "completed"}])
+    assert env.state(third) == "failed"
+
+
+def test_agent_cannot_post_output_events(env: Env) -> None:
+    """Algorithm output never reaches the control plane from a host, nor can a host
+    write "state" events; what it relays is marked as the host's."""
+    _, cred = env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    before = env.client.get(f"/api/v1/computations/{cid}/events", headers=env.h()).json()
+    url = f"/api/v1/agent/computations/{cid}/events"
+    for kind in ("output", "state", "enclave"):
+        batch = {"events": [{"seq": 1, "type": kind, "message": "secret=42"}]}
+        r = env.client.post(url, json=batch, headers=env.h(cred))
+        assert_problem(r, 400, "event-type-not-allowed")
+    after = env.client.get(f"/api/v1/computations/{cid}/events", headers=env.h()).json()
+    assert after == before
+    ok = {"events": [{"seq": 1, "type": "upload_accepted", "message": "slot a"}]}
+    assert env.client.post(url, json=ok, headers=env.h(cred)).status_code == 204
+    evs = env.client.get(f"/api/v1/computations/{cid}/events", headers=env.h()).json()["events"]
+    assert evs[-1]["source"] == "host" and evs[0]["source"] == "control-plane"
+
+
+# -- a restarted control plane (issue 9, defect 5) ---------------------------------------
+
+
+def test_restarted_control_plane_gives_hosts_a_grace_period(
+    make_env: Callable[..., Env], tmp_path: Path
+) -> None:
+    """After a restart, hosts silent since before it are not lost at once: they get
+    startup_grace seconds to heartbeat (their agents were backing off)."""
+    d = tmp_path / "data"
+    e1 = make_env(data_dir=d)
+    _, cred = e1.agent("h1")
+    cid = e1.create(manifest_doc(e1.parties))["id"]
+    e1.heartbeat(cred, [{"computation_id": cid, "state": "running"}])
+    e1.client.__exit__(None, None, None)
+    e1.clock.advance(120)  # down for two minutes
+    e2 = make_env(data_dir=d, clock=e1.clock, startup_grace=60.0)
+    e2.admin_key = e1.admin_key
+    e2.cp.tick()
+    assert e2.state(cid) == "running"
+    e2.clock.advance(59)
+    e2.cp.tick()
+    assert e2.state(cid) == "running"
+    e2.clock.advance(2)  # the grace is over and the host never came back
+    e2.cp.tick()
+    assert e2.state(cid) == "failed"
+
+
+def test_verified_receipt_after_host_lost_completes_and_serves_results(env: Env) -> None:
+    """The control plane failed a computation for "host lost"; the host comes back with
+    a receipt that verifies: the computation completes and its result is served, also
+    once the enclave is gone (destroyed)."""
+    _, cred = env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    env.heartbeat(cred, [{"computation_id": cid, "state": "running"}])
+    env.clock.advance(30)
+    env.cp.tick()
+    assert env.state(cid) == "failed"
+    env.heartbeat(cred)  # back, the enclave no longer listed: destroyed (outcome failed)
+    assert env.state(cid) == "destroyed"
+    sealed = b"ciphertext"
+    assert env.put_blob(cred, cid, "result.alice", sealed).status_code == 204
+    assert env.put_blob(cred, cid, "receipt", env.receipt(cid)).status_code == 204
+    r = env.client.get(
+        f"/api/v1/computations/{cid}/results/alice",
+        headers=_signed(env, cid, "alice", env.parties["alice"]),
+    )
+    assert r.status_code == 200 and r.content == sealed
+    d = env.client.get(f"/api/v1/computations/{cid}", headers=env.h()).json()
+    assert d["reason"] == "verified receipt: completed"
+    evs = env.client.get(f"/api/v1/computations/{cid}/events", headers=env.h()).json()["events"]
+    assert evs[-1]["type"] == "receipt" and "completed" in evs[-1]["reason"]

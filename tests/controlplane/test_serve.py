@@ -110,11 +110,12 @@ def test_kill9_and_restart_loses_nothing(
     # the agent reconnects with the same credential; a repeated report writes nothing
     r = httpx.post(p2.url + "/api/v1/agent/heartbeat", json=hb, headers=ah)
     assert [x["computation_id"] for x in r.json()["desired"]] == [cid]
-    done = {"resources": {}, "enclaves": [{"computation_id": cid, "state": "completed"}]}
+    done = {
+        "resources": {},
+        "enclaves": [{"computation_id": cid, "state": "failed", "reason": "exit code 1"}],
+    }
     httpx.post(p2.url + "/api/v1/agent/heartbeat", json=done, headers=ah)
-    assert (
-        httpx.get(p2.url + f"/api/v1/computations/{cid}", headers=h).json()["state"] == "completed"
-    )
+    assert httpx.get(p2.url + f"/api/v1/computations/{cid}", headers=h).json()["state"] == "failed"
     p2.stop()
 
     # stderr is not a terminal here: the key is never printed, only where it is (first

@@ -129,3 +129,31 @@ def test_capacity_view_matches_the_database_after_a_lifecycle(env: Env) -> None:
     assert view == fresh
     for h in fresh.values():
         assert h.allocated.vcpus <= h.total.vcpus
+
+
+def test_migration_0003_adds_verified_facts_and_downgrades(db_url: str) -> None:
+    """Receipt and verified-TEE columns (docs/adr/0019) on SQLite and PostgreSQL; the
+    revision downgrades and upgrades again."""
+    from alembic import command
+    from alembic.config import Config
+
+    from sealroom.controlplane.store.db import MIGRATIONS
+
+    st = Store(db_url)
+    st.migrate()
+
+    def columns(table: str) -> set[str]:
+        return {c["name"] for c in inspect(st.engine).get_columns(table)}
+
+    assert {"receipt_ok", "receipt_at"} <= columns("computations")
+    assert {"tee_verified", "tee_verified_at"} <= columns("hosts")
+    cfg = Config()
+    cfg.set_main_option("script_location", MIGRATIONS)
+    with st.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    assert "receipt_ok" not in columns("computations")
+    assert "tee_verified" not in columns("hosts")
+    st.migrate()
+    assert {"receipt_ok", "receipt_at"} <= columns("computations")
+    st.dispose()

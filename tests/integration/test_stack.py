@@ -21,7 +21,7 @@ from sealroom.cli import stack as stack_mod
 from sealroom.client.controlplane import ControlPlaneClient
 from sealroom.client.enclave import EnclaveClient
 from sealroom.crypto.keys import PartyKeys
-from sealroom.errors import AccessDeniedError, CapacityError, NotFoundError
+from sealroom.errors import AccessDeniedError, CapacityError, ConflictError, NotFoundError
 from sealroom.hostagent.launcher import runtime_measurement
 from sealroom.manifest import Manifest
 
@@ -107,8 +107,13 @@ def run_parties(
 ) -> None:
     comp = cp.wait_for(comp_id, ("awaiting_inputs",), 90)
     assert comp["state"] == "awaiting_inputs", comp
+    upload_inputs(comp["enclave_url"], doc, p, tmp, home)
+
+
+def upload_inputs(url: str, doc: dict[str, Any], p: Parties, tmp: Path, home: Path) -> None:
+    """Each party attests the enclave and uploads its input (no control plane needed)."""
     root = SimAuthority.load_or_create(home / "sim-authority").root
-    enclave = EnclaveClient(comp["enclave_url"], Manifest.from_dict(doc), extra_roots=(root,))
+    enclave = EnclaveClient(url, Manifest.from_dict(doc), extra_roots=(root,))
     assert enclave.attest().simulated
     enclave.upload("algorithm", tmp / "main.py", p.algo)
     enclave.upload("a", tmp / "a", p.dp1)
@@ -179,16 +184,10 @@ def test_exhaustion_is_rejected_and_capacity_freed(stack: stack_mod.Stack, tmp_p
     assert again["host_id"] == host["id"]
 
 
-@pytest.mark.parametrize("stack", [1], indirect=True)
-def test_controlplane_kill9_and_restart(stack: stack_mod.Stack, home: Path, tmp_path: Path) -> None:
-    cp = ControlPlaneClient(stack.url, stack.admin_key)
-    p = Parties()
-    doc = manifest_doc(p, tmp_path, "crash-cp")
-    comp = cp.create_computation(doc)
-    cp.wait_for(comp["id"], ("awaiting_inputs",), 90)
-    os.killpg(stack.controlplane_pid, signal.SIGKILL)
-    # the enclave does not need the control plane: parties go on
-    root = SimAuthority.load_or_create(home / "sim-authority").root
+def restart_controlplane(
+    stack: stack_mod.Stack, home: Path, cp: ControlPlaneClient
+) -> subprocess.Popen[bytes]:
+    """`sealroom controlplane serve` again on the stack's port and data (after kill -9)."""
     port = stack.url.rsplit(":", 1)[1]
     log = home / "stack" / "logs" / "controlplane-restart.log"
     with log.open("ab") as out:
@@ -210,11 +209,73 @@ def test_controlplane_kill9_and_restart(stack: stack_mod.Stack, home: Path, tmp_
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    for _ in range(300):
+        if cp.healthy():
+            break
+        time.sleep(0.2)
+    return proc
+
+
+@pytest.mark.parametrize("stack", [1], indirect=True)
+def test_restarted_control_plane_does_not_fail_completed_work(
+    stack: stack_mod.Stack, home: Path, tmp_path: Path
+) -> None:
+    """kill -9 of the control plane; the run completes in the enclave while it is down
+    (longer than the agent timeout, so the agent backs off); after the restart the host
+    is not declared lost at once, the agent's receipt completes the computation, and the
+    consumer gets the result."""
+    cp = ControlPlaneClient(stack.url, stack.admin_key)
+    p = Parties()
+    doc = manifest_doc(p, tmp_path, "cp-down-run")
+    comp = cp.wait_for(cp.create_computation(doc)["id"], ("awaiting_inputs",), 90)
+    os.killpg(stack.controlplane_pid, signal.SIGKILL)
+    upload_inputs(comp["enclave_url"], doc, p, tmp_path, home)
+    outbox = next((home / "stack" / "agent-1" / "enclaves").glob("*/outbox"))
+    for _ in range(600):  # the enclave finished while nobody could hear it
+        if (outbox / "DONE").exists():
+            break
+        time.sleep(0.1)
+    assert (outbox / "DONE").exists()
+    time.sleep(15)  # down well past the agent timeout (6 s): the agent's backoff grows
+    proc = restart_controlplane(stack, home, cp)
     try:
-        for _ in range(150):
-            if cp.healthy():
+        done = cp.wait_for(comp["id"], ("completed", "destroyed"), 120)
+        entered = [e["state"] for e in cp.events(comp["id"]) if e.get("type") == "state"]
+        assert "failed" not in entered, (done, entered)
+        assert cp.hosts()[0]["state"] == "online"
+        root = SimAuthority.load_or_create(home / "sim-authority").root
+        receipt = None
+        for _ in range(100):  # the agent hands the blobs over once it reaches us again
+            try:
+                receipt = cp.fetch_result(
+                    comp["id"],
+                    Manifest.from_dict(doc),
+                    p.alice,
+                    tmp_path / "out",
+                    extra_roots=(root,),
+                )
                 break
-            time.sleep(0.2)
+            except ConflictError:
+                time.sleep(0.3)
+        assert receipt is not None and receipt.ok, "the result was refused"
+        assert (tmp_path / "out" / "answer.txt").read_text() == "42"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+@pytest.mark.parametrize("stack", [1], indirect=True)
+def test_controlplane_kill9_and_restart(stack: stack_mod.Stack, home: Path, tmp_path: Path) -> None:
+    cp = ControlPlaneClient(stack.url, stack.admin_key)
+    p = Parties()
+    doc = manifest_doc(p, tmp_path, "crash-cp")
+    comp = cp.create_computation(doc)
+    cp.wait_for(comp["id"], ("awaiting_inputs",), 90)
+    os.killpg(stack.controlplane_pid, signal.SIGKILL)
+    # the enclave does not need the control plane: parties go on
+    root = SimAuthority.load_or_create(home / "sim-authority").root
+    proc = restart_controlplane(stack, home, cp)
+    try:
         comp2 = cp.computation(comp["id"])  # nothing lost
         assert comp2["manifest_hash"] == comp["manifest_hash"]
         enclave = EnclaveClient(comp2["enclave_url"], Manifest.from_dict(doc), extra_roots=(root,))

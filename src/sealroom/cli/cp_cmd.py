@@ -220,14 +220,23 @@ def hosts_cmd(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(hosts)
         return
-    rows = [{**h, **{f"res.{k}": v for k, v in h.get("resources", {}).items()}} for h in hosts]
+    # "sim (verified)" only where the control plane verified evidence from the host;
+    # "snp (claimed)" is the host's word
+    rows = [
+        {
+            **h,
+            "tee": ", ".join(h.get("tee") or ()),
+            **{f"res.{k}": v for k, v in h.get("resources", {}).items()},
+        }
+        for h in hosts
+    ]
     _table(
         rows,
         [
             "id",
             "name",
             "state",
-            "tee_kinds",
+            "tee",
             "res.cpu_total",
             "res.cpu_used",
             "res.memory_mb_total",
@@ -241,5 +250,5 @@ def hosts_cmd(as_json: JsonOpt = False) -> None:
 
 @host_app.command("join-token")
 def join_token_cmd() -> None:
-    """A one-time token for `sealroom agent run --join-token` (admin)."""
+    """A one-time token for `sealroom agent run --join-token-file` (admin)."""
     typer.echo(_client().join_token())

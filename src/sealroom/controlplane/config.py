@@ -29,6 +29,13 @@ class Settings:
     challenge_ttl: float = 300.0
     clock: Callable[[], datetime] = field(default=utcnow, compare=False)
     print_bootstrap_key: bool = True
+    # the sim authority whose root this control plane trusts when it verifies receipts of
+    # simulated enclaves (None: $SEALROOM_HOME/sim-authority, if it exists). The
+    # operator's choice, never the presenter's.
+    sim_authority: Path | None = None
+    # after a control-plane start, hosts get this long to heartbeat before they count as
+    # lost (their agents back off while it was down; docs/adr/0019)
+    startup_grace: float = 60.0
 
     @property
     def database_url(self) -> str:

@@ -14,6 +14,22 @@ USER_KEY_PREFIX = "srk_"
 AGENT_CREDENTIAL_PREFIX = "sra_"
 JOIN_TOKEN_PREFIX = "srj_"  # noqa: S105 - a prefix, not a secret
 
+#: Enclave events a host agent may relay (public lifecycle facts the runtime emits).
+#: Algorithm output is never one of them, and states come from heartbeats and receipts.
+FORWARDABLE_EVENTS = frozenset(
+    {
+        "started",
+        "upload_accepted",
+        "upload_rejected",
+        "run_started",
+        "run_ended",
+        "run_failed",
+        "evidence_failed",
+        "completed",
+        "failed",
+    }
+)
+
 
 def _field(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data

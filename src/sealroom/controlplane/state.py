@@ -10,6 +10,7 @@ from sealroom.controlplane.services.auth import AuthService
 from sealroom.controlplane.services.blobs import BlobStore
 from sealroom.controlplane.services.computations import ComputationService
 from sealroom.controlplane.services.hosts import HostService
+from sealroom.controlplane.services.receipts import ReceiptVerifier
 from sealroom.controlplane.store.db import Store
 
 log = logging.getLogger("sealroom.controlplane")
@@ -24,7 +25,8 @@ class ControlPlane:
         self.blobs = BlobStore(settings.blob_dir)
         self.auth = AuthService(self.store, settings)
         self.computations = ComputationService(self.store, settings, self.blobs)
-        self.hosts = HostService(self.computations)
+        self.receipts = ReceiptVerifier(settings)
+        self.hosts = HostService(self.computations, self.receipts)
         self.bootstrap_key = self.auth.bootstrap()
 
     def tick(self) -> None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sealroom.controlplane.protocol import FORWARDABLE_EVENTS
 from sealroom.errors import (
     AccessDeniedError,
     ConflictError,
@@ -325,8 +326,11 @@ class Agent:
         for cid, enc in self.enclaves.items():
             while enc.pending_events:
                 batch = sorted(enc.pending_events, key=lambda e: e["seq"])[:EVENT_BATCH]
+                # only public lifecycle events are relayed (the control plane refuses others)
+                relay = [e for e in batch if e["type"] in FORWARDABLE_EVENTS]
                 try:
-                    self.client.post_events(cid, batch)
+                    if relay:
+                        self.client.post_events(cid, relay)
                 except (NotFoundError, InvalidInputError, ConflictError, AccessDeniedError) as e:
                     log.error("events of %s refused: %s", cid, e.message)
                 enc.events_acked(batch[-1]["seq"])

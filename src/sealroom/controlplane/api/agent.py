@@ -26,7 +26,7 @@ Id = Annotated[str, Path(min_length=1, max_length=64)]
 BlobName = Annotated[str, Path(min_length=1, max_length=100)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
-    for code in (400, 401, 403, 404, 409, 411, 413)
+    for code in (400, 401, 403, 404, 409, 411, 413, 422)
 }
 WRITE_BATCH = 1 << 20  # bytes gathered before each write to disk
 
@@ -120,10 +120,9 @@ async def put_blob(
                 buf.clear()
         if buf:
             await run_in_threadpool(writer.write, bytes(buf))
-        await run_in_threadpool(writer.commit, x_sealroom_sha256)
+        await run_in_threadpool(
+            cp.hosts.store_blob, agent, computation_id, name, x_sealroom_sha256, writer
+        )
     finally:
         await run_in_threadpool(writer.abort)
-    await run_in_threadpool(
-        cp.hosts.record_blob, computation_id, name, x_sealroom_sha256, writer.size
-    )
     return Response(status_code=204)

@@ -13,7 +13,8 @@ from sealroom.controlplane.api.schemas import (
     SystemMetrics,
 )
 from sealroom.controlplane.services.computations import capacities
-from sealroom.controlplane.store.models import Computation
+from sealroom.controlplane.services.hosts import tee_labels
+from sealroom.controlplane.store.models import Computation, Host
 
 router = APIRouter()
 
@@ -37,6 +38,9 @@ def healthz() -> Health:
 def compute_status(cp: CP) -> ComputeStatus:
     with cp.store.session() as s:
         caps = capacities(s)
+        verified_of = {
+            hid: set(v or ()) for hid, v in s.execute(select(Host.id, Host.tee_verified))
+        }
         running = (
             s.scalar(
                 select(func.count())
@@ -46,17 +50,25 @@ def compute_status(cp: CP) -> ComputeStatus:
             or 0
         )
     online = [h for h in caps if h.online]
-    kinds = sorted({k for h in online for k in h.tee_kinds})
+    claimed = sorted({k for h in online for k in h.tee_kinds})
+    verified = sorted({k for h in online for k in verified_of.get(h.host_id, ())})
+    # A host's registration is its word; only evidence this control plane verified (in a
+    # receipt, against the manifest's policy) makes a TEE kind "verified".
     if not online:
         attestation = "none"
-    elif all(k == "sim" for k in kinds):
+    elif any(k != "sim" for k in verified):
+        attestation = "verified"
+    elif verified:
         attestation = "simulated"
     else:
-        attestation = "verified"
+        attestation = "claimed"
     return ComputeStatus(
         status="operational" if online else "degraded",
-        tee_technology=",".join(kinds) if kinds else "sim",
+        tee_technology=", ".join(tee_labels(claimed, verified)).replace(" (verified)", "")
+        or "none",
         attestation_status=attestation,  # type: ignore[arg-type]
+        tee_claimed=claimed,
+        tee_verified=verified,
         available_models=[],
         system_metrics=SystemMetrics(
             hosts_online=len(online),

@@ -78,7 +78,14 @@ class HostOut(BaseModel):
     name: str
     state: Literal["online", "lost"]
     last_heartbeat: datetime
-    tee_kinds: list[str]
+    # what the host said at registration / in heartbeats: a claim, nothing more
+    tee_kinds_claimed: list[str]
+    # kinds of evidence the control plane verified in a receipt from this host
+    # ("sim" for simulated evidence), and when
+    tee_kinds_verified: list[str]
+    tee_verified_at: datetime | None
+    # one label per kind: "snp (claimed)", "sim (verified)"
+    tee: list[str]
     resources: ResourcesOut
     enclaves: int
 
@@ -133,6 +140,9 @@ class EventOut(BaseModel):
     state: str
     reason: str
     message: str
+    # "host": relayed by the host agent from the enclave (the host's word);
+    # "control-plane": written by the control plane itself
+    source: Literal["control-plane", "host"]
 
 
 class EventsOut(BaseModel):
@@ -155,8 +165,13 @@ class SystemMetrics(BaseModel):
 
 class ComputeStatus(BaseModel):
     status: Literal["operational", "degraded", "maintenance"]
+    # verified kinds, then claimed-only ones marked "(claimed)", e.g. "sim, snp (claimed)"
     tee_technology: str
-    attestation_status: Literal["simulated", "verified", "none"]
+    # verified: evidence of a real TEE verified on an online host; simulated: only sim
+    # evidence verified; claimed: hosts only claim TEE kinds; none: no host online
+    attestation_status: Literal["verified", "simulated", "claimed", "none"]
+    tee_claimed: list[str]
+    tee_verified: list[str]
     available_models: list[str]
     system_metrics: SystemMetrics
 

@@ -34,6 +34,7 @@ from sealroom.controlplane.api.schemas import (
 )
 from sealroom.controlplane.protocol import H_SEALED_SHA256
 from sealroom.controlplane.services.computations import FINAL
+from sealroom.controlplane.services.hosts import tee_labels
 from sealroom.controlplane.store.models import Computation, Event
 from sealroom.errors import ConflictError, NotFoundError
 
@@ -67,7 +68,13 @@ def _out(c: Computation) -> ComputationOut:
 
 def _event(e: Event) -> EventOut:
     return EventOut(
-        seq=e.seq, time=e.time, type=e.type, state=e.state, reason=e.reason, message=e.message
+        seq=e.seq,
+        time=e.time,
+        type=e.type,
+        state=e.state,
+        reason=e.reason,
+        message=e.message,
+        source="host" if e.enclave_seq is not None else "control-plane",
     )
 
 
@@ -110,7 +117,10 @@ def list_hosts(cp: CP, user: User) -> HostsOut:
                 name=h.name,
                 state="online" if h.state == "online" else "lost",
                 last_heartbeat=h.last_heartbeat,
-                tee_kinds=list(h.tee_kinds),
+                tee_kinds_claimed=list(h.tee_kinds),
+                tee_kinds_verified=list(h.tee_verified or ()),
+                tee_verified_at=h.tee_verified_at,
+                tee=tee_labels(h.tee_kinds, h.tee_verified),
                 resources=ResourcesOut(**res),
                 enclaves=n,
             )
@@ -195,9 +205,13 @@ def challenge(computation_id: Id, cp: CP) -> ChallengeOut:
 
 
 def _require_completed(c: Computation) -> None:
-    if c.state != "completed" and not (c.state == "destroyed" and c.outcome == "completed"):
+    """Results are served when a receipt the control plane verified says the run
+    completed, whatever the state says (a restarted control plane may have failed the
+    computation before its receipt arrived)."""
+    if not c.receipt_ok:
         raise ConflictError(
-            f"computation {c.id} is {c.state}; results exist only once it has completed",
+            f"computation {c.id} is {c.state}; results exist only once a receipt that "
+            "verifies says it completed",
             code="computation-not-completed",
         )
 

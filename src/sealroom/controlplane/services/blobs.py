@@ -42,8 +42,8 @@ class BlobStore:
         return self.root / computation_id
 
     def writer(self, computation_id: str, name: str) -> BlobWriter:
-        """A temporary file next to the blob's final place; ``commit`` checks the SHA-256
-        and renames it into place, ``abort`` removes it."""
+        """A temporary file next to the blob's final place; ``check`` compares the SHA-256,
+        ``commit`` renames it into place, ``abort`` removes it."""
         check_blob_name(name)
         d = self._dir(computation_id)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -56,7 +56,8 @@ class BlobStore:
         try:
             for chunk in chunks:
                 w.write(chunk)
-            w.commit(sha256_hex)
+            w.check(sha256_hex)
+            w.commit()
         finally:
             w.abort()
         return w.size
@@ -94,7 +95,8 @@ class BlobWriter:
         self.size += len(chunk)
         self._f.write(chunk)
 
-    def commit(self, sha256_hex: str) -> None:
+    def check(self, sha256_hex: str) -> None:
+        """Close the file; raise (nothing stored) if its SHA-256 is not ``sha256_hex``."""
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
@@ -104,6 +106,13 @@ class BlobWriter:
                 f"blob {self.name}: SHA-256 is {got}, X-Sealroom-Sha256 says {sha256_hex}",
                 code="blob-hash-mismatch",
             )
+
+    def read(self) -> bytes:
+        """The checked bytes (small blobs: the receipt)."""
+        return self.tmp.read_bytes()
+
+    def commit(self) -> None:
+        """Move the checked file into place: readers see the whole blob or none."""
         os.replace(self.tmp, self.final)
 
     def abort(self) -> None:

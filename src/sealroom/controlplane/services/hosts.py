@@ -13,7 +13,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sealroom.controlplane.protocol import AGENT_CREDENTIAL_PREFIX
+from sealroom.controlplane.protocol import AGENT_CREDENTIAL_PREFIX, FORWARDABLE_EVENTS
 from sealroom.controlplane.services.auth import (
     AgentPrincipal,
     UnauthenticatedError,
@@ -21,7 +21,7 @@ from sealroom.controlplane.services.auth import (
     new_secret,
     sha256_hex,
 )
-from sealroom.controlplane.services.blobs import check_blob_name
+from sealroom.controlplane.services.blobs import BlobWriter, check_blob_name
 from sealroom.controlplane.services.computations import (
     FINAL,
     LIVE,
@@ -31,6 +31,7 @@ from sealroom.controlplane.services.computations import (
     need_of,
 )
 from sealroom.controlplane.services.placement import HostCapacity, Resources
+from sealroom.controlplane.services.receipts import ReceiptFacts, ReceiptVerifier
 from sealroom.controlplane.store.models import Blob, Computation, Event, Host, JoinToken
 from sealroom.crypto.sealing import sealed_size
 from sealroom.errors import (
@@ -90,6 +91,16 @@ class ForwardedEvent:
     message: str
 
 
+def tee_labels(claimed: Iterable[str] | None, verified: Iterable[str] | None) -> list[str]:
+    """One label per TEE kind of a host: "(verified)" where the control plane verified
+    evidence of that kind from it, "(claimed)" where the host only says so. Simulated
+    evidence verifies "sim", never the kind it imitates."""
+    v = set(verified or ())
+    return [f"{k} (verified)" for k in sorted(v)] + [
+        f"{k} (claimed)" for k in sorted(set(claimed or ()) - v)
+    ]
+
+
 def _apply_resources(h: Host, resources: dict[str, int]) -> None:
     for k in RESOURCE_FIELDS:
         if k in resources:
@@ -109,10 +120,12 @@ def _capacity_of(h: Host, allocated: Resources) -> HostCapacity:
 
 
 class HostService:
-    def __init__(self, comps: ComputationService) -> None:
+    def __init__(self, comps: ComputationService, receipts: ReceiptVerifier) -> None:
         self.comps = comps
+        self.receipts = receipts
         self.store = comps.store
         self.settings = comps.settings
+        self.started_at = self.now()
 
     def now(self) -> datetime:
         return self.settings.clock()
@@ -267,6 +280,16 @@ class HostService:
             c.updated_at = self.now()
         if ORDER[target] <= ORDER[c.state] and target not in ("completed", "failed"):
             return  # stale or repeated report: nothing to write
+        if target == "completed" and not c.receipt_ok:
+            # The host's word is not enough: completion needs a receipt that verified
+            # (uploaded before the agent reports a final state).
+            self.comps.transition(
+                s,
+                c,
+                "failed",
+                "the host reported completed, but no receipt that verifies was delivered",
+            )
+            return
         if rep.state == "exited":
             reason = rep.reason or "enclave exited before finishing"
         elif rep.state == "lost":
@@ -280,16 +303,21 @@ class HostService:
     # -- lost hosts --------------------------------------------------------------------
 
     def check_lost(self) -> int:
-        """Mark hosts silent past agent_timeout as lost and deal with their work:
+        """Mark hosts silent past agent_timeout as lost (after a control-plane start, hosts
+        not heard since get ``startup_grace`` seconds) and deal with their work:
         scheduled computations move to another host (or back to the queue), the others
         fail with reason "host lost"."""
         now = self.now()
         cutoff = now - timedelta(seconds=self.settings.agent_timeout)
+        silent = [Host.state == "online", Host.last_heartbeat < cutoff]
+        if now < self.started_at + timedelta(seconds=self.settings.startup_grace):
+            # Just (re)started: silence before our start says nothing (agents back off
+            # while we were down); until the grace ends only a host that went silent
+            # after we started can be lost.
+            silent.append(Host.last_heartbeat >= self.started_at)
         lost = 0
         with self.comps.write() as s:
-            hosts = s.scalars(
-                select(Host).where(Host.state == "online", Host.last_heartbeat < cutoff)
-            ).all()
+            hosts = s.scalars(select(Host).where(*silent)).all()
             if not hosts:
                 return 0
             for h in hosts:
@@ -328,6 +356,10 @@ class HostService:
                             continue
                         self.comps.transition(s, c, "failed", "host lost")
                         c.host_id = h.id
+                    elif c.receipt_ok:  # its verified receipt arrived: it did complete
+                        self.comps.transition(
+                            s, c, "completed", f"host {h.name} lost after a verified receipt"
+                        )
                     else:
                         self.comps.transition(s, c, "failed", "host lost")
         return lost
@@ -347,6 +379,14 @@ class HostService:
     def forward_events(
         self, agent: AgentPrincipal, cid: str, events: Sequence[ForwardedEvent]
     ) -> int:
+        bad = sorted({e.type for e in events} - FORWARDABLE_EVENTS)
+        if bad:
+            raise InvalidInputError(
+                f"event type(s) {', '.join(repr(b[:64]) for b in bad)} cannot be forwarded by a "
+                f"host; allowed: {', '.join(sorted(FORWARDABLE_EVENTS))} (algorithm output "
+                "never leaves the enclave in clear; states come from heartbeats and receipts)",
+                code="event-type-not-allowed",
+            )
         written = 0
         with self.comps.write() as s:
             c = self._own(s, agent, cid)
@@ -362,9 +402,7 @@ class HostService:
                 if e.seq in seen:
                     continue
                 seen.add(e.seq)
-                self.comps.event(
-                    s, c, e.type or "enclave", message=e.message[:4000], enclave_seq=e.seq
-                )
+                self.comps.event(s, c, e.type, message=e.message[:4000], enclave_seq=e.seq)
                 written += 1
         return written
 
@@ -401,22 +439,53 @@ class HostService:
             )
         return limit
 
-    def record_blob(self, cid: str, name: str, sha256: str, size: int) -> None:
-        with self.store.session() as s:
+    def store_blob(
+        self, agent: AgentPrincipal, cid: str, name: str, sha256: str, writer: BlobWriter
+    ) -> None:
+        """Keep an uploaded blob (its bytes are in ``writer``): hash checked, and a receipt
+        verified (signature, evidence against the manifest's policy) before it is kept; a
+        verified receipt then decides the computation's outcome."""
+        writer.check(sha256)
+        facts: ReceiptFacts | None = None
+        if name == "receipt":
+            with self.store.session() as s:
+                manifest = self._own(s, agent, cid).manifest
+            facts = self.receipts.verify(manifest, writer.read())
+        writer.commit()
+        with self.comps.write() as s:
+            c = self._own(s, agent, cid)
             b = s.get(Blob, (cid, name))
             if b is None:
-                s.add(
-                    Blob(
-                        computation_id=cid,
-                        name=name,
-                        sha256=sha256.lower(),
-                        size=size,
-                        stored_at=self.now(),
-                    )
-                )
-            else:
-                b.sha256, b.size, b.stored_at = sha256.lower(), size, self.now()
-        log.info("blob stored", extra={"computation_id": cid, "blob": name, "size": size})
+                b = Blob(computation_id=cid, name=name)
+                s.add(b)
+            b.sha256, b.size, b.stored_at = sha256.lower(), writer.size, self.now()
+            if facts is not None:
+                self._apply_receipt(s, c, facts)
+        log.info("blob stored", extra={"computation_id": cid, "blob": name, "size": writer.size})
+
+    def _apply_receipt(self, s: Session, c: Computation, facts: ReceiptFacts) -> None:
+        now = self.now()
+        c.receipt_ok, c.receipt_at = facts.ok, now
+        h = s.get(Host, c.host_id) if c.host_id else None
+        if h is not None:
+            h.tee_verified, h.tee_verified_at = list(facts.tee_kinds), now
+        outcome = "completed" if facts.ok else f"failed: {facts.reason}"
+        self.comps.event(
+            s,
+            c,
+            "receipt",
+            reason=f"receipt verified ({', '.join(facts.tee_kinds)} evidence): {outcome}",
+        )
+        if not facts.ok or c.state not in FINAL:
+            # still live: the agent's next report moves it on, each state in order (a
+            # "completed" report is believed only with receipt_ok set here)
+            return
+        # A verified receipt outranks the control plane's own guesses ("host lost" after
+        # a restart, a cancel that came too late): the run did complete.
+        if c.state == "destroyed":
+            c.outcome, c.reason, c.updated_at = "completed", "verified receipt: completed", now
+        elif c.state == "failed":
+            self.comps.transition(s, c, "completed", "verified receipt: the run completed")
 
 
 MAX_RECEIPT_BYTES = 1 << 20  # signed JSON with the evidence and its certificate chain

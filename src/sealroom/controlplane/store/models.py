@@ -94,6 +94,11 @@ class Host(Base):
     enclaves: Mapped[int] = mapped_column(Integer, default=0)
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime())
+    # ``tee_kinds`` is what the host CLAIMS; these are the kinds ("snp", "tdx", "sim"
+    # for simulated evidence) of evidence the control plane verified in a receipt from an
+    # enclave on this host, and when (docs/adr/0019)
+    tee_verified: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    tee_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Computation(Base):
@@ -121,6 +126,10 @@ class Computation(Base):
     events_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # what the receipt the control plane verified (signature, evidence against the
+    # manifest's policy) says: None = no verified receipt yet
+    receipt_ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    receipt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Event(Base):
