@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+from sealroom.runtime.computation import PUBLIC_EVENT_TYPES
+
 RESULT_REQUEST_DOMAIN = b"sealroom/cp-result-request/v1"
 H_CHALLENGE = "X-Sealroom-Challenge"
 H_SIGNATURE = "X-Sealroom-Signature"
@@ -14,21 +16,10 @@ USER_KEY_PREFIX = "srk_"
 AGENT_CREDENTIAL_PREFIX = "sra_"
 JOIN_TOKEN_PREFIX = "srj_"  # noqa: S105 - a prefix, not a secret
 
-#: Enclave events a host agent may relay (public lifecycle facts the runtime emits).
-#: Algorithm output is never one of them, and states come from heartbeats and receipts.
-FORWARDABLE_EVENTS = frozenset(
-    {
-        "started",
-        "upload_accepted",
-        "upload_rejected",
-        "run_started",
-        "run_ended",
-        "run_failed",
-        "evidence_failed",
-        "completed",
-        "failed",
-    }
-)
+#: Enclave events a host agent may relay: the runtime's public lifecycle events (one
+#: list, the runtime's). Algorithm output is never one; states come from heartbeats and
+#: receipts.
+FORWARDABLE_EVENTS = PUBLIC_EVENT_TYPES
 
 
 def _field(data: bytes) -> bytes:
