@@ -181,3 +181,22 @@ def test_kds_cert_chain_is_fetched_and_cached(
     assert src.fetch(req) == want and src.fetch(req) == want
     assert kds.count(f"/{key_kind}/v1/Genoa/cert_chain") == 1
     assert [u.origin for u in src.uses] == ["network", "cache"]
+
+
+def test_not_found_is_remembered_for_a_while(pcs: FakeVendorServer, cache: CollateralCache) -> None:
+    # KDS is rate-limited: a 404 is not asked again within the hour (from --now), then is.
+    for now in ("2025-07-01T00:00:00", "2025-07-01T00:30:00"):
+        assert source(pcs, cache, now).fetch(PCK_CRL) is None
+    assert pcs.count(CRL_PATH) == 1
+    assert source(pcs, cache, "2025-07-01T02:00:00").fetch(PCK_CRL) is None
+    assert pcs.count(CRL_PATH) == 2
+
+
+def test_not_found_on_refresh_keeps_the_stale_entry(
+    pcs: FakeVendorServer, cache: CollateralCache, newer: bytes
+) -> None:
+    source(pcs, cache, "2025-07-01T00:00:00").fetch(PCK_CRL)
+    pcs.set(f"{CRL_PATH}?ca=platform", Reply(404))
+    for _ in range(2):
+        src = source(pcs, cache, "2025-08-01T00:00:00")
+        assert src.fetch(PCK_CRL) == newer and src.uses[-1].stale

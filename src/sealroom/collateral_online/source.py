@@ -155,9 +155,11 @@ class OnlineCollateral:
             self._record(Use(request, loc.url, "stale-cache", until, f"refresh failed: {e}"))
             return data
         if got is None:
-            if data is not None:
+            if data is not None:  # keep the stale entry: verification judges it at now
                 self._record(Use(request, loc.url, "stale-cache", until, "refresh: not found"))
                 return data
+            if self.cache is not None:
+                self.cache.put_absent(loc.key, self.uses[-1].note, now, now + self.negative_ttl)
             return None
         return got
 
@@ -166,10 +168,7 @@ class OnlineCollateral:
     def _download(self, request: CollateralRequest, loc: Location, now: datetime) -> bytes | None:
         resp = self.fetcher.get(loc.url)
         if resp.status in (404, 410):
-            note = f"HTTP {resp.status}"
-            if self.cache is not None:
-                self.cache.put_absent(loc.key, note, now, now + self.negative_ttl)
-            self._record(Use(request, loc.url, "missing", note=note))
+            self._record(Use(request, loc.url, "missing", note=f"HTTP {resp.status}"))
             return None
         if not 200 <= resp.status < 300:
             raise UnavailableError(
