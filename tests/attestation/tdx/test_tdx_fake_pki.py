@@ -135,14 +135,6 @@ DEFECTS: dict[str, tuple[Callable[[FakeIntelPki], tuple[bytes, bytes]], str]] = 
         ),
         "tdx-collateral-expired",
     ),
-    "tcb_info_for_another_fmspc": (
-        lambda p: (p.quote(), p.collateral(tcb_info=p.tcb_info(fmspc=bytes(6)))),
-        "tdx-fmspc-mismatch",
-    ),
-    "sgx_tcb_info_for_a_tdx_quote": (
-        lambda p: (p.quote(), p.collateral(tcb_info=p.tcb_info(tdx=False))),
-        "tdx-collateral-mismatch",
-    ),
     "qe_not_intels_qe": (
         lambda p: (p.quote(qe_mrsigner=b"\x66" * 32), p.collateral()),
         "tdx-qe-identity-mismatch",
@@ -303,10 +295,11 @@ def test_tdx_module_identity_levels(pki: FakeIntelPki) -> None:
     assert c.tdx_module_status is TcbStatus.OUT_OF_DATE
     assert c.tcb_status is TcbStatus.OUT_OF_DATE
     assert c.advisory_ids == ("INTEL-SA-01036",)
-    # No identity for this module version: no level matches.
+    # No identity for this module version: the module does not match (QVL's
+    # TDX_MODULE_MISMATCH), see test_tdx_tcb_rules.py.
     other = dict(ident, id="TDX_03")
     c = _status(pki, pki.quote(), module_identities=[other])
-    assert c.tcb_status is TcbStatus.NO_MATCHING_LEVEL
+    assert c.tcb_status is TcbStatus.TDX_MODULE_MISMATCH
 
 
 @pytest.mark.parametrize(

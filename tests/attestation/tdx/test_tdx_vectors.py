@@ -29,7 +29,7 @@ from sealroom.attestation.tdx.claims import DcapClaims, SgxClaims, TdxClaims
 from sealroom.attestation.tdx.tcb import TcbStatus
 from sealroom.attestation.verifier import verify_and_appraise
 from sealroom.attestation.x509util import load_certificates
-from sealroom.errors import AttestationError, MalformedEvidenceError
+from sealroom.errors import AttestationError, MalformedEvidenceError, UnavailableError
 
 from ._helpers import PINNED, at
 
@@ -318,11 +318,13 @@ def test_pck_expired_long_after(intel: Path, tcb_signing_2018: bytes) -> None:
 def test_collateral_for_another_platform(
     intel: Path, quote: str, collateral: str, code: str
 ) -> None:
+    """Collateral for another FMSPC or TEE is "collateral unavailable", not "not
+    authentic" (the quote is fine; the verifier lacks its collateral)."""
     data = (intel / quote).read_bytes()
     kind = "sgx" if quote.startswith("sgx") else "tdx"
     item = EvidenceItem(kind, data, {"collateral": (intel / collateral).read_bytes()})
     when = at("2025-07-01T00:00:00") if "v5" not in collateral else at("2026-03-01T00:00:00")
-    with pytest.raises(AttestationError) as e:
+    with pytest.raises(UnavailableError) as e:
         kinds.get(kind).verify(item, VerifyContext(now=when))
     assert e.value.code == code
 
@@ -497,7 +499,9 @@ NO_COLLATERAL = {"require_collateral": False, "require_crl": False}
             },
             ["tcb_status"],
         ),
-        ("tdx_v4_gotdx_spr", {}, ["tcb_status"]),
+        # TD_ATTRIBUTES 0x40000000 (PKS only): SEPT_VE_DISABLE is required by default.
+        ("tdx_v4_gotdx_spr", {}, ["tcb_status", "TD_ATTRIBUTES.SEPT_VE_DISABLE"]),
+        ("tdx_v4_gotdx_spr", {"require_sept_ve_disable": False}, ["tcb_status"]),
         ("tdx_v5_gotdx", {}, ["collateral", "crl_checked"]),
         ("trustee_fmspc00a06d080000", {}, ["tcb_status", "crl_checked"]),
         (
@@ -518,14 +522,16 @@ NO_COLLATERAL = {"require_collateral": False, "require_crl": False}
         ("trustee_v5", {**NO_COLLATERAL, "allow_service_td": True}, []),
         ("trustee_sgx_debug", NO_COLLATERAL, ["ATTRIBUTES.DEBUG"]),
         ("trustee_sgx_debug", {**NO_COLLATERAL, "allow_debug": True}, []),
-        # Azure: only the quote and its PCK chain; the policy decides.
-        ("azure_tdx", {}, ["tcb_status", "collateral", "crl_checked"]),
-        ("azure_tdx", NO_COLLATERAL, []),
+        # Azure: only the quote and its PCK chain; the policy decides. Azure's paravisor
+        # TD runs with SEPT_VE_DISABLE clear: a plain tdx policy must relax it by name
+        # (the az-tdx-vtpm section does so by default, see test_azure.py).
         (
             "azure_tdx",
-            {**NO_COLLATERAL, "require_sept_ve_disable": True},
-            ["TD_ATTRIBUTES.SEPT_VE_DISABLE"],
+            {},
+            ["tcb_status", "collateral", "crl_checked", "TD_ATTRIBUTES.SEPT_VE_DISABLE"],
         ),
+        ("azure_tdx", NO_COLLATERAL, ["TD_ATTRIBUTES.SEPT_VE_DISABLE"]),
+        ("azure_tdx", {**NO_COLLATERAL, "require_sept_ve_disable": False}, []),
     ],
 )
 def test_policy_verdicts(

@@ -243,14 +243,35 @@ _TD15_EXT = struct.Struct("<16s48s")
 assert _TD10.size == TD10_BODY_SIZE
 assert _TD10.size + _TD15_EXT.size == TD15_BODY_SIZE
 
-# TDATTRIBUTES bits (Intel TDX Module ABI, "ATTRIBUTES"): TUD byte 0, SEC bytes 1-3,
-# OTHER bytes 4-7.
+# TDATTRIBUTES bits (Intel TDX Module ABI, table "TD ATTRIBUTES Definition"): TUD bits
+# 7:0 (any set bit means the TD is under debug or profiling: untrusted), SEC bits 31:8,
+# OTHER bits 63:32. Every bit not named here is reserved and must be zero.
 TD_ATTR_DEBUG = 1 << 0
+TD_ATTR_HGS_PLUS_PROF = 1 << 4
+TD_ATTR_PERF_PROF = 1 << 5
+TD_ATTR_PMT_PROF = 1 << 6
+TD_ATTR_ICSSD = 1 << 16
+TD_ATTR_LASS = 1 << 27
 TD_ATTR_SEPT_VE_DISABLE = 1 << 28
 TD_ATTR_MIGRATABLE = 1 << 29
 TD_ATTR_PKS = 1 << 30
 TD_ATTR_KL = 1 << 31
+TD_ATTR_TPA = 1 << 62
 TD_ATTR_PERFMON = 1 << 63
+TD_ATTR_TUD_PROFILING = TD_ATTR_HGS_PLUS_PROF | TD_ATTR_PERF_PROF | TD_ATTR_PMT_PROF
+TD_ATTR_DEFINED = (
+    TD_ATTR_DEBUG
+    | TD_ATTR_TUD_PROFILING
+    | TD_ATTR_ICSSD
+    | TD_ATTR_LASS
+    | TD_ATTR_SEPT_VE_DISABLE
+    | TD_ATTR_MIGRATABLE
+    | TD_ATTR_PKS
+    | TD_ATTR_KL
+    | TD_ATTR_TPA
+    | TD_ATTR_PERFMON
+)
+TD_ATTR_RESERVED = ~TD_ATTR_DEFINED & ((1 << 64) - 1)
 
 
 @dataclass(frozen=True)
@@ -263,6 +284,10 @@ class TdAttributes:
     pks = property(lambda self: bool(self.raw & TD_ATTR_PKS))
     kl = property(lambda self: bool(self.raw & TD_ATTR_KL))
     perfmon = property(lambda self: bool(self.raw & TD_ATTR_PERFMON))
+    #: TUD bits 6:4 (HGS+, PERF and PMT profiling): the host can observe the TD
+    profiling = property(lambda self: self.raw & TD_ATTR_TUD_PROFILING)
+    #: set bits the TDX module ABI reserves (a genuine TDX module never sets them)
+    reserved = property(lambda self: self.raw & TD_ATTR_RESERVED)
 
     def to_bytes(self) -> bytes:
         return self.raw.to_bytes(8, "little")

@@ -321,6 +321,24 @@ def _module_levels(items: list[Any], where: str) -> tuple[ModuleTcbLevel, ...]:
     return tuple(out)
 
 
+#: The only TCB type Intel defines: the SGX TCB components are the 16 bytes of CPUSVN in
+#: order (QVL rejects every other value, "TcbInfo TCB Type ... is not supported").
+SUPPORTED_TCB_TYPE = 0
+
+
+def _tcb_type(t: _Obj, what: str) -> int:
+    """``tcbType``: required (TCB info v2 and v3 both carry it) and must be 0. Another
+    value would change how the components compare, which this evaluator cannot do."""
+    tcb_type = t.integer("tcbType")
+    if tcb_type != SUPPORTED_TCB_TYPE:
+        raise MalformedEvidenceError(
+            f"{what}.tcbType is {tcb_type}, supported: {SUPPORTED_TCB_TYPE} (the TCB "
+            "components cannot be compared under another type)",
+            code="tdx-tcb-type-unsupported",
+        )
+    return tcb_type
+
+
 def parse_tcb_info(signed: SignedJson, what: str = "tcbInfo") -> TcbInfo:
     text = _decode_text(signed.body, what)
     top_level_members(text, what)  # rejects duplicates and trailing data
@@ -367,7 +385,7 @@ def parse_tcb_info(signed: SignedJson, what: str = "tcbInfo") -> TcbInfo:
         next_update=t.time("nextUpdate"),
         fmspc=t.hexbytes("fmspc", 6),
         pce_id=t.hexbytes("pceId", 2),
-        tcb_type=t.integer("tcbType") if "tcbType" in t.v else 0,
+        tcb_type=_tcb_type(t, what),
         tcb_evaluation_data_number=t.integer("tcbEvaluationDataNumber"),
         tcb_levels=levels,
         tdx_module=module,

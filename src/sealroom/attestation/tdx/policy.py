@@ -1,9 +1,11 @@
 """The ``tdx`` and ``sgx`` policy sections and their (pure) appraisal.
 
-Defaults are the safe choice: debug TDs/enclaves are rejected, only ``UpToDate`` TCB is
-accepted, collateral (TCB info and QE identity) and both CRLs are required. Evidence
-verified without collateral (``tcb_status`` "unknown") passes only a policy that says
-``require_collateral: false`` (and ``require_crl: false``) on purpose.
+Defaults are the safe choice: debug TDs/enclaves are rejected, so are TDs without
+SEPT_VE_DISABLE and migratable TDs; reserved TD_ATTRIBUTES bits are rejected by every
+policy; only ``UpToDate`` TCB is accepted, collateral (TCB info and QE identity) and both
+CRLs are required. Evidence verified without collateral (``tcb_status`` "unknown")
+passes only a policy that says ``require_collateral: false`` (and ``require_crl: false``)
+on purpose.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import AfterValidator, Field
 from sealroom.attestation.appraise import RuleResult, Rules, Trust
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.policy import HexBytes, ReportDataPolicy, Section, check_report_data
+from sealroom.attestation.tdx.abi import TdAttributes
 from sealroom.attestation.tdx.claims import DcapClaims, SgxClaims, TdxClaims
 from sealroom.attestation.tdx.tcb import TcbStatus
 
@@ -45,6 +48,9 @@ AcceptableStatus = Literal[
     "ConfigurationAndSWHardeningNeeded",
     "OutOfDate",
     "OutOfDateConfigurationNeeded",
+    # TD 1.5: the platform is current, the TD was launched on an OutOfDate TDX module.
+    "TDRelaunchAdvised",
+    "TDRelaunchAdvisedConfigurationNeeded",
 ]
 
 
@@ -74,8 +80,15 @@ class TdxPolicy(_DcapCommon):
     mrowner: list[Hex48Padded] | None = None
     mrownerconfig: list[Hex48Padded] | None = None
     mrseam: list[Hex48] | None = None
+    # TD_ATTRIBUTES.DEBUG and the TUD profiling bits (HGS+/PERF/PMT): the host can read
+    # or observe the TD.
     allow_debug: bool = False
-    require_sept_ve_disable: bool = False
+    # SEPT_VE_DISABLE clear lets the host inject #VE on pending pages (a TD whose guest
+    # does not handle that safely can be attacked through it). Relax only for TDs whose
+    # code is known to handle it, e.g. Azure's paravisor.
+    require_sept_ve_disable: bool = True
+    # A migratable TD's state can be exported to another platform by a migration TD.
+    allow_migratable: bool = False
     td_attributes: Hex8 | None = None
     xfam: Hex8 | None = None
     # Component-wise minimum of TEE_TCB_SVN (16 bytes, hex).
@@ -102,6 +115,14 @@ def _tcb_rules(r: Rules, c: DcapClaims, pol: _DcapCommon) -> None:
             f"unknown ({c.tcb_detail})",
             f"one of {accepted}, or unknown with require_collateral: false",
             not pol.require_collateral,
+            Trust.HARDWARE,
+        )
+    elif status is TcbStatus.TDX_MODULE_MISMATCH:
+        r.add(
+            "tcb_status",
+            f"TDX module mismatch ({c.tcb_detail})",
+            f"one of {accepted} (a TDX module Intel's TCB info lists)",
+            False,
             Trust.HARDWARE,
         )
     elif status is TcbStatus.NO_MATCHING_LEVEL:
@@ -158,15 +179,33 @@ def appraise_tdx(c: TdxClaims, pol: TdxPolicy, ctx: VerifyContext) -> list[RuleR
     r.one_of("MROWNER", c.mr_owner, pol.mrowner)
     r.one_of("MROWNERCONFIG", c.mr_owner_config, pol.mrownerconfig)
     r.one_of("MRSEAM", c.mr_seam, pol.mrseam, Trust.HARDWARE)
+    attrs = TdAttributes(int.from_bytes(c.td_attributes, "little"))
+    # Bits the TDX module ABI reserves: no policy accepts them (a genuine module never
+    # sets them; a future one that does gives them a meaning this verifier cannot judge).
+    r.add(
+        "TD_ATTRIBUTES.reserved",
+        f"{attrs.reserved:016x}",
+        "0000000000000000 (reserved bits clear)",
+        attrs.reserved == 0,
+        Trust.RUNTIME_OPAQUE,
+    )
     r.flag("TD_ATTRIBUTES.DEBUG", c.debug, pol.allow_debug, Trust.RUNTIME_OPAQUE)
-    if pol.require_sept_ve_disable:
+    if attrs.profiling:
         r.add(
-            "TD_ATTRIBUTES.SEPT_VE_DISABLE",
-            c.sept_ve_disable,
-            "true",
-            c.sept_ve_disable,
+            "TD_ATTRIBUTES.TUD",
+            f"{attrs.profiling:016x} (profiling)",
+            "no TUD bit set (or allow_debug)",
+            pol.allow_debug,
             Trust.RUNTIME_OPAQUE,
         )
+    r.add(
+        "TD_ATTRIBUTES.SEPT_VE_DISABLE",
+        c.sept_ve_disable,
+        "true" if pol.require_sept_ve_disable else "true or false (require_sept_ve_disable)",
+        c.sept_ve_disable or not pol.require_sept_ve_disable,
+        Trust.RUNTIME_OPAQUE,
+    )
+    r.flag("TD_ATTRIBUTES.MIGRATABLE", c.migratable, pol.allow_migratable, Trust.RUNTIME_OPAQUE)
     r.equal("TD_ATTRIBUTES", c.td_attributes, pol.td_attributes)
     r.equal("XFAM", c.xfam, pol.xfam)
     if pol.min_tee_tcb_svn is not None:
@@ -219,13 +258,15 @@ mrconfigid: null           # [<hex>] shorter values are zero-padded (sealroom: m
 mrowner: null
 mrownerconfig: null
 mrseam: null               # allowed TDX modules
-allow_debug: false         # a debug TD's memory is readable by the host
-require_sept_ve_disable: false
+allow_debug: false         # a debug (or profiled) TD's memory is readable by the host
+require_sept_ve_disable: true  # false only for a TD that handles #VE itself (Azure paravisor)
+allow_migratable: false    # a migratable TD can be moved off this platform
 td_attributes: null        # exact TD_ATTRIBUTES, 16 hex digits
 xfam: null                 # exact XFAM, 16 hex digits
 min_tee_tcb_svn: null      # 32 hex digits, compared byte by byte
 allow_service_td: false    # TD 1.5: reject a bound service TD (non-zero MRSERVICETD)
-# Intel's verdict on the platform (TCB info, QE identity, TDX module):
+# Intel's verdict on the platform (TCB info, QE identity, TDX module); TD 1.5 adds
+# TDRelaunchAdvised(ConfigurationNeeded): current platform, TD launched on an old module.
 accepted_tcb_statuses: [UpToDate]
 allowed_advisory_ids: null # null: not checked; [INTEL-SA-...]: only these
 require_collateral: true   # false accepts evidence whose TCB was not evaluated

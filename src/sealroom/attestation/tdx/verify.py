@@ -59,10 +59,9 @@ from sealroom.attestation.tdx.abi import (
 )
 from sealroom.attestation.tdx.collateral import Collateral, QeIdentity, TcbInfo
 from sealroom.attestation.tdx.pck import PckExtension, parse_sgx_extension
-from sealroom.attestation.tdx.tcb import StatusResult, TcbStatus, converge
-from sealroom.attestation.tdx.tcb import match_platform as _match_platform
+from sealroom.attestation.tdx.tcb import StatusResult, TcbStatus
+from sealroom.attestation.tdx.tcb import evaluate as _evaluate
 from sealroom.attestation.tdx.tcb import match_qe as _match_qe
-from sealroom.attestation.tdx.tcb import match_tdx_module as _match_module
 from sealroom.attestation.x509util import (
     check_crl,
     check_validity,
@@ -426,21 +425,29 @@ def _crl_obj(der: bytes) -> x509.CertificateRevocationList:
 
 
 def _check_tcb_info(tcb: TcbInfo, quote: Quote, pck: PckExtension) -> None:
+    """The TCB info describes this quote's platform (QVL 4.1.2.4.9-10).
+
+    Intel-signed collateral about another platform (FMSPC, PCE-ID) or TEE (SGX vs TDX)
+    says nothing against the quote: the verifier simply lacks the collateral for it, so
+    this is UnavailableError (exit 3), never "not authentic".
+    """
     want_id = "TDX" if quote.tee_type is TeeType.TDX else "SGX"
     if tcb.id != want_id:
-        raise AttestationError(
-            f"TCB info id is {tcb.id}, a {want_id} quote needs {want_id} TCB info",
+        raise UnavailableError(
+            f"TCB info id is {tcb.id}, a {want_id} quote needs {want_id} TCB info "
+            f"(FMSPC {pck.fmspc.hex()}): collateral for this quote is unavailable",
             code="tdx-collateral-mismatch",
         )
     if tcb.fmspc != pck.fmspc:
-        raise AttestationError(
+        raise UnavailableError(
             f"TCB info FMSPC is {tcb.fmspc.hex()}, PCK certificate FMSPC is {pck.fmspc.hex()}: "
-            "collateral for another platform",
+            f"collateral for another platform (fetch the TCB info of FMSPC {pck.fmspc.hex()})",
             code="tdx-fmspc-mismatch",
         )
     if tcb.pce_id != pck.pce_id:
-        raise AttestationError(
-            f"TCB info PCE-ID is {tcb.pce_id.hex()}, PCK certificate PCE-ID is {pck.pce_id.hex()}",
+        raise UnavailableError(
+            f"TCB info PCE-ID is {tcb.pce_id.hex()}, PCK certificate PCE-ID is "
+            f"{pck.pce_id.hex()}: collateral for another platform",
             code="tdx-collateral-mismatch",
         )
 
@@ -448,8 +455,9 @@ def _check_tcb_info(tcb: TcbInfo, quote: Quote, pck: PckExtension) -> None:
 def _check_qe_identity_id(qe: QeIdentity, quote: Quote) -> None:
     want = "TD_QE" if quote.tee_type is TeeType.TDX else "QE"
     if qe.id != want:
-        raise AttestationError(
-            f"QE identity id is {qe.id}, a {quote.tee_type.name} quote needs {want}",
+        raise UnavailableError(
+            f"QE identity id is {qe.id}, a {quote.tee_type.name} quote needs {want}: "
+            "collateral for this quote is unavailable",
             code="tdx-collateral-mismatch",
         )
 
@@ -631,15 +639,14 @@ def evaluate_tcb(
             tcb_date=None,
             evaluation_data_number=None,
         )
-    platform = _match_platform(tcb_info, pck, td)
-    module = _match_module(tcb_info, td) if td is not None else None
-    merged = converge(converge(platform, module), qe_status)
+    ev = _evaluate(tcb_info, qe_status, pck, td)
+    platform, merged = ev.platform, ev.status
     return TcbEvaluation(
         status=merged.status,
         advisory_ids=merged.advisory_ids,
         platform=platform,
         qe=qe_status,
-        module=module,
+        module=ev.module,
         detail=merged.detail,
         tcb_date=platform.tcb_date,
         evaluation_data_number=tcb_info.tcb_evaluation_data_number,

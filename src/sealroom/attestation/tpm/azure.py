@@ -17,12 +17,14 @@ hardware; the TPM quote is then verified with that AK (see ``azure_verify.py``).
 Sizes follow the length fields; the NV index's zero padding after ``report_size`` is
 ignored.
 
-Evidence formats accepted (Trustee's az-snp-vtpm / az-tdx-vtpm attesters):
-v0 ``{quote: {message, pcrs, signature}, report, vcek}`` with byte arrays as JSON lists;
-v1/v2 ``{version, tpm_quote: {message, pcrs, signature} (hex), hcl_report (base64url),
-vcek (base64url DER) | td_quote (base64url)}``. ``load`` turns each into the canonical item:
-``data`` = HCL report, attachments ``tpm_quote`` (TPMS_ATTEST), ``tpm_signature``
-(TPMT_SIGNATURE), ``pcrs`` (JSON), ``vcek`` or ``td_quote``.
+Evidence formats accepted (Trustee's az-snp-vtpm / az-tdx-vtpm verifiers, ``compat.rs``):
+SNP v0 ``{quote: {message, pcrs, signature}, report, vcek (PEM)}`` and TDX v0
+``{tpm_quote: {message, pcrs, signature}, hcl_report, td_quote}``, no ``version``, every
+byte string a JSON list of byte values (serde's default for ``Vec<u8>``; ``pcrs`` a list of
+such lists); v1/v2 ``{version, tpm_quote: {message, pcrs, signature} (hex), hcl_report
+(base64url), vcek (base64url DER) | td_quote (base64url)}``. ``load`` turns each into
+the canonical item: ``data`` = HCL report, attachments ``tpm_quote`` (TPMS_ATTEST),
+``tpm_signature`` (TPMT_SIGNATURE), ``pcrs`` (JSON), ``vcek`` or ``td_quote``.
 """
 
 from __future__ import annotations
@@ -356,7 +358,19 @@ def load_azure(data: bytes) -> EvidenceItem:
     if obj is None:
         raise MalformedEvidenceError("not Azure vTPM evidence (HCL report or Trustee JSON)")
     att: dict[str, bytes]
-    if "hcl_report" in obj:
+    if "hcl_report" in obj and "version" not in obj:
+        # TDX v0: Trustee tries v2, v1, then v0; only v0 carries byte-value lists.
+        extra = sorted(set(obj) - {"tpm_quote", "hcl_report", "td_quote"})
+        if extra or "td_quote" not in obj:
+            raise MalformedEvidenceError(
+                "Azure TDX evidence without 'version' must be Trustee's v0 "
+                f"{{tpm_quote, hcl_report, td_quote}}; got keys {sorted(obj)}",
+                code="azure-evidence-invalid",
+            )
+        hcl_raw = _bytes_list(obj.get("hcl_report"), "hcl_report")
+        att = _quote_attachments(obj.get("tpm_quote"), "tpm_quote", hex_fields=False)
+        att[ATT_TD_QUOTE] = _bytes_list(obj.get("td_quote"), "td_quote")
+    elif "hcl_report" in obj:
         version = obj.get("version")
         if version not in (1, 2):
             raise MalformedEvidenceError(f"Azure evidence version is {version!r}, expected 1 or 2")

@@ -169,17 +169,27 @@ require_event_log: false
 # ----------------------------------------------------------------------------- Azure
 
 
-def _hardware_section(kind_name: str) -> Any:
+def _hardware_section(kind_name: str, defaults: dict[str, Any] | None = None) -> Any:
     """Validate a nested section with the hardware kind's own policy model (lazily: the
-    SNP/TDX kinds are imported only when an Azure section is loaded)."""
+    SNP/TDX kinds are imported only when an Azure section is loaded). ``defaults`` are
+    the Azure-specific defaults of that section; the policy's own keys override them."""
 
     def validate(value: Any) -> Any:
         model = kinds.get(kind_name).policy_model
         if isinstance(value, model):
             return value
-        return model.model_validate({} if value is None else value)
+        given = {} if value is None else value
+        if not isinstance(given, dict):
+            return model.model_validate(given)  # pydantic names the type error
+        return model.model_validate({**(defaults or {}), **given})
 
     return BeforeValidator(validate)
+
+
+#: The TD of an Azure TDX CVM is Azure's paravisor (HCL): it runs with SEPT_VE_DISABLE
+#: clear and handles #VE for the guest itself (every Azure TD quote shows TD_ATTRIBUTES 0),
+#: so the embedded tdx section does not require the bit unless the policy says so.
+AZURE_TDX_DEFAULTS: dict[str, Any] = {"require_sept_ve_disable": False}
 
 
 class _AzurePolicy(Section):
@@ -205,8 +215,8 @@ class AzSnpVtpmPolicy(_AzurePolicy):
 
 class AzTdxVtpmPolicy(_AzurePolicy):
     #: The ``tdx`` kind's policy section, applied to the TD quote (report_data: "any").
-    tdx: Annotated[SerializeAsAny[BaseModel], _hardware_section("tdx")] = Field(
-        default_factory=lambda: kinds.get("tdx").policy_model.model_validate({}),
+    tdx: Annotated[SerializeAsAny[BaseModel], _hardware_section("tdx", AZURE_TDX_DEFAULTS)] = Field(
+        default_factory=lambda: kinds.get("tdx").policy_model.model_validate(AZURE_TDX_DEFAULTS),
         validate_default=True,
     )
 
