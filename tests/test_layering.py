@@ -109,6 +109,7 @@ RUNTIME_ALLOWED = (
     "sealroom.attestation",
     "sealroom.tee",
     "sealroom.errors",
+    "sealroom.files",  # bottom layer: standard library + errors (private writes, wipe_tree)
     "sealroom.manifest",
 )
 

@@ -134,6 +134,7 @@ def launch_local(
     home: Path,
     workdir: Path | None = None,
     outbox: Path | None = None,
+    storage: str | None = None,
 ) -> LocalEnclave:
     manifest = Manifest.load(manifest_path)
     tmp = tempfile.TemporaryDirectory(prefix="sealroom-host-")
@@ -175,6 +176,8 @@ def launch_local(
             cmd += ["--workdir", str(workdir)]
         if outbox is not None:
             cmd += ["--outbox", str(outbox)]
+        if storage is not None:
+            cmd += ["--storage", storage]
         # The runtime's stdout carries its JSON status lines; stderr goes to ours.
         # Fixed argv: this interpreter and sealroom's own runtime module.
         proc = subprocess.Popen(  # noqa: S603

@@ -20,18 +20,18 @@ import json
 import queue
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from sealroom.errors import SealroomError
+from sealroom.errors import SealroomError, UnavailableError
 from sealroom.manifest import Manifest
 from sealroom.runtime import state as sm
-from sealroom.runtime.computation import Computation
+from sealroom.runtime.computation import Computation, storage_bytes
 from sealroom.runtime.sandbox import check_sandbox
 from sealroom.runtime.server import bind_listen, serve_in_thread
+from sealroom.runtime.storage import EnclaveStorage, private_mount_namespace
 from sealroom.tee.base import open_provider
 
 
@@ -95,9 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--workdir", type=Path, default=None, help="enclave storage base")
     ap.add_argument(
+        "--storage",
+        choices=("auto", "tmpfs", "disk"),
+        default="auto",
+        help="enclave storage: a private tmpfs sized by the manifest (needs root), a "
+        "directory on disk, or auto (tmpfs where possible, else disk, and say so)",
+    )
+    ap.add_argument(
         "--linger", type=float, default=None, help="exit this many seconds after the run ended"
     )
     args = ap.parse_args(argv)
+    # First, while the process has one thread: the kernel refuses it later.
+    namespace_note = private_mount_namespace() if args.storage != "disk" else "not asked"
     lines = _Lines()
     outbox: Path | None = args.outbox
 
@@ -115,17 +124,24 @@ def main(argv: list[str] | None = None) -> int:
                 lines.put({"event": "outbox_failed", "message": str(e.strerror or e)})
         lines.put(_state_line(st))
 
+    storage: EnclaveStorage | None = None
     try:
         check_sandbox()  # refuse to start if untrusted code could not be contained
         manifest = Manifest.load(args.manifest)
         provider = open_provider(args.tee)
-        base = args.workdir
-        if base is not None:
-            base.mkdir(parents=True, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix="sealroom-enclave-", dir=base))
-        comp = Computation(manifest, workdir, provider, on_event=on_event, on_state=on_state)
+        storage = EnclaveStorage.create(
+            args.workdir,
+            storage_bytes(manifest),
+            mode=args.storage,
+            namespace_note=namespace_note,
+        )
+        if args.storage == "tmpfs" and storage.kind != "tmpfs":
+            raise UnavailableError(storage.note, code="storage-unavailable")
+        comp = Computation(manifest, storage.path, provider, on_event=on_event, on_state=on_state)
         server = bind_listen(args.listen, comp)
     except SealroomError as e:
+        if storage is not None:
+            storage.close()
         print(json.dumps({"event": "error", "code": e.code, "message": e.message}), flush=True)
         return e.exit_code
     stop = threading.Event()
@@ -142,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             "url": server.url,
             "manifest_hash": comp.manifest_hash.hex(),
             "keys_digest": comp.keys.public.digest.hex(),
+            "storage": storage.describe(),
         }
     )
     lines.put(_state_line(comp.state))
@@ -156,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         server.shutdown()
         server.server_close()
         comp.close()
+        wiped = storage.close()
         lines.close()
+        if not wiped.clean:
+            # Counts only: the names are the algorithm's and may carry its data.
+            lines.write({"event": "wipe_incomplete", "failures": wiped.failures})
         lines.write({"event": "stopped", "state": comp.state.phase.value})
     return 0
 

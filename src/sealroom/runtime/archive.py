@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import stat
 import tarfile
 import zipfile
@@ -33,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Literal
 
 from sealroom.errors import InvalidInputError
+from sealroom.files import wipe_tree
 
 ArchiveKind = Literal["zip", "tar"]
 
@@ -43,6 +43,9 @@ RATIO_MIN_BYTES = 1 << 20
 MAX_RATIO = 200
 MAX_NAME_BYTES = 4096
 MAX_COMPONENT_BYTES = 255
+# Trees (extracted archives, an algorithm's results) are at most this deep: far below
+# Python's recursion limit, which os.walk, shutil.rmtree and tempfile cleanup still hit.
+MAX_TREE_DEPTH = 128
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ def _normalise(name: str, *, is_dir: bool) -> tuple[str, ...]:
         raise _refuse(name, "'..' component (path escapes the destination)")
     if not parts and not is_dir:
         raise _refuse(name, "names the destination itself")
+    if len(parts) > MAX_TREE_DEPTH:
+        raise _refuse(name, f"nested {len(parts)} deep, at most {MAX_TREE_DEPTH}")
     for p in parts:
         if len(p.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
             raise _refuse(name, f"path component longer than {MAX_COMPONENT_BYTES} bytes")
@@ -353,22 +358,22 @@ def safe_extract(
         work.chmod(0o755)
         os.rename(work, dest)
     except InvalidInputError:
-        shutil.rmtree(work, ignore_errors=True)
+        wipe_tree(work)
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, zlib.error,
             NotImplementedError, UnicodeError) as e:  # fmt: skip
-        shutil.rmtree(work, ignore_errors=True)
+        wipe_tree(work)
         raise InvalidInputError(
             f"{kind} archive {archive.name!r} is malformed: {e}", code="malformed-archive"
         ) from e
     except OSError as e:
-        shutil.rmtree(work, ignore_errors=True)
+        wipe_tree(work)
         raise InvalidInputError(
             f"{kind} archive {archive.name!r} could not be extracted: {e.strerror or e}",
             code="malformed-archive",
         ) from e
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        wipe_tree(work)
         raise
     return [dest / p.relative_to(work) for p in rel]
 
@@ -376,15 +381,33 @@ def safe_extract(
 # ---- deterministic tar -------------------------------------------------------------------
 
 
-def _walk(root: Path, rel: PurePosixPath) -> Iterator[tuple[PurePosixPath, Path, os.stat_result]]:
-    with os.scandir(root) as it:
+def _entries(path: Path) -> Iterator[os.DirEntry[str]]:
+    with os.scandir(path) as it:
         items = sorted(it, key=lambda e: e.name.encode("utf-8", "surrogateescape"))
-    for e in items:
+    return iter(items)
+
+
+def _walk(root: Path) -> Iterator[tuple[PurePosixPath, Path, os.stat_result]]:
+    """Pre-order, names sorted bytewise, without recursion (an algorithm can nest
+    directories deeper than Python's recursion limit), at most MAX_TREE_DEPTH deep."""
+    stack = [(_entries(root), PurePosixPath())]
+    while stack:
+        it, rel = stack[-1]
+        e = next(it, None)
+        if e is None:
+            stack.pop()
+            continue
         st = e.stat(follow_symlinks=False)
         r = rel / e.name
         yield r, Path(e.path), st
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(Path(e.path), r)
+            if len(stack) >= MAX_TREE_DEPTH:
+                raise InvalidInputError(
+                    f"{str(r)[:200]}...: the tree is nested deeper than {MAX_TREE_DEPTH} "
+                    "directories",
+                    code="results-too-deep",
+                )
+            stack.append((_entries(Path(e.path)), r))
 
 
 def archive_dir(src: Path, dst: BinaryIO) -> None:
@@ -397,8 +420,18 @@ def archive_dir(src: Path, dst: BinaryIO) -> None:
     """
     if not src.is_dir() or src.is_symlink():
         raise InvalidInputError(f"{src} is not a directory")
+    try:
+        _archive(src, dst)
+    except OSError as e:  # e.g. a directory the algorithm made unreadable, a long path
+        raise InvalidInputError(
+            f"{e.filename or src}: cannot be archived: {e.strerror or e}",
+            code="results-unreadable",
+        ) from e
+
+
+def _archive(src: Path, dst: BinaryIO) -> None:
     with tarfile.open(fileobj=dst, mode="w|", format=tarfile.PAX_FORMAT) as tf:
-        for rel, path, st in _walk(src, PurePosixPath()):
+        for rel, path, st in _walk(src):
             ti = tarfile.TarInfo(str(rel))
             ti.mtime = 0
             ti.uid = ti.gid = 0

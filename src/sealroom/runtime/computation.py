@@ -33,6 +33,7 @@ from sealroom.errors import (
     NotFoundError,
     SealroomError,
 )
+from sealroom.files import WipeReport, wipe_tree
 from sealroom.manifest import Manifest, Slot
 from sealroom.runtime import state as sm
 from sealroom.runtime.archive import archive_dir, safe_extract
@@ -72,6 +73,10 @@ PUBLIC_EVENT_FIELDS = ("slot", "code", "ok")
 MAX_EVENTS = 10_000
 MAX_EVENT_TEXT = 4096
 EXTRACT_FACTOR = 10  # an archive may unpack to at most 10x its declared maximum size
+STOP_TIMEOUT = 60.0  # on stop, how long the cancelled run may take to sign its receipt
+RESULT_FILES_PAGES = 10_000 * 4096  # the sandbox's result entry limit, a page each
+LOG_STORAGE_BYTES = 1 << 20
+STORAGE_SLACK = 16 << 20
 
 
 class Events:
@@ -140,6 +145,7 @@ _ERROR_REASONS = {
     "result-too-large": "results archive exceeds the manifest's max_result_bytes",
     "results-too-deep": "results tree is nested deeper than the runtime archives",
     "sandbox-unavailable": "the sandbox could not be set up",
+    "results-unreadable": "results could not be read (permissions or path length)",
 }
 
 
@@ -150,6 +156,7 @@ _FIXED_SANDBOX_REASONS = frozenset(
         "cpu time limit exceeded",
         "file size limit exceeded",
         "result size limit exceeded",
+        "stopped: the runtime was stopped during the run",
     }
 )
 
@@ -173,6 +180,8 @@ def public_reason(outcome: RunOutcome) -> str:
         return "results directory cannot be inspected"
     if r.startswith("result file count limit exceeded"):
         return "result file count limit exceeded"
+    if r.startswith("result tree depth limit exceeded"):
+        return "result tree depth limit exceeded"
     if r in _FIXED_SANDBOX_REASONS:
         return r
     return "the algorithm failed"  # an unknown wording: the detail is in the sealed log
@@ -214,6 +223,7 @@ class Computation:
         self._sealed: dict[str, tuple[Path, str]] = {}
         self._run_thread: threading.Thread | None = None
         self._output: list[tuple[str, bytes]] = []
+        self._cancel = threading.Event()
         self._detail = ""
         self.events.emit(
             "started", f"enclave runtime started for manifest {self.manifest_hash.hex()}"
@@ -442,6 +452,7 @@ class Computation:
                 results=self.workdir / "results",
                 limits=limits,
                 on_output=self._on_output,
+                cancel=self._cancel,
             )
             ok, detail = outcome.ok, outcome.reason
             reason = public_reason(outcome)
@@ -489,7 +500,7 @@ class Computation:
             self._sealed[party.name] = (target, summary.sha256)
             out[party.name] = {"sha256": summary.sha256, "size": summary.size}
         archive.unlink()
-        shutil.rmtree(self.workdir / "results", ignore_errors=True)
+        wipe_tree(self.workdir / "results", keep_root=True)
         return out
 
     def _finish(
@@ -521,7 +532,8 @@ class Computation:
         receipt = sign_receipt(core, evidence, self.keys.receipt_key)
         with self._lock:
             self._receipt = receipt
-            self._state = sm.finish(self._state, ok, reason)
+            if self._state.phase is sm.Phase.RUNNING:  # not aborted by a stop that gave up
+                self._state = sm.finish(self._state, ok, reason)
         self.events.emit("completed" if ok else "failed", reason, ok=ok)
         self._notify()
 
@@ -626,9 +638,26 @@ class Computation:
         return written
 
     # ---- end of life --------------------------------------------------------------------
-    def close(self) -> None:
-        """Wipe enclave storage (inputs, algorithm, results, sealed blobs, events)."""
+    def close(self) -> WipeReport:
+        """Stop: a run in progress is cancelled (its sandbox killed; it ends failed, with a
+        signed receipt and outbox like any failed run), then enclave storage (inputs,
+        algorithm, results, sealed blobs) is wiped. Never raises."""
+        self._cancel.set()
+        t = self._run_thread
+        if t is not None:
+            t.join(STOP_TIMEOUT)
         with self._lock:
             self._state = sm.abort(self._state, "runtime stopped")
         self._notify()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        return wipe_tree(self.workdir, keep_root=True)
+
+
+def storage_bytes(manifest: Manifest, recipients: int | None = None) -> int:
+    """An upper bound of what enclave storage holds at once for this manifest: every
+    slot's upload (an archive next to what it unpacks to), the results with their tar
+    and one sealed copy per recipient (tmpfs counts a page per small file), the logs."""
+    lim = manifest.limits
+    slots = sum(s.max_size * (1 + EXTRACT_FACTOR if s.archive else 1) for s in manifest.slots())
+    n = recipients if recipients is not None else len(manifest.consumers)
+    results = lim.max_result_bytes * (2 + n) + RESULT_FILES_PAGES
+    return slots + results + (n + 1) * LOG_STORAGE_BYTES + STORAGE_SLACK

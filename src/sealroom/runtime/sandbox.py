@@ -55,6 +55,7 @@ from typing import Any, Literal
 
 from sealroom.errors import InvalidInputError, UnavailableError
 from sealroom.runtime import cgroups, seccomp
+from sealroom.runtime.archive import MAX_TREE_DEPTH
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,7 @@ def run_algorithm(
     results: Path,
     limits: Limits,
     on_output: Callable[[str, bytes], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> RunOutcome:
     """Run ``algorithm`` in the sandbox and report how it ended.
 
@@ -252,7 +254,7 @@ def run_algorithm(
     for name, p in (("inputs", inputs), ("results", results)):
         if not p.is_dir() or p.is_symlink():
             raise InvalidInputError(f"{name} {p} is not a directory")
-    return _run(kind, algorithm, entrypoint, args, None, limits, on_output, inputs, results)
+    return _run(kind, algorithm, entrypoint, args, None, limits, on_output, inputs, results, cancel)
 
 
 def _run(
@@ -265,6 +267,7 @@ def _run(
     on_output: Callable[[str, bytes], None] | None,
     inputs: Path | None = None,
     results: Path | None = None,
+    cancel: threading.Event | None = None,
 ) -> RunOutcome:
     """Run with a host uid of its own (root mode): RLIMIT_NPROC and the kernel's other
     per-uid accounting then never mix two computations, so a fork bomb in one cannot
@@ -282,6 +285,7 @@ def _run(
             inputs,
             results,
             host_uid=uid,
+            cancel=cancel,
         )
 
 
@@ -326,6 +330,7 @@ def _run_leased(
     results: Path | None = None,
     *,
     host_uid: int,
+    cancel: threading.Event | None = None,
 ) -> RunOutcome:
     if probe_base is not None:
         inputs, results = probe_base / "inputs", probe_base / "results"
@@ -419,7 +424,9 @@ def _run_leased(
         os.close(args_fd)
         os.close(seccomp_fd)
         os.close(block_r)
-    sup = _Supervisor(proc, status_r, info_r, block_w, cgroup, limits, results, kill_at, on_output)
+    sup = _Supervisor(
+        proc, status_r, info_r, block_w, cgroup, limits, results, kill_at, on_output, cancel
+    )
     try:
         try:
             sup.loop()
@@ -486,8 +493,11 @@ class _Supervisor:
         results: Path,
         kill_at: float,
         on_output: Callable[[str, bytes], None] | None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.proc = proc
+        self.cancel = cancel
+        self.cancelled = False
         self.status_r = status_r
         self.info_r = info_r
         self.info_buf = bytearray()
@@ -558,6 +568,9 @@ class _Supervisor:
                     self._kill(leftovers=True)
                 if not self.killed and now >= self.kill_at:
                     self.timed_out = True
+                    self._kill()
+                if not self.killed and self.cancel is not None and self.cancel.is_set():
+                    self.cancelled = True  # the runtime is stopping: the sandbox goes first
                     self._kill()
                 if not self.killed and now >= next_check:
                     next_check = now + POLL_SECONDS
@@ -687,7 +700,9 @@ class _Supervisor:
         if self.result_problem is None and not self.timed_out:
             self.result_problem = _results_problem(self.results, limits)
         timed_out = self.timed_out or note == "epoch"
-        if timed_out:
+        if self.cancelled:
+            reason = "stopped: the runtime was stopped during the run"
+        elif timed_out:
             reason = f"wall time limit ({limits.wall_seconds:g}s) exceeded"
         elif self.result_problem is not None:
             reason = self.result_problem
@@ -731,10 +746,11 @@ def _results_problem(results: Path, limits: Limits) -> str | None:
     """Walk /results without following links; name the first limit it exceeds."""
     total = 0
     count = 0
-    stack = [str(results)]
+    stack = [(str(results), 0)]
     try:
         while stack:
-            with os.scandir(stack.pop()) as it:
+            where, depth = stack.pop()
+            with os.scandir(where) as it:
                 for entry in it:
                     count += 1
                     if count > limits.max_result_files:
@@ -744,7 +760,13 @@ def _results_problem(results: Path, limits: Limits) -> str | None:
                         )
                     st = entry.stat(follow_symlinks=False)
                     if stat.S_ISDIR(st.st_mode):
-                        stack.append(entry.path)
+                        if depth + 1 >= MAX_TREE_DEPTH:
+                            # Deeper than the archiver takes: stop the run now.
+                            return (
+                                f"result tree depth limit exceeded "
+                                f"(more than {MAX_TREE_DEPTH} levels)"
+                            )
+                        stack.append((entry.path, depth + 1))
                     else:
                         total += st.st_size
                         if total > limits.max_result_bytes:

@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from sealroom.errors import InvalidInputError, UnavailableError
+from sealroom.files import wipe_tree
 from sealroom.hostagent.launcher import runtime_measurement
 from sealroom.hostagent.relay import TcpToUnixRelay
 from sealroom.hostagent.simtee import pid_alive
@@ -383,7 +383,8 @@ class ProcessEnclave:
         rec.stopped = True
 
     def remove_files(self) -> None:
-        shutil.rmtree(self.record.dir, ignore_errors=True)
+        # The runtime wipes its own storage; this also takes what a killed one left.
+        wipe_tree(Path(self.record.dir))
         for p in (Path(self.record.socket), Path(self.record.socket).with_suffix(".tee")):
             with contextlib.suppress(OSError):
                 p.unlink()
