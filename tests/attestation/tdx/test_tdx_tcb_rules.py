@@ -360,3 +360,22 @@ def test_collateral_other_fmspc_on_fake_pki_is_unavailable(pki: FakeIntelPki) ->
     with pytest.raises(UnavailableError) as e:
         _claims(pki, pki.quote(), _collateral(pki, pki.tcb_info(tdx=False)))
     assert e.value.code == "tdx-collateral-mismatch"
+
+
+@pytest.mark.parametrize(
+    ("levels", "needle"),
+    [
+        ([], "is empty"),
+        ([(6, "ConfigurationNeeded")], "not a TDX module status"),
+        ([(6, "SWHardeningNeeded")], "not a TDX module status"),
+    ],
+)
+def test_module_identity_levels_malformed_rejected(
+    pki: FakeIntelPki, levels: list[tuple[int, str]], needle: str
+) -> None:
+    """QVL's parser: a module identity lists at least one level, each UpToDate, OutOfDate
+    or Revoked. Before: another status was folded in as if it were a platform status, and
+    an empty list leaves the relaunch rule no newest module level."""
+    info = pki.tcb_info(module_identities=[_identity("TDX_01", levels)])
+    with pytest.raises(MalformedEvidenceError, match=needle):
+        _claims(pki, pki.quote(), _collateral(pki, info))

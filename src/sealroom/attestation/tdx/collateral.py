@@ -306,18 +306,30 @@ def _tcb_level(raw: Any, where: str, version: int, tdx: bool) -> TcbLevel:
     )
 
 
+#: The statuses a TDX module identity level may carry (QVL ``VALID_MODULE_TCB_STATUSES``).
+MODULE_STATUSES = frozenset({TcbStatus.UP_TO_DATE, TcbStatus.OUT_OF_DATE, TcbStatus.REVOKED})
+
+
 def _module_levels(items: list[Any], where: str) -> tuple[ModuleTcbLevel, ...]:
     out = []
     for i, raw in enumerate(items):
         lv = _Obj(raw, f"{where}[{i}]")
+        status = lv.status("tcbStatus")
+        if status not in MODULE_STATUSES:
+            raise _bad(
+                f"{where}[{i}].tcbStatus",
+                f"{status.value!r} is not a TDX module status (UpToDate, OutOfDate, Revoked)",
+            )
         out.append(
             ModuleTcbLevel(
                 isvsvn=lv.obj("tcb").integer("isvsvn", 0, 255),
                 tcb_date=lv.time("tcbDate"),
-                tcb_status=lv.status("tcbStatus"),
+                tcb_status=status,
                 advisory_ids=lv.advisories(),
             )
         )
+    if not out:
+        raise _bad(where, "is empty")  # QVL: "should be a nonempty array"
     return tuple(out)
 
 
