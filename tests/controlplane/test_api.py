@@ -771,3 +771,58 @@ def test_verified_receipt_after_host_lost_completes_and_serves_results(env: Env)
     assert d["reason"] == "verified receipt: completed"
     evs = env.client.get(f"/api/v1/computations/{cid}/events", headers=env.h()).json()["events"]
     assert evs[-1]["type"] == "receipt" and "completed" in evs[-1]["reason"]
+
+
+# -- per-account quotas (issue 9, defect 10) ---------------------------------------------
+
+
+def test_account_quota_returns_429(make_env: Callable[..., Env]) -> None:
+    """One account's idle computations cannot take every host: past its limits (default
+    from settings, or the account's own set by an admin) a create is a 429 problem+json
+    naming the limit; other accounts still get capacity; finishing frees quota."""
+    env = make_env(quota_computations=2, quota_vcpus=3)
+    env.agent("h1", cpus=16, mem=1 << 20)
+    acc, greedy = env.user("greedy")
+    _, other = env.user("other")
+    a = env.create(manifest_doc(env.parties), greedy, queue=True)
+    env.create(manifest_doc(env.parties, vcpus=2), greedy, queue=True)
+    r = env.client.post(
+        "/api/v1/computations",
+        json={"manifest": manifest_doc(env.parties), "tee": "sim"},
+        headers=env.h(greedy),
+    )
+    p = assert_problem(r, 429, "quota-exceeded")
+    assert "at most 2 computations" in p["detail"] and "holds 2" in p["detail"]
+    env.create(manifest_doc(env.parties), other)  # the cluster is not full: others go on
+    # the account's own limits, set by an admin: vCPUs now bind
+    r = env.client.put(
+        f"/api/v1/accounts/{acc}/quota",
+        json={"computations": 10, "vcpus": 4},
+        headers=env.h(),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["used_vcpus"] == 3 and r.json()["memory_mb"] is None
+    p = assert_problem(
+        env.client.post(
+            "/api/v1/computations",
+            json={"manifest": manifest_doc(env.parties, vcpus=2)},
+            headers=env.h(greedy),
+        ),
+        429,
+        "quota-exceeded",
+    )
+    assert "at most 4 vCPUs" in p["detail"] and "needs 2" in p["detail"]
+    env.create(manifest_doc(env.parties), greedy)  # 1 more vCPU fits
+    # only an admin sets quotas; an account may read its own
+    assert_problem(
+        env.client.put(f"/api/v1/accounts/{acc}/quota", json={}, headers=env.h(greedy)), 403
+    )
+    assert (
+        env.client.get(f"/api/v1/accounts/{acc}/quota", headers=env.h(greedy)).json()[
+            "used_computations"
+        ]
+        == 3
+    )
+    # finished work frees quota
+    env.client.post(f"/api/v1/computations/{a['id']}/cancel", headers=env.h(greedy))
+    env.create(manifest_doc(env.parties), greedy)

@@ -138,7 +138,16 @@ def test_cli_serve_command_options() -> None:
 
     r = CliRunner().invoke(controlplane_app, ["serve", "--help"])
     assert r.exit_code == 0
-    for opt in ("--data-dir", "--host", "--port", "--db", "--agent-timeout"):
+    for opt in (
+        "--data-dir",
+        "--host",
+        "--port",
+        "--db",
+        "--agent-timeout",
+        "--quota-computations",
+        "--quota-vcpus",
+        "--quota-memory-mb",
+    ):
         assert opt in r.output
 
 

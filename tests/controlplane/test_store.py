@@ -131,9 +131,9 @@ def test_capacity_view_matches_the_database_after_a_lifecycle(env: Env) -> None:
         assert h.allocated.vcpus <= h.total.vcpus
 
 
-def test_migration_0003_adds_verified_facts_and_downgrades(db_url: str) -> None:
-    """Receipt and verified-TEE columns (docs/adr/0019) on SQLite and PostgreSQL; the
-    revision downgrades and upgrades again."""
+def test_migrations_0003_0004_add_columns_and_downgrade(db_url: str) -> None:
+    """Receipt, verified-TEE and quota columns (docs/adr/0019) on SQLite and PostgreSQL;
+    the revisions downgrade and upgrade again."""
     from alembic import command
     from alembic.config import Config
 
@@ -147,6 +147,7 @@ def test_migration_0003_adds_verified_facts_and_downgrades(db_url: str) -> None:
 
     assert {"receipt_ok", "receipt_at"} <= columns("computations")
     assert {"tee_verified", "tee_verified_at"} <= columns("hosts")
+    assert {"quota_computations", "quota_vcpus", "quota_memory_mb"} <= columns("accounts")
     cfg = Config()
     cfg.set_main_option("script_location", MIGRATIONS)
     with st.engine.begin() as conn:
@@ -154,6 +155,8 @@ def test_migration_0003_adds_verified_facts_and_downgrades(db_url: str) -> None:
         command.downgrade(cfg, "0002")
     assert "receipt_ok" not in columns("computations")
     assert "tee_verified" not in columns("hosts")
+    assert "quota_vcpus" not in columns("accounts")
     st.migrate()
+    assert "quota_vcpus" in columns("accounts")
     assert {"receipt_ok", "receipt_at"} <= columns("computations")
     st.dispose()

@@ -18,8 +18,20 @@ def main() -> None:
     p.add_argument(
         "--agent-timeout", type=float, default=float(os.environ.get("SEALROOM_AGENT_TIMEOUT", 15))
     )
+    p.add_argument("--quota-computations", type=int, default=None)
+    p.add_argument("--quota-vcpus", type=int, default=None)
+    p.add_argument("--quota-memory-mb", type=int, default=None)
     a = p.parse_args()
-    run(a.data_dir, a.host, a.port, a.db, a.agent_timeout)
+    run(
+        a.data_dir,
+        a.host,
+        a.port,
+        a.db,
+        a.agent_timeout,
+        quota_computations=a.quota_computations,
+        quota_vcpus=a.quota_vcpus,
+        quota_memory_mb=a.quota_memory_mb,
+    )
 
 
 if __name__ == "__main__":

@@ -36,6 +36,11 @@ class Settings:
     # after a control-plane start, hosts get this long to heartbeat before they count as
     # lost (their agents back off while it was down; docs/adr/0019)
     startup_grace: float = 60.0
+    # default per-account quotas over unfinished computations (None: unlimited); an
+    # admin sets an account's own with PUT /api/v1/accounts/{id}/quota
+    quota_computations: int | None = None
+    quota_vcpus: int | None = None
+    quota_memory_mb: int | None = None
 
     @property
     def database_url(self) -> str:

@@ -17,9 +17,20 @@ def run(
     port: int = 8080,
     db_url: str | None = None,
     agent_timeout: float = 15.0,
+    *,
+    quota_computations: int | None = None,
+    quota_vcpus: int | None = None,
+    quota_memory_mb: int | None = None,
 ) -> None:
     configure_logging()
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    settings = Settings(data_dir=Path(data_dir), db_url=db_url, agent_timeout=agent_timeout)
+    settings = Settings(
+        data_dir=Path(data_dir),
+        db_url=db_url,
+        agent_timeout=agent_timeout,
+        quota_computations=quota_computations,
+        quota_vcpus=quota_vcpus,
+        quota_memory_mb=quota_memory_mb,
+    )
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)

@@ -35,6 +35,28 @@ class AccountOut(BaseModel):
     role: str
 
 
+Limit = Annotated[int, Field(ge=0, le=2**31 - 1)] | None
+
+
+class QuotaIn(_In):
+    """An account's own limits; null: the control plane's default."""
+
+    computations: Limit = None
+    vcpus: Limit = None
+    memory_mb: Limit = None
+
+
+class QuotaOut(BaseModel):
+    """Effective limits (null: unlimited) and what unfinished computations hold."""
+
+    computations: int | None
+    vcpus: int | None
+    memory_mb: int | None
+    used_computations: int
+    used_vcpus: int
+    used_memory_mb: int
+
+
 class KeyOut(BaseModel):
     key_id: str
     key: str

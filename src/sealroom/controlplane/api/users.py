@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
@@ -29,6 +30,8 @@ from sealroom.controlplane.api.schemas import (
     KeyOut,
     MeOut,
     Problem,
+    QuotaIn,
+    QuotaOut,
     ResourcesOut,
     StateOut,
 )
@@ -88,6 +91,20 @@ def create_account(body: AccountIn, cp: CP, user: User) -> AccountOut:
 def create_key(account_id: Id, cp: CP, user: User) -> KeyOut:
     kid, key = cp.auth.create_key(user, account_id)
     return KeyOut(key_id=kid, key=key)
+
+
+@router.put("/accounts/{account_id}/quota", responses=ERRORS)
+def set_quota(account_id: Id, body: QuotaIn, cp: CP, user: User) -> QuotaOut:
+    cp.auth.require_admin(user)
+    q = cp.computations.set_quota(user, account_id, body.computations, body.vcpus, body.memory_mb)
+    return QuotaOut(**asdict(q))
+
+
+@router.get("/accounts/{account_id}/quota", responses=ERRORS)
+def get_quota(account_id: Id, cp: CP, user: User) -> QuotaOut:
+    if account_id != user.account_id:
+        cp.auth.require_admin(user)
+    return QuotaOut(**asdict(cp.computations.get_quota(account_id)))
 
 
 @router.delete("/keys/{key_id}", status_code=204, responses=ERRORS)

@@ -34,6 +34,7 @@ from sealroom.controlplane.services.placement import (
 )
 from sealroom.controlplane.store.db import Store
 from sealroom.controlplane.store.models import (
+    Account,
     Blob,
     Challenge,
     Computation,
@@ -80,6 +81,18 @@ class Metrics:
     def placed(self) -> None:
         if self.placements is not None:
             self.placements.inc()
+
+
+@dataclass(frozen=True)
+class Quota:
+    """An account's limits (None: unlimited) and what its unfinished computations hold."""
+
+    computations: int | None
+    vcpus: int | None
+    memory_mb: int | None
+    used_computations: int
+    used_vcpus: int
+    used_memory_mb: int
 
 
 def need_of(c: Computation) -> Resources:
@@ -299,6 +312,73 @@ class ComputationService:
                 placed += 1
         return placed
 
+    # -- quotas ------------------------------------------------------------------------
+
+    def quota(self, s: Session, account_id: str) -> Quota:
+        acc = s.get(Account, account_id)
+        if acc is None:
+            raise NotFoundError(f"account {account_id} not found", code="account-not-found")
+        n, v, m = s.execute(
+            select(
+                func.count(), func.sum(Computation.vcpus), func.sum(Computation.memory_mb)
+            ).where(Computation.account_id == account_id, Computation.state.not_in(FINAL))
+        ).one()
+        st = self.settings
+
+        def pick(own: int | None, default: int | None) -> int | None:
+            return own if own is not None else default
+
+        return Quota(
+            computations=pick(acc.quota_computations, st.quota_computations),
+            vcpus=pick(acc.quota_vcpus, st.quota_vcpus),
+            memory_mb=pick(acc.quota_memory_mb, st.quota_memory_mb),
+            used_computations=int(n or 0),
+            used_vcpus=int(v or 0),
+            used_memory_mb=int(m or 0),
+        )
+
+    def _check_quota(self, s: Session, actor: Principal, vcpus: int, memory_mb: int) -> None:
+        """429 ``quota-exceeded`` when this computation would take the account past one
+        of its limits (unfinished computations count, queued ones included)."""
+        q = self.quota(s, actor.account_id)
+        for what, limit, used, want in (
+            ("computations", q.computations, q.used_computations, 1),
+            ("vCPUs", q.vcpus, q.used_vcpus, vcpus),
+            ("memory MiB", q.memory_mb, q.used_memory_mb, memory_mb),
+        ):
+            if limit is not None and used + want > limit:
+                raise CapacityError(
+                    f"quota: account {actor.name!r} may hold at most {limit} {what} in "
+                    f"unfinished computations; it holds {used} and this one needs {want}",
+                    code="quota-exceeded",
+                )
+
+    def set_quota(
+        self,
+        actor: Principal,
+        account_id: str,
+        computations: int | None,
+        vcpus: int | None,
+        memory_mb: int | None,
+    ) -> Quota:
+        with self.store.session() as s:
+            acc = s.get(Account, account_id)
+            if acc is None:
+                raise NotFoundError(f"account {account_id} not found", code="account-not-found")
+            acc.quota_computations, acc.quota_vcpus, acc.quota_memory_mb = (
+                computations,
+                vcpus,
+                memory_mb,
+            )
+            s.flush()
+            q = self.quota(s, account_id)
+        log.info("quota set", extra={"account_id": account_id, "by": actor.account_id})
+        return q
+
+    def get_quota(self, account_id: str) -> Quota:
+        with self.store.session() as s:
+            return self.quota(s, account_id)
+
     # -- user operations ---------------------------------------------------------------
 
     def create(self, actor: Principal, manifest_obj: Any, tee: str, queue: bool) -> Computation:
@@ -307,6 +387,7 @@ class ComputationService:
         manifest = Manifest.from_dict(manifest_obj)
         now = self.now()
         with self.write() as s:
+            self._check_quota(s, actor, manifest.limits.vcpus, manifest.limits.memory_mb)
             number = (s.scalar(select(func.max(Computation.number))) or 0) + 1
             c = Computation(
                 id=new_id("cmp_"),

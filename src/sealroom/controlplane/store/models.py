@@ -54,6 +54,11 @@ class Account(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # per-account limits on what its unfinished computations hold (NULL: the control
+    # plane's default, Settings.quota_*; docs/adr/0019)
+    quota_computations: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quota_vcpus: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quota_memory_mb: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class ApiKey(Base):
