@@ -10,7 +10,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from itertools import pairwise
 
@@ -223,6 +223,9 @@ def load_crl(data: bytes, what: str = "CRL") -> x509.CertificateRevocationList:
         raise MalformedEvidenceError(f"{what} is not a valid X.509 CRL: {e}") from e
 
 
+CRL_CLOCK_SKEW = timedelta(minutes=5)
+
+
 def check_crl(
     crl: x509.CertificateRevocationList,
     issuer: x509.Certificate,
@@ -230,7 +233,11 @@ def check_crl(
     now: datetime,
     what: str,
 ) -> None:
-    """CRL signed by ``issuer``, current at ``now``; none of ``certs`` revoked."""
+    """CRL signed by ``issuer``, current at ``now``; none of ``certs`` revoked.
+
+    Current means thisUpdate no later than ``now`` (plus :data:`CRL_CLOCK_SKEW`, as the
+    issuer's clock and ours differ) and nextUpdate, when present, not passed. A CRL from
+    the future says nothing about the certificates' state at ``now``."""
     if crl.issuer != issuer.subject:
         raise AttestationError(
             f"{what}: issued by {crl.issuer.rfc4514_string()!r}, expected "
@@ -242,6 +249,13 @@ def check_crl(
         raise AttestationError(f"{what}: unsupported issuer key", code="crl-invalid")
     if not crl.is_signature_valid(pub):
         raise AttestationError(f"{what}: signature does not verify", code="crl-invalid")
+    if crl.last_update_utc > now + CRL_CLOCK_SKEW:
+        raise AttestationError(
+            f"{what} is not yet valid: thisUpdate {crl.last_update_utc.isoformat()} is after "
+            f"now {now.isoformat()} (tolerance {CRL_CLOCK_SKEW}); use a CRL current at the "
+            "evidence's time",
+            code="crl-not-yet-valid",
+        )
     if crl.next_update_utc is not None and now > crl.next_update_utc:
         raise AttestationError(
             f"{what} is stale: nextUpdate {crl.next_update_utc.isoformat()}, now {now.isoformat()}",

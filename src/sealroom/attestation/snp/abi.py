@@ -169,8 +169,50 @@ class SigningKey(enum.IntEnum):
     NONE = 7
 
 
-_HEAD = struct.Struct("<IIQ16s16sIIQQI4x64s48s32s48s48s32s32sQ")
-assert _HEAD.size == 0x188
+# ATTESTATION_REPORT bytes [0x000, 0x188), row by row as in AMD #56860 "ATTESTATION_REPORT
+# Structure" (Table 22 in revision 1.55, section 7.3; the v5 MIT_VECTOR rows are from
+# revision 1.58): (offset, struct code, field). The offsets written here
+# are checked against the packed layout below, so a typo in either fails at import.
+_HEAD_FIELDS: tuple[tuple[int, str, str], ...] = (
+    (0x000, "I", "VERSION"),
+    (0x004, "I", "GUEST_SVN"),
+    (0x008, "Q", "POLICY"),
+    (0x010, "16s", "FAMILY_ID"),
+    (0x020, "16s", "IMAGE_ID"),
+    (0x030, "I", "VMPL"),
+    (0x034, "I", "SIGNATURE_ALGO"),
+    (0x038, "Q", "CURRENT_TCB"),
+    (0x040, "Q", "PLATFORM_INFO"),
+    (0x048, "I", "AUTHOR_KEY_EN (bit 0), MASK_CHIP_KEY (bit 1), SIGNING_KEY (bits 4:2)"),
+    (0x04C, "4x", "reserved, MBZ"),
+    (0x050, "64s", "REPORT_DATA"),
+    (0x090, "48s", "MEASUREMENT"),
+    (0x0C0, "32s", "HOST_DATA"),
+    (0x0E0, "48s", "ID_KEY_DIGEST"),
+    (0x110, "48s", "AUTHOR_KEY_DIGEST"),
+    (0x140, "32s", "REPORT_ID"),
+    (0x160, "32s", "REPORT_ID_MA"),
+    (0x180, "Q", "REPORTED_TCB"),
+)
+# The rest of the table, read field by field in parse_report:
+#   0x188  1    CPUID_FAM_ID (v3+; MBZ in v2)     0x1E8  1  CURRENT_BUILD
+#   0x189  1    CPUID_MOD_ID (v3+)                0x1E9  1  CURRENT_MINOR
+#   0x18A  1    CPUID_STEP (v3+)                  0x1EA  1  CURRENT_MAJOR
+#   0x18B  21   reserved, MBZ                     0x1EB  1  reserved, MBZ
+#   0x1A0  64   CHIP_ID                           0x1EC  1  COMMITTED_BUILD
+#   0x1E0  8    COMMITTED_TCB                     0x1ED  1  COMMITTED_MINOR
+#   0x1F0  8    LAUNCH_TCB                        0x1EE  1  COMMITTED_MAJOR
+#   0x1F8  8    LAUNCH_MIT_VECTOR (v5; MBZ before) 0x1EF 1  reserved, MBZ
+#   0x200  8    CURRENT_MIT_VECTOR (v5)
+#   0x208  152  reserved, MBZ
+#   0x2A0  512  SIGNATURE (ECDSA: R 0x2A0..0x2E8, S 0x2E8..0x330, rest MBZ)
+_HEAD = struct.Struct("<" + "".join(code for _, code, _ in _HEAD_FIELDS))
+for _off, _code, _name in _HEAD_FIELDS:
+    if struct.calcsize("<" + "".join(c for o, c, _ in _HEAD_FIELDS if o < _off)) != _off:
+        raise AssertionError(f"ATTESTATION_REPORT table: {_name} is not at {_off:#05x}")
+if _HEAD.size != 0x188:
+    raise AssertionError("ATTESTATION_REPORT head must end at 0x188")
+MAX_VMPL = 3
 
 
 @dataclass(frozen=True)
@@ -334,6 +376,10 @@ def parse_report(data: bytes) -> Report:
         raise MalformedEvidenceError(f"SNP POLICY bit 17 is reserved and must be 1 ({policy:#x})")
     if policy >> 26:
         raise MalformedEvidenceError(f"SNP POLICY bits 63:26 must be zero ({policy:#x})")
+    if vmpl > MAX_VMPL:
+        # VMPLs are 0-3 (AMD #56860, "Virtual Machine Privilege Levels"); a report request
+        # at another level is refused by the firmware, so such a report is not one it made.
+        raise MalformedEvidenceError(f"SNP report VMPL is {vmpl}, expected 0-{MAX_VMPL}")
     if signer >> 5:
         raise MalformedEvidenceError(f"SNP report 0x48 bits 31:5 must be zero ({signer:#x})")
     key_sel = signer >> 2 & 0x7

@@ -20,7 +20,7 @@ from cryptography import x509
 from sealroom.attestation import der
 from sealroom.attestation.snp.abi import Product
 from sealroom.attestation.x509util import fingerprint, load_certificates, subject_cn
-from sealroom.errors import MalformedEvidenceError
+from sealroom.errors import AttestationError, MalformedEvidenceError
 
 _AMD = "1.3.6.1.4.1.3704.1"
 OID_STRUCT_VERSION = x509.ObjectIdentifier(f"{_AMD}.1")
@@ -224,3 +224,70 @@ def build_cert_table(entries: dict[str, bytes]) -> bytes:
         header += _ENTRY.pack(guid.bytes_le, header_size + len(body), len(blob))
         body += blob
     return header + bytes(_ENTRY.size) + body
+
+
+# ---- RSASSA-PSS parameters of AMD's signatures --------------------------------------
+
+OID_RSASSA_PSS = "1.2.840.113549.1.1.10"
+OID_MGF1 = "1.2.840.113549.1.1.8"
+OID_SHA384 = "2.16.840.1.101.3.4.2.2"
+AMD_PSS_SALT = 48
+
+
+def _hash_alg(tlv: der.Tlv, what: str) -> str:
+    """AlgorithmIdentifier of a hash: SEQUENCE { OID, NULL OPTIONAL }."""
+    if tlv.tag != der.SEQUENCE:
+        raise MalformedEvidenceError(f"{what}: hash AlgorithmIdentifier is not a SEQUENCE")
+    parts = der.read_tlvs(tlv.value, what)
+    if not parts or len(parts) > 2 or (len(parts) == 2 and parts[1] != (der.NULL, b"")):
+        raise MalformedEvidenceError(f"{what}: hash AlgorithmIdentifier is malformed")
+    return der.read_oid(parts[0], what)
+
+
+def check_amd_pss(signed_der: bytes, what: str) -> None:
+    """The signature of a certificate or CRL (``SEQUENCE { tbs, signatureAlgorithm,
+    signature }``) must be RSASSA-PSS with SHA-384, MGF1-SHA-384, salt length 48 and
+    trailer field 1: the parameters AMD's KDS specification (#57230, "Certificate
+    Signatures") fixes for the ARK, ASK/ASVK, VCEK/VLEK and CRL. pyca/cryptography
+    verifies with whatever parameters the certificate names, so they are pinned here.
+
+    Raises AttestationError naming the parameter that differs."""
+    top = der.sequence(signed_der, what)
+    if len(top) != 3:
+        raise MalformedEvidenceError(f"{what}: not a signed X.509 structure")
+    alg = der.read_tlvs(top[1].value, what) if top[1].tag == der.SEQUENCE else []
+    got_oid = der.read_oid(alg[0], what) if alg else "(none)"
+    if got_oid != OID_RSASSA_PSS or len(alg) != 2 or alg[1].tag != der.SEQUENCE:
+        raise AttestationError(
+            f"{what}: signature algorithm is {got_oid}, expected RSASSA-PSS ({OID_RSASSA_PSS}) "
+            "with explicit parameters",
+            code="snp-chain-signature-params",
+        )
+    fields = der.read_tlvs(alg[1].value, what)
+    params = {t.tag: t.value for t in fields}
+    if len(params) != len(fields) or not set(params) <= {0xA0, 0xA1, 0xA2, 0xA3}:
+        raise MalformedEvidenceError(f"{what}: RSASSA-PSS parameters are malformed")
+    hash_oid = _hash_alg(der.read_one(params[0xA0], what), what) if 0xA0 in params else "SHA-1"
+    mgf_oid, mgf_hash = OID_MGF1, "SHA-1"  # the ASN.1 DEFAULT: MGF1 with SHA-1
+    if 0xA1 in params:
+        mgf = der.sequence(params[0xA1], what)
+        if len(mgf) != 2:
+            raise MalformedEvidenceError(f"{what}: maskGenAlgorithm is malformed")
+        mgf_oid = der.read_oid(mgf[0], what)
+        mgf_hash = _hash_alg(mgf[1], what)
+    salt = der.read_int(der.read_one(params[0xA2], what), what) if 0xA2 in params else 20
+    trailer = der.read_int(der.read_one(params[0xA3], what), what) if 0xA3 in params else 1
+    checks = (
+        ("hashAlgorithm", hash_oid, OID_SHA384),
+        ("maskGenAlgorithm", mgf_oid, OID_MGF1),
+        ("MGF1 hash", mgf_hash, OID_SHA384),
+        ("saltLength", salt, AMD_PSS_SALT),
+        ("trailerField", trailer, 1),
+    )
+    for name, got, want in checks:
+        if got != want:
+            raise AttestationError(
+                f"{what}: RSASSA-PSS {name} is {got}, expected {want} "
+                "(SHA-384, MGF1-SHA-384, salt 48)",
+                code="snp-chain-signature-params",
+            )

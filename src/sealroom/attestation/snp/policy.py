@@ -53,6 +53,26 @@ class FirmwareMinimums(Section):
         return v
 
 
+class PlatformInfoPolicy(Section):
+    """PLATFORM_INFO (report 0x40) bits, as go-sev-guest's ``validate`` reads them: the
+    ``allow_*`` knobs forbid a feature being on, the ``require_*`` knobs demand it."""
+
+    allow_smt: bool = True  # bit 0 SMT_EN
+    allow_tsme: bool = True  # bit 1 TSME_EN
+    require_ecc: bool = False  # bit 2 ECC_EN
+    require_rapl_disabled: bool = False  # bit 3 RAPL_DIS
+    require_ciphertext_hiding: bool = False  # bit 4 CIPHERTEXT_HIDING_DRAM_EN
+    require_alias_check_complete: bool = False  # bit 5 ALIAS_CHECK_COMPLETE (BadRAM)
+
+
+class MitigationMinimums(Section):
+    """Bits that must all be set in LAUNCH_MIT_VECTOR (0x1F8) / CURRENT_MIT_VECTOR (0x200),
+    report version 5 and later; an older report has no vector and fails a set minimum."""
+
+    launch: int | None = Field(default=None, ge=0, lt=2**64)
+    current: int | None = Field(default=None, ge=0, lt=2**64)
+
+
 class SnpPolicy(Section):
     products: list[Literal["Milan", "Genoa", "Turin"]] | None = None
     measurements: list[Hex48] | None = None
@@ -67,6 +87,20 @@ class SnpPolicy(Section):
     allow_smt: bool = True
     allow_migrate_ma: bool = False
     require_single_socket: bool = False
+    # Guest POLICY bits 21-25 (AMD #56860 "Guest Policy Structure").
+    allow_cxl: bool = False  # CXL_ALLOW: guest memory may live on CXL devices
+    require_mem_aes_256_xts: bool = False  # MEM_AES_256_XTS
+    require_rapl_dis: bool = False  # RAPL_DIS
+    require_ciphertext_hiding: bool = False  # CIPHERTEXT_HIDING (DRAM)
+    require_page_swap_disable: bool = False  # PAGE_SWAP_DISABLE
+    # Firmware updated but not committed (COMMITTED_TCB/version below CURRENT): the host
+    # can still roll back to the committed firmware. Allowed by default because the TCB
+    # the VEK certifies (REPORTED_TCB, which min_tcb.reported bounds) is at most COMMITTED,
+    # and real Azure and AWS reports run provisional firmware; false demands equality.
+    # Committed above current is refused always.
+    allow_provisional_firmware: bool = True
+    platform_info: PlatformInfoPolicy = PlatformInfoPolicy()
+    min_mitigations: MitigationMinimums = MitigationMinimums()
     min_firmware: FirmwareMinimums = FirmwareMinimums()
     min_abi: str | None = None
     id_key_digests: list[Hex48] | None = None
@@ -94,6 +128,91 @@ def _tcb_rules(rules: Rules, which: str, got: Tcb, minimum: TcbMinimum | None) -
             rules.add(f"{which.upper()}_TCB.{comp}", None, f">= {want}", False, Trust.HARDWARE)
         else:
             rules.at_least(f"{which.upper()}_TCB.{comp}", value, want, Trust.HARDWARE)
+
+
+def _required_bits(
+    r: Rules, prefix: str, rows: tuple[tuple[str, bool, bool], ...], trust: Trust
+) -> None:
+    """(name, bit set, policy requires it): a rule only where the policy requires it."""
+    for name, got, required in rows:
+        if required:
+            r.add(f"{prefix}.{name}", got, "true", got, trust)
+
+
+def _guest_policy_bits(r: Rules, claims: SnpClaims, pol: SnpPolicy) -> None:
+    p = claims.policy
+    r.flag("POLICY.CXL_ALLOW", p.cxl_allow, pol.allow_cxl)
+    rows = (
+        ("MEM_AES_256_XTS", p.mem_aes_256_xts, pol.require_mem_aes_256_xts),
+        ("RAPL_DIS", p.rapl_dis, pol.require_rapl_dis),
+        ("CIPHERTEXT_HIDING", p.ciphertext_hiding, pol.require_ciphertext_hiding),
+        ("PAGE_SWAP_DISABLE", p.page_swap_disable, pol.require_page_swap_disable),
+    )
+    _required_bits(r, "POLICY", rows, Trust.RUNTIME_OPAQUE)
+
+
+def _platform_info(r: Rules, claims: SnpClaims, pol: PlatformInfoPolicy) -> None:
+    pi = claims.platform_info
+    r.flag("PLATFORM_INFO.SMT_EN", pi.smt_enabled, pol.allow_smt, Trust.HARDWARE)
+    r.flag("PLATFORM_INFO.TSME_EN", pi.tsme_enabled, pol.allow_tsme, Trust.HARDWARE)
+    rows = (
+        ("ECC_EN", pi.ecc_enabled, pol.require_ecc),
+        ("RAPL_DIS", pi.rapl_disabled, pol.require_rapl_disabled),
+        ("CIPHERTEXT_HIDING_DRAM_EN", pi.ciphertext_hiding_enabled, pol.require_ciphertext_hiding),
+        ("ALIAS_CHECK_COMPLETE", pi.alias_check_complete, pol.require_alias_check_complete),
+    )
+    _required_bits(r, "PLATFORM_INFO", rows, Trust.HARDWARE)
+
+
+_TCB_PARTS = ("bootloader", "tee", "snp", "microcode", "fmc")
+
+
+def _provisional_firmware(r: Rules, claims: SnpClaims, allowed: bool) -> None:
+    """COMMITTED vs CURRENT (TCB and firmware version), as go-sev-guest's
+    PermitProvisionalFirmware: equal unless allowed, and never committed above current."""
+    com, cur = claims.committed_tcb, claims.current_tcb
+    pairs = [(getattr(com, n), getattr(cur, n)) for n in _TCB_PARTS]
+    tcb_le = all(a is None or b is None or a <= b for a, b in pairs)
+    fw_com, fw_cur = claims.committed_firmware, claims.current_firmware
+    fw_le = (fw_com.major, fw_com.minor) <= (fw_cur.major, fw_cur.minor) and (
+        fw_com.build <= fw_cur.build
+    )
+    if allowed:
+        r.add("COMMITTED_TCB", com, f"<= CURRENT_TCB ({cur})", tcb_le, Trust.HARDWARE)
+        r.add("COMMITTED_FIRMWARE", fw_com, f"<= CURRENT ({fw_cur})", fw_le, Trust.HARDWARE)
+        return
+    hint = " (firmware not committed; allow_provisional_firmware: true accepts it)"
+    r.add(
+        "COMMITTED_TCB",
+        com,
+        f"== CURRENT_TCB ({cur})" + ("" if com == cur else hint),
+        com == cur,
+        Trust.HARDWARE,
+    )
+    r.add(
+        "COMMITTED_FIRMWARE",
+        fw_com,
+        f"== CURRENT ({fw_cur})" + ("" if fw_com == fw_cur else hint),
+        fw_com == fw_cur,
+        Trust.HARDWARE,
+    )
+
+
+def _mitigations(r: Rules, claims: SnpClaims, pol: MitigationMinimums) -> None:
+    for which, got, want in (
+        ("LAUNCH", claims.launch_mit_vector, pol.launch),
+        ("CURRENT", claims.current_mit_vector, pol.current),
+    ):
+        if want is None:
+            continue
+        shown = f"{got:#x}" if got is not None else f"(none: report v{claims.report_version})"
+        r.add(
+            f"{which}_MIT_VECTOR",
+            shown,
+            f"all bits of {want:#x} set",
+            got is not None and got & want == want,
+            Trust.HARDWARE,
+        )
 
 
 def appraise_snp(claims: SnpClaims, pol: SnpPolicy, ctx: VerifyContext) -> list[RuleResult]:
@@ -124,6 +243,10 @@ def appraise_snp(claims: SnpClaims, pol: SnpPolicy, ctx: VerifyContext) -> list[
         r.add(
             "POLICY.SINGLE_SOCKET", claims.policy.single_socket, "true", claims.policy.single_socket
         )
+    _guest_policy_bits(r, claims, pol)
+    _platform_info(r, claims, pol.platform_info)
+    _provisional_firmware(r, claims, pol.allow_provisional_firmware)
+    _mitigations(r, claims, pol.min_mitigations)
     for which, minimum in (
         ("current", pol.min_firmware.current),
         ("committed", pol.min_firmware.committed),
@@ -185,6 +308,21 @@ vmpl: [0, 1, 2, 3]
 allow_debug: false       # a debug guest's memory is readable by the host
 allow_smt: true
 allow_migrate_ma: false
+# allow_cxl: false                  # guest POLICY bits 21-25
+# require_mem_aes_256_xts: false
+# require_rapl_dis: false
+# require_ciphertext_hiding: false
+# require_page_swap_disable: false
+# Firmware updated live but not committed (COMMITTED below CURRENT) can be rolled back by
+# the host down to COMMITTED (still >= REPORTED_TCB, which min_tcb bounds). Azure and AWS
+# hosts run it; false demands COMMITTED == CURRENT (go-sev-guest's default).
+allow_provisional_firmware: true
+# PLATFORM_INFO: host features (go-sev-guest semantics).
+# platform_info: {allow_smt: true, allow_tsme: true, require_ecc: false,
+#   require_rapl_disabled: false, require_ciphertext_hiding: false,
+#   require_alias_check_complete: true}   # BadRAM mitigation (AMD-SB-3015)
+# Report v5 mitigation vectors: bits that must be set.
+# min_mitigations: {launch: 0x1, current: 0x1}
 # min_firmware: {current: "1.55", committed: "1.55"}
 # id_key_digests: ["<96 hex digits>"]
 # author_key_digests: ["<96 hex digits>"]

@@ -7,9 +7,14 @@ Steps (AMD #56860 "Attestation", AMD #57230 "VCEK certificate"):
    caller's ``snp.product`` option, and refuse if they disagree;
 3. VEK <- ASK/ASVK <- ARK, RSA-PSS SHA-384, each valid at ``now``; ARK must be an embedded
    AMD root or a root the caller added (then the claims say ``simulated``);
-4. ECDSA P-384 SHA-384 signature over report bytes [0x0, 0x2A0) with the VEK;
-5. VCEK hwID == CHIP_ID (Turin: 8-byte hwID), VEK TCB SPLs == REPORTED_TCB;
-6. CRL (signed by the ARK, current at ``now``) when one is given or the source has one.
+   every signature RSASSA-PSS with exactly SHA-384, MGF1-SHA-384, salt 48 (pinned, not
+   taken from the certificate), and the ARK's self-signature verified;
+4. a report with MASK_CHIP_KEY=1 cannot be VCEK-signed (the VCEK is then not used);
+5. ECDSA P-384 SHA-384 signature over report bytes [0x0, 0x2A0) with the VEK;
+6. VCEK hwID == CHIP_ID (Turin: 8-byte hwID) unless CHIP_ID is all zero (MASK_CHIP_ID
+   hosts), VEK TCB SPLs == REPORTED_TCB and each <= CURRENT_TCB's;
+7. CRL (signed by the ARK with the same PSS parameters, thisUpdate not after ``now``,
+   nextUpdate not passed) when one is given or the source has one.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from sealroom.attestation.collateral import require
 from sealroom.attestation.kinds import VerifyContext
@@ -33,6 +39,7 @@ from sealroom.attestation.snp.certs import (
     VekKind,
     amd_arks,
     amd_chains,
+    check_amd_pss,
     is_self_signed,
     is_vek,
     parse_cert_table,
@@ -47,6 +54,7 @@ from sealroom.attestation.x509util import (
     load_crl,
     subject_cn,
     verify_chain,
+    verify_issued_by,
 )
 from sealroom.errors import AttestationError, InvalidInputError, UnavailableError
 
@@ -133,6 +141,14 @@ def _pick_vek(report: Report, certs: SnpCerts, ctx: VerifyContext) -> tuple[SnpC
 
     A VCEK missing from the evidence is fetched through the collateral source and added
     to the set (memoised by bytes like any supplied certificate)."""
+    if report.mask_chip_key and report.signing_key is SigningKey.VCEK:
+        # MASK_CHIP_KEY=1: the firmware does not use the VCEK for this guest, so a report
+        # claiming a VCEK signature is not one the AMD-SP produced.
+        raise AttestationError(
+            "report MASK_CHIP_KEY is 1 (the VCEK is not used) but SIGNING_KEY says VCEK: "
+            "no genuine report is both",
+            code="snp-mask-chip-key-vcek",
+        )
     wanted = {SigningKey.VCEK: VekKind.VCEK, SigningKey.VLEK: VekKind.VLEK}.get(report.signing_key)
     if wanted is None:
         raise AttestationError(
@@ -191,10 +207,31 @@ def _check_vek_against_report(report: Report, info: VekInfo, product: Product | 
                 f"(REPORTED_TCB {tcb}): the certificate is for another TCB",
                 code="snp-vek-tcb-mismatch",
             )
+    current = report.tcb("current", product)
+    above = [
+        (name, got, want)
+        for name, got, want in (
+            ("blSPL", info.bl_spl, current.bootloader),
+            ("teeSPL", info.tee_spl, current.tee),
+            ("snpSPL", info.snp_spl, current.snp),
+            ("ucodeSPL", info.ucode_spl, current.microcode),
+            ("fmcSPL", info.fmc_spl, current.fmc),
+        )
+        if got is not None and want is not None and got > want
+    ]
+    if above:
+        name, got, want = above[0]
+        raise AttestationError(
+            f"{info.kind.value.upper()} {name} is {got}, above CURRENT_TCB's {want} "
+            f"(CURRENT_TCB {current}): a certificate for firmware newer than the running one",
+            code="snp-vek-tcb-above-current",
+        )
     if info.kind is VekKind.VLEK:
         return False
-    if report.mask_chip_key:
-        return False  # CHIP_ID is zeroed by the guest's request; nothing to compare
+    if not any(report.chip_id):
+        # MASK_CHIP_ID=1 hosts report an all-zero CHIP_ID: nothing to compare (the claims
+        # say chip_id_checked: false).
+        return False
     if info.hwid is None:
         raise AttestationError("VCEK has no hwID extension", code="snp-vcek-hwid-missing")
     if product is Product.TURIN:
@@ -290,6 +327,12 @@ def _anchor(
                 code="untrusted-root",
             )
     root = verify_chain(chain, trusted, None)
+    root_name = f"ARK {subject_cn(root)!r}"
+    for name, cert in (*chain, (root_name, root)):
+        check_amd_pss(cert.public_bytes(Encoding.DER), name)
+    # Trusted because named by the verifier; its self-signature must verify all the same
+    # (the chain only proves the ARK's key signed the ASK).
+    verify_issued_by(root, root, f"{root_name} (self-signed)")
     return _Anchor(
         vek=vek,
         info=info,
@@ -318,7 +361,9 @@ def verify_report(report: Report, certs: SnpCerts, ctx: VerifyContext) -> SnpCla
     if crl_bytes is None and product is not None and not anchor.simulated:
         crl_bytes = ctx.collateral.fetch(kds.crl_request(product, info.kind.value))
     if crl_bytes is not None:
-        check_crl(load_crl(crl_bytes, "AMD CRL"), anchor.root, anchor.chain, ctx.now, "AMD CRL")
+        crl = load_crl(crl_bytes, "AMD CRL")
+        check_amd_pss(crl.public_bytes(Encoding.DER), "AMD CRL")
+        check_crl(crl, anchor.root, anchor.chain, ctx.now, "AMD CRL")
         crl_checked = True
     return claims_from_report(
         report,
