@@ -406,8 +406,9 @@ def test_fork_bomb_is_contained(box: Box) -> None:
     assert out.reason == "exit 1"
     assert b"BlockingIOError" in out.stderr or b"Resource temporarily unavailable" in out.stderr
     forked = int(out.stdout.split()[1])
-    assert forked <= limits.max_processes
+    assert forked <= limits.max_processes  # pids.max (RLIMIT_NPROC alone would allow more)
     assert _sandbox_processes() == []  # the sleeping children died with the sandbox
+    assert _cgroups_left() == []
 
 
 # ---- limits for the whole sandbox (one cgroup per run) --------------------------------
@@ -501,6 +502,28 @@ def test_no_cgroup_runs_only_when_explicitly_told(
     assert out.ok, out.stderr
     assert (box.results / "ran").exists()
     assert "WITHOUT a cgroup" in caplog.text
+
+
+def test_sandbox_not_run_when_it_cannot_enter_its_cgroup(
+    box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel refuses the move (a v1 cpuset without CPUs takes no task): the sandbox
+    must die before the algorithm starts, not run outside its cgroup."""
+    if cgroups.detect().parents.keys() != {"memory", "pids", "cpuset"}:
+        pytest.skip("needs the v1 cpuset hierarchy to make the kernel refuse the move")
+    create = cgroups.SandboxCgroup.create
+
+    def without_cpus(host: cgroups.CgroupHost, lim: cgroups.CgroupLimits) -> cgroups.SandboxCgroup:
+        cg = create(host, lim)
+        (cg.dirs["cpuset"] / "cpuset.cpus").write_text("\n")
+        return cg
+
+    monkeypatch.setattr(cgroups.SandboxCgroup, "create", without_cpus)
+    with pytest.raises(SandboxUnavailableError, match="cannot move the sandbox into its cgroup"):
+        box.run("open('/results/ran', 'w')")
+    assert not (box.results / "ran").exists()
+    assert _sandbox_processes() == []
+    assert _cgroups_left() == []
 
 
 def test_cgroup_removed_after_every_run(box: Box) -> None:

@@ -667,7 +667,11 @@ class _Supervisor:
                 if isinstance(parsed, dict):
                     status = parsed
         if self.placement_error is not None:
-            raise SandboxUnavailableError(self.placement_error)
+            # bwrap may have failed first (then the pid was gone): say what it said too.
+            err = bytes(self.out["stderr"]).decode("utf-8", "replace").strip()
+            raise SandboxUnavailableError(
+                self.placement_error + (f"; bubblewrap: {err}" if err else "")
+            )
         if not started and not self.timed_out:
             # The algorithm never started: bubblewrap or the launcher failed. What is on
             # stderr is theirs, not the algorithm's.
