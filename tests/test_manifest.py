@@ -266,7 +266,29 @@ INVALID: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     ),
     "policy_accepts_nothing": (_set("policy.snp", _DELETE), "manifest.policy"),
     "float_inside_policy": (_set("policy.max_evidence_age", 0.5), "manifest.policy"),
+    "log_reader_is_a_consumer": (
+        _set("log_readers", [dict(PARTIES["alice"])]),
+        "manifest.log_readers[0].name: 'alice' is a consumer",
+    ),
+    "log_reader_twice": (
+        _set("log_readers", [dict(PARTIES["algo"]), dict(PARTIES["algo"])]),
+        "manifest.log_readers[1].name: 'algo' appears twice",
+    ),
+    "log_reader_not_a_party": (_set("log_readers", ["algo"]), "manifest.log_readers[0]"),
 }
+
+
+def test_log_readers_are_optional_and_covered_by_the_hash() -> None:
+    plain = Manifest.from_dict(example())
+    assert plain.log_readers == () and plain.log_recipients == plain.consumers
+    d = example()
+    d["log_readers"] = [dict(PARTIES["algo"])]
+    m = Manifest.from_dict(d)
+    assert [p.name for p in m.log_recipients] == ["alice", "algo"]
+    assert m.log_recipient("algo").ed25519 == bytes.fromhex(PARTIES["algo"]["ed25519"])
+    assert m.manifest_hash != plain.manifest_hash  # every party agrees to the list
+    with pytest.raises(NotFoundError):
+        m.log_recipient("dp1")
 
 
 @pytest.mark.parametrize("defect", sorted(INVALID))

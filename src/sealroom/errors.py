@@ -5,12 +5,13 @@ shown by the CLI) and a human message that names the field, what was found and w
 expected. Foreign exceptions are wrapped once, at the boundary, with ``raise ... from e``.
 Programmer misuse stays ``ValueError``/``TypeError``/``RuntimeError``.
 
-CLI exit codes: 0 ok, 1 bad input, 2 not authentic, 3 unavailable, 4 policy violation.
+CLI exit codes: 0 ok, 1 bad input, 2 not authentic, 3 unavailable, 4 policy violation,
+5 the computation ran and failed (its receipt says why).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from sealroom.attestation.appraise import AppraisalResult
@@ -106,6 +107,18 @@ class ConflictError(SealroomError):
     code = "conflict"
     exit_code = 1
     http_status = 409
+
+
+class RunFailedError(ConflictError):
+    """The computation ran and failed: a verified receipt says so and why. Carries the
+    decrypted run log (``log``) where the caller could open it."""
+
+    code = "run-failed"
+    exit_code = 5
+
+    def __init__(self, message: str, *, log: Any = None) -> None:
+        super().__init__(message)
+        self.log = log
 
 
 class UnavailableError(SealroomError):

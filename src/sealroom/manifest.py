@@ -11,6 +11,7 @@ Version 1 (JSON)::
      "datasets": [{"name": "a", "sha256": ..., "provider": {...}, "max_size": 1048576,
                    "archive": null | "zip" | "tar"}],
      "consumers": [{"name": "alice", "ed25519": ..., "x25519": ...}],
+     "log_readers": [{"name": "lab", "ed25519": ..., "x25519": ...}],  # optional
      "policy": { an attestation policy document, see sealroom.attestation.policy },
      "limits": {"vcpus": 1, "memory_mb": 512, "wall_seconds": 60,
                 "max_result_bytes": 10485760}}
@@ -23,6 +24,10 @@ an existing manifest. Hex values are lowercase only, so one key has one spelling
 
 Slots are ``"algorithm"`` and each dataset name; each is filled by one upload signed by
 its provider.
+
+The run log (what the algorithm printed, and why a run failed) is sealed to every
+consumer and to every party in ``log_readers`` (docs/adr/0017): the parties agree to that
+list as to everything else, by the manifest hash their upload signatures cover.
 """
 
 from __future__ import annotations
@@ -156,6 +161,7 @@ class _ManifestModel(_Model):
     algorithm: _AlgorithmModel
     datasets: list[_DatasetModel] = Field(max_length=64)
     consumers: list[_PartyModel] = Field(min_length=1, max_length=64)
+    log_readers: list[_PartyModel] = Field(default_factory=list, max_length=16)
     policy: dict[str, Any]
     limits: Limits
 
@@ -265,6 +271,7 @@ class Manifest:
     algorithm: Algorithm
     datasets: tuple[Dataset, ...]
     consumers: tuple[PartyPublic, ...]
+    log_readers: tuple[PartyPublic, ...]
     limits: Limits
     manifest_hash: bytes = field(repr=False)
     _policy: Policy = field(repr=False)
@@ -332,6 +339,18 @@ class Manifest:
                     code="invalid-manifest",
                 )
             cseen[c.name] = i
+        for i, r in enumerate(m.log_readers):
+            if r.name in cseen:
+                raise InvalidInputError(
+                    f"manifest.log_readers[{i}].name: {r.name!r} is a consumer, and consumers "
+                    "receive the run log already",
+                    code="invalid-manifest",
+                )
+            if any(o.name == r.name for o in m.log_readers[:i]):
+                raise InvalidInputError(
+                    f"manifest.log_readers[{i}].name: {r.name!r} appears twice",
+                    code="invalid-manifest",
+                )
         try:
             policy = Policy.from_dict(m.policy, source="manifest.policy")
         except InvalidInputError as e:
@@ -357,6 +376,9 @@ class Manifest:
             for i, d in enumerate(m.datasets)
         )
         consumers = tuple(_party(c, f"manifest.consumers[{i}]") for i, c in enumerate(m.consumers))
+        log_readers = tuple(
+            _party(r, f"manifest.log_readers[{i}]") for i, r in enumerate(m.log_readers)
+        )
         slots = {
             ALGORITHM_SLOT: Slot(
                 ALGORITHM_SLOT,
@@ -378,6 +400,7 @@ class Manifest:
             algorithm=algorithm,
             datasets=datasets,
             consumers=consumers,
+            log_readers=log_readers,
             limits=m.limits,
             manifest_hash=hashlib.sha256(canonical).digest(),
             _policy=policy,
@@ -436,11 +459,29 @@ class Manifest:
             ) from None
 
     def consumer(self, name: str) -> PartyPublic:
-        for c in self.consumers:
-            if c.name == name:
-                return c
-        raise NotFoundError(
-            f"{name!r} is not a result consumer of manifest {self.id!r} (consumers: "
-            f"{', '.join(c.name for c in self.consumers)})",
-            code="unknown-consumer",
+        return _find(
+            self.consumers,
+            name,
+            f"is not a result consumer of manifest {self.id!r} (consumers",
+            "unknown-consumer",
         )
+
+    @property
+    def log_recipients(self) -> tuple[PartyPublic, ...]:
+        """Who receives the sealed run log: every consumer, then every log reader."""
+        return self.consumers + self.log_readers
+
+    def log_recipient(self, name: str) -> PartyPublic:
+        return _find(
+            self.log_recipients,
+            name,
+            f"may not read the run log of manifest {self.id!r} (consumers and log_readers",
+            "not-a-log-reader",
+        )
+
+
+def _find(parties: tuple[PartyPublic, ...], name: str, why: str, code: str) -> PartyPublic:
+    for p in parties:
+        if p.name == name:
+            return p
+    raise NotFoundError(f"{name!r} {why}: {', '.join(p.name for p in parties)})", code=code)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,9 @@ from ._party import cli, needs_bwrap, upload_all
 pytestmark = needs_bwrap
 
 
-@pytest.fixture
-def enclave_url(workspace: Path, env: dict[str, str]) -> Iterator[str]:
+@contextmanager
+def running_enclave(workspace: Path, env: dict[str, str]) -> Iterator[str]:
+    """`sealroom enclave run` for the workspace's manifest.json; yields its URL."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -34,11 +36,19 @@ def enclave_url(workspace: Path, env: dict[str, str]) -> Iterator[str]:
         text=True,
     )
     assert proc.stdout is not None
-    info = json.loads(proc.stdout.readline())
-    assert info["simulated"] is True
-    yield str(info["url"])
-    proc.terminate()
-    proc.wait(30)
+    try:
+        info = json.loads(proc.stdout.readline())
+        assert info["simulated"] is True
+        yield str(info["url"])
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.fixture
+def enclave_url(workspace: Path, env: dict[str, str]) -> Iterator[str]:
+    with running_enclave(workspace, env) as url:
+        yield url
 
 
 def test_readme_three_party_flow(workspace: Path, env: dict[str, str], enclave_url: str) -> None:
@@ -114,3 +124,55 @@ def test_upload_by_wrong_party_is_refused(
     )
     assert r.returncode == 1
     assert "upload-signature-invalid" in r.stderr
+
+
+FAILING = """\
+import pathlib, sys
+print('clinic-a holds ' + pathlib.Path('/inputs/clinic-a').read_text(), flush=True)
+print('giving up: no such module', file=sys.stderr, flush=True)
+import numpy_that_is_not_there
+"""
+
+
+def test_result_on_failed_run_shows_log_and_reason(workspace: Path, env: dict[str, str]) -> None:
+    w = workspace
+    (w / "main.py").write_text(FAILING)
+    r = cli(
+        "manifest", "init", "--algorithm-key", "lab", "--algorithm", "main.py",
+        "--dataset", "clinic-a:clinic-a:a.txt", "--dataset", "clinic-b:clinic-b:b.txt",
+        "--consumer", "analyst", "--log-reader", "lab", "--tee", "sim",
+        "--out", "manifest.json", "--force",
+        env=env, cwd=w,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    with running_enclave(w, env) as url:
+        upload_all(url, env=env, cwd=w)
+        r = cli(
+            "result", url, "--manifest", "manifest.json", "--key", "analyst", "-o", "out",
+            "--receipt", "receipt.json", "--wait", "60",
+            env=env, cwd=w,
+        )  # fmt: skip
+        # Its own exit status and error code, not "not-finished"; the log first.
+        assert r.returncode == 5, r.stdout + r.stderr
+        assert "[run-failed]: failed: the algorithm exited with a non-zero status" in r.stderr
+        assert "clinic-a holds 40" in r.stdout
+        assert "giving up: no such module" in r.stdout
+        assert "ModuleNotFoundError" in r.stdout and "detail: exit 1" in r.stdout
+        assert not (w / "out").exists()
+        # The log reader the manifest names (the algorithm provider) reads it too.
+        r = cli("log", url, "--manifest", "manifest.json", "--key", "lab", env=env, cwd=w)
+        assert r.returncode == 5 and "giving up: no such module" in r.stdout, r.stderr
+        # A data provider the manifest does not name as a reader gets nothing.
+        r = cli("log", url, "--manifest", "manifest.json", "--key", "clinic-a", env=env, cwd=w)
+        assert r.returncode == 1 and "may not read the run log" in r.stderr
+        assert "giving up" not in r.stdout + r.stderr
+    # The failed run's receipt verifies offline and says so.
+    r = cli("receipt", "verify", "receipt.json", "--manifest", "manifest.json", env=env, cwd=w)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "FAILED: the algorithm exited with a non-zero status" in r.stdout
+    assert "sealed run log for lab" in r.stdout and "sealed run log for analyst" in r.stdout
+    r = cli(
+        "receipt", "verify", "receipt.json", "--manifest", "manifest.json", "--json", env=env, cwd=w
+    )
+    out = json.loads(r.stdout)
+    assert out["valid"] and out["exit"]["ok"] is False and set(out["logs"]) == {"analyst", "lab"}

@@ -23,9 +23,9 @@ from sealroom.crypto.signing import upload_message
 from sealroom.errors import (
     AccessDeniedError,
     AttestationError,
-    ConflictError,
     InvalidInputError,
     PolicyViolationError,
+    RunFailedError,
 )
 from sealroom.hostagent.launcher import LocalEnclave, launch_local, runtime_measurement
 from sealroom.manifest import Manifest
@@ -381,7 +381,7 @@ def test_hostile_algorithm_contained_and_reported(
     assert not receipt.ok
     assert reason in receipt.payload["exit"]["reason"]
     assert receipt.payload["results"] == {}
-    with pytest.raises(ConflictError, match="computation is failed"):
+    with pytest.raises(RunFailedError, match=r"^failed: "):
         c.fetch_result(parties.alice, tmp_path / "out")
 
 

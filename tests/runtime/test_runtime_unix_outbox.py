@@ -76,7 +76,7 @@ def test_unix_socket_outbox_and_host_visible_lines(
             run_to_end(c, parties, files)
             _wait_for(lambda: (outbox / "DONE").exists(), "DONE in the outbox")
             names = sorted(p.name for p in outbox.iterdir())
-            assert names == ["DONE", "receipt.json", "result.alice.sealed"]
+            assert names == ["DONE", "log.alice.sealed", "receipt.json", "result.alice.sealed"]
             assert json.loads((outbox / "receipt.json").read_text()) == c.receipt()
             sealed = (outbox / "result.alice.sealed").read_bytes()
             receipt = c.verify_receipt(c.receipt())
@@ -119,7 +119,11 @@ def test_failed_run_leaves_receipt_and_done_without_results(
         with TcpToUnixRelay(sock) as relay:
             run_to_end(client(relay.endpoint, manifest, home), parties, files)
             _wait_for(lambda: (outbox / "DONE").exists(), "DONE in the outbox")
-        assert sorted(p.name for p in outbox.iterdir()) == ["DONE", "receipt.json"]
+        assert sorted(p.name for p in outbox.iterdir()) == [
+            "DONE",
+            "log.alice.sealed",
+            "receipt.json",
+        ]
         _wait_for(lambda: any(ln.get("state") == "failed" for ln in enc.lines), "failed line")
     finally:
         enc.stop()

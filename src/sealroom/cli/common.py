@@ -130,3 +130,19 @@ def render_result(result: AppraisalResult) -> None:
         console.print(f"[bold green]ACCEPTED{sim}[/]: authentic, and every rule passed")
     else:
         console.print(f"[bold red]REJECTED{sim}[/]: {len(result.failures())} rule(s) failed")
+
+
+def render_run_log(log: Any, *, to_stderr: bool = False) -> None:
+    """A decrypted run log (client.enclave.RunLog): the algorithm's output as it printed
+    it (stderr in red), then the detailed reason. Text, never markup: it is the
+    algorithm's."""
+    out = err_console if to_stderr else console
+    state = "completed" if log.ok else "FAILED"
+    cut = ", output truncated" if log.truncated else ""
+    out.print(f"--- run log (sealed to you; run {state}{cut}) ---", style="bold")
+    for stream, text in log.entries:
+        style = {"stderr": "red", "sealroom": "bold yellow"}.get(stream)
+        out.print(text, end="", style=style, markup=False, highlight=False, soft_wrap=True)
+    if log.entries and not log.entries[-1][1].endswith("\n"):
+        out.print()
+    out.print(f"--- end of run log; detail: {log.detail or log.reason} ---", markup=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,11 +23,12 @@ from sealroom.cli.common import (
     print_json,
     read_input,
     render_result,
+    render_run_log,
     simulated_banner,
 )
 from sealroom.client.enclave import EnclaveClient
 from sealroom.crypto.keys import PartyKeys, key_path
-from sealroom.errors import InvalidInputError
+from sealroom.errors import InvalidInputError, RunFailedError
 from sealroom.hostagent.launcher import launch_local, runtime_measurement
 from sealroom.manifest import Manifest
 from sealroom.runtime.receipt import verify_receipt
@@ -208,13 +210,20 @@ def result_cmd(
     root: RootOpt = [],  # noqa: B006
     as_json: JsonOpt = False,
 ) -> None:
-    """Fetch your sealed result, verify the receipt and evidence, decrypt into OUT."""
+    """Fetch your sealed result, verify the receipt and evidence, decrypt into OUT.
+
+    On a failed run: print the run log sealed to you, then fail with `failed: <reason>`
+    (exit status 5)."""
     client = client_for(url, manifest, policy, root)
     consumer = load_party(key)
     client.attest()
     if wait > 0:
         _wait_finished(client, wait)
-    receipt = client.fetch_result(consumer, out)
+    try:
+        receipt = client.fetch_result(consumer, out)
+    except RunFailedError as e:
+        show_failed_run(e, as_json, receipt_out, client.receipt if receipt_out else None)
+        raise
     if receipt_out is not None:
         receipt_out.write_text(json.dumps(client.receipt(), indent=2) + "\n")
     if as_json:
@@ -233,6 +242,54 @@ def result_cmd(
         f"[green]result decrypted[/] into {out}; receipt verified "
         f"({'SIMULATED' if receipt.simulated else 'hardware'} evidence)"
     )
+
+
+def show_failed_run(
+    e: RunFailedError,
+    as_json: bool,
+    receipt_out: Path | None = None,
+    receipt: Callable[[], dict[str, Any]] | None = None,
+) -> None:
+    """Before the error itself (`failed: <reason>`, exit 5): the decrypted run log."""
+    if receipt_out is not None and receipt is not None:
+        receipt_out.write_text(json.dumps(receipt(), indent=2) + "\n")
+    if as_json:
+        log = e.log
+        print_json(
+            {
+                "failed": True,
+                "message": e.message,
+                "log": None
+                if log is None
+                else {
+                    "reason": log.reason,
+                    "detail": log.detail,
+                    "truncated": log.truncated,
+                    "entries": [{"stream": s, "text": t} for s, t in log.entries],
+                },
+            }
+        )
+    elif e.log is not None:
+        render_run_log(e.log)
+
+
+def log_cmd(
+    url: Annotated[str, typer.Argument(help="https://127.0.0.1:PORT")],
+    manifest: ManifestOpt,
+    key: Annotated[str, typer.Option("--key", help="Your key (a consumer or log reader)")],
+    policy: PolicyOpt = None,
+    root: RootOpt = [],  # noqa: B006
+) -> None:
+    """Fetch and decrypt the run log sealed to you (consumers and the manifest's
+    log_readers), after verifying the receipt; completed and failed runs both have one."""
+    client = client_for(url, manifest, policy, root)
+    client.attest()
+    receipt, log = client.fetch_log(load_party(key))
+    if receipt.simulated:
+        simulated_banner()
+    render_run_log(log)
+    if not receipt.ok:
+        raise RunFailedError(f"failed: {receipt.payload['exit']['reason']}", log=log)
 
 
 def _wait_finished(client: EnclaveClient, seconds: float) -> None:
@@ -278,6 +335,7 @@ def receipt_verify_cmd(
                 "simulated": verified.simulated,
                 "exit": p["exit"],
                 "results": p["results"],
+                "logs": p.get("logs", {}),
                 "manifest_hash": p["manifest_hash"],
             }
         )
@@ -288,6 +346,8 @@ def receipt_verify_cmd(
     console.print(f"[green]receipt valid[/]: run {state}; manifest {p['manifest_hash']}")
     for name, r in p["results"].items():
         console.print(f"  sealed result for {name}: sha256 {r['sha256']} ({r['size']} bytes)")
+    for name, r in p.get("logs", {}).items():
+        console.print(f"  sealed run log for {name}: sha256 {r['sha256']} ({r['size']} bytes)")
 
 
 def _hex(value: Any) -> str:

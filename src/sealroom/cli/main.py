@@ -1,6 +1,7 @@
 """The `sealroom` command. Errors become messages and exit codes here, and only here.
 
-Exit codes: 0 ok, 1 bad input, 2 not authentic, 3 unavailable, 4 policy violation.
+Exit codes: 0 ok, 1 bad input, 2 not authentic, 3 unavailable, 4 policy violation,
+5 the computation ran and failed (`sealroom result` shows its sealed log first).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sealroom.cli.controlplane_cmd import controlplane_app
 from sealroom.cli.cp_cmd import computation_app, down_cmd, host_app, login_cmd, up_cmd
 from sealroom.cli.demo import demo_cmd
 from sealroom.cli.ear_cmd import ear_app
-from sealroom.cli.enclave_cmd import enclave_app, receipt_app, result_cmd, upload_cmd
+from sealroom.cli.enclave_cmd import enclave_app, log_cmd, receipt_app, result_cmd, upload_cmd
 from sealroom.cli.keys_cmd import keys_app
 from sealroom.cli.manifest_cmd import manifest_app
 from sealroom.cli.sim_cmd import sim_app
@@ -45,6 +46,7 @@ app.add_typer(agent_app, name="agent")
 app.command("demo")(demo_cmd)
 app.command("upload")(upload_cmd)
 app.command("result")(result_cmd)
+app.command("log")(log_cmd)
 app.command("up")(up_cmd)
 app.command("down")(down_cmd)
 app.command("login")(login_cmd)

@@ -183,6 +183,14 @@ def init_cmd(
         list[str] | None,
         typer.Option("--consumer", help="KEY of a result consumer, repeatable."),
     ] = None,
+    log_readers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--log-reader",
+            help="KEY of a party that may read the sealed run log besides the consumers "
+            "(e.g. the algorithm provider), repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Write a complete starting manifest; unknown values become REPLACE placeholders."""
     if tee not in ("sim", "snp", "tdx"):
@@ -250,6 +258,9 @@ def init_cmd(
         "algorithm": alg,
         "datasets": ds,
         "consumers": cons,
+        **(
+            {"log_readers": [_party(r, "--log-reader") for r in log_readers]} if log_readers else {}
+        ),
         "policy": _policy(tee, manifest_id),
         "limits": {
             "vcpus": 1,
@@ -309,6 +320,7 @@ def validate_cmd(
             {"name": s.name, "provider": s.provider.name, "max_size": s.max_size} for s in m.slots()
         ],
         "consumers": [c.name for c in m.consumers],
+        "log_readers": [r.name for r in m.log_readers],
         "policy": {
             "id": pol.id,
             "allow_simulated": pol.allow_simulated,
@@ -326,6 +338,8 @@ def validate_cmd(
             f"slot           {s.name}: signed by {s.provider.name}, at most {s.max_size} bytes"
         )
     typer.echo(f"consumers      {', '.join(c.name for c in m.consumers)}")
+    readers = ", ".join(p.name for p in m.log_recipients)
+    typer.echo(f"run log        sealed to {readers}")
     typer.echo(f"policy         {pol.id!r}, evidence kinds {', '.join(pol.sections)}")
     if pol.allow_simulated:
         typer.echo(

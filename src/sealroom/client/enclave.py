@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -35,7 +35,7 @@ from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.policy import Policy
 from sealroom.attestation.verifier import appraise, verify_bundle
 from sealroom.crypto.keys import PartyKeys
-from sealroom.crypto.sealing import open_stream
+from sealroom.crypto.sealing import open_bytes, open_stream
 from sealroom.crypto.signing import upload_message
 from sealroom.errors import (
     AccessDeniedError,
@@ -44,6 +44,7 @@ from sealroom.errors import (
     InvalidInputError,
     MalformedEvidenceError,
     NotFoundError,
+    RunFailedError,
     SealroomError,
     UnavailableError,
 )
@@ -55,6 +56,8 @@ from sealroom.runtime.protocol import (
     H_RESULT_SHA256,
     H_SHA256,
     H_SIGNATURE,
+    log_info,
+    log_request_message,
     result_info,
     result_request_message,
 )
@@ -333,37 +336,76 @@ class EnclaveClient:
             ),
         )
 
+    def _challenge_signed(
+        self, party: PartyKeys, message: Callable[[bytes, bytes, str, bytes], bytes]
+    ) -> dict[str, str]:
+        enclave = self._require_attested()
+        challenge = bytes.fromhex(self._get_json("/challenge")["challenge"])
+        sig = party.sign(
+            message(enclave.manifest_hash, enclave.keys.digest, party.public.name, challenge)
+        )
+        return {H_CHALLENGE: challenge.hex(), H_SIGNATURE: sig.hex()}
+
+    def _download(self, path: str, headers: dict[str, str], sink: Path) -> str:
+        """GET a sealed blob into ``sink``; returns the sha256 header."""
+        with self._conn() as conn:
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            if resp.status != 200:
+                _raise_problem(resp, resp.read())
+            with sink.open("wb") as f:
+                while chunk := resp.read(CHUNK):
+                    f.write(chunk)
+            return resp.getheader(H_RESULT_SHA256, "")
+
+    def verified_receipt(self) -> VerifiedReceipt:
+        """The receipt, verified offline, and signed by the enclave we attested."""
+        enclave = self._require_attested()
+        receipt = self.verify_receipt(self.receipt())
+        if receipt.enclave_keys != enclave.keys:
+            raise AttestationError(
+                "the receipt was signed by another enclave", code="receipt-mismatch"
+            )
+        return receipt
+
+    def fetch_log(
+        self, reader: PartyKeys, receipt: VerifiedReceipt | None = None
+    ) -> tuple[VerifiedReceipt, RunLog]:
+        """The run log sealed to ``reader`` (a consumer or a log reader), checked against
+        the verified receipt and decrypted. Completed and failed runs both have one."""
+        receipt = receipt or self.verified_receipt()
+        headers = self._challenge_signed(
+            reader,
+            lambda mh, kd, name, ch: log_request_message(mh, name, kd, ch),
+        )
+        with tempfile.TemporaryDirectory(prefix="sealroom-log-") as tmp:
+            sealed = Path(tmp) / "sealed"
+            sha = self._download(f"/log/{reader.public.name}", headers, sealed)
+            log = open_log(
+                sealed=sealed,
+                sealed_sha256=sha,
+                receipt=receipt,
+                reader=reader,
+                manifest=self.manifest,
+            )
+        return receipt, log
+
     def fetch_result(self, consumer: PartyKeys, out_dir: Path) -> VerifiedReceipt:
         """Fetch, check and decrypt the consumer's result into ``out_dir``.
 
         Checks: the receipt verifies offline and names this sealed blob; the blob's hash;
-        the AEAD stream. Nothing is written to ``out_dir`` unless all of them pass."""
-        enclave = self._require_attested()
-        name = consumer.public.name
-        challenge = bytes.fromhex(self._get_json("/challenge")["challenge"])
-        sig = consumer.sign(
-            result_request_message(enclave.manifest_hash, name, enclave.keys.digest, challenge)
+        the AEAD stream. Nothing is written to ``out_dir`` unless all of them pass. A
+        failed run raises RunFailedError carrying the decrypted run log."""
+        receipt = self.verified_receipt()
+        if not receipt.ok:
+            raise_run_failed(receipt, lambda: self.fetch_log(consumer, receipt)[1])
+        headers = self._challenge_signed(
+            consumer,
+            lambda mh, kd, name, ch: result_request_message(mh, name, kd, ch),
         )
         with tempfile.TemporaryDirectory(prefix="sealroom-result-") as tmp:
             sealed = Path(tmp) / "sealed"
-            with self._conn() as conn:
-                conn.request(
-                    "GET",
-                    f"/result/{name}",
-                    headers={H_CHALLENGE: challenge.hex(), H_SIGNATURE: sig.hex()},
-                )
-                resp = conn.getresponse()
-                if resp.status != 200:
-                    _raise_problem(resp, resp.read())
-                with sealed.open("wb") as f:
-                    while chunk := resp.read(CHUNK):
-                        f.write(chunk)
-                header_sha = resp.getheader(H_RESULT_SHA256, "")
-            receipt = self.verify_receipt(self.receipt())
-            if receipt.enclave_keys != enclave.keys:
-                raise AttestationError(
-                    "the receipt was signed by another enclave", code="receipt-mismatch"
-                )
+            header_sha = self._download(f"/result/{consumer.public.name}", headers, sealed)
             open_result(
                 sealed=sealed,
                 sealed_sha256=header_sha,
@@ -374,6 +416,78 @@ class EnclaveClient:
                 tmp=Path(tmp),
             )
         return receipt
+
+
+@dataclass(frozen=True)
+class RunLog:
+    """A decrypted run log (docs/adr/0017): what the algorithm printed, in order, and
+    the detailed reason behind the receipt's public one."""
+
+    ok: bool
+    reason: str
+    detail: str
+    truncated: bool
+    entries: tuple[tuple[str, str], ...]  # (stream: stdout | stderr | sealroom, text)
+
+    @property
+    def text(self) -> str:
+        return "".join(t for _, t in self.entries)
+
+
+MAX_LOG_BYTES = 16 << 20
+
+
+def open_log(
+    *,
+    sealed: Path,
+    sealed_sha256: str | None,
+    receipt: VerifiedReceipt,
+    reader: PartyKeys,
+    manifest: Manifest,
+) -> RunLog:
+    """Check a sealed run log against its (already verified) receipt and decrypt it."""
+    name = reader.public.name
+    entry = receipt.payload.get("logs", {}).get(name)
+    if entry is None:
+        raise NotFoundError(
+            f"the receipt lists no run log for {name!r} (readers: "
+            f"{', '.join(receipt.payload.get('logs', {})) or 'none'})",
+            code="no-run-log",
+        )
+    if sealed.stat().st_size > MAX_LOG_BYTES:
+        raise AttestationError("sealed run log is larger than any log the runtime writes")
+    data = sealed.read_bytes()
+    got = hashlib.sha256(data).hexdigest()
+    if got != entry["sha256"] or (sealed_sha256 and sealed_sha256 != got):
+        raise AttestationError(
+            f"sealed run log hashes to {got}, the receipt says {entry['sha256']}",
+            code="sealed-data-invalid",
+        )
+    plain = open_bytes(data, reader.x25519, info=log_info(manifest.manifest_hash, name))
+    try:
+        doc = json.loads(plain)
+        entries = tuple((str(e["stream"]), str(e["text"])) for e in doc["entries"])
+        return RunLog(
+            ok=bool(doc["ok"]),
+            reason=str(doc["reason"]),
+            detail=str(doc["detail"]),
+            truncated=bool(doc["truncated"]),
+            entries=entries,
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise MalformedEvidenceError(f"run log is malformed: {e}") from e
+
+
+def raise_run_failed(receipt: VerifiedReceipt, fetch: Callable[[], RunLog]) -> NoReturn:
+    """A verified receipt says the run failed: raise RunFailedError with the decrypted
+    log (or, if the log cannot be had, with why not in the message)."""
+    reason = str(receipt.payload["exit"]["reason"])
+    try:
+        log: RunLog | None = fetch()
+        note = ""
+    except SealroomError as e:
+        log, note = None, f" (run log unavailable: {e.message})"
+    raise RunFailedError(f"failed: {reason}{note}", log=log)
 
 
 def open_result(
@@ -390,10 +504,10 @@ def open_result(
     unpack it into ``out_dir``. Nothing reaches ``out_dir`` unless every check passed."""
     name = consumer.public.name
     entry = receipt.payload.get("results", {}).get(name)
-    if not receipt.ok or entry is None:
-        raise ConflictError(
-            f"the run did not complete: {receipt.payload['exit']['reason']}", code="run-failed"
-        )
+    if not receipt.ok:
+        raise RunFailedError(f"failed: {receipt.payload['exit']['reason']}")
+    if entry is None:
+        raise NotFoundError(f"the receipt lists no result for {name!r}", code="no-result")
     got = _sha256_file(sealed).hex()
     if got != entry["sha256"] or (sealed_sha256 is not None and sealed_sha256 != got):
         raise AttestationError(

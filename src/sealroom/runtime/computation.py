@@ -6,8 +6,10 @@ lives under ``workdir`` (enclave storage) and is wiped by ``close()``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import io
 import json
 import os
 import secrets
@@ -23,6 +25,7 @@ from typing import Any, BinaryIO
 from sealroom.attestation.binding import ReportDataInputs, sealroom_report_data
 from sealroom.attestation.evidence import EvidenceBundle
 from sealroom.crypto.canonical import canonical_json
+from sealroom.crypto.keys import PartyPublic
 from sealroom.crypto.sealing import seal_stream
 from sealroom.crypto.signing import upload_message
 from sealroom.errors import (
@@ -40,6 +43,8 @@ from sealroom.runtime.archive import archive_dir, safe_extract
 from sealroom.runtime.enclave_keys import EnclaveKeys
 from sealroom.runtime.protocol import (
     ALGORITHM_SLOT,
+    log_info,
+    log_request_message,
     receipt_nonce,
     result_info,
     result_request_message,
@@ -223,6 +228,8 @@ class Computation:
         self._sealed: dict[str, tuple[Path, str]] = {}
         self._run_thread: threading.Thread | None = None
         self._output: list[tuple[str, bytes]] = []
+        self._output_truncated = False
+        self._logs: dict[str, tuple[Path, str]] = {}
         self._cancel = threading.Event()
         self._detail = ""
         self.events.emit(
@@ -455,6 +462,7 @@ class Computation:
                 cancel=self._cancel,
             )
             ok, detail = outcome.ok, outcome.reason
+            self._output_truncated = outcome.output_truncated
             reason = public_reason(outcome)
             started = outcome.started_at
             ended = outcome.ended_at
@@ -512,11 +520,17 @@ class Computation:
         ended: datetime,
         results: dict[str, dict[str, Any]],
     ) -> None:
+        try:
+            logs = self._seal_logs(ok, reason)
+        except Exception as e:  # the receipt comes first: it says the logs are missing
+            logs = {}
+            self.events.emit("run_failed", f"run log not sealed ({type(e).__name__})")
         core = receipt_core(
             manifest_hash=self.manifest_hash,
             algorithm_sha256=self.specs[ALGORITHM_SLOT].sha256.hex(),
             datasets={n: s.sha256.hex() for n, s in self.specs.items() if n != ALGORITHM_SLOT},
             results=results,
+            logs=logs,
             ok=ok,
             code=code,
             reason=reason,
@@ -536,6 +550,53 @@ class Computation:
                 self._state = sm.finish(self._state, ok, reason)
         self.events.emit("completed" if ok else "failed", reason, ok=ok)
         self._notify()
+
+    def run_log(self, ok: bool, reason: str) -> bytes:
+        """The run log's plaintext (docs/adr/0017): the algorithm's stdout and stderr in
+        the order they arrived, a visible marker where the sandbox cut them, and the
+        detailed reason (the exit status, a refused file's name) behind the public one."""
+        with self._lock:
+            chunks = list(self._output)
+        entries: list[dict[str, str]] = []
+        for stream, data in chunks:
+            text = data.decode("utf-8", "replace")
+            if entries and entries[-1]["stream"] == stream:
+                entries[-1]["text"] += text
+            else:
+                entries.append({"stream": stream, "text": text})
+        kept = sum(len(d) for _, d in chunks)
+        if self._output_truncated:
+            sep = "\n" if entries and not entries[-1]["text"].endswith("\n") else ""
+            entries.append(
+                {
+                    "stream": "sealroom",
+                    "text": f"{sep}[sealroom: output truncated after {kept} bytes; the "
+                    "sandbox keeps at most this much of stdout and stderr together]\n",
+                }
+            )
+        doc = {
+            "version": 1,
+            "ok": ok,
+            "reason": reason,
+            "detail": self._detail,
+            "truncated": self._output_truncated,
+            "output_bytes": kept,
+            "entries": entries,
+        }
+        return json.dumps(doc).encode()
+
+    def _seal_logs(self, ok: bool, reason: str) -> dict[str, dict[str, Any]]:
+        plain = self.run_log(ok, reason)
+        out: dict[str, dict[str, Any]] = {}
+        for party in self.manifest.log_recipients:
+            target = self.workdir / "sealed" / f"log.{party.name}.sealed"
+            with io.BytesIO(plain) as src, target.open("wb") as dst:
+                summary = seal_stream(
+                    src, dst, party.x25519_key(), info=log_info(self.manifest_hash, party.name)
+                )
+            self._logs[party.name] = (target, summary.sha256)
+            out[party.name] = {"sha256": summary.sha256, "size": summary.size}
+        return out
 
     # ---- results ----------------------------------------------------------------------
     def receipt(self) -> dict[str, Any]:
@@ -557,16 +618,14 @@ class Computation:
             self._challenges[nonce] = now
         return nonce
 
-    def sealed_result(
-        self, consumer: str, challenge_hex: str, signature_hex: str
-    ) -> tuple[Path, str]:
-        """The consumer's sealed result, only to the consumer (signature over a one-time
-        challenge), only after completion."""
-        party = next((c for c in self.manifest.consumers if c.name == consumer), None)
-        if party is None:
-            raise AccessDeniedError(
-                f"{consumer!r} is not a result consumer of this computation", code="not-a-consumer"
-            )
+    def _authorize(
+        self,
+        party: PartyPublic,
+        challenge_hex: str,
+        signature_hex: str,
+        message: Callable[[bytes], bytes],
+    ) -> None:
+        """The request is signed by ``party`` over a one-time challenge we issued."""
         try:
             challenge = bytes.fromhex(challenge_hex)
             signature = bytes.fromhex(signature_hex)
@@ -578,16 +637,37 @@ class Computation:
             raise AccessDeniedError(
                 "unknown or expired challenge: ask GET /challenge again", code="challenge-invalid"
             )
-        message = result_request_message(
-            self.manifest_hash, consumer, self.keys.public.digest, challenge
-        )
         try:
-            party.verify(signature, message)
+            party.verify(signature, message(challenge))
         except AttestationError as e:
             raise AccessDeniedError(
-                f"the request is not signed by consumer {consumer!r}", code="not-a-consumer"
+                f"the request is not signed by {party.name!r}", code="not-a-consumer"
             ) from e
+
+    def sealed_result(
+        self, consumer: str, challenge_hex: str, signature_hex: str
+    ) -> tuple[Path, str]:
+        """The consumer's sealed result, only to the consumer (signature over a one-time
+        challenge), only after completion."""
+        party = next((c for c in self.manifest.consumers if c.name == consumer), None)
+        if party is None:
+            raise AccessDeniedError(
+                f"{consumer!r} is not a result consumer of this computation", code="not-a-consumer"
+            )
+        digest = self.keys.public.digest
+        self._authorize(
+            party,
+            challenge_hex,
+            signature_hex,
+            lambda ch: result_request_message(self.manifest_hash, consumer, digest, ch),
+        )
         st = self.state
+        if st.phase is sm.Phase.FAILED and self._receipt is not None:
+            raise ConflictError(
+                f"no result: the run failed: {st.reason} (the receipt and the sealed run "
+                "log say more)",
+                code="run-failed",
+            )
         if st.phase is not sm.Phase.COMPLETED:
             raise ConflictError(
                 f"no result: the computation is {st.phase.value}"
@@ -599,6 +679,29 @@ class Computation:
             raise NotFoundError(f"no sealed result for {consumer!r}")
         return entry
 
+    def sealed_log(self, reader: str, challenge_hex: str, signature_hex: str) -> tuple[Path, str]:
+        """The run log sealed to ``reader`` (a consumer or a log reader of the manifest),
+        only to that party, once the run ended (completed or failed)."""
+        try:
+            party = self.manifest.log_recipient(reader)
+        except NotFoundError as e:
+            raise AccessDeniedError(e.message, code="not-a-log-reader") from e
+        digest = self.keys.public.digest
+        self._authorize(
+            party,
+            challenge_hex,
+            signature_hex,
+            lambda ch: log_request_message(self.manifest_hash, reader, digest, ch),
+        )
+        with self._lock:
+            entry = self._logs.get(reader) if self._receipt is not None else None
+            phase = self._state.phase
+        if entry is None:
+            raise ConflictError(
+                f"no run log: the computation is {phase.value}", code="not-finished"
+            )
+        return entry
+
     # ---- the outbox (host-visible ciphertext) --------------------------------------------
     def write_outbox(self, outbox: Path) -> list[str]:
         """After a final state: hand the host what it may hold, ciphertext and signed
@@ -608,6 +711,7 @@ class Computation:
         with self._lock:
             receipt = self._receipt
             sealed = dict(self._sealed) if self._state.phase is sm.Phase.COMPLETED else {}
+            logs = dict(self._logs) if receipt is not None else {}
         if receipt is None:
             raise ConflictError("no receipt yet: the computation has not finished")
         outbox.mkdir(parents=True, exist_ok=True)
@@ -626,14 +730,9 @@ class Computation:
         body = json.dumps(receipt, indent=2).encode()
         place("receipt.json", lambda t: t.write_bytes(body))
         for consumer, (path, _sha) in sorted(sealed.items()):
-
-            def link_or_copy(t: Path, src: Path = path) -> None:
-                try:
-                    os.link(src, t)
-                except OSError:  # another filesystem: copy the ciphertext
-                    shutil.copyfile(src, t)
-
-            place(f"result.{consumer}.sealed", link_or_copy)
+            place(f"result.{consumer}.sealed", functools.partial(_link_or_copy, path))
+        for reader, (path, _sha) in sorted(logs.items()):
+            place(f"log.{reader}.sealed", functools.partial(_link_or_copy, path))
         place("DONE", lambda t: t.write_bytes(b""))
         return written
 
@@ -652,12 +751,19 @@ class Computation:
         return wipe_tree(self.workdir, keep_root=True)
 
 
+def _link_or_copy(src: Path, target: Path) -> None:
+    try:
+        os.link(src, target)
+    except OSError:  # another filesystem (enclave storage is a tmpfs): copy the ciphertext
+        shutil.copyfile(src, target)
+
+
 def storage_bytes(manifest: Manifest, recipients: int | None = None) -> int:
     """An upper bound of what enclave storage holds at once for this manifest: every
     slot's upload (an archive next to what it unpacks to), the results with their tar
     and one sealed copy per recipient (tmpfs counts a page per small file), the logs."""
     lim = manifest.limits
     slots = sum(s.max_size * (1 + EXTRACT_FACTOR if s.archive else 1) for s in manifest.slots())
-    n = recipients if recipients is not None else len(manifest.consumers)
+    n = recipients if recipients is not None else len(manifest.log_recipients)
     results = lim.max_result_bytes * (2 + n) + RESULT_FILES_PAGES
     return slots + results + (n + 1) * LOG_STORAGE_BYTES + STORAGE_SLACK

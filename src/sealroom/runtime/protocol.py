@@ -15,6 +15,9 @@ runtime-worded reasons); anything derived from the algorithm is sealed:
     GET  /challenge               a one-time nonce for result requests
     GET  /result/{consumer}       the consumer's sealed result (X-Sealroom-Challenge,
                                   X-Sealroom-Signature over result_request_message(...))
+    GET  /log/{reader}            the run log sealed to a consumer or log reader (same
+                                  headers, signature over log_request_message(...)),
+                                  once the run ended, completed or failed
     GET  /receipt                 the signed receipt (after completion or failure)
 """
 
@@ -31,6 +34,8 @@ H_RESULT_SHA256 = "X-Sealroom-Sealed-Sha256"
 RESULT_REQUEST_DOMAIN = b"sealroom/result-request/v1"
 RECEIPT_DOMAIN = b"sealroom/receipt/v1\0"
 RESULT_INFO_DOMAIN = b"sealroom/result/v1"
+LOG_REQUEST_DOMAIN = b"sealroom/log-request/v1"
+LOG_INFO_DOMAIN = b"sealroom/log/v1"
 ALGORITHM_SLOT = "algorithm"
 
 
@@ -47,6 +52,23 @@ def result_request_message(
         _field(x)
         for x in (RESULT_REQUEST_DOMAIN, manifest_hash, consumer.encode(), keys_digest, challenge)
     )
+
+
+def log_request_message(
+    manifest_hash: bytes, reader: str, keys_digest: bytes, challenge: bytes
+) -> bytes:
+    """What a consumer or log reader signs to fetch its sealed run log (its own domain:
+    a result request's signature cannot fetch a log, nor the reverse)."""
+    return b"".join(
+        _field(x)
+        for x in (LOG_REQUEST_DOMAIN, manifest_hash, reader.encode(), keys_digest, challenge)
+    )
+
+
+def log_info(manifest_hash: bytes, reader: str) -> bytes:
+    """HPKE ``info`` for a sealed run log: never opens as a result, another computation's
+    log or another reader's."""
+    return LOG_INFO_DOMAIN + manifest_hash + reader.encode()
 
 
 def result_info(manifest_hash: bytes, consumer: str) -> bytes:

@@ -3,7 +3,8 @@
 A receipt is ``signed_json(payload, receipt_key, RECEIPT_DOMAIN)`` where ``payload`` is::
 
     {"version": 1, "manifest_hash", "algorithm_sha256", "datasets": {name: sha256},
-     "results": {consumer: {"sha256", "size"}}, "exit": {"ok", "code", "reason"},
+     "results": {consumer: {"sha256", "size"}}, "logs": {reader: {"sha256", "size"}},
+     "exit": {"ok", "code", "reason"},
      "started_at", "ended_at", "enclave_keys": {tls_spki, ed25519, x25519},
      "evidence": <sealroom-evidence/v1>}
 
@@ -40,6 +41,7 @@ def receipt_core(
     algorithm_sha256: str,
     datasets: dict[str, str],
     results: dict[str, dict[str, Any]],
+    logs: dict[str, dict[str, Any]],
     ok: bool,
     code: int | None,
     reason: str,
@@ -53,6 +55,7 @@ def receipt_core(
         "algorithm_sha256": algorithm_sha256,
         "datasets": dict(sorted(datasets.items())),
         "results": dict(sorted(results.items())),
+        "logs": dict(sorted(logs.items())),
         "exit": {"ok": ok, "code": code, "reason": reason},
         "started_at": started_at.isoformat() if started_at else None,
         "ended_at": ended_at.isoformat(),

@@ -247,7 +247,9 @@ class _Handler(BaseHTTPRequestHandler):
             case "GET", ["receipt"]:
                 self._json(200, comp.receipt())
             case "GET", ["result", consumer]:
-                self._result(consumer)
+                self._sealed(*self.server.comp.sealed_result(consumer, *self._auth()))
+            case "GET", ["log", reader]:
+                self._sealed(*self.server.comp.sealed_log(reader, *self._auth()))
             case _:
                 raise NotFoundError(f"no such endpoint: {method} /{'/'.join(path)}")
 
@@ -267,10 +269,10 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self._json(HTTPStatus.CREATED, result)
 
-    def _result(self, consumer: str) -> None:
-        path, sha = self.server.comp.sealed_result(
-            consumer, self.headers.get(H_CHALLENGE, ""), self.headers.get(H_SIGNATURE, "")
-        )
+    def _auth(self) -> tuple[str, str]:
+        return self.headers.get(H_CHALLENGE, ""), self.headers.get(H_SIGNATURE, "")
+
+    def _sealed(self, path: Path, sha: str) -> None:
         size = path.stat().st_size
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")

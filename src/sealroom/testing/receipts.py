@@ -34,6 +34,7 @@ def sim_receipt(
         algorithm_sha256=manifest.algorithm.sha256.hex(),
         datasets={d.name: d.sha256.hex() for d in manifest.datasets},
         results=results or {},
+        logs={},
         ok=ok,
         code=0 if ok else None,
         reason=reason,
