@@ -233,17 +233,20 @@ def test_spread_picks_host_with_most_free_vcpus(env: Env) -> None:
     assert sorted(placed).count(h_small) >= 1
 
 
-def test_exhaustion_then_capacity_freed_when_computations_end(env: Env) -> None:
+def test_exhaustion_then_capacity_freed_when_enclaves_stop(env: Env) -> None:
     _, cred = env.agent("h1", cpus=2)
     a = env.create(manifest_doc(env.parties))
     b = env.create(manifest_doc(env.parties))
     env.create(manifest_doc(env.parties), expect=429)
     env.complete(cred, a["id"])
     assert env.state(a["id"]) == "completed"
+    env.heartbeat(cred)  # the host no longer runs it
+    assert env.state(a["id"]) == "destroyed"
     c = env.create(manifest_doc(env.parties))
     assert c["state"] == "scheduled"
     r = env.client.post(f"/api/v1/computations/{b['id']}/cancel", headers=env.h())
     assert r.json() == {"state": "failed"}
+    env.heartbeat(cred)
     assert env.create(manifest_doc(env.parties))["state"] == "scheduled"
 
 
@@ -262,6 +265,9 @@ def test_queue_true_waits_then_placed_fifo_when_capacity_frees(env: Env) -> None
     env.cp.tick()
     assert env.state(q1["id"]) == "created"
     env.heartbeat(cred, [{"computation_id": a["id"], "state": "failed", "reason": "boom"}])
+    env.cp.tick()
+    assert env.state(q1["id"]) == "created"  # a's enclave may still run
+    env.heartbeat(cred, [{"computation_id": a["id"], "state": "exited"}])
     env.cp.tick()
     assert env.state(q1["id"]) == "scheduled"
     assert env.state(q2["id"]) == "created"
@@ -826,3 +832,37 @@ def test_account_quota_returns_429(make_env: Callable[..., Env]) -> None:
     # finished work frees quota
     env.client.post(f"/api/v1/computations/{a['id']}/cancel", headers=env.h(greedy))
     env.create(manifest_doc(env.parties), greedy)
+
+
+# -- capacity of enclaves not yet known stopped (issue 9, defect 9) -----------------------
+
+
+def test_capacity_held_until_enclave_known_stopped(env: Env) -> None:
+    """A cancelled computation, or one failed because its host went silent, keeps its
+    host's capacity until the host reports the enclave gone ("destroyed"): an enclave that
+    may still run is never counted as free, even when the agent's own usage report says 0."""
+    _, cred = env.agent("h1", cpus=2)
+    a = env.create(manifest_doc(env.parties, vcpus=2))["id"]
+    env.heartbeat(cred, [{"computation_id": a, "state": "running"}])
+    env.client.post(f"/api/v1/computations/{a}/cancel", headers=env.h())
+    assert env.state(a) == "failed"
+    env.create(manifest_doc(env.parties, vcpus=2), expect=429)  # still running there
+    out = env.heartbeat(cred, [{"computation_id": a, "state": "running"}])
+    assert {"computation_id": a, "action": "stop"}.items() <= out["desired"][0].items()
+    env.create(manifest_doc(env.parties, vcpus=2), expect=429)
+    env.heartbeat(cred, [{"computation_id": a, "state": "exited"}])  # the agent stopped it
+    assert env.state(a) == "destroyed"
+    b = env.create(manifest_doc(env.parties, vcpus=2))["id"]
+    # the host goes silent with b running: failed, and its capacity stays held while
+    # the host is back but still reports b's enclave
+    env.heartbeat(cred, [{"computation_id": b, "state": "running"}])
+    env.clock.advance(30)
+    env.cp.tick()
+    assert env.state(b) == "failed"
+    host = env.client.get("/api/v1/hosts", headers=env.h()).json()["hosts"][0]
+    assert host["resources"]["cpu_used"] == 2 and host["enclaves"] == 1
+    env.heartbeat(cred, [{"computation_id": b, "state": "running"}], cpu_total=2)
+    env.create(manifest_doc(env.parties, vcpus=2), expect=429)
+    env.heartbeat(cred, cpu_total=2)  # gone from the host's list: known stopped
+    assert env.state(b) == "destroyed"
+    env.create(manifest_doc(env.parties, vcpus=2))

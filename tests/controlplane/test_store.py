@@ -85,8 +85,9 @@ def test_concurrent_creates_never_overcommit(db_url: str, make_env: Callable[...
     assert len(ok) == 5 and rejected == ["capacity"] * 11
     host = e.client.get("/api/v1/hosts", headers=e.h()).json()["hosts"][0]
     assert host["resources"]["cpu_used"] == 5 and host["enclaves"] == 5
-    # capacity frees when one ends
-    e.heartbeat(cred, [{"computation_id": ok[0], "state": "completed"}])
+    # capacity frees when one ends and its host stops it
+    e.heartbeat(cred, [{"computation_id": ok[0], "state": "failed"}])
+    e.heartbeat(cred, [{"computation_id": ok[0], "state": "exited"}])
     e.create(doc)
     e.create(doc, expect=429)
 
@@ -103,7 +104,7 @@ def test_two_replicas_on_one_database_never_overcommit(
     first = a.create(doc)
     b.create(doc, expect=429)
     a.create(doc, expect=429)
-    b.heartbeat(cred, [{"computation_id": first["id"], "state": "completed"}])
+    b.heartbeat(cred, [{"computation_id": first["id"], "state": "exited"}])
     a.create(doc)
     b.create(doc, expect=429)
 

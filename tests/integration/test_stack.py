@@ -23,6 +23,8 @@ from sealroom.client.enclave import EnclaveClient
 from sealroom.crypto.keys import PartyKeys
 from sealroom.errors import AccessDeniedError, CapacityError, ConflictError, NotFoundError
 from sealroom.hostagent.launcher import runtime_measurement
+from sealroom.hostagent.simtee import pid_alive
+from sealroom.hostagent.state import AgentStore
 from sealroom.manifest import Manifest
 
 pytestmark = pytest.mark.skipif(
@@ -110,6 +112,15 @@ def run_parties(
     upload_inputs(comp["enclave_url"], doc, p, tmp, home)
 
 
+def wait_destroyed(cp: ControlPlaneClient, cid: str) -> None:
+    """Until the host confirmed the enclave gone (wait_for stops at any final state)."""
+    for _ in range(300):
+        if cp.computation(cid)["state"] == "destroyed":
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{cid} is still {cp.computation(cid)['state']}, not destroyed")
+
+
 def upload_inputs(url: str, doc: dict[str, Any], p: Parties, tmp: Path, home: Path) -> None:
     """Each party attests the enclave and uploads its input (no control plane needed)."""
     root = SimAuthority.load_or_create(home / "sim-authority").root
@@ -180,6 +191,8 @@ def test_exhaustion_is_rejected_and_capacity_freed(stack: stack_mod.Stack, tmp_p
     assert e.value.exit_code == 3 and "vCPU" in e.value.message
     assert int(cp.hosts()[0]["resources"]["cpu_used"]) <= cpus  # never overcommitted
     cp.cancel(made[0]["id"])
+    # freed once the agent stopped the enclave (until then it may still run)
+    wait_destroyed(cp, made[0]["id"])
     again = cp.create_computation(manifest_doc(p, tmp_path, "after-cancel"))
     assert again["host_id"] == host["id"]
 
@@ -326,3 +339,60 @@ def test_admin_key_not_in_stack_log(stack: stack_mod.Stack, home: Path) -> None:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes()
         assert b"srj_" not in argv and b"--join-token-file" in argv
     assert not (home / "stack" / "agent-1" / "join-token").exists()  # used, then removed
+
+
+@pytest.mark.parametrize("stack", [1], indirect=True)
+def test_orphaned_enclave_stopped_within_orphan_window(
+    stack: stack_mod.Stack, home: Path, tmp_path: Path
+) -> None:
+    """kill -9 of the agent process alone: its enclave runs on, orphaned, and holds the
+    host's capacity in the control plane; the sim TEE watchdog stops it within the orphan
+    window (default 30 s, was 10 min); the restarted agent reports it gone, and only then
+    is the capacity free."""
+    cp = ControlPlaneClient(stack.url, stack.admin_key)
+    p = Parties()
+    comp = cp.create_computation(manifest_doc(p, tmp_path, "orphan"))
+    up = cp.wait_for(comp["id"], ("awaiting_inputs",), 90)
+    assert up["state"] == "awaiting_inputs", (up, cp.events(comp["id"]))
+    agent_dir = home / "stack" / "agent-1"
+    rt_pid = AgentStore(agent_dir).load()[0][comp["id"]].pid
+    os.kill(stack.agent_pids[0], signal.SIGKILL)  # the agent only, not its group
+    assert pid_alive(rt_pid)
+    failed = cp.wait_for(comp["id"], ("failed",), 60)
+    assert "host lost" in failed["reason"]
+    host = cp.hosts()[0]
+    assert host["state"] == "lost" and host["enclaves"] == 1  # still held
+    for _ in range(600):  # bounded by the orphan window: 30 s plus the watchdog's grace
+        if not pid_alive(rt_pid):
+            break
+        time.sleep(0.2)
+    assert not pid_alive(rt_pid), "the orphaned enclave outlived the orphan window"
+    assert cp.computation(comp["id"])["state"] == "failed"  # not yet known stopped
+    log = home / "stack" / "logs" / "agent-restart.log"
+    with log.open("ab") as out:
+        agent = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sealroom.cli.main",
+                "agent",
+                "run",
+                "--control-plane",
+                stack.url,
+                "--data-dir",
+                str(agent_dir),
+                "--name",
+                "host-1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_destroyed(cp, comp["id"])
+        host = cp.hosts()[0]
+        assert host["state"] == "online" and host["enclaves"] == 0
+        assert host["resources"]["cpu_used"] == 0
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        agent.wait(30)

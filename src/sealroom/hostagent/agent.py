@@ -57,6 +57,7 @@ log = logging.getLogger("sealroom.hostagent")
 
 EVENT_BATCH = 500
 MISSING_BEFORE_STOP = 3  # heartbeats a live enclave may be absent from `desired`
+ALIVE_INTERVAL = 1.0  # seconds between touches of the liveness file (orphan watchdog)
 _jitter = secrets.SystemRandom()
 
 
@@ -153,12 +154,22 @@ class Agent:
 
     # ---- the loop -----------------------------------------------------------------------------
     def run(self) -> None:
+        # Liveness for the enclaves' orphan watchdogs on its own thread: a slow or absent
+        # control plane (backoff up to backoff_max, blocking calls) never makes a live
+        # agent look dead, so the orphan window can be short.
+        threading.Thread(target=self._keep_alive, name="agent-alive", daemon=True).start()
         self.register_with_retry()
         self.adopt_all()
         while not self.stop_event.is_set():
             delay = self.step()
             self.stop_event.wait(delay)
         self.shutdown()
+
+    def _keep_alive(self) -> None:
+        while not self.stop_event.is_set():
+            with contextlib.suppress(OSError):
+                self.backend.touch_alive()
+            self.stop_event.wait(ALIVE_INTERVAL)
 
     def shutdown(self) -> None:
         """Leave the enclaves running (a restarted agent re-adopts them); stop relays."""

@@ -68,6 +68,10 @@ ORDER = {s: i for i, s in enumerate(STATES)}
 ORDER["failed"] = ORDER["completed"]
 FINAL = frozenset({"completed", "failed", "destroyed"})
 LIVE = ("scheduled", "launching", "awaiting_inputs", "running")
+#: States whose computation holds its host's capacity: live ones, and finished ones whose
+#: enclave the host has not yet confirmed stopped (that confirmation is "destroyed"), so
+#: an enclave still running after a cancel or a lost host is never counted as free.
+HOLDING = (*LIVE, "completed", "failed")
 TEE_KINDS = ("sim", "snp", "tdx")
 MAX_CHALLENGES = 64
 
@@ -109,7 +113,7 @@ def capacities(s: Session) -> list[HostCapacity]:
             func.sum(Computation.gpus),
             func.sum(Computation.disk_mb),
         )
-        .where(Computation.host_id.is_not(None), Computation.state.in_(LIVE))
+        .where(Computation.host_id.is_not(None), Computation.state.in_(HOLDING))
         .group_by(Computation.host_id)
     ):
         if hid is None:
@@ -263,7 +267,7 @@ class ComputationService:
     ) -> None:
         if state == c.state:
             return
-        if c.state in LIVE and state not in LIVE:
+        if c.state in HOLDING and state not in HOLDING:
             self.adjust(c.host_id, -need_of(c))
         if state in ("completed", "failed"):
             c.outcome = state
@@ -468,6 +472,8 @@ class ComputationService:
                     "(completed, failed, destroyed) can be deleted; cancel it first",
                     code="computation-not-finished",
                 )
+            if c.state in HOLDING:  # deleted before its host confirmed the enclave gone
+                self.adjust(c.host_id, -need_of(c))
             s.execute(delete(Event).where(Event.computation_id == cid))
             s.execute(delete(Challenge).where(Challenge.computation_id == cid))
             s.execute(delete(Blob).where(Blob.computation_id == cid))

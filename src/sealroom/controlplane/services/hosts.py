@@ -24,6 +24,7 @@ from sealroom.controlplane.services.auth import (
 from sealroom.controlplane.services.blobs import BlobWriter, check_blob_name
 from sealroom.controlplane.services.computations import (
     FINAL,
+    HOLDING,
     LIVE,
     ORDER,
     ComputationService,
@@ -177,7 +178,7 @@ class HostService:
             counts: dict[str, int] = {}
             for hid in s.scalars(
                 select(Computation.host_id).where(
-                    Computation.host_id.is_not(None), Computation.state.in_(LIVE)
+                    Computation.host_id.is_not(None), Computation.state.in_(HOLDING)
                 )
             ):
                 if hid is not None:
@@ -337,7 +338,7 @@ class HostService:
                     .order_by(Computation.number)
                 ).all():
                     if c.state == "scheduled":
-                        self.comps.adjust(c.host_id, -need_of(c))
+                        self.comps.adjust(h.id, -need_of(c))
                         c.host_id = None
                         p = self.comps.try_place(s, c)
                         if p.host_id is not None:
@@ -354,8 +355,11 @@ class HostService:
                                 s, c, "created", f"host {h.name} lost; queued again"
                             )
                             continue
-                        self.comps.transition(s, c, "failed", "host lost")
+                        # it may have been launched there: it holds the lost host's
+                        # capacity until that host says the enclave is gone
                         c.host_id = h.id
+                        self.comps.adjust(h.id, need_of(c))
+                        self.comps.transition(s, c, "failed", "host lost")
                     elif c.receipt_ok:  # its verified receipt arrived: it did complete
                         self.comps.transition(
                             s, c, "completed", f"host {h.name} lost after a verified receipt"

@@ -20,7 +20,7 @@ Both processes stay in the agent's process group: signalling the group (Ctrl-C, 
 down`) ends them with it, while the agent process alone dying (a crash, SIGKILL of its
 pid) leaves them running; the restarted agent re-adopts them (a new relay, the log
 re-read) or reports them lost. An agent that does not come back within
-``orphan_timeout`` (default 10 min) has its enclaves stopped by their sim TEE service's
+``orphan_timeout`` (default 30 s) has its enclaves stopped by their sim TEE service's
 watchdog.
 
 TTL: an enclave that does not start within ``Timeouts.launch``, is still awaiting inputs
@@ -58,8 +58,10 @@ from sealroom.manifest import Manifest
 RUNTIME_DATA_OVERHEAD_MB = 1024
 RUNTIME_AS_OVERHEAD_MB = 4096
 _SUN_PATH_BUDGET = 80
-#: An enclave whose agent has not been alive for this long is stopped (simtee.py).
-ORPHAN_TIMEOUT = 600.0
+#: An enclave whose agent has not been alive for this long is stopped (simtee.py). The
+#: agent touches its liveness file every second from its own thread, so this only has to
+#: cover an agent restart (re-adoption), not control-plane outages.
+ORPHAN_TIMEOUT = 30.0
 _ID_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
