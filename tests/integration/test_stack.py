@@ -197,31 +197,27 @@ def test_exhaustion_is_rejected_and_capacity_freed(stack: stack_mod.Stack, tmp_p
     assert again["host_id"] == host["id"]
 
 
+def spawn_cli(home: Path, log_name: str, *args: str) -> subprocess.Popen[bytes]:
+    """A `sealroom ...` process in its own session, output to the stack's logs."""
+    with (home / "stack" / "logs" / log_name).open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sealroom.cli.main", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def restart_controlplane(
     stack: stack_mod.Stack, home: Path, cp: ControlPlaneClient
 ) -> subprocess.Popen[bytes]:
     """`sealroom controlplane serve` again on the stack's port and data (after kill -9)."""
     port = stack.url.rsplit(":", 1)[1]
-    log = home / "stack" / "logs" / "controlplane-restart.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sealroom.cli.main",
-                "controlplane",
-                "serve",
-                "--data-dir",
-                str(home / "stack" / "controlplane"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                port,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    data = str(home / "stack" / "controlplane")
+    proc = spawn_cli(
+        home, "controlplane-restart.log", "controlplane", "serve", "--data-dir", data,
+        "--host", "127.0.0.1", "--port", port,
+    )  # fmt: skip
     for _ in range(300):
         if cp.healthy():
             break
@@ -368,26 +364,10 @@ def test_orphaned_enclave_stopped_within_orphan_window(
         time.sleep(0.2)
     assert not pid_alive(rt_pid), "the orphaned enclave outlived the orphan window"
     assert cp.computation(comp["id"])["state"] == "failed"  # not yet known stopped
-    log = home / "stack" / "logs" / "agent-restart.log"
-    with log.open("ab") as out:
-        agent = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sealroom.cli.main",
-                "agent",
-                "run",
-                "--control-plane",
-                stack.url,
-                "--data-dir",
-                str(agent_dir),
-                "--name",
-                "host-1",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    agent = spawn_cli(
+        home, "agent-restart.log", "agent", "run", "--control-plane", stack.url,
+        "--data-dir", str(agent_dir), "--name", "host-1",
+    )  # fmt: skip
     try:
         wait_destroyed(cp, comp["id"])
         host = cp.hosts()[0]
