@@ -16,6 +16,7 @@ from sealroom.attestation.ear import VerifierKey, issue_ear
 from sealroom.attestation.evidence import EvidenceBundle
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.policy import Policy, starter_policy
+from sealroom.attestation.snp.foreign import load_snpguest_dir
 from sealroom.attestation.verifier import appraise, load_evidence, verify_bundle
 from sealroom.attestation.x509util import load_certificates
 from sealroom.cli.common import (
@@ -68,6 +69,9 @@ def _attachments(certs: list[Path], pcrs: Path | None) -> dict[str, bytes]:
     pins, collateral, roots, nonces) go into the VerifyContext instead (ADR 0020)."""
     out: dict[str, bytes] = {}
     for n, p in enumerate(certs):
+        if p.is_dir():  # snpguest's certificates directory (vcek.pem, ask.pem, ark.pem, ...)
+            out.update(load_snpguest_dir(p))
+            continue
         out["cert" if n == 0 else f"cert.{n}"] = read_input(str(p), "certificate file")
     if pcrs is not None:
         out["pcrs"] = read_input(str(pcrs), "PCR values file")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from sealroom.attestation import kinds
 from sealroom.attestation.evidence import parse_envelope
 from sealroom.attestation.snp.abi import REPORT_SIZE, parse_report
 from sealroom.attestation.snp.certs import build_cert_table, parse_cert_table
-from sealroom.attestation.snp.foreign import load_virtee_json
+from sealroom.attestation.snp.foreign import load_thim_json, load_virtee_json
 from sealroom.errors import MalformedEvidenceError
 
 from ...conftest import VECTORS
@@ -100,6 +101,38 @@ def test_envelope_and_sniffing(data: bytes) -> None:
     try:
         if snp.sniff(data):
             snp.load(data)
+    except MalformedEvidenceError:
+        pass
+
+
+@FUZZ
+@given(st.binary(max_size=300), st.sampled_from(["raw", "hex", "base64"]))
+def test_report_with_trailing_bytes_and_text_forms(extra: bytes, form: str) -> None:
+    data = SEED + extra
+    text = {"raw": data, "hex": data.hex().encode(), "base64": base64.b64encode(data)}[form]
+    snp = kinds.get("snp")
+    item = snp.load(text).items[0]
+    assert item.data == data
+    report = parse_report(item.data, trailing_ok=True)
+    assert report.trailing == extra and report.to_bytes() == data
+
+
+@FUZZ
+@given(st.binary(max_size=2 * REPORT_SIZE))
+def test_parse_report_trailing_ok_random_bytes(data: bytes) -> None:
+    try:
+        report = parse_report(SEED[: len(data) % 64] + data, trailing_ok=True)
+    except MalformedEvidenceError:
+        return
+    assert report.to_bytes() == report.raw
+
+
+@FUZZ
+@given(json_values | st.dictionaries(st.sampled_from(["vcekCert", "certificateChain", "tcbm"]),
+                                     json_values))  # fmt: skip
+def test_thim_json_loader(value: object) -> None:
+    try:
+        load_thim_json(json.dumps(value).encode())
     except MalformedEvidenceError:
         pass
 

@@ -253,6 +253,9 @@ class Report:
     current_mit_vector: int | None
     signature: bytes  # 512 bytes at 0x2A0
     raw: bytes = field(default=b"", repr=False, compare=False)
+    # Bytes after the 0x4A0-byte report (a tool's header or padding): unauthenticated,
+    # kept only so the claims can say how many there were. See parse_report(trailing_ok).
+    trailing: bytes = field(default=b"", repr=False)
 
     # ---- derived views -------------------------------------------------------------
     @property
@@ -320,7 +323,7 @@ class Report:
                 "<QQ", out, 0x1F8, self.launch_mit_vector or 0, self.current_mit_vector or 0
             )
         out[SIGNATURE_OFFSET:] = self.signature
-        return bytes(out)
+        return bytes(out) + self.trailing
 
     def with_signature(self, r: int, s: int) -> Report:
         sig = r.to_bytes(ECDSA_COMPONENT_SIZE, "little") + s.to_bytes(
@@ -339,14 +342,19 @@ def _mbz(data: bytes, lo: int, hi: int) -> None:
         )
 
 
-def parse_report(data: bytes) -> Report:
-    """Parse exactly one ATTESTATION_REPORT (0x4A0 bytes)."""
+def parse_report(data: bytes, *, trailing_ok: bool = False) -> Report:
+    """Parse exactly one ATTESTATION_REPORT (0x4A0 bytes).
+
+    ``trailing_ok``: the report may be followed by other bytes (files written by tools
+    that append a header or pad to a page); they are kept in ``Report.trailing``, never
+    interpreted, and are outside the signed range like everything after 0x2A0."""
     if not isinstance(data, bytes | bytearray):
         raise MalformedEvidenceError(f"SNP report must be bytes, got {type(data).__name__}")
     data = bytes(data)
-    if len(data) != REPORT_SIZE:
+    if len(data) != REPORT_SIZE and not (trailing_ok and len(data) > REPORT_SIZE):
         raise MalformedEvidenceError(
             f"SNP report is {len(data)} bytes, expected {REPORT_SIZE} ({REPORT_SIZE:#x})"
+            + (" or more" if trailing_ok else "")
         )
     (
         version,
@@ -407,6 +415,7 @@ def parse_report(data: bytes) -> Report:
         _mbz(data, 0x1F8, SIGNATURE_OFFSET)
     if sig_algo == SIG_ALGO_ECDSA_P384_SHA384:
         _mbz(data, SIGNATURE_OFFSET + 2 * ECDSA_COMPONENT_SIZE, REPORT_SIZE)
+    trailing = data[REPORT_SIZE:]
     return Report(
         version=version,
         guest_svn=guest_svn,
@@ -442,6 +451,7 @@ def parse_report(data: bytes) -> Report:
         launch_tcb_raw=launch_tcb,
         launch_mit_vector=launch_mit,
         current_mit_vector=current_mit,
-        signature=data[SIGNATURE_OFFSET:],
+        signature=data[SIGNATURE_OFFSET:REPORT_SIZE],
         raw=data,
+        trailing=trailing,
     )

@@ -105,6 +105,7 @@ class SnpClaims(Claims):
     cpuid_step: int | None
     launch_mit_vector: int | None
     current_mit_vector: int | None
+    trailing_bytes: int  # unauthenticated bytes after the report (ignored)
     # Filled by verification (None/False from inspect):
     vek_fingerprint: str | None = None
     csp_id: str | None = None
@@ -186,6 +187,7 @@ def claims_from_report(
         cpuid_step=report.cpuid_step,
         launch_mit_vector=report.launch_mit_vector,
         current_mit_vector=report.current_mit_vector,
+        trailing_bytes=len(report.trailing),
         vek_fingerprint=vek_fingerprint,
         csp_id=csp_id,
         root=root,

@@ -3,7 +3,8 @@
 - virtee/sev JSON (serde of ``AttestationReport``), used by Trustee's SNP evidence
   (``{"attestation_report": {...}, "cert_chain": [{"cert_type": "VCEK", "data": [...]}]}``)
   and by older virtee releases (``current_tcb._reserved``, ``plat_info``, ``_author_key_en``).
-- ASCII hex of the 1184 report bytes.
+- the report as text: ASCII hex or base64 of the 1184 report bytes (and any trailing);
+- certificate containers: Azure's THIM JSON and snpguest's certificates directory.
 
 The result is re-serialised with ``Report.to_bytes()``; the signature then proves the
 conversion exact (a single wrong field fails verification).
@@ -11,18 +12,23 @@ conversion exact (a single wrong field fails verification).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 from sealroom.attestation.snp.abi import (
     REPORT_SIZE,
+    SUPPORTED_VERSIONS,
     GuestPolicy,
     PlatformInfo,
     Report,
     SigningKey,
     TcbVersion,
 )
-from sealroom.errors import MalformedEvidenceError
+from sealroom.errors import InvalidInputError, MalformedEvidenceError
 
 
 def _bytes(obj: dict[str, Any], key: str, size: int) -> bytes:
@@ -150,11 +156,98 @@ def looks_like_virtee_json(data: bytes) -> bool:
     )
 
 
-def decode_hex_report(data: bytes) -> bytes | None:
-    text = data.strip()
-    if len(text) != 2 * REPORT_SIZE:
+_HEX = re.compile(rb"[0-9a-fA-F]+")
+_B64 = re.compile(rb"[A-Za-z0-9+/_-]+={0,2}")
+
+
+def decode_text_report(data: bytes) -> bytes | None:
+    """A report written as text: ASCII hex (virtee's ``report.hex``) or base64 (standard
+    or URL-safe alphabet, as JSON APIs and ``base64`` write it), whitespace and line
+    breaks ignored. Returns the bytes when they are at least one report long and start
+    with a supported VERSION; None when ``data`` is not such text."""
+    text = b"".join(data.split())
+    if len(text) < REPORT_SIZE:
         return None
+    decoded: bytes | None = None
+    if _HEX.fullmatch(text) and len(text) % 2 == 0:
+        decoded = bytes.fromhex(text.decode("ascii"))
+    elif _B64.fullmatch(text):
+        try:
+            decoded = base64.b64decode(
+                text.replace(b"-", b"+").replace(b"_", b"/") + b"=" * (-len(text) % 4),
+                validate=True,
+            )
+        except binascii.Error:
+            return None
+    if decoded is None or len(decoded) < REPORT_SIZE:
+        return None
+    if int.from_bytes(decoded[:4], "little") not in SUPPORTED_VERSIONS:
+        return None
+    return decoded
+
+
+# ---- certificate containers ---------------------------------------------------------
+
+# Azure IMDS "THIM" answer (GET http://169.254.169.254/metadata/THIM/amd/certification):
+# {"vcekCert": PEM, "certificateChain": PEM ASK + ARK, "tcbm": hex, "cacheControl": ...}.
+THIM_CERT_FIELDS = ("vcekCert", "certificateChain")
+
+
+def looks_like_thim_json(data: bytes) -> bool:
+    head = data.lstrip()[:1]
+    return head == b"{" and any(f'"{k}"'.encode() in data for k in THIM_CERT_FIELDS)
+
+
+def load_thim_json(data: bytes, what: str = "THIM certificate JSON") -> list[bytes]:
+    """The PEM certificates of an Azure THIM answer (VCEK first, then ASK and ARK).
+
+    Only the certificates are used; ``tcbm`` and ``cacheControl`` are informational (the
+    VCEK's own TCB extensions are what verification compares with the report)."""
     try:
-        return bytes.fromhex(text.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        return None
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MalformedEvidenceError(f"{what} is not JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise MalformedEvidenceError(f"{what} must be a JSON object")
+    out: list[bytes] = []
+    for key in THIM_CERT_FIELDS:
+        value = obj.get(key)
+        if not isinstance(value, str) or "-----BEGIN CERTIFICATE-----" not in value:
+            raise MalformedEvidenceError(
+                f"{what}: {key!r} must be a PEM string, got {type(value).__name__}"
+            )
+        out.append(value.encode("ascii", errors="replace"))
+    tcbm = obj.get("tcbm")
+    if tcbm is not None and (not isinstance(tcbm, str) or not _HEX.fullmatch(tcbm.encode())):
+        raise MalformedEvidenceError(f"{what}: 'tcbm' must be a hex string, got {tcbm!r}")
+    return out
+
+
+# snpguest (virtee/snpguest) writes one file per certificate into a directory:
+# ``snpguest certificates {pem|der} DIR`` and ``snpguest fetch ca|vcek|crl {pem|der} DIR``
+# name them {ark,ask,asvk,vcek,vlek,crl}.{pem,der} (ASK is "asvk" for a VLEK chain).
+SNPGUEST_NAMES = ("vcek", "vlek", "ask", "asvk", "ark", "crl")
+
+
+def load_snpguest_dir(directory: Path) -> dict[str, bytes]:
+    """Attachments from a snpguest certificates directory: ``cert.snpguest.<name>`` for
+    certificates and ``crl`` for the CRL. Other files (``other-<uuid>.*``) are ignored."""
+    out: dict[str, bytes] = {}
+    for name in SNPGUEST_NAMES:
+        for enc in ("pem", "der"):
+            path = directory / f"{name}.{enc}"
+            if not path.is_file():
+                continue
+            key = "crl" if name == "crl" else f"cert.snpguest.{name}.{enc}"
+            if name == "crl" and key in out:
+                raise InvalidInputError(f"{directory} holds both crl.pem and crl.der; keep one")
+            try:
+                out[key] = path.read_bytes()
+            except OSError as e:
+                raise InvalidInputError(f"cannot read {path}: {e}") from e
+    if not any(k.startswith("cert.") for k in out):
+        raise InvalidInputError(
+            f"{directory} holds no snpguest certificates (expected files named "
+            f"{', '.join(n + '.pem' for n in SNPGUEST_NAMES[:-1])} or .der)"
+        )
+    return out

@@ -14,13 +14,25 @@ from sealroom.attestation.snp.abi import REPORT_SIZE, SUPPORTED_VERSIONS, parse_
 from sealroom.attestation.snp.certs import vek_info
 from sealroom.attestation.snp.claims import SnpClaims, claims_from_report
 from sealroom.attestation.snp.foreign import (
-    decode_hex_report,
+    decode_text_report,
     load_virtee_json,
     looks_like_virtee_json,
 )
 from sealroom.attestation.snp.policy import STARTER, SnpPolicy, appraise_snp
 from sealroom.attestation.snp.verify import _choose_product, collect_certs, verify_report
 from sealroom.errors import MalformedEvidenceError
+
+
+def _report_prefix(data: bytes | None) -> bytes | None:
+    """``data`` when it is longer than one report and its first 0x4A0 bytes parse as one
+    (a report followed by a tool's header or padding); None otherwise."""
+    if data is None or len(data) <= REPORT_SIZE:
+        return None
+    try:
+        parse_report(data[:REPORT_SIZE])
+    except MalformedEvidenceError:
+        return None
+    return data
 
 
 class SnpKind:
@@ -31,28 +43,28 @@ class SnpKind:
     def sniff(self, data: bytes) -> bool:
         if len(data) == REPORT_SIZE:
             return int.from_bytes(data[:4], "little") in SUPPORTED_VERSIONS
-        if decode_hex_report(data) is not None:
+        if _report_prefix(data) is not None or decode_text_report(data) is not None:
             return True
         return looks_like_virtee_json(data)
 
     def load(self, data: bytes) -> EvidenceBundle:
         attachments: dict[str, bytes] = {}
-        if len(data) == REPORT_SIZE:
+        if len(data) == REPORT_SIZE or _report_prefix(data) is not None:
             raw = data
-        elif (decoded := decode_hex_report(data)) is not None:
+        elif (decoded := decode_text_report(data)) is not None:
             raw = decoded
         elif looks_like_virtee_json(data):
             raw, attachments = load_virtee_json(data)
         else:
             raise MalformedEvidenceError(
-                f"not an SNP report: {len(data)} bytes (expected {REPORT_SIZE} raw, "
-                f"{2 * REPORT_SIZE} hex digits, or virtee/Trustee JSON)"
+                f"not an SNP report: {len(data)} bytes (expected {REPORT_SIZE} raw, optionally "
+                "followed by other bytes, hex or base64 text of it, or virtee/Trustee JSON)"
             )
-        parse_report(raw)  # fail early, with the parser's message
+        parse_report(raw, trailing_ok=True)  # fail early, with the parser's message
         return EvidenceBundle.single(EvidenceItem(kind="snp", data=raw, attachments=attachments))
 
     def inspect(self, item: EvidenceItem) -> Claims:
-        report = parse_report(item.data)
+        report = parse_report(item.data, trailing_ok=True)
         certs = collect_certs(item.attachments)
         info = vek_info(certs.veks[0]) if len(certs.veks) == 1 else None
         try:
@@ -62,7 +74,8 @@ class SnpKind:
         return claims_from_report(report, product, verified=False, simulated=False)
 
     def verify(self, item: EvidenceItem, ctx: VerifyContext) -> Claims:
-        return verify_report(parse_report(item.data), collect_certs(item.attachments), ctx)
+        report = parse_report(item.data, trailing_ok=True)
+        return verify_report(report, collect_certs(item.attachments), ctx)
 
     def appraise(self, claims: Claims, section: BaseModel, ctx: VerifyContext) -> list[RuleResult]:
         if not isinstance(claims, SnpClaims) or not isinstance(section, SnpPolicy):

@@ -46,6 +46,7 @@ from sealroom.attestation.snp.certs import (
     vek_info,
 )
 from sealroom.attestation.snp.claims import SnpClaims, claims_from_report
+from sealroom.attestation.snp.foreign import load_thim_json, looks_like_thim_json
 from sealroom.attestation.x509util import (
     check_crl,
     check_validity,
@@ -79,7 +80,8 @@ def collect_certs(attachments: Mapping[str, bytes]) -> SnpCerts:
     """Sort every certificate in the attachments by role (by content, not by name).
 
     Names accepted: vcek, vlek, ask, asvk, ark, cert*, cert_chain (PEM bundle), certtable
-    (a GHCB certificate table, e.g. configfs-tsm auxblob), crl.
+    (a GHCB certificate table, e.g. configfs-tsm auxblob), crl. A certificate attachment
+    may also be Azure's THIM JSON (``{vcekCert, certificateChain, tcbm, cacheControl}``).
     """
     return _collect_certs(tuple(sorted(attachments.items())))
 
@@ -94,7 +96,11 @@ def _collect_certs(attachments: tuple[tuple[str, bytes], ...]) -> SnpCerts:
         elif name in ("certtable", "auxblob"):
             blobs.extend(parse_cert_table(data).items())
         elif name in ("vcek", "vlek", "ask", "asvk", "ark") or name.startswith("cert"):
-            blobs.append((name, data))
+            if looks_like_thim_json(data):  # Azure IMDS THIM answer: VCEK + chain
+                pems = load_thim_json(data, f"attachment {name} (THIM JSON)")
+                blobs.extend((f"{name}.thim.{n}", pem) for n, pem in enumerate(pems))
+            else:
+                blobs.append((name, data))
     veks, inters, arks = [], [], []
     for name, data in blobs:
         for cert in load_certificates(data, f"attachment {name}"):
