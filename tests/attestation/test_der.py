@@ -157,3 +157,38 @@ def test_vcek_extension_with_non_minimal_integer_rejected() -> None:
     with pytest.raises(MalformedEvidenceError) as e:
         vek_info(cert)
     assert "non-minimal DER INTEGER" in e.value.message
+
+
+@FUZZ
+@given(
+    tags,
+    st.binary(max_size=200),
+    st.sampled_from(["minimal", "long", "padded", "indefinite", "trailing", "truncated"]),
+)
+def test_agrees_with_pyca_rust_asn1_on_single_tlvs(tag: int, value: bytes, how: str) -> None:
+    """Differential: pyca/cryptography's (rust-asn1, strict DER) TLV reader accepts exactly
+    what ours accepts, with the same tag and value (lengths mis-spelt on purpose)."""
+    from cryptography.hazmat import asn1
+
+    n = len(value)
+    length = {
+        "minimal": der.encode_length(n),
+        "long": bytes([0x81, n]) if n < 256 else der.encode_length(n),
+        "padded": bytes([0x82]) + n.to_bytes(2, "big"),
+        "indefinite": b"\x80",
+        "trailing": der.encode_length(n),
+        "truncated": der.encode_length(n + 1),
+    }[how]
+    data = bytes([tag]) + length + value + (b"\x00" if how == "trailing" else b"")
+    try:
+        theirs = asn1.decode_der(asn1.TLV, data)
+    except ValueError:
+        theirs = None
+    try:
+        ours = der.read_one(data, "diff")
+    except MalformedEvidenceError:
+        ours = None
+    if theirs is None or ours is None:
+        assert theirs is None and ours is None, (data.hex(), theirs, ours)
+    else:
+        assert (theirs.tag_bytes, bytes(theirs.data)) == (bytes([ours.tag]), ours.value)
