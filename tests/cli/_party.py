@@ -46,3 +46,26 @@ def upload_all(url: str, *, env: dict[str, str], cwd: Path) -> None:
             cwd=cwd,
         )
         assert r.returncode == 0, r.stdout + r.stderr
+
+
+FAILING = """\
+import pathlib, sys
+print('clinic-a holds ' + pathlib.Path('/inputs/clinic-a').read_text(), flush=True)
+print('giving up: no such module', file=sys.stderr, flush=True)
+import numpy_that_is_not_there
+"""
+
+
+def failing_workspace(w: Path, env: dict[str, str]) -> Path:
+    """The workspace with an algorithm that prints, then fails (a missing module), and a
+    manifest that names the algorithm provider ("lab") as a reader of the run log."""
+    (w / "main.py").write_text(FAILING)
+    r = cli(
+        "manifest", "init", "--algorithm-key", "lab", "--algorithm", "main.py",
+        "--dataset", "clinic-a:clinic-a:a.txt", "--dataset", "clinic-b:clinic-b:b.txt",
+        "--consumer", "analyst", "--log-reader", "lab", "--tee", "sim",
+        "--out", "manifest.json", "--force",
+        env=env, cwd=w,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    return w

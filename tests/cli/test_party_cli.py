@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ._party import cli, needs_bwrap, upload_all
+from ._party import cli, failing_workspace, needs_bwrap, upload_all
 
 pytestmark = needs_bwrap
 
@@ -126,25 +126,8 @@ def test_upload_by_wrong_party_is_refused(
     assert "upload-signature-invalid" in r.stderr
 
 
-FAILING = """\
-import pathlib, sys
-print('clinic-a holds ' + pathlib.Path('/inputs/clinic-a').read_text(), flush=True)
-print('giving up: no such module', file=sys.stderr, flush=True)
-import numpy_that_is_not_there
-"""
-
-
 def test_result_on_failed_run_shows_log_and_reason(workspace: Path, env: dict[str, str]) -> None:
-    w = workspace
-    (w / "main.py").write_text(FAILING)
-    r = cli(
-        "manifest", "init", "--algorithm-key", "lab", "--algorithm", "main.py",
-        "--dataset", "clinic-a:clinic-a:a.txt", "--dataset", "clinic-b:clinic-b:b.txt",
-        "--consumer", "analyst", "--log-reader", "lab", "--tee", "sim",
-        "--out", "manifest.json", "--force",
-        env=env, cwd=w,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stdout + r.stderr
+    w = failing_workspace(workspace, env)
     with running_enclave(w, env) as url:
         upload_all(url, env=env, cwd=w)
         r = cli(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._party import cli, needs_bwrap, upload_all
+from ._party import cli, failing_workspace, needs_bwrap, upload_all
 
 pytestmark = needs_bwrap
 
@@ -75,3 +75,43 @@ def test_readme_stack_flow(workspace: Path, env: dict[str, str]) -> None:
     finally:
         r = cli("down", env=env, cwd=w)
     assert r.returncode == 0 and "stack stopped" in r.stdout
+
+
+def test_computation_result_on_failed_run_shows_log_via_control_plane(
+    workspace: Path, env: dict[str, str]
+) -> None:
+    """Issue 9, defect 2 on the control-plane path: the agent uploads the sealed logs with
+    the receipt; `sealroom computation result` shows the log and says failed (exit 5)."""
+    w = failing_workspace(workspace, env)
+    r = cli("up", "--json", env=env, cwd=w)
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        r = cli("computation", "create", "manifest.json", "--wait", "90", "--json", env=env, cwd=w)
+        assert r.returncode == 0, r.stdout + r.stderr
+        comp = json.loads(r.stdout)
+        upload_all(comp["enclave_url"], env=env, cwd=w)
+        r = cli("computation", "events", comp["id"], "--follow", "--json", env=env, cwd=w)
+        lines = [json.loads(line) for line in r.stdout.splitlines() if line]
+        assert "failed" in [e.get("state") for e in lines], lines
+        assert "giving up" not in r.stdout and "clinic-a holds" not in r.stdout
+        args = ("--manifest", "manifest.json", "-o", str(w / "out"))
+        for _ in range(30):  # the agent hands the sealed blobs over right after the end
+            r = cli("computation", "result", comp["id"], *args, "--key", "analyst", env=env, cwd=w)
+            if r.returncode != 1:  # 1: the receipt or the log is not there yet
+                break
+        assert r.returncode == 5, r.stdout + r.stderr
+        assert "[run-failed]: failed: the algorithm exited with a non-zero status" in r.stderr
+        assert "clinic-a holds 40" in r.stdout and "giving up: no such module" in r.stdout
+        assert "ModuleNotFoundError" in r.stdout and not (w / "out").exists()
+        # The algorithm provider, named as a log reader, reads the same log.
+        r = cli("computation", "log", comp["id"], "--manifest", "manifest.json", "--key", "lab",
+                env=env, cwd=w)  # fmt: skip
+        assert r.returncode == 5 and "giving up: no such module" in r.stdout, r.stderr
+        # A data provider that is not a log reader, and an outsider, get nothing.
+        for who in ("clinic-a", "mallory"):
+            r = cli("computation", "log", comp["id"], "--manifest", "manifest.json", "--key", who,
+                    env=env, cwd=w)  # fmt: skip
+            assert r.returncode == 1 and "giving up" not in r.stdout + r.stderr, r.stderr
+    finally:
+        r = cli("down", env=env, cwd=w)
+    assert r.returncode == 0

@@ -510,6 +510,40 @@ def test_blob_upload_only_by_the_placed_host_and_hash_checked(env: Env) -> None:
     assert r.status_code == 204
 
 
+def test_run_log_blobs_only_for_consumers_and_log_readers(env: Env) -> None:
+    """Issue 9 defect 2: sealed run logs travel like results (log.<reader> blobs), stored
+    for and served to the manifest's consumers and log readers only, failed runs too."""
+    _, cred = env.agent()
+    doc = manifest_doc(env.parties)
+    doc["log_readers"] = [env.parties["algo"].public.to_json_obj()]
+    cid = env.create(doc)["id"]
+    for name in ("alice", "algo"):
+        assert env.put_blob(cred, cid, f"log.{name}", f"sealed-{name}".encode()).status_code == 204
+    # not a reader of this manifest's log: refused from the name, before the body
+    assert_problem(env.put_blob(cred, cid, "log.mallory", b"x"), 400, "unknown-log-reader")
+    assert_problem(env.put_blob(cred, cid, "log.dp1", b"x"), 400, "unknown-log-reader")
+    env.heartbeat(cred, [{"computation_id": cid, "state": "failed", "reason": "exit"}])
+    for name in ("alice", "algo"):
+        r = env.client.get(
+            f"/api/v1/computations/{cid}/logs/{name}",
+            headers=_signed(env, cid, name, env.parties[name]),
+        )
+        assert r.status_code == 200 and r.content == f"sealed-{name}".encode()
+        assert r.headers["X-Sealroom-Sealed-Sha256"] == hashlib.sha256(r.content).hexdigest()
+    # another party's signature, a non-reader, no signature: refused
+    r = env.client.get(
+        f"/api/v1/computations/{cid}/logs/algo",
+        headers=_signed(env, cid, "algo", env.parties["alice"]),
+    )
+    assert_problem(r, 403, "access-denied")
+    r = env.client.get(
+        f"/api/v1/computations/{cid}/logs/dp1",
+        headers=_signed(env, cid, "dp1", env.parties["dp1"]),
+    )
+    assert_problem(r, 403, "access-denied")
+    assert_problem(env.client.get(f"/api/v1/computations/{cid}/logs/alice"), 403)
+
+
 def test_delete_only_finished_and_removes_blobs(env: Env) -> None:
     _, cred = env.agent()
     cid = env.create(manifest_doc(env.parties))["id"]

@@ -221,7 +221,7 @@ def test_full_run_through_the_relay_with_blobs_uploaded(
     wait_for(lambda: cp.comps["c1"].state == "completed", "completed reported")
     comp = cp.comps["c1"]
     # blobs were stored before the final state was reported
-    assert set(comp.blobs) == {"receipt", "result.alice"}
+    assert set(comp.blobs) == {"receipt", "result.alice", "log.alice"}
     receipt = json.loads(comp.blobs["receipt"])
     verified = c.verify_receipt(receipt)
     assert verified.ok
@@ -299,7 +299,7 @@ def test_control_plane_outage_backoff_and_recovery_without_duplicates(
     cp.start()  # same port, same state
     wait_for(lambda: cp.comps["c2"].state == "completed", "completed reported after outage")
     assert cp.calls["heartbeat"] > before
-    assert set(cp.comps["c2"].blobs) == {"receipt", "result.alice"}
+    assert set(cp.comps["c2"].blobs) == {"receipt", "result.alice", "log.alice"}
     assert cp.duplicate_events == 0
     assert a.agent.failures == 0
     # one launch only: the same runtime process did the whole run
@@ -351,7 +351,7 @@ def test_agent_sigkill_and_restart_readopts_the_live_enclave(
         _, att = run_parties(url2, manifest, data_dir, parties, files)
         assert att.keys.digest == first_keys  # the same enclave, not a new launch
         wait_for(lambda: cp.comps["c3"].state == "completed", "completed after re-adoption")
-        assert set(cp.comps["c3"].blobs) == {"receipt", "result.alice"}
+        assert set(cp.comps["c3"].blobs) == {"receipt", "result.alice", "log.alice"}
         assert cp.calls["register"] == 1
         assert cp.duplicate_events == 0
         wait_for(lambda: not pid_alive(rt_pid), "the enclave stopped after its final report")

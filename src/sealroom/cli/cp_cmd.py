@@ -10,10 +10,17 @@ import typer
 from rich.table import Table
 
 from sealroom.cli import stack as stack_mod
-from sealroom.cli.common import console, home_dir, print_json, read_input, simulated_banner
-from sealroom.cli.enclave_cmd import load_party, trusted_roots
+from sealroom.cli.common import (
+    console,
+    home_dir,
+    print_json,
+    read_input,
+    render_run_log,
+    simulated_banner,
+)
+from sealroom.cli.enclave_cmd import load_party, show_failed_run, trusted_roots
 from sealroom.client.controlplane import ControlPlaneClient, save_config
-from sealroom.errors import InvalidInputError
+from sealroom.errors import InvalidInputError, RunFailedError
 from sealroom.manifest import Manifest
 
 computation_app = typer.Typer(help="Computations on the control plane.", no_args_is_help=True)
@@ -200,9 +207,16 @@ def result_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Fetch your sealed result from the control plane's blob store; verify the receipt
-    against your own manifest and policy; decrypt into OUT."""
+    against your own manifest and policy; decrypt into OUT. On a failed run: print the
+    run log sealed to you, then fail with `failed: <reason>` (exit status 5)."""
     m = Manifest.load(manifest)
-    receipt = _client().fetch_result(cid, m, load_party(key), out, extra_roots=trusted_roots(root))
+    try:
+        receipt = _client().fetch_result(
+            cid, m, load_party(key), out, extra_roots=trusted_roots(root)
+        )
+    except RunFailedError as e:
+        show_failed_run(e, as_json)
+        raise
     if as_json:
         print_json(
             {"out": str(out), "simulated": receipt.simulated, "exit": receipt.payload["exit"]}
@@ -211,6 +225,24 @@ def result_cmd(
     if receipt.simulated:
         simulated_banner()
     console.print(f"[green]result decrypted[/] into {out}; receipt verified")
+
+
+@computation_app.command("log")
+def log_cmd(
+    cid: Annotated[str, typer.Argument(help="Computation id")],
+    manifest: Annotated[Path, typer.Option("--manifest", help="YOUR copy of the manifest")],
+    key: Annotated[str, typer.Option("--key", help="Your key (a consumer or log reader)")],
+    root: Annotated[list[Path], typer.Option("--root", help="Extra trusted root.")] = [],  # noqa: B006
+) -> None:
+    """Fetch the run log sealed to you from the blob store, verify the receipt against
+    your own manifest and policy, decrypt and show it."""
+    m = Manifest.load(manifest)
+    receipt, log = _client().fetch_log(cid, m, load_party(key), extra_roots=trusted_roots(root))
+    if receipt.simulated:
+        simulated_banner()
+    render_run_log(log)
+    if not receipt.ok:
+        raise RunFailedError(f"failed: {receipt.payload['exit']['reason']}", log=log)
 
 
 @host_app.command("list")

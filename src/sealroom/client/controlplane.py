@@ -22,7 +22,7 @@ from cryptography import x509
 
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.policy import Policy
-from sealroom.client.enclave import open_result
+from sealroom.client.enclave import RunLog, open_log, open_result, raise_run_failed
 from sealroom.crypto.keys import PartyKeys, sealroom_home
 from sealroom.errors import (
     AccessDeniedError,
@@ -247,6 +247,85 @@ class ControlPlaneClient:
             time.sleep(0.3)
 
     # ---- results ------------------------------------------------------------------------------
+    def _signed(self, cid: str, manifest: Manifest, party: PartyKeys) -> dict[str, str]:
+        """Headers for one download of ``party``'s blobs: its signature over a fresh
+        one-time challenge."""
+        from sealroom.controlplane.protocol import result_request_message
+
+        base = f"/api/v1/computations/{quote(cid)}"
+        challenge = bytes.fromhex(self.json("GET", f"{base}/challenge", auth=False)["challenge"])
+        sig = party.sign(
+            result_request_message(cid, manifest.manifest_hash, party.public.name, challenge)
+        )
+        return {H_CHALLENGE: challenge.hex(), H_SIGNATURE: sig.hex()}
+
+    def fetch_receipt(
+        self,
+        cid: str,
+        manifest: Manifest,
+        party: PartyKeys,
+        *,
+        policy: Policy | None = None,
+        extra_roots: tuple[x509.Certificate, ...] = (),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> VerifiedReceipt:
+        """The receipt from the blob store (for a consumer or log reader), verified offline
+        against the party's OWN manifest and policy."""
+        _, _, raw = self.request(
+            "GET",
+            f"/api/v1/computations/{quote(cid)}/receipt",
+            auth=False,
+            headers=self._signed(cid, manifest, party),
+        )
+        try:
+            doc = json.loads(raw)
+        except ValueError as e:
+            raise AttestationError(f"receipt is not JSON: {e}", code="receipt-malformed") from e
+        return verify_receipt(
+            doc,
+            manifest_hash=manifest.manifest_hash,
+            algorithm_sha256=manifest.algorithm.sha256.hex(),
+            dataset_sha256s={d.name: d.sha256.hex() for d in manifest.datasets},
+            policy=policy or manifest.policy(),
+            ctx=VerifyContext(now=clock(), extra_roots=extra_roots),
+        )
+
+    def fetch_log(
+        self,
+        cid: str,
+        manifest: Manifest,
+        reader: PartyKeys,
+        *,
+        receipt: VerifiedReceipt | None = None,
+        policy: Policy | None = None,
+        extra_roots: tuple[x509.Certificate, ...] = (),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> tuple[VerifiedReceipt, RunLog]:
+        """The run log sealed to ``reader`` (a consumer or a log reader), checked against
+        the verified receipt, decrypted."""
+        if receipt is None:
+            receipt = self.fetch_receipt(
+                cid, manifest, reader, policy=policy, extra_roots=extra_roots, clock=clock
+            )
+        name = reader.public.name
+        with tempfile.TemporaryDirectory(prefix="sealroom-log-") as tmp_s:
+            sealed = Path(tmp_s) / "sealed"
+            _, headers, _ = self.request(
+                "GET",
+                f"/api/v1/computations/{quote(cid)}/logs/{quote(name)}",
+                auth=False,
+                headers=self._signed(cid, manifest, reader),
+                sink=sealed,
+            )
+            log = open_log(
+                sealed=sealed,
+                sealed_sha256=headers.get(H_RESULT_SHA256.lower()),
+                receipt=receipt,
+                reader=reader,
+                manifest=manifest,
+            )
+        return receipt, log
+
     def fetch_result(
         self,
         cid: str,
@@ -258,45 +337,26 @@ class ControlPlaneClient:
         extra_roots: tuple[x509.Certificate, ...] = (),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> VerifiedReceipt:
-        """Fetch the consumer's sealed result and the receipt from the blob store, verify
-        the receipt offline against the party's OWN manifest and policy, then decrypt."""
-        from sealroom.controlplane.protocol import result_request_message
-
+        """Fetch the receipt and the consumer's sealed result from the blob store, verify
+        the receipt offline against the party's OWN manifest and policy, then decrypt. A
+        failed run raises RunFailedError carrying the decrypted run log."""
+        receipt = self.fetch_receipt(
+            cid, manifest, consumer, policy=policy, extra_roots=extra_roots, clock=clock
+        )
+        if not receipt.ok:
+            raise_run_failed(
+                receipt, lambda: self.fetch_log(cid, manifest, consumer, receipt=receipt)[1]
+            )
         name = consumer.public.name
-        base = f"/api/v1/computations/{quote(cid)}"
-        challenge = bytes.fromhex(self.json("GET", f"{base}/challenge", auth=False)["challenge"])
-        sig = consumer.sign(result_request_message(cid, manifest.manifest_hash, name, challenge))
-        auth = {H_CHALLENGE: challenge.hex(), H_SIGNATURE: sig.hex()}
         with tempfile.TemporaryDirectory(prefix="sealroom-result-") as tmp_s:
             tmp = Path(tmp_s)
             sealed = tmp / "sealed"
             _, headers, _ = self.request(
-                "GET", f"{base}/results/{quote(name)}", auth=False, headers=auth, sink=sealed
-            )
-            # A fresh challenge for the receipt: challenges are one-time.
-            challenge = bytes.fromhex(
-                self.json("GET", f"{base}/challenge", auth=False)["challenge"]
-            )
-            sig = consumer.sign(
-                result_request_message(cid, manifest.manifest_hash, name, challenge)
-            )
-            _, _, raw = self.request(
                 "GET",
-                f"{base}/receipt",
+                f"/api/v1/computations/{quote(cid)}/results/{quote(name)}",
                 auth=False,
-                headers={H_CHALLENGE: challenge.hex(), H_SIGNATURE: sig.hex()},
-            )
-            try:
-                doc = json.loads(raw)
-            except ValueError as e:
-                raise AttestationError(f"receipt is not JSON: {e}", code="receipt-malformed") from e
-            receipt = verify_receipt(
-                doc,
-                manifest_hash=manifest.manifest_hash,
-                algorithm_sha256=manifest.algorithm.sha256.hex(),
-                dataset_sha256s={d.name: d.sha256.hex() for d in manifest.datasets},
-                policy=policy or manifest.policy(),
-                ctx=VerifyContext(now=clock(), extra_roots=extra_roots),
+                headers=self._signed(cid, manifest, consumer),
+                sink=sealed,
             )
             open_result(
                 sealed=sealed,

@@ -35,7 +35,7 @@ from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.policy import Policy
 from sealroom.attestation.verifier import appraise, verify_bundle
 from sealroom.crypto.keys import PartyKeys
-from sealroom.crypto.sealing import open_bytes, open_stream
+from sealroom.crypto.sealing import open_bytes, open_stream, sealed_size
 from sealroom.crypto.signing import upload_message
 from sealroom.errors import (
     AccessDeniedError,
@@ -56,6 +56,7 @@ from sealroom.runtime.protocol import (
     H_RESULT_SHA256,
     H_SHA256,
     H_SIGNATURE,
+    MAX_RUN_LOG_BYTES,
     log_info,
     log_request_message,
     result_info,
@@ -434,9 +435,6 @@ class RunLog:
         return "".join(t for _, t in self.entries)
 
 
-MAX_LOG_BYTES = 16 << 20
-
-
 def open_log(
     *,
     sealed: Path,
@@ -454,7 +452,7 @@ def open_log(
             f"{', '.join(receipt.payload.get('logs', {})) or 'none'})",
             code="no-run-log",
         )
-    if sealed.stat().st_size > MAX_LOG_BYTES:
+    if sealed.stat().st_size > sealed_size(MAX_RUN_LOG_BYTES):
         raise AttestationError("sealed run log is larger than any log the runtime writes")
     data = sealed.read_bytes()
     got = hashlib.sha256(data).hexdigest()

@@ -43,6 +43,7 @@ from sealroom.runtime.archive import archive_dir, safe_extract
 from sealroom.runtime.enclave_keys import EnclaveKeys
 from sealroom.runtime.protocol import (
     ALGORITHM_SLOT,
+    MAX_RUN_LOG_BYTES,
     log_info,
     log_request_message,
     receipt_nonce,
@@ -578,12 +579,17 @@ class Computation:
             "version": 1,
             "ok": ok,
             "reason": reason,
-            "detail": self._detail,
+            "detail": self._detail[:MAX_EVENT_TEXT],
             "truncated": self._output_truncated,
             "output_bytes": kept,
             "entries": entries,
         }
-        return json.dumps(doc).encode()
+        data = json.dumps(doc, ensure_ascii=False).encode()
+        if len(data) > MAX_RUN_LOG_BYTES:  # only if the sandbox kept more than it does now
+            doc["entries"] = [{"stream": "sealroom", "text": "[sealroom: output too large]\n"}]
+            doc["truncated"] = True
+            data = json.dumps(doc, ensure_ascii=False).encode()
+        return data
 
     def _seal_logs(self, ok: bool, reason: str) -> dict[str, dict[str, Any]]:
         plain = self.run_log(ok, reason)

@@ -37,6 +37,9 @@ RESULT_INFO_DOMAIN = b"sealroom/result/v1"
 LOG_REQUEST_DOMAIN = b"sealroom/log-request/v1"
 LOG_INFO_DOMAIN = b"sealroom/log/v1"
 ALGORITHM_SLOT = "algorithm"
+#: A run log's plaintext is at most this long (the sandbox keeps 64 KiB of output; JSON
+#: escaping at most sextuples it); readers and blob stores bound what they accept by it.
+MAX_RUN_LOG_BYTES = 1 << 20
 
 
 def _field(data: bytes) -> bytes:

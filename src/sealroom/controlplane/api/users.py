@@ -38,6 +38,7 @@ from sealroom.controlplane.api.schemas import (
 from sealroom.controlplane.protocol import H_SEALED_SHA256
 from sealroom.controlplane.services.computations import FINAL
 from sealroom.controlplane.services.hosts import tee_labels
+from sealroom.controlplane.state import ControlPlane
 from sealroom.controlplane.store.models import Computation, Event
 from sealroom.errors import ConflictError, NotFoundError
 
@@ -221,6 +222,12 @@ def challenge(computation_id: Id, cp: CP) -> ChallengeOut:
     return ChallengeOut(challenge=cp.computations.new_challenge(computation_id))
 
 
+def _sealed_blob(cp: ControlPlane, cid: str, blob: str) -> FileResponse:
+    path = cp.blobs.path(cid, blob)
+    sha = cp.computations.blob_sha256(cid, blob)
+    return FileResponse(path, media_type="application/octet-stream", headers={H_SEALED_SHA256: sha})
+
+
 def _require_completed(c: Computation) -> None:
     """Results are served when a receipt the control plane verified says the run
     completed, whatever the state says (a restarted control plane may have failed the
@@ -249,10 +256,27 @@ def result(
         computation_id, consumer, x_sealroom_challenge, x_sealroom_signature
     )
     _require_completed(c)
-    blob = f"result.{name}"
-    path = cp.blobs.path(c.id, blob)
-    sha = cp.computations.blob_sha256(c.id, blob)
-    return FileResponse(path, media_type="application/octet-stream", headers={H_SEALED_SHA256: sha})
+    return _sealed_blob(cp, c.id, f"result.{name}")
+
+
+@router.get(
+    "/computations/{computation_id}/logs/{reader}",
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+    response_class=FileResponse,
+)
+def run_log(
+    computation_id: Id,
+    reader: ConsumerName,
+    cp: CP,
+    x_sealroom_challenge: ChallengeH = None,
+    x_sealroom_signature: SignatureH = None,
+) -> FileResponse:
+    """The run log sealed to a consumer or log reader (completed and failed runs both
+    have one, once the host delivered it; docs/adr/0017)."""
+    c, name = cp.computations.authenticate_consumer(
+        computation_id, reader, x_sealroom_challenge, x_sealroom_signature, log_readers=True
+    )
+    return _sealed_blob(cp, c.id, f"log.{name}")
 
 
 @router.get(
@@ -271,7 +295,7 @@ def receipt(
         c = cp.computations.get(user, computation_id)
     else:
         c, _ = cp.computations.authenticate_consumer(
-            computation_id, consumer, x_sealroom_challenge, x_sealroom_signature
+            computation_id, consumer, x_sealroom_challenge, x_sealroom_signature, log_readers=True
         )
     try:
         data = cp.blobs.read(c.id, "receipt")

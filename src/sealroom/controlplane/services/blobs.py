@@ -1,4 +1,5 @@
-"""Filesystem blob store for sealed results and receipts (ciphertext and signed JSON only;
+"""Filesystem blob store for sealed results, sealed run logs and receipts (ciphertext and
+signed JSON only;
 the control plane never holds a key that opens them).
 
 Layout: ``<root>/<computation_id>/<name>``. Writes go to a temporary file in the same
@@ -19,13 +20,13 @@ from pathlib import Path
 from sealroom.errors import InvalidInputError, NotFoundError
 
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
-_NAME_RE = re.compile(r"receipt|result\.[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_NAME_RE = re.compile(r"receipt|(result|log)\.[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def check_blob_name(name: str) -> str:
     if not _NAME_RE.fullmatch(name) or ".." in name:
         raise InvalidInputError(
-            f"blob name {name[:80]!r} is not 'receipt' or 'result.<consumer>'",
+            f"blob name {name[:80]!r} is not 'receipt', 'result.<consumer>' or 'log.<reader>'",
             code="invalid-blob-name",
         )
     return name

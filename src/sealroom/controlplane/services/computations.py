@@ -541,10 +541,13 @@ class ComputationService:
         consumer: str | None,
         challenge_hex: str | None,
         signature_hex: str | None,
+        *,
+        log_readers: bool = False,
     ) -> tuple[Computation, str]:
         """Check a consumer's signature over a fresh challenge (consumed here, one-time).
-        ``consumer`` None: any consumer of the manifest. Returns the computation and the
-        consumer's name. Raises 404 for an unknown computation, 403 for anything else."""
+        ``consumer`` None: any consumer of the manifest; ``log_readers``: the manifest's
+        log readers count too (for the run log and the receipt). Returns the computation
+        and the party's name. Raises 404 for an unknown computation, 403 otherwise."""
         with self.store.session() as s:
             c = s.get(Computation, cid)
             if c is None:
@@ -564,10 +567,11 @@ class ComputationService:
             s.delete(ch)  # one-time, whatever the outcome below
         manifest = Manifest.from_dict(c.manifest)
         if consumer is None:
-            parties = list(manifest.consumers)
+            parties = list(manifest.log_recipients if log_readers else manifest.consumers)
         else:
             try:
-                parties = [manifest.consumer(consumer)]
+                find = manifest.log_recipient if log_readers else manifest.consumer
+                parties = [find(consumer)]
             except NotFoundError as e:
                 raise AccessDeniedError(e.message, code="access-denied") from e
         try:

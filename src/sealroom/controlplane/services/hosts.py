@@ -43,6 +43,7 @@ from sealroom.errors import (
     PayloadTooLargeError,
 )
 from sealroom.manifest import Manifest
+from sealroom.runtime.protocol import MAX_RUN_LOG_BYTES
 
 log = logging.getLogger("sealroom.controlplane.hosts")
 
@@ -427,6 +428,11 @@ class HostService:
                 manifest.consumer(consumer)
             except NotFoundError as e:
                 raise InvalidInputError(e.message, code="unknown-consumer") from e
+        elif name.startswith("log."):
+            try:
+                manifest.log_recipient(name.removeprefix("log."))
+            except NotFoundError as e:
+                raise InvalidInputError(e.message, code="unknown-log-reader") from e
         if len(sha256) != 64:
             raise InvalidInputError("X-Sealroom-Sha256 must be 64 hex characters")
         limit = blob_limit(manifest, name)
@@ -497,7 +503,9 @@ MAX_RECEIPT_BYTES = 1 << 20  # signed JSON with the evidence and its certificate
 
 def blob_limit(manifest: Manifest, name: str) -> int:
     """The largest body a blob may have: a sealed result of ``limits.max_result_bytes``
-    plaintext bytes, or a receipt."""
+    plaintext bytes, a sealed run log, or a receipt."""
     if name == "receipt":
         return MAX_RECEIPT_BYTES
+    if name.startswith("log."):
+        return sealed_size(MAX_RUN_LOG_BYTES)
     return sealed_size(manifest.limits.max_result_bytes)

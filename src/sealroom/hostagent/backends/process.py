@@ -345,15 +345,17 @@ class ProcessEnclave:
         return not self._final_seen_at or now - self._final_seen_at > self.timeouts.outbox
 
     def outbox_blobs(self) -> list[tuple[str, Path]]:
-        """(blob name, file): "receipt" and "result.<consumer>", only once DONE exists."""
+        """(blob name, file): "receipt", "result.<consumer>" and "log.<reader>", only once
+        DONE exists."""
         box = Path(self.record.outbox)
         if not (box / "DONE").exists():
             return []
         out: list[tuple[str, Path]] = []
         if (box / "receipt.json").is_file():
             out.append(("receipt", box / "receipt.json"))
-        for p in sorted(box.glob("result.*.sealed")):
-            out.append((p.name.removesuffix(".sealed"), p))
+        for pattern in ("result.*.sealed", "log.*.sealed"):
+            for p in sorted(box.glob(pattern)):
+                out.append((p.name.removesuffix(".sealed"), p))
         return out
 
     def stats(self) -> dict[str, Any]:
