@@ -40,6 +40,18 @@ FORBIDDEN = {
         "sealroom.runtime",
         "sealroom.testing",
     ),
+    "protocol": (
+        *WEB_DB,
+        "sealroom.cli",
+        "sealroom.controlplane",
+        "sealroom.hostagent",
+        "sealroom.runtime",
+        "sealroom.client",
+        "sealroom.tee",
+        "sealroom.testing",
+        "httpx",
+        "requests",
+    ),
     "runtime": (
         *WEB_DB,
         "sealroom.cli",
@@ -111,6 +123,13 @@ RUNTIME_ALLOWED = (
     "sealroom.errors",
     "sealroom.files",  # bottom layer: standard library + errors (private writes, wipe_tree)
     "sealroom.manifest",
+    "sealroom.protocol",
+)
+PROTOCOL_ALLOWED = (
+    "sealroom.protocol",
+    "sealroom.errors",
+    "sealroom.crypto",
+    "sealroom.attestation",
 )
 
 
@@ -120,4 +139,13 @@ def test_trusted_runtime_imports_only_its_allow_list(path: Path) -> None:
     libraries, it may use only these sealroom packages (design.md, style.md)."""
     own = [m for m in _imports(path) if m == "sealroom" or m.startswith("sealroom.")]
     bad = [m for m in own if not any(m == a or m.startswith(a + ".") for a in RUNTIME_ALLOWED)]
+    assert not bad, f"{path.relative_to(SRC)} imports {bad}"
+
+
+@pytest.mark.parametrize("path", sorted((SRC / "protocol").rglob("*.py")), ids=str)
+def test_protocol_is_a_bottom_layer(path: Path) -> None:
+    """The cross-process contracts (ADR 0015) sit below everything that speaks them: they
+    may use only errors, crypto and attestation, so the trusted runtime can import them."""
+    own = [m for m in _imports(path) if m == "sealroom" or m.startswith("sealroom.")]
+    bad = [m for m in own if not any(m == a or m.startswith(a + ".") for a in PROTOCOL_ALLOWED)]
     assert not bad, f"{path.relative_to(SRC)} imports {bad}"

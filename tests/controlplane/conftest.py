@@ -23,6 +23,7 @@ from sealroom.errors import UnavailableError
 from sealroom.manifest import Manifest
 from sealroom.testing.postgres import PgCluster, throwaway_cluster
 from sealroom.testing.receipts import sim_receipt
+from tests.controlplane.reports import reached
 
 
 class FakeClock:
@@ -140,7 +141,7 @@ class Env:
         """What an honest agent does when a run completed: the receipt, then the report."""
         r = self.put_blob(cred, cid, "receipt", self.receipt(cid))
         assert r.status_code == 204, r.text
-        self.heartbeat(cred, [{"computation_id": cid, "state": "completed"}])
+        self.heartbeat(cred, [reached(cid, "completed")])
 
     def create(
         self,

@@ -14,10 +14,11 @@ import pytest
 
 from sealroom.attestation.sim.authority import SimAuthority
 from sealroom.controlplane.logs import JsonFormatter
-from sealroom.controlplane.protocol import result_request_message
 from sealroom.crypto.keys import PartyKeys
 from sealroom.manifest import Manifest
+from sealroom.protocol.controlplane import result_request_message
 from sealroom.testing.receipts import sim_receipt
+from tests.controlplane.reports import reached, stopped
 
 from .conftest import Env, manifest_doc
 
@@ -264,10 +265,10 @@ def test_queue_true_waits_then_placed_fifo_when_capacity_frees(env: Env) -> None
     assert q1["state"] == "created" and q1["host_id"] is None
     env.cp.tick()
     assert env.state(q1["id"]) == "created"
-    env.heartbeat(cred, [{"computation_id": a["id"], "state": "failed", "reason": "boom"}])
+    env.heartbeat(cred, [reached(a["id"], "failed", "boom")])
     env.cp.tick()
     assert env.state(q1["id"]) == "created"  # a's enclave may still run
-    env.heartbeat(cred, [{"computation_id": a["id"], "state": "exited"}])
+    env.heartbeat(cred, [stopped(a["id"])])
     env.cp.tick()
     assert env.state(q1["id"]) == "scheduled"
     assert env.state(q2["id"]) == "created"
@@ -283,54 +284,85 @@ def test_heartbeat_maps_states_and_is_idempotent(env: Env) -> None:
     out = env.heartbeat(cred)
     assert [(d["computation_id"], d["action"]) for d in out["desired"]] == [(cid, "run")]
     assert out["desired"][0]["manifest"]["id"] == "cp-test"
-    rep = [
-        {
-            "computation_id": cid,
-            "state": "awaiting_inputs",
-            "endpoint": "https://127.0.0.1:4443",
-            "reason": "",
-            "stats": {"rss_mb": 12},
-        }
-    ]
+    rep = [reached(cid, "awaiting_inputs", endpoint="https://127.0.0.1:4443", stats={"rss_mb": 12})]
     for _ in range(3):
         env.heartbeat(cred, rep)
     d = env.client.get(f"/api/v1/computations/{cid}", headers=env.h()).json()
     assert d["state"] == "awaiting_inputs"
     assert d["enclave_url"] == "https://127.0.0.1:4443"
-    assert d["events_count"] == 3  # created, scheduled, awaiting_inputs: no duplicates
+    # created, scheduled, launching, awaiting_inputs: no duplicates
+    assert d["events_count"] == 4
     stats = env.client.get(f"/api/v1/computations/{cid}/stats", headers=env.h()).json()
     assert stats == {"rss_mb": 12}
     # a stale report (launching after awaiting_inputs) writes nothing
-    env.heartbeat(cred, [{"computation_id": cid, "state": "launching"}])
+    env.heartbeat(cred, [reached(cid, "launching")])
     assert (
-        env.client.get(f"/api/v1/computations/{cid}", headers=env.h()).json()["events_count"] == 3
+        env.client.get(f"/api/v1/computations/{cid}", headers=env.h()).json()["events_count"] == 4
     )
 
 
-def test_exited_before_final_fails_with_agents_reason_then_stop_then_destroyed(env: Env) -> None:
+def test_enclave_that_died_is_failed_with_agents_reason_then_destroyed(env: Env) -> None:
     _, cred = env.agent()
     cid = env.create(manifest_doc(env.parties))["id"]
-    env.heartbeat(cred, [{"computation_id": cid, "state": "running"}])
-    out = env.heartbeat(
-        cred, [{"computation_id": cid, "state": "exited", "reason": "killed by OOM"}]
-    )
-    d = env.client.get(f"/api/v1/computations/{cid}", headers=env.h()).json()
-    assert d["state"] in ("failed", "destroyed")
-    evs = env.client.get(f"/api/v1/computations/{cid}/events", headers=env.h()).json()["events"]
-    assert ("failed", "killed by OOM") in [(e["state"], e["reason"]) for e in evs]
-    assert out["desired"] == []
-    env.heartbeat(cred, [])
+    env.heartbeat(cred, [reached(cid, "running")])
+    died = [
+        {"state": "failed", "reason": "killed by OOM"},
+        {"state": "destroyed", "reason": "enclave stopped"},
+    ]
+    out = env.heartbeat(cred, [{"computation_id": cid, "transitions": died}])
     assert env.state(cid) == "destroyed"
+    evs = env.client.get(f"/api/v1/computations/{cid}/events", headers=env.h()).json()["events"]
+    assert [(e["state"], e["reason"]) for e in evs if e["type"] == "state"][-2:] == [
+        ("failed", "killed by OOM"),
+        ("destroyed", "enclave stopped"),
+    ]
+    assert out["desired"] == []  # stopped already: nothing to ask
+
+
+def test_agent_cannot_report_backwards_transition(env: Env) -> None:
+    _, cred = env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    env.heartbeat(cred, [reached(cid, "running")])
+    before = env.client.get(f"/api/v1/computations/{cid}", headers=env.h()).json()
+    back = [{"state": "awaiting_inputs", "reason": "rewind"}]
+    env.heartbeat(cred, [{"computation_id": cid, "transitions": back}])
+    after = env.client.get(f"/api/v1/computations/{cid}", headers=env.h()).json()
+    assert after["state"] == "running"
+    assert after["events_count"] == before["events_count"]
+
+
+def test_agent_cannot_skip_a_state_or_reopen_an_outcome(env: Env) -> None:
+    _, cred = env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    # scheduled -> completed skips the whole run: refused, nothing recorded
+    env.heartbeat(cred, [{"computation_id": cid, "transitions": [{"state": "completed"}]}])
+    assert env.state(cid) == "scheduled"
+    env.heartbeat(cred, [reached(cid, "failed", "boom")])
+    assert env.state(cid) == "failed"
+    env.heartbeat(cred, [{"computation_id": cid, "transitions": [{"state": "completed"}]}])
+    assert env.state(cid) == "failed"
+
+
+def test_agent_report_of_a_state_no_enclave_has_is_rejected(env: Env) -> None:
+    _, cred = env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    r = env.client.post(
+        "/api/v1/agent/heartbeat",
+        json={"enclaves": [{"computation_id": cid, "transitions": [{"state": "created"}]}]},
+        headers=env.h(cred),
+    )
+    assert r.status_code == 400 and "transitions" in r.json()["detail"]
+    assert env.state(cid) == "scheduled"
 
 
 def test_cancelled_computation_still_reported_gets_stop(env: Env) -> None:
     _, cred = env.agent()
     cid = env.create(manifest_doc(env.parties))["id"]
-    env.heartbeat(cred, [{"computation_id": cid, "state": "running"}])
+    env.heartbeat(cred, [reached(cid, "running")])
     env.client.post(f"/api/v1/computations/{cid}/cancel", headers=env.h())
     evs = env.client.get(f"/api/v1/computations/{cid}/events", headers=env.h()).json()["events"]
     assert evs[-1]["reason"] == "cancelled by admin"
-    out = env.heartbeat(cred, [{"computation_id": cid, "state": "running"}])
+    out = env.heartbeat(cred, [reached(cid, "running")])
     assert [(d["computation_id"], d["action"]) for d in out["desired"]] == [(cid, "stop")]
 
 
@@ -338,7 +370,7 @@ def test_other_hosts_computation_is_stopped_not_adopted(env: Env) -> None:
     _, _c1 = env.agent("h1", cpus=8)
     _, c2 = env.agent("h2", cpus=1)
     cid = env.create(manifest_doc(env.parties))["id"]  # lands on h1 (most free)
-    out = env.heartbeat(c2, [{"computation_id": cid, "state": "running"}])
+    out = env.heartbeat(c2, [reached(cid, "running")])
     assert [(d["computation_id"], d["action"]) for d in out["desired"]] == [(cid, "stop")]
     assert env.state(cid) == "scheduled"
 
@@ -351,7 +383,7 @@ def test_lost_host_reschedules_scheduled_and_fails_running(env: Env) -> None:
     h2, c2 = env.agent("h2", cpus=2)
     run = env.create(manifest_doc(env.parties))["id"]
     sched = env.create(manifest_doc(env.parties))["id"]
-    env.heartbeat(c1, [{"computation_id": run, "state": "running"}])
+    env.heartbeat(c1, [reached(run, "running")])
     env.clock.advance(10)
     env.heartbeat(c2)
     env.cp.tick()
@@ -367,7 +399,7 @@ def test_lost_host_reschedules_scheduled_and_fails_running(env: Env) -> None:
     d = env.client.get(f"/api/v1/computations/{sched}", headers=env.h()).json()
     assert d["state"] == "scheduled" and d["host_id"] == h2
     # the host returns: it is told to stop what failed
-    out = env.heartbeat(c1, [{"computation_id": run, "state": "running"}])
+    out = env.heartbeat(c1, [reached(run, "running")])
     assert [(x["computation_id"], x["action"]) for x in out["desired"]] == [(run, "stop")]
     assert env.client.get("/api/v1/hosts", headers=env.h()).json()["hosts"][0]["state"] == "online"
 
@@ -386,7 +418,7 @@ def test_host_back_in_time_loses_nothing(env: Env) -> None:
     cid = env.create(manifest_doc(env.parties))["id"]
     for _ in range(5):
         env.clock.advance(10)
-        env.heartbeat(c1, [{"computation_id": cid, "state": "running"}])
+        env.heartbeat(c1, [reached(cid, "running")])
         env.cp.tick()
     assert env.state(cid) == "running"
 
@@ -558,13 +590,13 @@ def test_delete_only_finished_and_removes_blobs(env: Env) -> None:
 def test_event_stream_ends_after_final_state(env: Env) -> None:
     _, cred = env.agent()
     cid = env.create(manifest_doc(env.parties))["id"]
-    env.heartbeat(cred, [{"computation_id": cid, "state": "failed", "reason": "x"}])
+    env.heartbeat(cred, [reached(cid, "failed", "x")])
     with env.client.stream(
         "GET", f"/api/v1/computations/{cid}/events/stream", headers=env.h()
     ) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         text = "".join(r.iter_text())
-    assert text.count("data: ") == 3 and "id: 3" in text
+    assert text.count("data: ") == 6 and "id: 6" in text  # created .. failed
 
 
 # -- status, attestation, metrics, logs --------------------------------------------------
@@ -711,7 +743,7 @@ def test_agent_cannot_complete_without_verified_receipt(env: Env) -> None:
     stored; no results are served without a verified receipt saying ok."""
     _, cred = env.agent()
     cid = env.create(manifest_doc(env.parties))["id"]
-    env.heartbeat(cred, [{"computation_id": cid, "state": "running"}])
+    env.heartbeat(cred, [reached(cid, "running")])
     # forged: not a receipt at all, one with a flipped byte, one for another computation
     assert_problem(env.put_blob(cred, cid, "receipt", b'{"receipt": 1}'), 400)
     good = json.loads(env.receipt(cid))
@@ -725,7 +757,7 @@ def test_agent_cannot_complete_without_verified_receipt(env: Env) -> None:
     )
     assert_problem(env.put_blob(cred, cid, "receipt", json.dumps(rogue).encode()), 422)
     assert not (env.data_dir / "blobs" / cid / "receipt").exists()
-    env.heartbeat(cred, [{"computation_id": cid, "state": "completed"}])
+    env.heartbeat(cred, [reached(cid, "completed")])
     d = env.client.get(f"/api/v1/computations/{cid}", headers=env.h()).json()
     assert d["state"] == "failed" and "no receipt that verifies" in d["reason"]
     r = env.client.get(
@@ -737,7 +769,7 @@ def test_agent_cannot_complete_without_verified_receipt(env: Env) -> None:
     third = env.create(manifest_doc(env.parties, mid="third"))["id"]
     r = env.put_blob(cred, third, "receipt", env.receipt(third, ok=False, reason="exit code 3"))
     assert r.status_code == 204, r.text
-    env.heartbeat(cred, [{"computation_id": third, "state": "completed"}])
+    env.heartbeat(cred, [reached(third, "completed")])
     assert env.state(third) == "failed"
 
 
@@ -772,7 +804,7 @@ def test_restarted_control_plane_gives_hosts_a_grace_period(
     e1 = make_env(data_dir=d)
     _, cred = e1.agent("h1")
     cid = e1.create(manifest_doc(e1.parties))["id"]
-    e1.heartbeat(cred, [{"computation_id": cid, "state": "running"}])
+    e1.heartbeat(cred, [reached(cid, "running")])
     e1.client.__exit__(None, None, None)
     e1.clock.advance(120)  # down for two minutes
     e2 = make_env(data_dir=d, clock=e1.clock, startup_grace=60.0)
@@ -793,7 +825,7 @@ def test_verified_receipt_after_host_lost_completes_and_serves_results(env: Env)
     once the enclave is gone (destroyed)."""
     _, cred = env.agent()
     cid = env.create(manifest_doc(env.parties))["id"]
-    env.heartbeat(cred, [{"computation_id": cid, "state": "running"}])
+    env.heartbeat(cred, [reached(cid, "running")])
     env.clock.advance(30)
     env.cp.tick()
     assert env.state(cid) == "failed"
@@ -877,25 +909,25 @@ def test_capacity_held_until_enclave_known_stopped(env: Env) -> None:
     may still run is never counted as free, even when the agent's own usage report says 0."""
     _, cred = env.agent("h1", cpus=2)
     a = env.create(manifest_doc(env.parties, vcpus=2))["id"]
-    env.heartbeat(cred, [{"computation_id": a, "state": "running"}])
+    env.heartbeat(cred, [reached(a, "running")])
     env.client.post(f"/api/v1/computations/{a}/cancel", headers=env.h())
     assert env.state(a) == "failed"
     env.create(manifest_doc(env.parties, vcpus=2), expect=429)  # still running there
-    out = env.heartbeat(cred, [{"computation_id": a, "state": "running"}])
+    out = env.heartbeat(cred, [reached(a, "running")])
     assert {"computation_id": a, "action": "stop"}.items() <= out["desired"][0].items()
     env.create(manifest_doc(env.parties, vcpus=2), expect=429)
-    env.heartbeat(cred, [{"computation_id": a, "state": "exited"}])  # the agent stopped it
+    env.heartbeat(cred, [stopped(a)])  # the agent stopped it
     assert env.state(a) == "destroyed"
     b = env.create(manifest_doc(env.parties, vcpus=2))["id"]
     # the host goes silent with b running: failed, and its capacity stays held while
     # the host is back but still reports b's enclave
-    env.heartbeat(cred, [{"computation_id": b, "state": "running"}])
+    env.heartbeat(cred, [reached(b, "running")])
     env.clock.advance(30)
     env.cp.tick()
     assert env.state(b) == "failed"
     host = env.client.get("/api/v1/hosts", headers=env.h()).json()["hosts"][0]
     assert host["resources"]["cpu_used"] == 2 and host["enclaves"] == 1
-    env.heartbeat(cred, [{"computation_id": b, "state": "running"}], cpu_total=2)
+    env.heartbeat(cred, [reached(b, "running")], cpu_total=2)
     env.create(manifest_doc(env.parties, vcpus=2), expect=429)
     env.heartbeat(cred, cpu_total=2)  # gone from the host's list: known stopped
     assert env.state(b) == "destroyed"

@@ -20,6 +20,7 @@ import pytest
 
 from sealroom.crypto.keys import PartyKeys
 from sealroom.testing.postgres import free_port
+from tests.controlplane.reports import reached
 
 from .conftest import manifest_doc
 
@@ -98,7 +99,7 @@ def test_kill9_and_restart_loses_nothing(
     cid = httpx.post(
         p1.url + "/api/v1/computations", json={"manifest": manifest_doc(parties)}, headers=h
     ).json()["id"]
-    hb = {"resources": {}, "enclaves": [{"computation_id": cid, "state": "running"}]}
+    hb = {"resources": {}, "enclaves": [reached(cid, "running")]}
     ah = {"Authorization": f"Bearer {cred}"}
     assert httpx.post(p1.url + "/api/v1/agent/heartbeat", json=hb, headers=ah).status_code == 200
     p1.kill9()
@@ -106,14 +107,11 @@ def test_kill9_and_restart_loses_nothing(
     p2 = Proc(data, port)
     procs.append(p2)
     d = httpx.get(p2.url + f"/api/v1/computations/{cid}", headers=h).json()
-    assert d["state"] == "running" and d["events_count"] == 3
+    assert d["state"] == "running" and d["events_count"] == 5  # created .. running
     # the agent reconnects with the same credential; a repeated report writes nothing
     r = httpx.post(p2.url + "/api/v1/agent/heartbeat", json=hb, headers=ah)
     assert [x["computation_id"] for x in r.json()["desired"]] == [cid]
-    done = {
-        "resources": {},
-        "enclaves": [{"computation_id": cid, "state": "failed", "reason": "exit code 1"}],
-    }
+    done = {"resources": {}, "enclaves": [reached(cid, "failed", "exit code 1")]}
     httpx.post(p2.url + "/api/v1/agent/heartbeat", json=done, headers=ah)
     assert httpx.get(p2.url + f"/api/v1/computations/{cid}", headers=h).json()["state"] == "failed"
     p2.stop()

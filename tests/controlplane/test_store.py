@@ -12,6 +12,7 @@ from sqlalchemy import inspect
 from sealroom.controlplane.services.auth import Principal
 from sealroom.controlplane.store.db import Store
 from sealroom.errors import CapacityError
+from tests.controlplane.reports import reached, stopped
 
 from .conftest import Env, manifest_doc
 
@@ -40,17 +41,17 @@ def test_restart_loses_nothing(db_url: str, make_env: Callable[..., Env], tmp_pa
     _, key = e1.user("alice")
     _, cred = e1.agent("h1")
     cid = e1.create(manifest_doc(e1.parties), key)["id"]
-    e1.heartbeat(cred, [{"computation_id": cid, "state": "running"}])
+    e1.heartbeat(cred, [reached(cid, "running")])
     e1.client.__exit__(None, None, None)  # lifespan end: engine disposed
 
     e2 = make_env(db_url=db_url, data_dir=d, clock=e1.clock)
     assert e2.admin_key == e1.admin_key  # no second bootstrap
     assert e2.client.get("/api/v1/me", headers=e2.h(key)).json()["name"] == "alice"
     d2 = e2.client.get(f"/api/v1/computations/{cid}", headers=e2.h(key)).json()
-    assert d2["state"] == "running" and d2["events_count"] == 3
-    out = e2.heartbeat(cred, [{"computation_id": cid, "state": "running"}])
+    assert d2["state"] == "running" and d2["events_count"] == 5  # created .. running
+    out = e2.heartbeat(cred, [reached(cid, "running")])
     assert [x["computation_id"] for x in out["desired"]] == [cid]
-    assert e2.client.get(f"/api/v1/computations/{cid}", headers=e2.h()).json()["events_count"] == 3
+    assert e2.client.get(f"/api/v1/computations/{cid}", headers=e2.h()).json()["events_count"] == 5
 
 
 def test_concurrent_creates_never_overcommit(db_url: str, make_env: Callable[..., Env]) -> None:
@@ -86,8 +87,8 @@ def test_concurrent_creates_never_overcommit(db_url: str, make_env: Callable[...
     host = e.client.get("/api/v1/hosts", headers=e.h()).json()["hosts"][0]
     assert host["resources"]["cpu_used"] == 5 and host["enclaves"] == 5
     # capacity frees when one ends and its host stops it
-    e.heartbeat(cred, [{"computation_id": ok[0], "state": "failed"}])
-    e.heartbeat(cred, [{"computation_id": ok[0], "state": "exited"}])
+    e.heartbeat(cred, [reached(ok[0], "failed")])
+    e.heartbeat(cred, [stopped(ok[0])])
     e.create(doc)
     e.create(doc, expect=429)
 
@@ -104,7 +105,7 @@ def test_two_replicas_on_one_database_never_overcommit(
     first = a.create(doc)
     b.create(doc, expect=429)
     a.create(doc, expect=429)
-    b.heartbeat(cred, [{"computation_id": first["id"], "state": "exited"}])
+    b.heartbeat(cred, [stopped(first["id"])])
     a.create(doc)
     b.create(doc, expect=429)
 
@@ -116,10 +117,10 @@ def test_capacity_view_matches_the_database_after_a_lifecycle(env: Env) -> None:
     _, c2 = env.agent("h2", cpus=2)
     doc = manifest_doc(env.parties)
     ids = [env.create(doc, queue=True)["id"] for _ in range(7)]
-    env.heartbeat(c1, [{"computation_id": ids[0], "state": "running"}])
+    env.heartbeat(c1, [reached(ids[0], "running")])
     env.client.post(f"/api/v1/computations/{ids[1]}/cancel", headers=env.h())
     env.clock.advance(20)
-    env.heartbeat(c1, [{"computation_id": ids[0], "state": "completed"}])
+    env.heartbeat(c1, [reached(ids[0], "completed")])
     env.cp.tick()  # h2 lost: its scheduled work moves to h1 or back to the queue
     env.heartbeat(c2)
     env.cp.tick()

@@ -1,7 +1,9 @@
 """A fake control plane: just the agent endpoints of the contract, recording every call.
 
 Stdlib HTTP on 127.0.0.1; can be stopped and started again on the same port (a control
-plane restart/outage)."""
+plane restart/outage). The contract's models and lifecycle come from
+``sealroom.protocol`` (the same ones the real control plane uses), so the fake cannot
+drift from it."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FINAL = ("completed", "failed")
+from sealroom.protocol.agent import Desired, Heartbeat, HeartbeatReply
+from sealroom.protocol.lifecycle import OUTCOMES, State, Verdict, judge_report
+
 TOKEN = "srj_test-join-token"
 CREDENTIAL = "sra_test-credential"
 
@@ -22,12 +26,13 @@ CREDENTIAL = "sra_test-credential"
 class Comp:
     manifest: dict[str, Any]
     tee: str = "sim"
-    state: str = "scheduled"
+    state: State = State.SCHEDULED
     reason: str = ""
     endpoint: str | None = None
     events: dict[int, dict[str, Any]] = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    history: list[State] = field(default_factory=list)  # every state entered, in order
 
 
 class FakeControlPlane:
@@ -38,6 +43,7 @@ class FakeControlPlane:
         self.heartbeats: list[dict[str, Any]] = []
         self.registrations: list[dict[str, Any]] = []
         self.duplicate_events = 0
+        self.refused: list[tuple[str, State, State]] = []  # (computation, was, reported)
         self.token_used = False
         self.lock = threading.RLock()
         self.port = 0
@@ -153,36 +159,35 @@ class FakeControlPlane:
 
     # ---- the contract's heartbeat semantics (simplified) ------------------------------
     def on_heartbeat(self, obj: dict[str, Any]) -> dict[str, Any]:
+        hb = Heartbeat.model_validate(obj)
         reported = set()
-        for e in obj.get("enclaves", []):
-            cid = e["computation_id"]
+        for e in hb.enclaves:
+            cid = e.computation_id
             reported.add(cid)
             comp = self.comps.get(cid)
-            if comp is None or comp.state in FINAL:
+            if comp is None:
                 continue
-            comp.stats = e.get("stats", {})
-            st = e["state"]
-            if st in ("launching", "awaiting_inputs", "running"):
-                comp.state = st
-                comp.endpoint = e.get("endpoint")
-            elif st in FINAL:
-                comp.state, comp.reason = st, e.get("reason", "")
-            elif st in ("exited", "lost"):
-                comp.state, comp.reason = "failed", e.get("reason", "")
+            comp.stats = e.stats
+            if e.endpoint and not comp.state.final:
+                comp.endpoint = e.endpoint
+            for t in e.transitions:
+                verdict = judge_report(comp.state, t.state)
+                if verdict is Verdict.REFUSED:
+                    self.refused.append((cid, comp.state, t.state))
+                    break
+                if verdict is Verdict.APPLY:
+                    comp.state, comp.reason = t.state, t.reason
+                    comp.history.append(t.state)
         desired = []
         for cid, comp in self.comps.items():
-            if comp.state not in FINAL:
+            if comp.state not in OUTCOMES and comp.state != State.DESTROYED:
                 desired.append(
-                    {
-                        "computation_id": cid,
-                        "action": "run",
-                        "manifest": comp.manifest,
-                        "tee": comp.tee,
-                    }
+                    Desired(computation_id=cid, action="run", manifest=comp.manifest, tee=comp.tee)
                 )
             elif cid in reported:
-                desired.append({"computation_id": cid, "action": "stop"})
-        return {"desired": desired, "heartbeat_interval": self.heartbeat_interval}
+                desired.append(Desired(computation_id=cid, action="stop"))
+        reply = HeartbeatReply(desired=desired, heartbeat_interval=self.heartbeat_interval)
+        return reply.model_dump(mode="json")
 
     def add(self, cid: str, manifest: dict[str, Any]) -> None:
         with self.lock:
@@ -190,13 +195,5 @@ class FakeControlPlane:
 
     def cancel(self, cid: str) -> None:
         with self.lock:
-            self.comps[cid].state = "failed"
+            self.comps[cid].state = State.FAILED
             self.comps[cid].reason = "cancelled by admin"
-
-    def last_report(self, cid: str) -> dict[str, Any] | None:
-        with self.lock:
-            for hb in reversed(self.heartbeats):
-                for e in hb.get("enclaves", []):
-                    if e["computation_id"] == cid:
-                        return dict(e)
-        return None

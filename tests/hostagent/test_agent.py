@@ -236,12 +236,16 @@ def test_full_run_through_the_relay_with_blobs_uploaded(
     assert cp.duplicate_events == 0
     assert cp.comps["c1"].stats["vcpus"] == 1  # stats travel with the reports
     # every transition reported once, in order, none skipped (the run itself is fast)
-    seen: list[str] = []
-    for hb in cp.heartbeats:
-        for e in hb["enclaves"]:
-            if e["computation_id"] == "c1" and (not seen or seen[-1] != e["state"]):
-                seen.append(e["state"])
-    assert seen == ["launching", "awaiting_inputs", "running", "completed"]
+    sent = [
+        t["state"]
+        for hb in cp.heartbeats
+        for e in hb["enclaves"]
+        if e["computation_id"] == "c1"
+        for t in e["transitions"]
+    ]
+    assert sent[:4] == ["launching", "awaiting_inputs", "running", "completed"]
+    assert comp.history[:4] == ["launching", "awaiting_inputs", "running", "completed"]
+    assert cp.refused == []
     # then the enclave is stopped and forgotten
     wait_for(lambda: "c1" not in a.agent.enclaves, "enclave dropped after the final report")
     wait_for(lambda: cp.heartbeats[-1]["enclaves"] == [], "no enclave reported any more")
@@ -379,9 +383,10 @@ def test_enclave_gone_while_agent_down_is_reported_lost(
     wait_for(lambda: cp.comps["c4"].state == "failed", "lost reported")
     assert "gone" in cp.comps["c4"].reason
     assert any(
-        e["computation_id"] == "c4" and e["state"] == "lost"
+        e["computation_id"] == "c4" and t["state"] == "failed" and "gone" in t["reason"]
         for hb in cp.heartbeats
         for e in hb["enclaves"]
+        for t in e["transitions"]
     )
 
 
@@ -402,26 +407,45 @@ def test_backoff_grows_is_capped_and_jittered(tmp_path: Path) -> None:
     assert len(set(delays)) > 1
 
 
-def test_garbage_desired_state_never_crashes_the_agent(tmp_path: Path) -> None:
-    agent = Agent(
-        AgentConfig(
-            control_plane="http://127.0.0.1:9",
-            data_dir=tmp_path / "agent",
-            sim_authority=tmp_path / "auth",
-        )
-    )
-    desired: list[Any] = [
+def test_garbage_desired_state_never_crashes_the_agent(
+    tmp_path: Path, cp: FakeControlPlane, data_dir: Path
+) -> None:
+    """A reply that breaks the agent contract is refused whole (the agent backs off and
+    launches nothing); a well-formed one with a bad manifest fails that launch once."""
+    garbage: list[Any] = [
         1,
         {"action": "run"},
         {"computation_id": "x", "action": "run", "manifest": "not an object"},
-        {"computation_id": "y", "action": "run", "manifest": {"version": 1}},
         {"computation_id": "z", "action": "explode"},
     ]
-    agent._reconcile(desired)
-    assert agent.enclaves["x"].state.value == "failed"
-    assert "no manifest object" in agent.enclaves["x"].record.reason
-    assert agent.enclaves["y"].record.reason.startswith("launch failed: ")
-    assert "z" not in agent.enclaves
-    agent._reconcile(desired)  # asked again: never launched twice
-    _, launched = AgentStore(tmp_path / "agent").load()
-    assert launched == {"x", "y"}
+    replies: list[Any] = [
+        {"desired": garbage, "heartbeat_interval": 0.3},
+        {"desired": [{"computation_id": "y", "action": "run", "manifest": {"version": 1}}]}
+        | {"heartbeat_interval": 0.3},
+    ]
+    cp.on_heartbeat = lambda obj: replies[0]  # type: ignore[method-assign]
+    agent = Agent(
+        AgentConfig(
+            control_plane=cp.url,
+            data_dir=data_dir,
+            join_token=TOKEN,
+            sim_authority=tmp_path / "auth",
+            backoff_base=0.01,
+        )
+    )
+    agent.register()
+    agent.step()
+    assert agent.failures == 1 and agent.enclaves == {}  # refused, backed off, no crash
+    replies.pop(0)
+    agent.step()
+    failed = [
+        t["reason"]
+        for hb in cp.heartbeats
+        for e in hb["enclaves"]
+        for t in e["transitions"]
+        if e["computation_id"] == "y" and t["state"] == "failed"
+    ]
+    assert len(failed) == 1 and failed[0].startswith("launch failed: manifest has 7 problems")
+    agent.step()  # asked again: never launched twice
+    _, launched = AgentStore(data_dir).load()
+    assert launched == {"y"}

@@ -17,13 +17,13 @@ from sealroom.errors import InvalidInputError
 from sealroom.hostagent.backends.process import (
     RUNTIME_AS_OVERHEAD_MB,
     RUNTIME_DATA_OVERHEAD_MB,
-    EnclaveState,
     ProcessBackend,
     ProcessEnclave,
     Timeouts,
 )
 from sealroom.hostagent.simtee import pid_alive
 from sealroom.hostagent.state import EnclaveRecord
+from sealroom.protocol.lifecycle import State
 from tests.runtime.test_enclave_e2e import Parties, make_manifest, parties, write_inputs
 
 __all__ = ["parties"]
@@ -68,10 +68,10 @@ def test_cpu_and_memory_limits_on_the_enclave_process(
     enc = backend.start("c-lim", doc, "sim")
     try:
         for _ in range(600):
-            if enc.poll() is EnclaveState.AWAITING_INPUTS:
+            if enc.poll() is State.AWAITING_INPUTS:
                 break
             time.sleep(0.05)
-        assert enc.state is EnclaveState.AWAITING_INPUTS and enc.endpoint
+        assert enc.state is State.AWAITING_INPUTS and enc.endpoint
         pid = enc.record.pid
         status = Path(f"/proc/{pid}/status").read_text()
         allowed = next(ln for ln in status.splitlines() if ln.startswith("Cpus_allowed_list"))
@@ -101,7 +101,7 @@ def test_ttl_running_past_wall_time_plus_grace_is_destroyed(tmp_path: Path) -> N
     now = time.time()
     rec = _record(tmp_path, pid=proc.pid, wall_seconds=10, state="running", running_at=now - 16)
     enc = ProcessEnclave(rec, Timeouts(run_grace=5), runtime=proc)
-    assert enc.poll(now) is EnclaveState.FAILED
+    assert enc.poll(now) is State.FAILED
     assert "past limits.wall_seconds=10 + grace 5 s" in rec.reason
     assert proc.poll() is not None  # destroyed
 
@@ -112,7 +112,7 @@ def test_ttl_not_yet_reached_leaves_it_running(tmp_path: Path) -> None:
     rec = _record(tmp_path, pid=proc.pid, wall_seconds=10, state="running", running_at=now - 14)
     enc = ProcessEnclave(rec, Timeouts(run_grace=5), runtime=proc)
     try:
-        assert enc.poll(now) is EnclaveState.RUNNING
+        assert enc.poll(now) is State.RUNNING
     finally:
         enc.stop()
 
@@ -121,17 +121,17 @@ def test_enclave_that_never_listens_fails_after_the_launch_timeout(tmp_path: Pat
     proc = subprocess.Popen(["sleep", "60"])
     rec = _record(tmp_path, pid=proc.pid, launched_at=time.time() - 100)
     enc = ProcessEnclave(rec, Timeouts(launch=30), runtime=proc)
-    assert enc.poll() is EnclaveState.FAILED
+    assert enc.poll() is State.FAILED
     assert "did not start within 30 s" in rec.reason
 
 
-def test_runtime_exit_before_finishing_is_reported_exited(tmp_path: Path) -> None:
+def test_runtime_exit_before_finishing_is_reported_failed_with_the_exit(tmp_path: Path) -> None:
     proc = subprocess.Popen(["sh", "-c", "exit 3"])
     proc.wait()
     rec = _record(tmp_path, pid=proc.pid, state="awaiting_inputs", listening_at=time.time())
     enc = ProcessEnclave(rec, Timeouts(), runtime=proc)
-    assert enc.poll() is EnclaveState.EXITED
-    assert "code 3" in rec.reason
+    assert enc.poll() is State.FAILED
+    assert "exited (code 3) before finishing" in rec.reason
 
 
 def test_runtime_error_line_becomes_the_reason(tmp_path: Path) -> None:
@@ -140,15 +140,19 @@ def test_runtime_error_line_becomes_the_reason(tmp_path: Path) -> None:
     rec = _record(tmp_path, pid=proc.pid)
     Path(rec.log).write_text(json.dumps({"event": "error", "message": "no bwrap"}) + "\n")
     enc = ProcessEnclave(rec, Timeouts(), runtime=proc)
-    assert enc.poll() is EnclaveState.EXITED
+    assert enc.poll() is State.FAILED
     assert rec.reason == "enclave runtime refused to start: no bwrap"
 
 
 def test_adopting_a_gone_process_reports_it_lost(tmp_path: Path, backend: ProcessBackend) -> None:
-    rec = _record(tmp_path, pid=999_999_999, state="running", reported_state="running")
+    rec = _record(
+        tmp_path, pid=999_999_999, state="running", reported_state="running", unreported=[]
+    )
     enc = backend.adopt(rec)
-    assert enc.state is EnclaveState.LOST and "is gone" in rec.reason
-    assert enc.next_report() == ("lost", rec.reason)
+    assert enc.state is State.FAILED and "is gone" in rec.reason
+    assert [(t.state, t.reason) for t in enc.pending(outcome_ready=True)] == [
+        (State.FAILED, rec.reason)
+    ]
 
 
 def test_adopting_a_finished_log_keeps_the_final_state(
@@ -166,7 +170,7 @@ def test_adopting_a_finished_log_keeps_the_final_state(
         + "\n"
     )
     enc = backend.adopt(rec)
-    assert enc.state is EnclaveState.COMPLETED and rec.reason == "ok"
+    assert enc.state is State.COMPLETED and rec.reason == "ok"
 
 
 def test_only_sim_and_valid_manifests_start(tmp_path: Path, backend: ProcessBackend) -> None:
@@ -193,7 +197,7 @@ def test_events_forwarded_once_and_never_output(tmp_path: Path) -> None:
         assert enc.pending_events == [] and rec.events_sent == 2
         with open(rec.log, "a") as f:  # the partial line completes later
             f.write('ate", "state": "running", "reason": ""}\n')
-        assert enc.poll() is EnclaveState.RUNNING
+        assert enc.poll() is State.RUNNING
     finally:
         enc.stop()
 
@@ -211,14 +215,14 @@ def test_orphan_watchdog_stops_an_enclave_whose_agent_is_gone(
     try:
         for _ in range(600):
             b.touch_alive()  # the agent is alive while the enclave starts
-            if enc.poll() is EnclaveState.AWAITING_INPUTS:
+            if enc.poll() is State.AWAITING_INPUTS:
                 break
             time.sleep(0.05)
         assert pid_alive(enc.record.pid)
         old = time.time() - 120
         os.utime(b.alive_file, (old, old))  # the agent stopped touching it long ago
         for _ in range(600):
-            if enc.poll() is not EnclaveState.AWAITING_INPUTS:
+            if enc.poll() is not State.AWAITING_INPUTS:
                 break
             time.sleep(0.05)
         # SIGTERM: the runtime wipes its storage and says so ("runtime stopped")

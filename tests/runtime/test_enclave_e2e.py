@@ -29,7 +29,7 @@ from sealroom.errors import (
 )
 from sealroom.hostagent.launcher import LocalEnclave, launch_local, runtime_measurement
 from sealroom.manifest import Manifest
-from sealroom.runtime.protocol import H_SHA256, H_SIGNATURE
+from sealroom.protocol.enclave import H_SHA256, H_SIGNATURE
 
 pytestmark = pytest.mark.skipif(
     shutil.which("bwrap") is None, reason="bubblewrap (Debian 'bubblewrap') is not installed"

@@ -17,7 +17,7 @@ from sealroom.crypto.sealing import open_bytes
 from sealroom.errors import AccessDeniedError, AttestationError, RunFailedError
 from sealroom.hostagent.launcher import launch_local
 from sealroom.hostagent.relay import TcpToUnixRelay
-from sealroom.runtime.protocol import log_info
+from sealroom.protocol.enclave import log_info
 from tests.runtime.test_enclave_e2e import (
     Parties,
     client,

@@ -31,7 +31,7 @@ from sealroom.crypto.keys import PartyKeys, key_path
 from sealroom.errors import InvalidInputError, RunFailedError
 from sealroom.hostagent.launcher import launch_local, runtime_measurement
 from sealroom.manifest import Manifest
-from sealroom.runtime.receipt import verify_receipt
+from sealroom.protocol.receipt import verify_receipt
 
 enclave_app = typer.Typer(help="Run and verify enclaves.", no_args_is_help=True)
 receipt_app = typer.Typer(help="Receipts of finished computations.", no_args_is_help=True)

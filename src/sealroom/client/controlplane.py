@@ -36,10 +36,10 @@ from sealroom.errors import (
 )
 from sealroom.files import write_private
 from sealroom.manifest import Manifest
-from sealroom.runtime.protocol import H_CHALLENGE, H_RESULT_SHA256, H_SIGNATURE
-from sealroom.runtime.receipt import VerifiedReceipt, verify_receipt
+from sealroom.protocol.enclave import H_CHALLENGE, H_RESULT_SHA256, H_SIGNATURE
+from sealroom.protocol.lifecycle import FINAL
+from sealroom.protocol.receipt import VerifiedReceipt, verify_receipt
 
-FINAL_STATES = ("completed", "failed", "destroyed")
 _BY_STATUS: dict[int, type[SealroomError]] = {
     400: InvalidInputError,
     401: AccessDeniedError,
@@ -237,7 +237,7 @@ class ControlPlaneClient:
                 if on_event:
                     on_event(ev)
             comp = self.computation(cid)
-            if comp["state"] in states or comp["state"] in FINAL_STATES:
+            if comp["state"] in states or comp["state"] in FINAL:
                 return comp
             if time.monotonic() > deadline:
                 raise UnavailableError(
@@ -250,7 +250,7 @@ class ControlPlaneClient:
     def _signed(self, cid: str, manifest: Manifest, party: PartyKeys) -> dict[str, str]:
         """Headers for one download of ``party``'s blobs: its signature over a fresh
         one-time challenge."""
-        from sealroom.controlplane.protocol import result_request_message
+        from sealroom.protocol.controlplane import result_request_message
 
         base = f"/api/v1/computations/{quote(cid)}"
         challenge = bytes.fromhex(self.json("GET", f"{base}/challenge", auth=False)["challenge"])

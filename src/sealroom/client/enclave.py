@@ -49,20 +49,20 @@ from sealroom.errors import (
     UnavailableError,
 )
 from sealroom.manifest import Manifest
-from sealroom.runtime.archive import archive_dir, safe_extract
-from sealroom.runtime.enclave_keys import EnclavePublicKeys
-from sealroom.runtime.protocol import (
+from sealroom.protocol.enclave import (
     H_CHALLENGE,
     H_RESULT_SHA256,
     H_SHA256,
     H_SIGNATURE,
     MAX_RUN_LOG_BYTES,
+    EnclavePublicKeys,
     log_info,
     log_request_message,
     result_info,
     result_request_message,
 )
-from sealroom.runtime.receipt import VerifiedReceipt, check_binding, verify_receipt
+from sealroom.protocol.receipt import VerifiedReceipt, check_binding, verify_receipt
+from sealroom.runtime.archive import archive_dir, safe_extract
 
 CHUNK = 1 << 20
 _ERRORS: dict[int, type[SealroomError]] = {

@@ -38,10 +38,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sealroom.controlplane.api import agent, compute, users
 from sealroom.controlplane.config import Settings
-from sealroom.controlplane.services.computations import STATES
 from sealroom.controlplane.state import ControlPlane
 from sealroom.controlplane.store.models import Computation, Host
 from sealroom.errors import SealroomError
+from sealroom.protocol.lifecycle import STATES
 
 log = logging.getLogger("sealroom.controlplane")
 PROBLEM = "application/problem+json"
@@ -89,8 +89,8 @@ class _StoreCollector(Collector):
         except Exception:  # a scrape must not fail because the DB blinked
             log.exception("metrics: store unavailable")
             return
-        for st in STATES:
-            by_state.add_metric([st], counts.get(st, 0))
+        for state in STATES:
+            by_state.add_metric([state.value], counts.get(state, 0))
         for st in ("online", "lost"):
             hosts.add_metric([st], hcounts.get(st, 0))
         yield by_state

@@ -10,8 +10,10 @@ Every heartbeat interval:
 2. upload the outbox of finished enclaves (receipt, result.<consumer>) as blobs;
 3. forward new enclave events (with their seq: the control plane drops duplicates);
 4. heartbeat: resources (this machine minus the reserve; used = live enclaves' limits),
-   TEE kinds, each enclave's state/endpoint/reason/stats. A finished enclave is reported
-   final only after its blobs are stored, then stopped;
+   TEE kinds, each enclave's endpoint, stats and the lifecycle transitions it made since
+   the last accepted heartbeat, in order (``sealroom.protocol.agent``). An outcome
+   (completed/failed) is reported only after its blobs are stored; then the enclave is
+   stopped and ``destroyed`` follows;
 5. act on ``desired``: launch "run" computations not launched here before (the id is
    persisted before the process starts: a crash never leads to a second launch), stop
    "stop" ones.
@@ -33,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sealroom.controlplane.protocol import FORWARDABLE_EVENTS
 from sealroom.errors import (
     AccessDeniedError,
     ConflictError,
@@ -44,7 +45,6 @@ from sealroom.errors import (
 )
 from sealroom.hostagent.backends.process import (
     ORPHAN_TIMEOUT,
-    EnclaveState,
     ProcessBackend,
     ProcessEnclave,
     Timeouts,
@@ -52,6 +52,9 @@ from sealroom.hostagent.backends.process import (
 from sealroom.hostagent.cpclient import ControlPlaneClient
 from sealroom.hostagent.resources import Reserve, cpu_count, machine_resources
 from sealroom.hostagent.state import AgentStore, Credential, EnclaveRecord
+from sealroom.protocol.agent import Desired, EnclaveReport, Heartbeat, HeartbeatReply, Resources
+from sealroom.protocol.controlplane import FORWARDABLE_EVENTS
+from sealroom.protocol.lifecycle import OUTCOMES, State
 
 log = logging.getLogger("sealroom.hostagent")
 
@@ -147,7 +150,7 @@ class Agent:
             except Exception as e:  # never let one bad record stop the agent
                 log.error("cannot adopt enclave of %s: %s", cid, e)
                 enc = ProcessEnclave(rec, self.backend.timeouts)
-                enc.set_state(EnclaveState.LOST, f"cannot re-adopt: {e}")
+                enc.set_state(State.FAILED, f"enclave lost: cannot re-adopt: {e}")
             self.enclaves[cid] = enc
             log.info("adopted enclave of %s: %s %s", cid, enc.state.value, enc.record.reason)
         self.persist()
@@ -219,46 +222,31 @@ class Agent:
         self.persist()
         self._upload_finished()
         self._forward_events()
-        reply = self._heartbeat()
-        # Several transitions since the last round (a fast run: awaiting_inputs ->
-        # running -> completed): one heartbeat per state, so none is skipped.
-        for _ in range(3):
-            if not any(self._has_more(e) for e in self.enclaves.values()):
-                break
-            reply = self._heartbeat()
-        if self._reconcile(reply.get("desired") or []):
+        reply = self._heartbeat()  # every transition since the last round, in order
+        if self._reconcile(reply.desired):
             # tell the control plane at once that the launch began (state "launching"):
             # the runtime takes a moment to listen, and the next round reports that
             self._heartbeat()
-        try:
-            interval = float(reply.get("heartbeat_interval") or self.config.heartbeat)
-        except (TypeError, ValueError):
-            interval = self.config.heartbeat
+        interval = reply.heartbeat_interval or self.config.heartbeat
         self.interval = min(60.0, max(0.2, interval))
         return self.interval
 
     # ---- reporting --------------------------------------------------------------------------
-    def _heartbeat(self) -> dict[str, Any]:
+    def _heartbeat(self) -> HeartbeatReply:
         report = self._report()
         reply = self.client.heartbeat(report)
         self.failures = 0
-        for item in report["enclaves"]:
-            enc = self.enclaves.get(item["computation_id"])
+        for item in report.enclaves:
+            enc = self.enclaves.get(item.computation_id)
             if enc is None:
                 continue
-            enc.reported(item["state"])
-            if EnclaveState(item["state"]).final:
+            enc.reported(item.transitions)
+            if any(t.state in OUTCOMES for t in item.transitions):
                 enc.record.final_reported = True
                 if not enc.record.stopped:
                     enc.stop()
+                enc.set_state(State.DESTROYED, "enclave stopped")
         return reply
-
-    def _has_more(self, enc: ProcessEnclave) -> bool:
-        """A state change is waiting that the next heartbeat would report."""
-        state, _ = enc.next_report()
-        if state == enc.record.reported_state:
-            return False
-        return not (EnclaveState(state).final and not self._blobs_done(enc))
 
     def resources(self) -> dict[str, int]:
         live = [
@@ -269,43 +257,33 @@ class Agent:
         return machine_resources(self.config.data_dir, self.config.reserve, live)
 
     def _blobs_done(self, enc: ProcessEnclave) -> bool:
-        if enc.state not in (EnclaveState.COMPLETED, EnclaveState.FAILED):
+        if enc.state not in OUTCOMES:
             return True
         if not enc.outbox_ready():
             return False
         return all(name in enc.record.uploaded for name, _ in enc.outbox_blobs())
 
-    def _report(self) -> dict[str, Any]:
-        items = []
-        for cid, enc in self.enclaves.items():
-            rec = enc.record
-            raw, reason = enc.next_report()
-            state = EnclaveState(raw)
-            if state.final and not self._blobs_done(enc):
-                # final only once its receipt and results are stored: until then, say
-                # again what the control plane already knows
-                state = EnclaveState(rec.reported_state or EnclaveState.LAUNCHING.value)
-                reason = ""
-            items.append(
-                {
-                    "computation_id": cid,
-                    "state": state.value,
-                    "endpoint": enc.endpoint,
-                    "reason": reason,
-                    "stats": enc.stats(),
-                }
-            )
-        return {
-            "resources": self.resources(),
-            "tee_kinds": list(self.backend.tee_kinds),
-            "enclaves": items,
-        }
+    def _report(self) -> Heartbeat:
+        return Heartbeat(
+            resources=Resources(**self.resources()),
+            tee_kinds=list(self.backend.tee_kinds),
+            enclaves=[
+                EnclaveReport(
+                    computation_id=cid,
+                    # an outcome only once its receipt and results are stored
+                    transitions=enc.pending(outcome_ready=self._blobs_done(enc)),
+                    endpoint=enc.endpoint,
+                    stats=enc.stats(),
+                )
+                for cid, enc in self.enclaves.items()
+            ],
+        )
 
     def _upload_finished(self) -> None:
         """Start uploading finished outboxes, each on its own thread: a large result
         must not hold up heartbeats (the control plane would take the host for lost)."""
         for cid, enc in self.enclaves.items():
-            if enc.state not in (EnclaveState.COMPLETED, EnclaveState.FAILED):
+            if enc.state not in OUTCOMES:
                 continue
             if not enc.outbox_ready():
                 continue
@@ -347,21 +325,18 @@ class Agent:
                 enc.events_acked(batch[-1]["seq"])
 
     # ---- acting on desired -------------------------------------------------------------------
-    def _reconcile(self, desired: list[dict[str, Any]]) -> bool:
+    def _reconcile(self, desired: list[Desired]) -> bool:
         """Act on ``desired``; True when something was launched."""
         run_ids: set[str] = set()
         launched = False
         for d in desired:
-            if not isinstance(d, dict):
-                continue
-            cid = str(d.get("computation_id", ""))
-            action = d.get("action")
+            cid, action = d.computation_id, d.action
             if not cid:
                 continue
             if action == "run":
                 run_ids.add(cid)
                 if cid not in self.enclaves and cid not in self.launched:
-                    self._launch(cid, d.get("manifest"), str(d.get("tee") or "sim"))
+                    self._launch(cid, d.manifest, d.tee or "sim")
                     launched = True
             elif action == "stop" and cid in self.enclaves:
                 log.info("stopping %s (control plane asked)", cid)
@@ -391,19 +366,17 @@ class Agent:
         self.enclaves[cid] = ProcessEnclave(placeholder, self.backend.timeouts)
         self.persist()
         try:
-            if not isinstance(manifest, dict):
+            if not manifest:
                 raise InvalidInputError("desired state carries no manifest object")
             busy = [e.record.cpus for e in self.enclaves.values() if not e.state.final]
             enc = self.backend.start(cid, manifest, tee, busy_cpus=busy)
         except SealroomError as e:
-            placeholder.state = EnclaveState.FAILED.value
-            placeholder.reason = f"launch failed: {e.message}"
+            self.enclaves[cid].set_state(State.FAILED, f"launch failed: {e.message}")
             placeholder.stopped = True
             log.error("launching %s failed: %s", cid, e.message)
             return
         except Exception as e:  # pragma: no cover - defensive
-            placeholder.state = EnclaveState.FAILED.value
-            placeholder.reason = f"launch failed: {e}"
+            self.enclaves[cid].set_state(State.FAILED, f"launch failed: {e}")
             placeholder.stopped = True
             log.exception("launching %s failed", cid)
             return

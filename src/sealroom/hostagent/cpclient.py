@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from pydantic import ValidationError
+
 from sealroom.errors import (
     AccessDeniedError,
     ConflictError,
@@ -23,6 +25,7 @@ from sealroom.errors import (
     SealroomError,
     UnavailableError,
 )
+from sealroom.protocol.agent import Heartbeat, HeartbeatReply
 
 API = "/api/v1"
 TIMEOUT = 15.0
@@ -130,11 +133,14 @@ class ControlPlaneClient:
         except (KeyError, TypeError) as e:
             raise UnavailableError("registration answer lacks host_id/credential") from e
 
-    def heartbeat(self, payload: dict[str, Any]) -> dict[str, Any]:
-        obj = self._json("POST", f"{API}/agent/heartbeat", payload)
-        if not isinstance(obj, dict):
-            raise UnavailableError("heartbeat answer is not an object", code="bad-response")
-        return obj
+    def heartbeat(self, report: Heartbeat) -> HeartbeatReply:
+        obj = self._json("POST", f"{API}/agent/heartbeat", report.model_dump(mode="json"))
+        try:
+            return HeartbeatReply.model_validate(obj)
+        except ValidationError as e:
+            raise UnavailableError(
+                f"heartbeat answer does not follow the agent contract: {e}", code="bad-response"
+            ) from e
 
     def post_events(self, computation_id: str, events: list[dict[str, Any]]) -> None:
         self._json(

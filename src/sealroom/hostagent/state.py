@@ -46,6 +46,8 @@ class EnclaveRecord:
     uploaded: list[str] = field(default_factory=list)
     final_reported: bool = False
     reported_state: str = ""  # the last state the control plane accepted
+    # entered states not yet accepted by the control plane, oldest first: [state, reason]
+    unreported: list[list[str]] = field(default_factory=lambda: [["launching", ""]])
     stopped: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -54,6 +56,8 @@ class EnclaveRecord:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> EnclaveRecord:
         known = {k: v for k, v in obj.items() if k in cls.__dataclass_fields__}
+        if known.get("state") in ("exited", "lost"):  # written before the one lifecycle
+            known["state"] = "failed"
         return cls(**known)
 
 

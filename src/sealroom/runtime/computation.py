@@ -38,44 +38,27 @@ from sealroom.errors import (
 )
 from sealroom.files import WipeReport, wipe_tree
 from sealroom.manifest import Manifest, Slot
-from sealroom.runtime import state as sm
-from sealroom.runtime.archive import archive_dir, safe_extract
-from sealroom.runtime.enclave_keys import EnclaveKeys
-from sealroom.runtime.protocol import (
+from sealroom.protocol.enclave import (
     ALGORITHM_SLOT,
     MAX_RUN_LOG_BYTES,
+    PUBLIC_EVENT_FIELDS,
+    PUBLIC_EVENT_TYPES,
     log_info,
     log_request_message,
     receipt_nonce,
     result_info,
     result_request_message,
 )
-from sealroom.runtime.receipt import receipt_core, sign_receipt
+from sealroom.protocol.receipt import receipt_core, sign_receipt
+from sealroom.runtime import state as sm
+from sealroom.runtime.archive import archive_dir, safe_extract
+from sealroom.runtime.enclave_keys import EnclaveKeys
 from sealroom.runtime.sandbox import Limits, RunOutcome, run_algorithm
 from sealroom.tee.base import EvidenceProvider
 
 # Upload receive size: 64 KiB cut the runtime's CPU per GiB by about a third against
 # 1 MiB reads through the buffered TLS reader (bench/ingest_bench.py, docs/bench.md).
 CHUNK = 64 << 10
-#: Event types any TLS client may read (GET /events, unauthenticated) and the host may
-#: see (the runtime's stdout lines). Every message is written by the runtime from public
-#: lifecycle facts; what the algorithm prints is never an event (it is sealed, see
-#: docs/adr/0017-sealed-run-logs.md).
-PUBLIC_EVENT_TYPES = frozenset(
-    {
-        "started",
-        "upload_accepted",
-        "upload_rejected",
-        "run_started",
-        "run_ended",
-        "run_failed",
-        "completed",
-        "failed",
-        "evidence_failed",
-    }
-)
-#: Data fields an event may carry besides seq/time/type/message (runtime-chosen values).
-PUBLIC_EVENT_FIELDS = ("slot", "code", "ok")
 MAX_EVENTS = 10_000
 MAX_EVENT_TEXT = 4096
 EXTRACT_FACTOR = 10  # an archive may unpack to at most 10x its declared maximum size

@@ -8,17 +8,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import NameOID
 
-from sealroom.crypto.signing import keys_digest
+from sealroom.protocol.enclave import EnclavePublicKeys
 
 _RAW = serialization.Encoding.Raw
 _RAW_PUB = serialization.PublicFormat.Raw
@@ -29,43 +27,6 @@ def spki_der(cert_or_key: x509.Certificate | ec.EllipticCurvePublicKey) -> bytes
     return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-
-
-@dataclass(frozen=True)
-class EnclavePublicKeys:
-    tls_spki: bytes
-    ed25519: bytes
-    x25519: bytes
-
-    @property
-    def digest(self) -> bytes:
-        return keys_digest(self.tls_spki, self.ed25519, self.x25519)
-
-    def to_json_obj(self) -> dict[str, str]:
-        return {
-            "tls_spki": self.tls_spki.hex(),
-            "ed25519": self.ed25519.hex(),
-            "x25519": self.x25519.hex(),
-        }
-
-    @staticmethod
-    def from_json_obj(obj: Any) -> EnclavePublicKeys:
-        from sealroom.errors import MalformedEvidenceError
-
-        try:
-            keys = EnclavePublicKeys(
-                bytes.fromhex(obj["tls_spki"]),
-                bytes.fromhex(obj["ed25519"]),
-                bytes.fromhex(obj["x25519"]),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise MalformedEvidenceError(f"enclave public keys are malformed: {e}") from e
-        if len(keys.ed25519) != 32 or len(keys.x25519) != 32:
-            raise MalformedEvidenceError("enclave Ed25519/X25519 keys must be 32 bytes")
-        return keys
-
-    def ed25519_key(self) -> Ed25519PublicKey:
-        return Ed25519PublicKey.from_public_bytes(self.ed25519)
 
 
 class EnclaveKeys:

@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sealroom.errors import InvalidInputError, NotFoundError, SealroomError
+from sealroom.protocol.enclave import H_CHALLENGE, H_RESULT_SHA256, H_SHA256, H_SIGNATURE
 from sealroom.runtime.computation import Computation
-from sealroom.runtime.protocol import H_CHALLENGE, H_RESULT_SHA256, H_SHA256, H_SIGNATURE
 
 IO_TIMEOUT = 60.0
 DRAIN_LIMIT = 4 << 20  # after an early refusal, read at most this much of the unread body

@@ -2,6 +2,9 @@
 
     awaiting_inputs --(every slot filled)--> running --(run ended)--> completed | failed
 
+The phases are the enclave's part of the one lifecycle (``sealroom.protocol.lifecycle``);
+every phase change goes through its ``transition``.
+
 A slot is reserved while its upload streams (so two uploads cannot race for it), filled
 when the upload verified, and released if the upload was rejected. Sockets, files and
 processes live around this (computation.py).
@@ -13,13 +16,10 @@ import enum
 from dataclasses import dataclass, replace
 
 from sealroom.errors import ConflictError, NotFoundError
+from sealroom.protocol.lifecycle import State as Phase
+from sealroom.protocol.lifecycle import transition
 
-
-class Phase(enum.StrEnum):
-    AWAITING_INPUTS = "awaiting_inputs"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
+__all__ = ["Effect", "Phase", "State", "abort", "fill", "finish", "release", "reserve"]
 
 
 class Effect(enum.StrEnum):
@@ -36,7 +36,7 @@ class State:
 
     @property
     def finished(self) -> bool:
-        return self.phase in (Phase.COMPLETED, Phase.FAILED)
+        return self.phase.final
 
 
 def reserve(state: State, slot: str) -> State:
@@ -66,18 +66,21 @@ def fill(state: State, slot: str) -> tuple[State, list[Effect]]:
         raise RuntimeError(f"slot {slot} filled without a reservation")
     new = replace(state, reserved=state.reserved - {slot}, filled=state.filled | {slot})
     if new.filled == frozenset(new.slots):
-        return replace(new, phase=Phase.RUNNING), [Effect.START_RUN]
+        return replace(new, phase=transition(new.phase, Phase.RUNNING)), [Effect.START_RUN]
     return new, []
 
 
 def finish(state: State, ok: bool, reason: str) -> State:
     if state.phase is not Phase.RUNNING:
         raise RuntimeError(f"run finished in phase {state.phase}")
-    return replace(state, phase=Phase.COMPLETED if ok else Phase.FAILED, reason=reason)
+    outcome = transition(state.phase, Phase.COMPLETED if ok else Phase.FAILED)
+    return replace(state, phase=outcome, reason=reason)
 
 
 def abort(state: State, reason: str) -> State:
     """The runtime stops before completion (shutdown, internal failure)."""
     if state.finished:
         return state
-    return replace(state, phase=Phase.FAILED, reason=reason, reserved=frozenset())
+    return replace(
+        state, phase=transition(state.phase, Phase.FAILED), reason=reason, reserved=frozenset()
+    )

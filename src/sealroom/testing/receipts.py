@@ -12,9 +12,9 @@ from sealroom.attestation.evidence import EvidenceBundle
 from sealroom.attestation.sim.authority import SimAuthority
 from sealroom.crypto.canonical import canonical_json
 from sealroom.manifest import Manifest
+from sealroom.protocol.enclave import receipt_nonce
+from sealroom.protocol.receipt import receipt_core, sign_receipt
 from sealroom.runtime.enclave_keys import EnclaveKeys
-from sealroom.runtime.protocol import receipt_nonce
-from sealroom.runtime.receipt import receipt_core, sign_receipt
 
 
 def sim_receipt(

@@ -8,17 +8,15 @@ from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from sealroom.controlplane.api.deps import CP, Agent
-from sealroom.controlplane.api.schemas import (
-    AgentEventsIn,
-    DesiredOut,
-    HeartbeatIn,
-    HeartbeatOut,
-    Problem,
-    RegisterIn,
-    RegisterOut,
-)
-from sealroom.controlplane.services.hosts import EnclaveReport, ForwardedEvent
+from sealroom.controlplane.api.schemas import Problem
 from sealroom.errors import PayloadTooLargeError
+from sealroom.protocol.agent import (
+    AgentEvents,
+    Heartbeat,
+    HeartbeatReply,
+    RegisterReply,
+    RegisterRequest,
+)
 
 router = APIRouter(prefix="/api/v1/agent")
 
@@ -32,42 +30,24 @@ WRITE_BATCH = 1 << 20  # bytes gathered before each write to disk
 
 
 @router.post("/register", status_code=201, responses=ERRORS)
-def register(body: RegisterIn, cp: CP) -> RegisterOut:
+def register(body: RegisterRequest, cp: CP) -> RegisterReply:
     host_id, credential = cp.hosts.register(
         body.join_token, body.name, body.tee_kinds, body.resources.model_dump()
     )
-    return RegisterOut(host_id=host_id, credential=credential)
+    return RegisterReply(host_id=host_id, credential=credential)
 
 
 @router.post("/heartbeat", responses=ERRORS)
-def heartbeat(body: HeartbeatIn, cp: CP, agent: Agent) -> HeartbeatOut:
+def heartbeat(body: Heartbeat, cp: CP, agent: Agent) -> HeartbeatReply:
     desired = cp.hosts.heartbeat(
-        agent,
-        body.resources.model_dump(exclude_unset=True),
-        body.tee_kinds,
-        [
-            EnclaveReport(e.computation_id, e.state, e.endpoint, e.reason, e.stats)
-            for e in body.enclaves
-        ],
+        agent, body.resources.model_dump(exclude_unset=True), body.tee_kinds, body.enclaves
     )
-    return HeartbeatOut(
-        desired=[
-            DesiredOut(
-                computation_id=d.computation_id, action=d.action, manifest=d.manifest, tee=d.tee
-            )
-            for d in desired
-        ],
-        heartbeat_interval=cp.settings.heartbeat_interval,
-    )
+    return HeartbeatReply(desired=desired, heartbeat_interval=cp.settings.heartbeat_interval)
 
 
 @router.post("/computations/{computation_id}/events", status_code=204, responses=ERRORS)
-def forward_events(computation_id: Id, body: AgentEventsIn, cp: CP, agent: Agent) -> Response:
-    cp.hosts.forward_events(
-        agent,
-        computation_id,
-        [ForwardedEvent(e.seq, e.time, e.type, e.message) for e in body.events],
-    )
+def forward_events(computation_id: Id, body: AgentEvents, cp: CP, agent: Agent) -> Response:
+    cp.hosts.forward_events(agent, computation_id, body.events)
     return Response(status_code=204)
 
 

@@ -15,6 +15,7 @@ from sealroom.controlplane.api.schemas import (
 from sealroom.controlplane.services.computations import capacities
 from sealroom.controlplane.services.hosts import tee_labels
 from sealroom.controlplane.store.models import Computation, Host
+from sealroom.protocol.lifecycle import ENCLAVE_UP
 
 router = APIRouter()
 
@@ -45,7 +46,7 @@ def compute_status(cp: CP) -> ComputeStatus:
             s.scalar(
                 select(func.count())
                 .select_from(Computation)
-                .where(Computation.state.in_(("launching", "awaiting_inputs", "running")))
+                .where(Computation.state.in_(ENCLAVE_UP))
             )
             or 0
         )

@@ -1,4 +1,7 @@
-"""Wire models of the control plane API (separate from the store's models)."""
+"""Wire models of the control plane API (separate from the store's models).
+
+The agent endpoints' models are the agent contract itself, in ``sealroom.protocol.agent``;
+computation states are ``sealroom.protocol.lifecycle.State``."""
 
 from __future__ import annotations
 
@@ -7,10 +10,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-BigInt = Annotated[int, Field(ge=0, le=2**53 - 1)]
+from sealroom.protocol.lifecycle import State
+
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-HostName = Annotated[str, Field(min_length=1, max_length=128)]
-TeeKind = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[a-z0-9-]+$")]
 
 
 class _In(BaseModel):
@@ -73,17 +75,6 @@ class JoinTokenOut(BaseModel):
     expires_at: datetime
 
 
-class ResourcesIn(_In):
-    cpu_total: BigInt = 0
-    cpu_used: BigInt = 0
-    memory_mb_total: BigInt = 0
-    memory_mb_used: BigInt = 0
-    gpu_total: BigInt = 0
-    gpu_used: BigInt = 0
-    disk_mb_total: BigInt = 0
-    disk_mb_used: BigInt = 0
-
-
 class ResourcesOut(BaseModel):
     cpu_total: int
     cpu_used: int
@@ -124,7 +115,7 @@ class ComputationIn(_In):
 
 class ComputationCreated(BaseModel):
     id: str
-    state: str
+    state: State
     manifest_hash: str
     host_id: str | None
 
@@ -132,7 +123,7 @@ class ComputationCreated(BaseModel):
 class ComputationOut(BaseModel):
     id: str
     name: str
-    state: str
+    state: State
     reason: str
     manifest_hash: str
     host_id: str | None
@@ -152,7 +143,7 @@ class ComputationsOut(BaseModel):
 
 
 class StateOut(BaseModel):
-    state: str
+    state: State
 
 
 class EventOut(BaseModel):
@@ -208,61 +199,3 @@ class ComputeAttestation(BaseModel):
 
 class Health(BaseModel):
     ok: bool
-
-
-# -- agent ------------------------------------------------------------------------------
-
-
-class RegisterIn(_In):
-    join_token: Annotated[str, Field(min_length=1, max_length=256)]
-    name: HostName
-    tee_kinds: Annotated[list[TeeKind], Field(max_length=16)] = Field(default_factory=list)
-    resources: ResourcesIn = Field(default_factory=ResourcesIn)
-
-
-class RegisterOut(BaseModel):
-    host_id: str
-    credential: str
-
-
-class EnclaveIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    computation_id: Annotated[str, Field(min_length=1, max_length=64)]
-    state: Literal[
-        "launching", "awaiting_inputs", "running", "completed", "failed", "exited", "lost"
-    ]
-    endpoint: Annotated[str, Field(max_length=512)] | None = None
-    reason: Annotated[str, Field(max_length=4000)] = ""
-    stats: dict[str, Any] = Field(default_factory=dict)
-
-
-class HeartbeatIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    resources: ResourcesIn = Field(default_factory=ResourcesIn)
-    tee_kinds: Annotated[list[TeeKind], Field(max_length=16)] | None = None
-    enclaves: Annotated[list[EnclaveIn], Field(max_length=4096)] = Field(default_factory=list)
-
-
-class DesiredOut(BaseModel):
-    computation_id: str
-    action: Literal["run", "stop"]
-    manifest: dict[str, Any]
-    tee: str
-
-
-class HeartbeatOut(BaseModel):
-    desired: list[DesiredOut]
-    heartbeat_interval: float
-
-
-class AgentEventIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    seq: Annotated[int, Field(ge=0, le=2**62)]
-    time: datetime | None = None
-    type: Annotated[str, Field(max_length=64)] = "enclave"
-    message: Annotated[str, Field(max_length=100_000)] = ""
-
-
-class AgentEventsIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    events: Annotated[list[AgentEventIn], Field(max_length=10_000)]

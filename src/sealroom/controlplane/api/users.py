@@ -35,12 +35,12 @@ from sealroom.controlplane.api.schemas import (
     ResourcesOut,
     StateOut,
 )
-from sealroom.controlplane.protocol import H_SEALED_SHA256
-from sealroom.controlplane.services.computations import FINAL
 from sealroom.controlplane.services.hosts import tee_labels
 from sealroom.controlplane.state import ControlPlane
 from sealroom.controlplane.store.models import Computation, Event
 from sealroom.errors import ConflictError, NotFoundError
+from sealroom.protocol.controlplane import H_SEALED_SHA256
+from sealroom.protocol.lifecycle import FINAL, State
 
 router = APIRouter(prefix="/api/v1")
 
@@ -60,7 +60,7 @@ def _out(c: Computation) -> ComputationOut:
     return ComputationOut(
         id=c.id,
         name=c.name,
-        state=c.state,
+        state=State(c.state),
         reason=c.reason,
         manifest_hash=c.manifest_hash,
         host_id=c.host_id,
@@ -151,7 +151,7 @@ def list_hosts(cp: CP, user: User) -> HostsOut:
 def create_computation(body: ComputationIn, cp: CP, user: User) -> ComputationCreated:
     c = cp.computations.create(user, body.manifest, body.tee, body.queue)
     return ComputationCreated(
-        id=c.id, state=c.state, manifest_hash=c.manifest_hash, host_id=c.host_id
+        id=c.id, state=State(c.state), manifest_hash=c.manifest_hash, host_id=c.host_id
     )
 
 
@@ -170,7 +170,7 @@ def get_computation(computation_id: Id, cp: CP, user: User) -> ComputationDetail
 
 @router.post("/computations/{computation_id}/cancel", responses=ERRORS)
 def cancel_computation(computation_id: Id, cp: CP, user: User) -> StateOut:
-    return StateOut(state=cp.computations.cancel(user, computation_id))
+    return StateOut(state=State(cp.computations.cancel(user, computation_id)))
 
 
 @router.delete("/computations/{computation_id}", status_code=204, responses=ERRORS)

@@ -19,11 +19,6 @@ from typing import ClassVar, Literal
 from sqlalchemy import func, select
 
 from sealroom.controlplane.config import Settings
-from sealroom.controlplane.protocol import (
-    AGENT_CREDENTIAL_PREFIX,
-    JOIN_TOKEN_PREFIX,
-    USER_KEY_PREFIX,
-)
 from sealroom.controlplane.store.db import Store
 from sealroom.controlplane.store.models import Account, ApiKey, Host, JoinToken
 from sealroom.errors import (
@@ -32,6 +27,11 @@ from sealroom.errors import (
     InvalidInputError,
     NotFoundError,
     SealroomError,
+)
+from sealroom.protocol.controlplane import (
+    AGENT_CREDENTIAL_PREFIX,
+    JOIN_TOKEN_PREFIX,
+    USER_KEY_PREFIX,
 )
 
 log = logging.getLogger("sealroom.controlplane.auth")

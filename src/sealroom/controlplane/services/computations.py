@@ -22,7 +22,6 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from sealroom.controlplane.config import Settings
-from sealroom.controlplane.protocol import result_request_message
 from sealroom.controlplane.services.auth import Principal, new_id
 from sealroom.controlplane.services.blobs import BlobStore
 from sealroom.controlplane.services.placement import (
@@ -51,27 +50,12 @@ from sealroom.errors import (
     NotFoundError,
 )
 from sealroom.manifest import Manifest
+from sealroom.protocol.controlplane import result_request_message
+from sealroom.protocol.lifecycle import FINAL, HOLDING, OUTCOMES, State
+from sealroom.protocol.lifecycle import transition as lifecycle_transition
 
 log = logging.getLogger("sealroom.controlplane.computations")
 
-STATES = (
-    "created",
-    "scheduled",
-    "launching",
-    "awaiting_inputs",
-    "running",
-    "completed",
-    "failed",
-    "destroyed",
-)
-ORDER = {s: i for i, s in enumerate(STATES)}
-ORDER["failed"] = ORDER["completed"]
-FINAL = frozenset({"completed", "failed", "destroyed"})
-LIVE = ("scheduled", "launching", "awaiting_inputs", "running")
-#: States whose computation holds its host's capacity: live ones, and finished ones whose
-#: enclave the host has not yet confirmed stopped (that confirmation is "destroyed"), so
-#: an enclave still running after a cancel or a lost host is never counted as free.
-HOLDING = (*LIVE, "completed", "failed")
 TEE_KINDS = ("sim", "snp", "tdx")
 MAX_CHALLENGES = 64
 
@@ -263,13 +247,24 @@ class ComputationService:
         )
 
     def transition(
-        self, s: Session, c: Computation, state: str, reason: str, message: str = ""
+        self,
+        s: Session,
+        c: Computation,
+        state: State,
+        reason: str,
+        message: str = "",
+        *,
+        verified_receipt: bool = False,
     ) -> None:
+        """Move ``c`` to ``state`` (a repeat is a no-op); a move the lifecycle does not
+        allow raises ConflictError and writes nothing. ``verified_receipt``: the move is
+        made on a receipt the control plane verified (it may complete a failed run)."""
         if state == c.state:
             return
+        lifecycle_transition(State(c.state), state, verified_receipt=verified_receipt)
         if c.state in HOLDING and state not in HOLDING:
             self.adjust(c.host_id, -need_of(c))
-        if state in ("completed", "failed"):
+        if state in OUTCOMES:
             c.outcome = state
         c.state = state
         c.reason = reason
@@ -290,7 +285,7 @@ class ComputationService:
         if p.host_id is not None:
             c.host_id = p.host_id
             self.adjust(p.host_id, need_of(c))
-            self.transition(s, c, "scheduled", f"placed on host {view[p.host_id].name}")
+            self.transition(s, c, State.SCHEDULED, f"placed on host {view[p.host_id].name}")
             self.metrics.placed()
         return p
 
@@ -300,7 +295,7 @@ class ComputationService:
         with self.write() as s:
             waiting = s.scalars(
                 select(Computation)
-                .where(Computation.state == "created", Computation.queue.is_(True))
+                .where(Computation.state == State.CREATED, Computation.queue.is_(True))
                 .order_by(Computation.number)
             ).all()
             if not waiting:
@@ -398,7 +393,7 @@ class ComputationService:
                 number=number,
                 account_id=actor.account_id,
                 name=manifest.name,
-                state="created",
+                state=State.CREATED,
                 outcome=None,
                 reason="",
                 manifest=manifest.to_json_obj(),
@@ -458,7 +453,7 @@ class ComputationService:
         with self.write() as s:
             c = self._visible(s, actor, cid)
             if c.state not in FINAL:
-                self.transition(s, c, "failed", f"cancelled by {actor.name}")
+                self.transition(s, c, State.FAILED, f"cancelled by {actor.name}")
             state = c.state
         self.schedule_queue()
         return state

@@ -1,19 +1,19 @@
-"""Hosts: registration by one-time join token, heartbeats (resources, enclave states ->
-computation states, desired state back), lost-host detection, forwarded enclave events
-and blob uploads from the host a computation is placed on."""
+"""Hosts: registration by one-time join token, heartbeats (resources, enclave transitions
+-> computation states, desired state back), lost-host detection, forwarded enclave events
+and blob uploads from the host a computation is placed on.
+
+The agent contract (``sealroom.protocol.agent``) is the type of what comes in and goes
+out; every reported transition is judged by ``sealroom.protocol.lifecycle``."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sealroom.controlplane.protocol import AGENT_CREDENTIAL_PREFIX, FORWARDABLE_EVENTS
 from sealroom.controlplane.services.auth import (
     AgentPrincipal,
     UnauthenticatedError,
@@ -23,10 +23,6 @@ from sealroom.controlplane.services.auth import (
 )
 from sealroom.controlplane.services.blobs import BlobWriter, check_blob_name
 from sealroom.controlplane.services.computations import (
-    FINAL,
-    HOLDING,
-    LIVE,
-    ORDER,
     ComputationService,
     capacities,
     need_of,
@@ -43,7 +39,18 @@ from sealroom.errors import (
     PayloadTooLargeError,
 )
 from sealroom.manifest import Manifest
-from sealroom.runtime.protocol import MAX_RUN_LOG_BYTES
+from sealroom.protocol.agent import AgentEvent, Desired, EnclaveReport
+from sealroom.protocol.controlplane import AGENT_CREDENTIAL_PREFIX, FORWARDABLE_EVENTS
+from sealroom.protocol.enclave import MAX_RUN_LOG_BYTES
+from sealroom.protocol.lifecycle import (
+    FINAL,
+    HOLDING,
+    LIVE,
+    OUTCOMES,
+    State,
+    Verdict,
+    judge_report,
+)
 
 log = logging.getLogger("sealroom.controlplane.hosts")
 
@@ -57,40 +64,19 @@ RESOURCE_FIELDS = (
     "disk_mb_total",
     "disk_mb_used",
 )
-REPORTED_TO_STATE = {
-    "launching": "launching",
-    "awaiting_inputs": "awaiting_inputs",
-    "running": "running",
-    "completed": "completed",
-    "failed": "failed",
-    "exited": "failed",
-    "lost": "failed",
-}
 
 
-@dataclass(frozen=True)
-class EnclaveReport:
-    computation_id: str
-    state: str
-    endpoint: str | None = None
-    reason: str = ""
-    stats: dict[str, Any] = field(default_factory=dict)
+def _destroyed(rep: EnclaveReport) -> bool:
+    """The agent says this enclave is stopped for good."""
+    return any(t.state == State.DESTROYED for t in rep.transitions)
 
 
-@dataclass(frozen=True)
-class Desired:
-    computation_id: str
-    action: Literal["run", "stop"]
-    manifest: dict[str, Any]
-    tee: str
-
-
-@dataclass(frozen=True)
-class ForwardedEvent:
-    seq: int
-    time: datetime | None
-    type: str
-    message: str
+def _default_reason(state: State) -> str:
+    if state == State.FAILED:
+        return "enclave reported failure"
+    if state == State.DESTROYED:
+        return "enclave stopped"
+    return f"enclave reported {state.value}"
 
 
 def tee_labels(claimed: Iterable[str] | None, verified: Iterable[str] | None) -> list[str]:
@@ -228,8 +214,6 @@ class HostService:
             new = _capacity_of(h, old.allocated if old else Resources())
             if new != old:
                 self.comps.set_host(new)
-            h.enclaves = sum(1 for r in reports.values() if r.state not in ("exited", "lost"))
-
             reported_ids = list(reports)
             comps = (
                 {
@@ -239,68 +223,76 @@ class HostService:
                 if reported_ids
                 else {}
             )
+            h.enclaves = sum(1 for r in reports.values() if not _destroyed(r))
             for cid, rep in reports.items():
                 c = comps.get(cid)
                 if c is None or c.host_id != h.id:
-                    if rep.state not in ("exited", "lost"):
-                        desired.append(Desired(cid, "stop", {}, c.tee if c else "sim"))
+                    if not _destroyed(rep):
+                        desired.append(
+                            Desired(computation_id=cid, action="stop", tee=c.tee if c else "sim")
+                        )
                     continue
                 self._apply_report(s, c, rep)
-                if c.state in FINAL and rep.state not in ("exited", "lost"):
-                    desired.append(Desired(c.id, "stop", c.manifest, c.tee))
+                if c.state in FINAL and not _destroyed(rep):
+                    desired.append(
+                        Desired(computation_id=c.id, action="stop", manifest=c.manifest, tee=c.tee)
+                    )
 
             # placed here, final, no longer running on the agent: the enclave is gone.
             for c in s.scalars(
                 select(Computation).where(
-                    Computation.host_id == h.id,
-                    Computation.state.in_(("completed", "failed")),
+                    Computation.host_id == h.id, Computation.state.in_(OUTCOMES)
                 )
             ).all():
-                seen = reports.get(c.id)
-                if seen is None or seen.state in ("exited", "lost"):
-                    self.comps.transition(s, c, "destroyed", "enclave stopped")
+                if c.id not in reports:
+                    self.comps.transition(s, c, State.DESTROYED, "enclave stopped")
 
             for c in s.scalars(
                 select(Computation)
                 .where(Computation.host_id == h.id, Computation.state.in_(LIVE))
                 .order_by(Computation.number)
             ):
-                desired.append(Desired(c.id, "run", c.manifest, c.tee))
+                desired.append(
+                    Desired(computation_id=c.id, action="run", manifest=c.manifest, tee=c.tee)
+                )
         self.comps.schedule_queue()
         return desired
 
     def _apply_report(self, s: Session, c: Computation, rep: EnclaveReport) -> None:
+        """Record the reported transitions, in order, as the lifecycle allows: a repeat
+        (or a stale report) changes nothing, a refused one stops the rest of this
+        report (what follows it cannot be in order)."""
         if rep.stats and rep.stats != c.stats:
             c.stats = dict(rep.stats)
-        if c.state in FINAL:
-            return
-        target = REPORTED_TO_STATE.get(rep.state)
-        if target is None:
-            return
-        if rep.endpoint and rep.endpoint != c.enclave_url and rep.state not in ("exited", "lost"):
+        if rep.endpoint and rep.endpoint != c.enclave_url and not State(c.state).final:
             c.enclave_url = rep.endpoint
             c.updated_at = self.now()
-        if ORDER[target] <= ORDER[c.state] and target not in ("completed", "failed"):
-            return  # stale or repeated report: nothing to write
-        if target == "completed" and not c.receipt_ok:
-            # The host's word is not enough: completion needs a receipt that verified
-            # (uploaded before the agent reports a final state).
-            self.comps.transition(
-                s,
-                c,
-                "failed",
-                "the host reported completed, but no receipt that verifies was delivered",
-            )
-            return
-        if rep.state == "exited":
-            reason = rep.reason or "enclave exited before finishing"
-        elif rep.state == "lost":
-            reason = rep.reason or "enclave lost"
-        elif target == "failed":
-            reason = rep.reason or "enclave reported failure"
-        else:
-            reason = rep.reason or f"enclave reported {rep.state}"
-        self.comps.transition(s, c, target, reason)
+        for t in rep.transitions:
+            current = State(c.state)
+            verdict = judge_report(current, t.state)
+            if verdict is Verdict.PASSED:
+                continue
+            if verdict is Verdict.REFUSED:
+                log.warning(
+                    "reported transition refused",
+                    extra={
+                        "computation_id": c.id,
+                        "state": current.value,
+                        "reported": t.state.value,
+                    },
+                )
+                return
+            if t.state == State.COMPLETED and not c.receipt_ok:
+                # The host's word is not enough: completion needs a receipt that verified
+                # (uploaded before the agent reports a final state).
+                self.comps.transition(
+                    s,
+                    c,
+                    State.FAILED,
+                    "the host reported completed, but no receipt that verifies was delivered",
+                )
+                return
+            self.comps.transition(s, c, t.state, t.reason or _default_reason(t.state))
 
     # -- lost hosts --------------------------------------------------------------------
 
@@ -338,7 +330,7 @@ class HostService:
                     .where(Computation.host_id == h.id, Computation.state.in_(LIVE))
                     .order_by(Computation.number)
                 ).all():
-                    if c.state == "scheduled":
+                    if c.state == State.SCHEDULED:
                         self.comps.adjust(h.id, -need_of(c))
                         c.host_id = None
                         p = self.comps.try_place(s, c)
@@ -353,20 +345,24 @@ class HostService:
                             continue
                         if c.queue:
                             self.comps.transition(
-                                s, c, "created", f"host {h.name} lost; queued again"
+                                s, c, State.CREATED, f"host {h.name} lost; queued again"
                             )
                             continue
                         # it may have been launched there: it holds the lost host's
                         # capacity until that host says the enclave is gone
                         c.host_id = h.id
                         self.comps.adjust(h.id, need_of(c))
-                        self.comps.transition(s, c, "failed", "host lost")
+                        self.comps.transition(s, c, State.FAILED, "host lost")
                     elif c.receipt_ok:  # its verified receipt arrived: it did complete
                         self.comps.transition(
-                            s, c, "completed", f"host {h.name} lost after a verified receipt"
+                            s,
+                            c,
+                            State.COMPLETED,
+                            f"host {h.name} lost after a verified receipt",
+                            verified_receipt=True,
                         )
                     else:
-                        self.comps.transition(s, c, "failed", "host lost")
+                        self.comps.transition(s, c, State.FAILED, "host lost")
         return lost
 
     # -- forwarded events and blobs ----------------------------------------------------
@@ -381,9 +377,7 @@ class HostService:
             )
         return c
 
-    def forward_events(
-        self, agent: AgentPrincipal, cid: str, events: Sequence[ForwardedEvent]
-    ) -> int:
+    def forward_events(self, agent: AgentPrincipal, cid: str, events: Sequence[AgentEvent]) -> int:
         bad = sorted({e.type for e in events} - FORWARDABLE_EVENTS)
         if bad:
             raise InvalidInputError(
@@ -492,10 +486,12 @@ class HostService:
             return
         # A verified receipt outranks the control plane's own guesses ("host lost" after
         # a restart, a cancel that came too late): the run did complete.
-        if c.state == "destroyed":
-            c.outcome, c.reason, c.updated_at = "completed", "verified receipt: completed", now
-        elif c.state == "failed":
-            self.comps.transition(s, c, "completed", "verified receipt: the run completed")
+        if c.state == State.DESTROYED:
+            c.outcome, c.reason, c.updated_at = State.COMPLETED, "verified receipt: completed", now
+        elif c.state == State.FAILED:
+            self.comps.transition(
+                s, c, State.COMPLETED, "verified receipt: the run completed", verified_receipt=True
+            )
 
 
 MAX_RECEIPT_BYTES = 1 << 20  # signed JSON with the evidence and its certificate chain

@@ -21,7 +21,7 @@ from sealroom.controlplane.config import Settings
 from sealroom.crypto.keys import sealroom_home
 from sealroom.errors import AttestationError, InvalidInputError
 from sealroom.manifest import Manifest
-from sealroom.runtime.receipt import VerifiedReceipt, verify_receipt
+from sealroom.protocol.receipt import VerifiedReceipt, verify_receipt
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,9 @@ offer the same start/adopt/poll/stop surface."""
 from __future__ import annotations
 
 from sealroom.hostagent.backends.process import (
-    EnclaveState,
     ProcessBackend,
     ProcessEnclave,
     Timeouts,
 )
 
-__all__ = ["EnclaveState", "ProcessBackend", "ProcessEnclave", "Timeouts"]
+__all__ = ["ProcessBackend", "ProcessEnclave", "Timeouts"]

@@ -32,7 +32,6 @@ reported failed with that reason.
 from __future__ import annotations
 
 import contextlib
-import enum
 import hashlib
 import json
 import os
@@ -54,6 +53,8 @@ from sealroom.hostagent.relay import TcpToUnixRelay
 from sealroom.hostagent.simtee import pid_alive
 from sealroom.hostagent.state import EnclaveRecord
 from sealroom.manifest import Manifest
+from sealroom.protocol.agent import Transition
+from sealroom.protocol.lifecycle import OUTCOMES, RUNTIME_PHASES, State, allowed
 
 RUNTIME_DATA_OVERHEAD_MB = 1024
 RUNTIME_AS_OVERHEAD_MB = 4096
@@ -63,25 +64,6 @@ _SUN_PATH_BUDGET = 80
 #: cover an agent restart (re-adoption), not control-plane outages.
 ORPHAN_TIMEOUT = 30.0
 _ID_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-class EnclaveState(enum.StrEnum):
-    LAUNCHING = "launching"
-    AWAITING_INPUTS = "awaiting_inputs"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    EXITED = "exited"
-    LOST = "lost"
-
-    @property
-    def final(self) -> bool:
-        return self in (
-            EnclaveState.COMPLETED,
-            EnclaveState.FAILED,
-            EnclaveState.EXITED,
-            EnclaveState.LOST,
-        )
 
 
 @dataclass(frozen=True)
@@ -128,29 +110,6 @@ def _terminate(pid: int, marker: str, popen: subprocess.Popen[bytes] | None, wai
         os.kill(pid, signal.SIGKILL)
 
 
-#: Progress order: each state is reported once, in this order (a fast run's "running"
-#: is not skipped), and never an earlier one after a later one.
-RANK = {
-    "": -1,
-    "launching": 0,
-    "awaiting_inputs": 1,
-    "running": 2,
-    "completed": 3,
-    "failed": 3,
-    "exited": 3,
-    "lost": 3,
-}
-
-_RUNTIME_STATES = frozenset(
-    {
-        EnclaveState.AWAITING_INPUTS.value,
-        EnclaveState.RUNNING.value,
-        EnclaveState.COMPLETED.value,
-        EnclaveState.FAILED.value,
-    }
-)
-
-
 class ProcessEnclave:
     """One enclave: its persisted record, its processes, its relay, its log."""
 
@@ -171,8 +130,6 @@ class ProcessEnclave:
         self.pending_events: list[dict[str, Any]] = []
         self._pending_seqs: set[int] = set()
         self._final_seen_at = 0.0
-        self.unreported: list[tuple[str, str]] = []
-        self._queue(record.state, record.reason)
 
     # ---- identity ---------------------------------------------------------------------
     @property
@@ -180,8 +137,8 @@ class ProcessEnclave:
         return self.record.computation_id
 
     @property
-    def state(self) -> EnclaveState:
-        return EnclaveState(self.record.state)
+    def state(self) -> State:
+        return State(self.record.state)
 
     @property
     def endpoint(self) -> str | None:
@@ -194,26 +151,36 @@ class ProcessEnclave:
             return self._runtime.poll() is None
         return _is_ours(self.record.pid, self.record.socket)
 
-    # ---- state changes and what the control plane has been told ------------------------------
-    def _queue(self, state: str, reason: str) -> None:
-        last = self.unreported[-1][0] if self.unreported else self.record.reported_state
-        if RANK.get(state, 3) > RANK.get(last, 3):
-            self.unreported.append((state, reason))
+    # ---- transitions and what the control plane has been told ------------------------------
+    def set_state(self, state: State, reason: str = "") -> bool:
+        """Enter ``state`` if the lifecycle allows it from here (a repeat or a move it does
+        not allow changes nothing: e.g. the runtime's "completed" after the agent failed
+        the enclave for its TTL); each entered state is queued for the control plane."""
+        rec = self.record
+        if state == self.state or not allowed(self.state, state):
+            return False
+        rec.state = state.value
+        rec.reason = reason
+        rec.unreported.append([state.value, reason])
+        return True
 
-    def set_state(self, state: EnclaveState, reason: str = "") -> None:
-        self.record.state = state.value
-        self.record.reason = reason
-        self._queue(state.value, reason)
+    def pending(self, outcome_ready: bool) -> list[Transition]:
+        """The transitions to report now, oldest first. An outcome (and what follows it)
+        waits until ``outcome_ready`` (its receipt and results are stored)."""
+        out: list[Transition] = []
+        for raw, reason in self.record.unreported:
+            state = State(raw)
+            if state in OUTCOMES and not outcome_ready:
+                break
+            out.append(Transition(state=state, reason=reason))
+        return out
 
-    def next_report(self) -> tuple[str, str]:
-        """The state to report now: the oldest one not yet accepted, else the current."""
-        if self.unreported:
-            return self.unreported[0]
-        return self.record.state, self.record.reason
-
-    def reported(self, state: str) -> None:
-        self.record.reported_state = state
-        self.unreported = [u for u in self.unreported if RANK.get(u[0], 3) > RANK.get(state, 3)]
+    def reported(self, sent: list[Transition]) -> None:
+        """The control plane took ``sent`` (a prefix of the queue)."""
+        if not sent:
+            return
+        self.record.unreported = self.record.unreported[len(sent) :]
+        self.record.reported_state = sent[-1].state.value
 
     # ---- reading the runtime's lines ------------------------------------------------------
     def _read_lines(self) -> list[dict[str, Any]]:
@@ -242,19 +209,18 @@ class ProcessEnclave:
         if kind == "listening":
             if not rec.listening_at:
                 rec.listening_at = now
-            if rec.state == EnclaveState.LAUNCHING:
-                self.set_state(EnclaveState.AWAITING_INPUTS)
+            self.set_state(State.AWAITING_INPUTS)
             self._open_relay()
         elif kind == "state":
-            state = str(line.get("state", ""))
-            if state in _RUNTIME_STATES:
-                if self.state.final:
-                    return  # the agent already decided (TTL, stop): keep that
-                self.set_state(EnclaveState(state), str(line.get("reason", "")))
-                if state == EnclaveState.RUNNING and not rec.running_at:
-                    rec.running_at = now
-                if EnclaveState(state).final:
-                    self._final_seen_at = now
+            raw = str(line.get("state", ""))
+            if raw not in RUNTIME_PHASES or self.state.final:
+                return  # the agent already decided (TTL, stop): keep that
+            state = State(raw)
+            self.set_state(state, str(line.get("reason", "")))
+            if state == State.RUNNING and not rec.running_at:
+                rec.running_at = now
+            if state in OUTCOMES:
+                self._final_seen_at = now
         elif kind == "enclave_event":
             try:
                 seq = int(line["seq"])
@@ -288,7 +254,7 @@ class ProcessEnclave:
         self._pending_seqs = {e["seq"] for e in self.pending_events}
 
     # ---- progress, TTL -----------------------------------------------------------------------
-    def poll(self, now: float | None = None) -> EnclaveState:
+    def poll(self, now: float | None = None) -> State:
         now = time.time() if now is None else now
         for line in self._read_lines():
             self._apply(line, now)
@@ -303,7 +269,7 @@ class ProcessEnclave:
                 return self.state
             code = self._runtime.returncode if self._runtime is not None else None
             self.set_state(
-                EnclaveState.EXITED,
+                State.FAILED,
                 rec.reason
                 or (
                     f"enclave runtime exited (code {code}) before finishing"
@@ -315,16 +281,14 @@ class ProcessEnclave:
             return self.state
         t = self.timeouts
         why = ""
-        if state is EnclaveState.LAUNCHING and now - rec.launched_at > t.launch:
+        if state is State.LAUNCHING and now - rec.launched_at > t.launch:
             why = f"enclave did not start within {t.launch:g} s"
-        elif state is EnclaveState.AWAITING_INPUTS and now - rec.listening_at > t.inputs:
+        elif state is State.AWAITING_INPUTS and now - rec.listening_at > t.inputs:
             why = (
                 f"no progress: still awaiting inputs {now - rec.listening_at:.0f} s after the "
                 f"enclave started (input timeout {t.inputs:g} s)"
             )
-        elif (
-            state is EnclaveState.RUNNING and now - rec.running_at > rec.wall_seconds + t.run_grace
-        ):
+        elif state is State.RUNNING and now - rec.running_at > rec.wall_seconds + t.run_grace:
             why = (
                 f"no progress: still running {now - rec.running_at:.0f} s after the run "
                 f"started, past limits.wall_seconds={rec.wall_seconds} + grace {t.run_grace:g} s"
@@ -335,7 +299,7 @@ class ProcessEnclave:
 
     def destroy(self, reason: str) -> None:
         self.stop()
-        self.set_state(EnclaveState.FAILED, reason)
+        self.set_state(State.FAILED, reason)
 
     def outbox_ready(self, now: float | None = None) -> bool:
         """DONE is there, or the runtime will not write it (gave up waiting)."""
@@ -583,14 +547,14 @@ class ProcessBackend:
         """Take over an enclave an earlier agent process launched. A live runtime gets a
         new relay once its log is re-read; a gone one is reported lost."""
         enc = ProcessEnclave(record, self.timeouts)
-        if record.stopped or EnclaveState(record.state).final:
+        if record.stopped or enc.state.final:
             return enc
         if not _is_ours(record.pid, record.socket):
             for line in enc._read_lines():
                 enc._apply(line, time.time())
             if not enc.state.final:
                 enc.set_state(
-                    EnclaveState.LOST,
+                    State.FAILED,
                     f"enclave runtime process {record.pid} is gone (found on agent restart)",
                 )
                 enc.stop()

@@ -1,10 +1,11 @@
-"""Wire constants shared by the control plane, its clients and the host agent."""
+"""The control plane's wire constants and the bytes a consumer signs to fetch a result;
+shared by the control plane, its clients and the host agent."""
 
 from __future__ import annotations
 
 import struct
 
-from sealroom.runtime.computation import PUBLIC_EVENT_TYPES
+from sealroom.protocol.enclave import PUBLIC_EVENT_TYPES
 
 RESULT_REQUEST_DOMAIN = b"sealroom/cp-result-request/v1"
 H_CHALLENGE = "X-Sealroom-Challenge"

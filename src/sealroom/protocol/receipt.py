@@ -12,6 +12,9 @@ The evidence's REPORT_DATA binds (manifest_hash, digest of the enclave keys, non
 nonce = receipt_nonce(canonical(payload without "evidence")), so the evidence vouches for
 the key that signed this very receipt content. Verification is offline: signature,
 evidence against the manifest's policy, the binding, and the manifest's hashes.
+
+The runtime builds and signs receipts; every party (CLI, clients) verifies them: both
+sides use this one module.
 """
 
 from __future__ import annotations
@@ -31,8 +34,7 @@ from sealroom.attestation.verifier import appraise, verify_bundle
 from sealroom.crypto.canonical import canonical_json
 from sealroom.crypto.signing import signed_json, verify_signed_json
 from sealroom.errors import AttestationError, MalformedEvidenceError
-from sealroom.runtime.enclave_keys import EnclavePublicKeys
-from sealroom.runtime.protocol import RECEIPT_DOMAIN, receipt_nonce
+from sealroom.protocol.enclave import RECEIPT_DOMAIN, EnclavePublicKeys, receipt_nonce
 
 
 def receipt_core(

@@ -1,6 +1,7 @@
-"""The enclave's wire protocol: paths, headers and the exact bytes parties sign.
+"""The enclave's wire protocol: paths, headers, the exact bytes parties sign and the
+enclave's public keys.
 
-Shared by the runtime (trusted) and the party client; pure, no I/O.
+Shared by the runtime (trusted), the party client and the control plane; pure, no I/O.
 
 HTTPS endpoints (the TLS certificate is the enclave's own; clients pin it after
 verifying evidence that binds its key). /attestation, /status, /events and /receipt
@@ -25,6 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from sealroom.crypto.signing import keys_digest
+from sealroom.errors import MalformedEvidenceError
 
 H_SHA256 = "X-Sealroom-Sha256"
 H_SIGNATURE = "X-Sealroom-Signature"
@@ -40,6 +48,26 @@ ALGORITHM_SLOT = "algorithm"
 #: A run log's plaintext is at most this long (the sandbox keeps 64 KiB of output; JSON
 #: escaping at most sextuples it); readers and blob stores bound what they accept by it.
 MAX_RUN_LOG_BYTES = 1 << 20
+
+#: Event types any TLS client may read (GET /events, unauthenticated) and the host may
+#: see (the runtime's stdout lines). Every message is written by the runtime from public
+#: lifecycle facts; what the algorithm prints is never an event (it is sealed, see
+#: docs/adr/0017-sealed-run-logs.md).
+PUBLIC_EVENT_TYPES = frozenset(
+    {
+        "started",
+        "upload_accepted",
+        "upload_rejected",
+        "run_started",
+        "run_ended",
+        "run_failed",
+        "completed",
+        "failed",
+        "evidence_failed",
+    }
+)
+#: Data fields an event may carry besides seq/time/type/message (runtime-chosen values).
+PUBLIC_EVENT_FIELDS = ("slot", "code", "ok")
 
 
 def _field(data: bytes) -> bytes:
@@ -84,3 +112,38 @@ def receipt_nonce(core_canonical: bytes) -> bytes:
     """The nonce for the receipt's evidence: the hash of the receipt's own content, so
     the evidence binds the receipt (and, through REPORT_DATA, the receipt key)."""
     return hashlib.sha256(b"sealroom/receipt-evidence/v1\0" + core_canonical).digest()
+
+
+@dataclass(frozen=True)
+class EnclavePublicKeys:
+    tls_spki: bytes
+    ed25519: bytes
+    x25519: bytes
+
+    @property
+    def digest(self) -> bytes:
+        return keys_digest(self.tls_spki, self.ed25519, self.x25519)
+
+    def to_json_obj(self) -> dict[str, str]:
+        return {
+            "tls_spki": self.tls_spki.hex(),
+            "ed25519": self.ed25519.hex(),
+            "x25519": self.x25519.hex(),
+        }
+
+    @staticmethod
+    def from_json_obj(obj: Any) -> EnclavePublicKeys:
+        try:
+            keys = EnclavePublicKeys(
+                bytes.fromhex(obj["tls_spki"]),
+                bytes.fromhex(obj["ed25519"]),
+                bytes.fromhex(obj["x25519"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise MalformedEvidenceError(f"enclave public keys are malformed: {e}") from e
+        if len(keys.ed25519) != 32 or len(keys.x25519) != 32:
+            raise MalformedEvidenceError("enclave Ed25519/X25519 keys must be 32 bytes")
+        return keys
+
+    def ed25519_key(self) -> Ed25519PublicKey:
+        return Ed25519PublicKey.from_public_bytes(self.ed25519)
