@@ -52,6 +52,9 @@ class RuleResult:
     passed: bool
     trust: Trust = Trust.CONFIGURATION
     submod: str = ""
+    #: This rule compared the evidence with the verifier's nonce: the evidence is fresh
+    #: (if it passed). A submodule with no such rule was not checked for freshness.
+    binds_nonce: bool = False
 
     def describe(self) -> str:
         where = f"{self.submod}: " if self.submod else ""
@@ -78,6 +81,16 @@ class SubmodResult:
     @property
     def ok(self) -> bool:
         return all(r.passed for r in self.rules)
+
+    @property
+    def freshness(self) -> str:
+        """``nonce``: a rule bound the verifier's nonce; ``not-checked``: nothing shows the
+        evidence is newer than whenever it was produced (archived or replayed alike)."""
+        return FRESH_NONCE if any(r.binds_nonce for r in self.rules) else FRESH_NOT_CHECKED
+
+
+FRESH_NONCE = "nonce"
+FRESH_NOT_CHECKED = "not-checked"
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,7 @@ class AppraisalResult:
             "submods": {
                 s.name: {
                     "ok": s.ok,
+                    "freshness": s.freshness,
                     "claims": s.claims.to_dict(),
                     "rules": [r.to_dict() for r in s.rules],
                 }
@@ -137,9 +151,18 @@ class Rules:
         self.results: list[RuleResult] = []
 
     def add(
-        self, field: str, got: Any, want: str, passed: bool, trust: Trust = Trust.CONFIGURATION
+        self,
+        field: str,
+        got: Any,
+        want: str,
+        passed: bool,
+        trust: Trust = Trust.CONFIGURATION,
+        *,
+        binds_nonce: bool = False,
     ) -> None:
-        self.results.append(RuleResult(field, _fmt(got), want, passed, trust))
+        self.results.append(
+            RuleResult(field, _fmt(got), want, passed, trust, binds_nonce=binds_nonce)
+        )
 
     def equal(self, field: str, got: T, want: T | None, trust: Trust = Trust.CONFIGURATION) -> None:
         """Skipped (not recorded) when the policy does not set ``want``."""

@@ -209,6 +209,9 @@ def _submod_claims(sub: SubmodResult, policy_id: str) -> dict[str, Any]:
         "ear.appraisal-policy-id": policy_id,
         "sealroom.kind": sub.claims.kind,
         "sealroom.simulated": bool(sub.claims.simulated),
+        # "nonce": a rule bound the verifier's nonce; "not-checked": said plainly, so a
+        # relying party never takes an appraisal of archived evidence for a fresh one.
+        "sealroom.freshness": sub.freshness,
         "sealroom.claims": sub.claims.to_dict(),
         "sealroom.failed-rules": [r.to_dict() for r in sub.rules if not r.passed],
     }

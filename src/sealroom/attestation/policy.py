@@ -95,13 +95,19 @@ class ReportDataPolicy(Section):
 
     - ``any``: not checked (the default; say so on purpose)
     - ``exact``: equals ``value`` (zero-padded to the field size)
-    - ``nonce``: equals the verifier's nonce, zero-padded (the verifier must pass one)
+    - ``nonce``: equals the verifier's nonce, zero-padded. With no nonce given the rule
+      fails, unless ``require_nonce: false``: then it is recorded as passed but the result
+      says freshness was not checked (verifying archived evidence)
     - ``sealroom-v1``: equals SHA-512("sealroom/report-data/v1" || manifest_hash ||
       keys_digest || nonce), see ``binding.py`` (the verifier must pass all three)
+
+    A verifier that passes a nonce gets it checked: if no rule of the policy binds it, the
+    verification is refused (``nonce-not-bound``), never silently unchecked.
     """
 
     mode: Literal["any", "exact", "nonce", "sealroom-v1"] = "any"
     value: HexBytes | None = None
+    require_nonce: bool = True
 
 
 class _Common(BaseModel):
@@ -266,6 +272,16 @@ def check_report_data(
     variable-size field (TPM extraData) that must equal the expectation exactly."""
     if pol.mode == "any":
         return
+    if pol.mode == "nonce" and nonce is None and not pol.require_nonce:
+        rules.add(
+            field_name,
+            got,
+            "the verifier's nonce, but none was given: freshness NOT checked "
+            "(require_nonce: false)",
+            True,
+            Trust.INSTANCE_IDENTITY,
+        )
+        return
     size = len(got)
     want: bytes | None = None
     reason = ""
@@ -295,4 +311,5 @@ def check_report_data(
         f"{want.hex() or '(empty)'} ({pol.mode})",
         len(got) == len(want) and hmac.compare_digest(got, want),
         Trust.INSTANCE_IDENTITY,
+        binds_nonce=pol.mode in ("nonce", "sealroom-v1"),
     )

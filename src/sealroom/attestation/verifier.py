@@ -8,6 +8,8 @@ rule of every submodule and returns them all; the caller decides whether to
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sealroom.attestation import kinds
@@ -59,8 +61,22 @@ def verify_bundle(bundle: EvidenceBundle, ctx: VerifyContext) -> list[VerifiedIt
     ]
 
 
-def appraise(verified: list[VerifiedItem], policy: Policy, ctx: VerifyContext) -> AppraisalResult:
-    """Pure: every rule of ``policy`` against every verified item."""
+def appraise(
+    verified: list[VerifiedItem],
+    policy: Policy,
+    ctx: VerifyContext,
+    *,
+    caller_rules: Mapping[str, Sequence[RuleResult]] | None = None,
+) -> AppraisalResult:
+    """Pure: every rule of ``policy`` against every verified item.
+
+    ``caller_rules``: rules the caller checked itself, by submodule (a sealroom client's
+    mandatory REPORT_DATA binding); they are reported with the policy's rules.
+
+    A nonce the verifier gave (``ctx.nonce``) must be bound by a rule of every item:
+    otherwise the policy does not check it and the verification is refused (bad input),
+    never reported as fresh. Without a nonce each submodule says freshness "not-checked".
+    """
     bundle_rules = Rules()
     present = [v.item.kind for v in verified]
     for req in policy.require:
@@ -105,9 +121,18 @@ def appraise(verified: list[VerifiedItem], policy: Policy, ctx: VerifyContext) -
                 False,
                 Trust.INSTANCE_IDENTITY,
             )
-        named = tuple(
-            RuleResult(r.field, r.got, r.want, r.passed, r.trust, v.name) for r in rules.results
-        )
+        rules.extend((caller_rules or {}).get(v.name, ()))
+        named = tuple(dataclasses.replace(r, submod=v.name) for r in rules.results)
+        judged = section is not None or policy.unsafe  # else the "kind" rule rejects it
+        if ctx.nonce is not None and judged and not any(r.binds_nonce for r in named):
+            raise InvalidInputError(
+                f"a nonce was given ({ctx.nonce.hex()}), but policy {policy.id!r} does not "
+                f"bind a nonce for {v.name} ({v.item.kind} evidence): no rule would check it. "
+                f"Set the {v.item.kind} section's nonce rule (report_data/extra_data "
+                "mode: nonce or sealroom-v1), or verify without --nonce (the result then says "
+                "freshness was not checked)",
+                code="nonce-not-bound",
+            )
         submods.append(SubmodResult(v.name, v.claims, named))
     return AppraisalResult(policy.id, tuple(submods), tuple(bundle_rules.results))
 

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from sealroom.attestation.appraise import AppraisalResult
+from sealroom.attestation.appraise import FRESH_NOT_CHECKED, AppraisalResult
 from sealroom.attestation.claims import Claims
 from sealroom.errors import InvalidInputError
 
@@ -125,6 +125,12 @@ def render_result(result: AppraisalResult) -> None:
             escape(r.submod or "(bundle)"), escape(r.field), escape(r.got), escape(r.want), mark
         )
     console.print(table)
+    for s in result.submods:
+        if s.freshness == FRESH_NOT_CHECKED:
+            console.print(
+                f"[bold yellow]freshness NOT checked[/] for {escape(s.name)}: no nonce was "
+                "bound (pass --nonce, with a policy that binds it, for fresh evidence)"
+            )
     sim = " (SIMULATED)" if any(s.claims.simulated for s in result.submods) else ""
     if result.ok:
         console.print(f"[bold green]ACCEPTED{sim}[/]: authentic, and every rule passed")

@@ -223,12 +223,12 @@ class EnclaveClient:
             )
         ctx = self._ctx(nonce, keys)
         verified = verify_bundle(bundle, ctx)
-        check_binding(
-            verified_claims=[v.claims for v in verified],
+        bound = check_binding(
+            verified=verified,
             manifest_hash=mh,
             expected_report_data=sealroom_report_data(ReportDataInputs(mh, keys.digest), nonce),
         )
-        result = appraise(verified, self.policy, ctx)
+        result = appraise(verified, self.policy, ctx, caller_rules=bound)
         self.attested = AttestedEnclave(self.url, keys, result, mh)
         result.require_ok()
         return self.attested

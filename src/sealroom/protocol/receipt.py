@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sealroom.attestation.appraise import AppraisalResult
+from sealroom.attestation.appraise import AppraisalResult, RuleResult, Trust
 from sealroom.attestation.binding import ReportDataInputs, sealroom_report_data
 from sealroom.attestation.evidence import parse_envelope
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.policy import Policy
-from sealroom.attestation.verifier import appraise, verify_bundle
+from sealroom.attestation.verifier import VerifiedItem, appraise, verify_bundle
 from sealroom.crypto.canonical import canonical_json
 from sealroom.crypto.signing import signed_json, verify_signed_json
 from sealroom.errors import AttestationError, MalformedEvidenceError
@@ -126,24 +126,29 @@ def verify_receipt(
         options=ctx.options,
     )
     verified = verify_bundle(bundle, bound_ctx)
-    check_binding(
-        verified_claims=[v.claims for v in verified],
+    bound = check_binding(
+        verified=verified,
         manifest_hash=manifest_hash,
         expected_report_data=sealroom_report_data(inputs, nonce),
     )
-    result = appraise(verified, policy, bound_ctx).require_ok()
+    result = appraise(verified, policy, bound_ctx, caller_rules=bound).require_ok()
     return VerifiedReceipt(payload, result, keys)
 
 
 def check_binding(
-    *, verified_claims: list[Any], manifest_hash: bytes, expected_report_data: bytes
-) -> None:
+    *, verified: list[VerifiedItem], manifest_hash: bytes, expected_report_data: bytes
+) -> dict[str, list[RuleResult]]:
     """Mandatory, whatever the policy says: the CPU evidence's REPORT_DATA binds the
-    enclave keys and nonce, and HOST_DATA (where the TEE has it) names the manifest."""
-    cpu = [c for c in verified_claims if hasattr(c, "report_data")]
+    enclave keys and nonce, and HOST_DATA (where the TEE has it) names the manifest.
+
+    Raises on a mismatch; returns the checks as rules by submodule, to be reported with
+    the policy's (``appraise(..., caller_rules=...)``): the nonce is bound there."""
+    cpu = [v for v in verified if hasattr(v.claims, "report_data")]
     if not cpu:
         raise AttestationError("evidence carries no REPORT_DATA to bind", code="binding-missing")
-    for claims in cpu:
+    out: dict[str, list[RuleResult]] = {}
+    for v in cpu:
+        claims: Any = v.claims
         got: bytes = claims.report_data
         if not hmac.compare_digest(got, expected_report_data[: len(got)]):
             raise AttestationError(
@@ -158,3 +163,14 @@ def check_binding(
                 f"{manifest_hash.hex()}: the enclave was launched for another computation",
                 code="binding-mismatch",
             )
+        out[v.name] = [
+            RuleResult(
+                "REPORT_DATA (sealroom binding)",
+                got.hex(),
+                "SHA-512(domain, manifest hash, enclave keys, nonce), checked by the client",
+                True,
+                Trust.INSTANCE_IDENTITY,
+                binds_nonce=True,
+            )
+        ]
+    return out

@@ -190,12 +190,21 @@ def test_switch_section_applies_to_switches_only() -> None:
 
 @pytest.mark.vectors
 def test_cpu_and_gpu_policy_requires_both() -> None:
-    """require: [snp, nvidia] is the CPU+GPU case: GPUs alone do not satisfy it."""
+    """require: [snp, nvidia] is the CPU+GPU case: GPUs alone do not satisfy it.
+
+    The CPU and GPU vectors come from different machines, so no one nonce binds both: the
+    policy checks no nonce (a nonce given would be refused as unbound for the CPU)."""
     policy = Policy.from_dict(
-        {"version": 1, "id": "cpu+gpu", "require": ["snp", "nvidia"], "snp": {}, "nvidia": {}}
+        {
+            "version": 1,
+            "id": "cpu+gpu",
+            "require": ["snp", "nvidia"],
+            "snp": {},
+            "nvidia": {"require_nonce": False},
+        }
     )
     gpus = KIND.load(read_vector("hgx_ppcie/gpu_evidence_8xH100.json"))
-    ctx = VerifyContext(now=NOW["hgx_ppcie"], nonce=PPCIE_NONCE)
+    ctx = VerifyContext(now=NOW["hgx_ppcie"])
     result = _run(gpus, policy, ctx)
     assert [r.field for r in result.failures()] == ["require.snp"]
     snp = kinds.get("snp")
@@ -237,7 +246,7 @@ def test_root_fingerprint_accepts_colons_and_upper_case() -> None:
 
 
 def test_starter_policy_loads() -> None:
-    assert "require_nonce: true" in STARTER
+    assert "require_nonce: false" in STARTER  # a nonce given is always checked
     policy = Policy.loads(starter_policy(["nvidia"]))
     assert "nvidia" in policy.sections
 

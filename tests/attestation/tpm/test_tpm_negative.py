@@ -45,6 +45,8 @@ def _appraise(
     item: EvidenceItem, claims: TpmClaims, section: Mapping[str, Any], ctx: VerifyContext = CTX
 ) -> list[str]:
     policy = Policy.from_dict({"version": 1, "tpm": section})
+    if "extra_data" not in section:
+        ctx = replace(ctx, nonce=None)  # a nonce the policy does not bind is refused
     result = appraise([VerifiedItem("tpm0", item, claims)], policy, ctx)
     return [r.field for r in result.failures()]
 

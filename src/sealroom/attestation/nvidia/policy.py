@@ -121,7 +121,12 @@ def _nonce_rule(rules: Rules, claims: NvidiaClaims, pol: NvidiaPolicy, ctx: Veri
     if ctx.nonce is not None:
         ok = got is not None and hmac.compare_digest(got, ctx.nonce)
         rules.add(
-            "nonce", got, f"{ctx.nonce.hex()} (the verifier's nonce)", ok, Trust.INSTANCE_IDENTITY
+            "nonce",
+            got,
+            f"{ctx.nonce.hex()} (the verifier's nonce)",
+            ok,
+            Trust.INSTANCE_IDENTITY,
+            binds_nonce=True,
         )
     elif pol.require_nonce:
         rules.add(
@@ -133,7 +138,13 @@ def _nonce_rule(rules: Rules, claims: NvidiaClaims, pol: NvidiaPolicy, ctx: Veri
             Trust.INSTANCE_IDENTITY,
         )
     else:
-        rules.add("nonce", got, "not checked (require_nonce: false)", True, Trust.INSTANCE_IDENTITY)
+        rules.add(
+            "nonce",
+            got,
+            "not checked: no nonce given, freshness not checked (require_nonce: false)",
+            True,
+            Trust.INSTANCE_IDENTITY,
+        )
 
 
 def _version_rules(
@@ -218,8 +229,10 @@ STARTER = """\
 # SHA-256 fingerprints of the device roots accepted. null = the embedded NVIDIA Device
 # Identity CA; list a root you pass with --device-root here to accept it.
 accepted_roots: null
-# The GET_MEASUREMENTS request must carry the verifier's nonce (--nonce): freshness.
-require_nonce: true
+# The GET_MEASUREMENTS request must carry the verifier's nonce whenever you pass one
+# (--nonce): freshness. Without --nonce the evidence is still verified (archived
+# evidence) and the result says freshness was not checked; true refuses that.
+require_nonce: false
 # Device kinds and architectures accepted.
 device_kinds: [gpu, nvswitch]
 archs: [HOPPER, LS10]

@@ -294,8 +294,11 @@ products: [Milan, Genoa, Turin]
 # measurements: ["<96 hex digits>"]
 # HOST_DATA set by the host at launch (sealroom puts the manifest hash here).
 # host_data: "<64 hex digits>"
-# REPORT_DATA: any | exact (value) | nonce (--nonce) | sealroom-v1 (manifest+keys+nonce)
-report_data: {mode: any}
+# REPORT_DATA: any | exact (value) | nonce (--nonce) | sealroom-v1 (manifest+keys+nonce).
+# "nonce": REPORT_DATA must be your --nonce (zero-padded): freshness. Without --nonce the
+# evidence is still verified (archived evidence) and the result says freshness was NOT
+# checked; require_nonce: true refuses that instead.
+report_data: {mode: nonce, require_nonce: false}
 # Minimum TCB component versions (SPLs); a component left out is not checked.
 min_tcb:
   reported: {bootloader: 0, tee: 0, snp: 0, microcode: 0}

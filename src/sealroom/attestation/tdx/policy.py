@@ -271,8 +271,9 @@ accepted_tcb_statuses: [UpToDate]
 allowed_advisory_ids: null # null: not checked; [INTEL-SA-...]: only these
 require_collateral: true   # false accepts evidence whose TCB was not evaluated
 require_crl: true          # false accepts evidence whose PCK chain was not checked for revocation
-report_data:
-  mode: any                # any | exact | nonce | sealroom-v1
+report_data:               # REPORTDATA: any | exact | nonce | sealroom-v1
+  mode: nonce              # your --nonce, zero-padded: freshness
+  require_nonce: false     # without --nonce: verified, but freshness NOT checked (said so)
 """
 
 SGX_STARTER = """\
@@ -287,6 +288,7 @@ accepted_tcb_statuses: [UpToDate]
 allowed_advisory_ids: null
 require_collateral: true
 require_crl: true
-report_data:
-  mode: any
+report_data:               # REPORTDATA: any | exact | nonce | sealroom-v1
+  mode: nonce              # your --nonce, zero-padded: freshness
+  require_nonce: false     # without --nonce: verified, but freshness NOT checked (said so)
 """

@@ -133,12 +133,11 @@ class _AzureKind:
         return appraise_azure(claims, section, ctx)
 
     def starter_policy(self) -> str:
-        hw = (
-            f"# The {self.hardware} kind's rules for the hardware evidence "
-            "(keep report_data: any; verification checks the HCL binding).\n"
-            f"{self.hardware}: {{}}\n"
-        )
-        return AZURE_STARTER + hw
+        return AZURE_STARTER + self.hardware_starter
+
+    #: The hardware section of the starter (report_data stays "any": REPORT_DATA holds the
+    #: HCL runtime-data hash, which verification checks).
+    hardware_starter: ClassVar[str]
 
 
 class AzSnpVtpmKind(_AzureKind):
@@ -146,6 +145,11 @@ class AzSnpVtpmKind(_AzureKind):
     default_submod: ClassVar[str] = "cvm0"
     hardware: ClassVar[str] = "snp"
     policy_model: ClassVar[type[BaseModel]] = AzSnpVtpmPolicy
+    hardware_starter: ClassVar[str] = """\
+# The snp kind's rules for the SNP report (keep report_data: any; verification checks
+# that it binds the HCL runtime data and so the AK).
+snp: {}
+"""
 
 
 class AzTdxVtpmKind(_AzureKind):
@@ -153,6 +157,13 @@ class AzTdxVtpmKind(_AzureKind):
     default_submod: ClassVar[str] = "cvm0"
     hardware: ClassVar[str] = "tdx"
     policy_model: ClassVar[type[BaseModel]] = AzTdxVtpmPolicy
+    hardware_starter: ClassVar[str] = """\
+# The tdx kind's rules for the TD quote (keep report_data: any; verification checks that it
+# binds the HCL runtime data and so the AK). Azure evidence carries no Intel collateral
+# (ADR 0006): the TD quote's signature and PCK chain are checked, its TCB is not. To have
+# Intel's verdict on the platform, pass --collateral and set both to true.
+tdx: {require_collateral: false, require_crl: false}
+"""
 
 
 AZ_SNP_KIND = AzSnpVtpmKind()

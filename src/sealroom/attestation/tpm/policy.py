@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, SerializeAsAny, model_validator
@@ -154,8 +155,10 @@ ak_trust: [pinned, certified]
 # The AK must be a restricted signing key (TPMT_PUBLIC known): it signs only data the
 # TPM itself generated, so a quote cannot be forged with it.
 require_restricted_ak: true
-# The quote's extraData must be your nonce (--nonce HEX): freshness.
-extra_data: {mode: nonce}
+# The quote's extraData must be your nonce (--nonce HEX): freshness. Without --nonce the
+# quote is still verified and the result says freshness was NOT checked (require_nonce:
+# true refuses that instead).
+extra_data: {mode: nonce, require_nonce: false}
 # Expected PCR values per bank; each PCR lists the values accepted.
 pcrs:
   sha256:
@@ -222,10 +225,7 @@ class AzTdxVtpmPolicy(_AzurePolicy):
 
 
 def _prefixed(results: list[RuleResult], prefix: str) -> list[RuleResult]:
-    return [
-        RuleResult(f"{prefix}{r.field}", r.got, r.want, r.passed, r.trust, r.submod)
-        for r in results
-    ]
+    return [dataclasses.replace(r, field=f"{prefix}{r.field}") for r in results]
 
 
 def appraise_azure(
@@ -267,7 +267,10 @@ AZURE_STARTER = """\
 # The TPM quote: Azure's AK is certified by the hardware report (ak_trust "certified").
 tpm:
   ak_trust: [pinned, certified]
-  extra_data: {mode: nonce}      # the quote's qualifying data is your nonce (--nonce HEX)
+  require_restricted_ak: false   # the HCL's AK comes as a JWK: no TPMT_PUBLIC to check
+  # The quote's qualifying data is your nonce (--nonce HEX); without one: freshness NOT
+  # checked, and said so.
+  extra_data: {mode: nonce, require_nonce: false}
   # pcrs: {sha256: {7: [<64 hex digits>]}}
 # user_data: {mode: nonce}       # the runtime JSON's user-data (64 bytes)
 vm_configuration:
