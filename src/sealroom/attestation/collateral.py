@@ -9,15 +9,19 @@ request names the canonical vendor URL (AMD KDS, Intel PCS). This layer knows no
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
 
-from sealroom.errors import UnavailableError
+from sealroom.errors import AttestationError, UnavailableError
+from sealroom.files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +157,144 @@ def explain(source: CollateralSource, request: CollateralRequest) -> str | None:
     asked and the answer); sources may define an ``explain(request)`` method for this."""
     method = getattr(source, "explain", None)
     return method(request) if callable(method) else None
+
+
+# --- what the verifier has seen (ADR 0020) ------------------------------------------------
+#
+# Collateral that comes with the evidence (an envelope's CRL, TCB info, QE identity) is
+# the presenter's choice: an old but unexpired set can hide a revoked PCK or a TCB
+# recovery. So the verifier's own collateral always wins, and presenter collateral is used
+# only where the verifier has none and is never older than the newest the verifier has
+# seen in the same series. A series names a sequence of versions of one item:
+# ``crl:<issuer DN>`` (ordered by thisUpdate), ``tcbinfo:<TDX|SGX>:<fmspc>`` and
+# ``qeidentity:<id>`` (ordered by tcbEvaluationDataNumber, then issueDate).
+
+
+@dataclass(frozen=True)
+class SeenMark:
+    """The newest item seen in one series (the rollback high-water mark)."""
+
+    number: int | None = None
+    issued: datetime | None = None
+
+    def newer(self, other: SeenMark | None) -> SeenMark:
+        if other is None:
+            return self
+        numbers = [n for n in (self.number, other.number) if n is not None]
+        issued = [t for t in (self.issued, other.issued) if t is not None]
+        return SeenMark(max(numbers) if numbers else None, max(issued) if issued else None)
+
+    def older_than(self, seen: SeenMark) -> str | None:
+        """Why an item with this mark is older than ``seen``, or None."""
+        if self.number is not None and seen.number is not None and self.number < seen.number:
+            return f"tcbEvaluationDataNumber {self.number} < {seen.number} already seen"
+        if self.number == seen.number and self.issued and seen.issued and self.issued < seen.issued:
+            return (
+                f"issued {self.issued.isoformat()}, before {seen.issued.isoformat()} already seen"
+            )
+        return None
+
+
+def crl_series(issuer_dn: str) -> str:
+    return f"crl:{issuer_dn}"
+
+
+def tcb_info_series(tcb_id: str, fmspc: bytes) -> str:
+    return f"tcbinfo:{tcb_id}:{fmspc.hex()}"
+
+
+def qe_identity_series(qe_id: str) -> str:
+    return f"qeidentity:{qe_id}"
+
+
+class CollateralHistory(Protocol):
+    """The verifier's memory of the newest collateral it has seen, per series."""
+
+    def seen(self, series: str) -> SeenMark | None: ...
+
+    def observe(self, series: str, mark: SeenMark) -> None:
+        """Remember authentic collateral verification accepted (never moves backwards)."""
+        ...
+
+
+class MemoryCollateralHistory:
+    """In-process history (a long-running verifier: key broker, control plane, client)."""
+
+    def __init__(self) -> None:
+        self._marks: dict[str, SeenMark] = {}
+        self._lock = threading.Lock()
+
+    def seen(self, series: str) -> SeenMark | None:
+        with self._lock:
+            return self._marks.get(series)
+
+    def observe(self, series: str, mark: SeenMark) -> None:
+        with self._lock:
+            self._marks[series] = mark.newer(self._marks.get(series))
+
+
+class FileCollateralHistory(MemoryCollateralHistory):
+    """History kept in a JSON file (the CLI's ``$SEALROOM_HOME/verifier/collateral-seen.json``),
+    so one verification remembers what earlier ones saw. Unreadable state fails closed:
+    losing the marks would let older collateral back in unnoticed."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        try:
+            raw = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError) as e:
+            raise UnavailableError(
+                f"collateral history {path} is unreadable ({e}); inspect or remove it"
+            ) from e
+        for series, m in (raw if isinstance(raw, dict) else {}).items():
+            number = m.get("number") if isinstance(m, dict) else None
+            issued = m.get("issued") if isinstance(m, dict) else None
+            self._marks[series] = SeenMark(
+                number if isinstance(number, int) else None,
+                datetime.fromisoformat(issued) if isinstance(issued, str) else None,
+            )
+
+    def observe(self, series: str, mark: SeenMark) -> None:
+        before = self.seen(series)
+        super().observe(series, mark)
+        if self.seen(series) == before:
+            return
+        with self._lock:
+            doc = {
+                k: {"number": v.number, "issued": v.issued.isoformat() if v.issued else None}
+                for k, v in sorted(self._marks.items())
+            }
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private(
+            self.path, json.dumps(doc, indent=1).encode(), overwrite=True, what="collateral history"
+        )
+
+
+def seen_by_verifier(
+    source: CollateralSource, history: CollateralHistory | None, series: str
+) -> SeenMark | None:
+    """The newest mark the verifier knows for ``series``: its history, and any source
+    that remembers what it fetched (a ``seen(series)`` method, e.g. the online cache)."""
+    mark = history.seen(series) if history is not None else None
+    method = getattr(source, "seen", None)
+    if callable(method):
+        got = method(series)
+        if isinstance(got, SeenMark):
+            mark = got.newer(mark)
+    return mark
+
+
+def refuse_rollback(what: str, series: str, mark: SeenMark, seen: SeenMark | None) -> None:
+    """Presenter collateral older than what the verifier has seen is refused."""
+    why = mark.older_than(seen) if seen is not None else None
+    if why is not None:
+        raise AttestationError(
+            f"{what} carried with the evidence is older than collateral this verifier has "
+            f"already seen ({series}: {why}): an old set can hide a revocation or a TCB "
+            "recovery; refused (give the verifier current collateral: --collateral/--online)",
+            code="collateral-rollback",
+        )
 
 
 def require(source: CollateralSource, request: CollateralRequest) -> bytes:

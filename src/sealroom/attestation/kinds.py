@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from sealroom.attestation.appraise import RuleResult
 from sealroom.attestation.binding import ReportDataInputs
 from sealroom.attestation.claims import Claims
-from sealroom.attestation.collateral import CollateralSource, NoCollateral
+from sealroom.attestation.collateral import CollateralHistory, CollateralSource, NoCollateral
 from sealroom.attestation.evidence import EvidenceBundle, EvidenceItem
 from sealroom.errors import InvalidInputError, MalformedEvidenceError
 
@@ -51,6 +51,7 @@ class VerifyContext:
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     ak_pins: tuple[bytes, ...] = ()
     verifier_collateral: Mapping[str, bytes] = field(default_factory=lambda: MappingProxyType({}))
+    collateral_history: CollateralHistory | None = None
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:

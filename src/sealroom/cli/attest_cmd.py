@@ -11,7 +11,7 @@ import typer
 from sealroom.attestation import kinds
 from sealroom.attestation.appraise import AppraisalResult
 from sealroom.attestation.binding import ReportDataInputs
-from sealroom.attestation.collateral import DirectoryCollateral, NoCollateral
+from sealroom.attestation.collateral import DirectoryCollateral, FileCollateralHistory, NoCollateral
 from sealroom.attestation.ear import VerifierKey, issue_ear
 from sealroom.attestation.evidence import EvidenceBundle
 from sealroom.attestation.kinds import VerifyContext
@@ -83,6 +83,18 @@ def _load(file: str, kind: str | None, extra: dict[str, bytes]) -> EvidenceBundl
     if not extra:
         return bundle
     return EvidenceBundle(tuple(i.with_attachments(extra) for i in bundle.items))
+
+
+def _verifier_collateral(path: Path | None) -> dict[str, bytes]:
+    """A collateral file the verifier names: Intel collateral (any form the tdx kind reads)
+    under ``collateral``; a CRL also under ``crl``, where the snp kind takes the AMD CRL."""
+    if path is None:
+        return {}
+    data = read_input(str(path), "collateral file")
+    out = {"collateral": data}
+    if data.lstrip().startswith(b"-----BEGIN X509 CRL") or data[:1] == b"\x30":
+        out["crl"] = data
+    return out
 
 
 @attest_app.command("inspect")
@@ -159,8 +171,10 @@ def verify_cmd(
 ) -> None:
     """Verify evidence (signatures, chains, revocation) and appraise it against a policy.
 
-    Collateral the evidence lacks comes from --collateral, then (with --online) from AMD
-    KDS / Intel PCS through the local cache; --offline uses the cache alone.
+    Collateral is the verifier's: --collateral, then (with --online) AMD KDS / Intel PCS
+    through the local cache (--offline: the cache alone). Collateral carried with the
+    evidence is used only where the verifier has none, and never when older than what this
+    verifier has seen before (SEALROOM_HOME/verifier/collateral-seen.json).
 
     Exit codes: 0 accepted, 1 bad input, 2 not authentic, 3 collateral unavailable,
     4 policy violation.
@@ -195,9 +209,8 @@ def verify_cmd(
         report_data_inputs=ReportDataInputs(mh, kd) if mh is not None and kd is not None else None,
         options=options,
         ak_pins=tuple(read_input(str(p), "AK file") for p in ak),
-        verifier_collateral={"collateral": read_input(str(collateral_file), "collateral file")}
-        if collateral_file is not None
-        else {},
+        verifier_collateral=_verifier_collateral(collateral_file),
+        collateral_history=FileCollateralHistory(home_dir() / "verifier" / "collateral-seen.json"),
     )
     bundle = _load(file, kind, _attachments(certs, pcrs))
     try:

@@ -27,7 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sealroom.collateral_online.content import Facts, SeenMark
+from sealroom.attestation.collateral import SeenMark
+from sealroom.collateral_online.content import Facts
 from sealroom.errors import InvalidInputError, UnavailableError
 
 

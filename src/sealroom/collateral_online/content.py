@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sealroom.attestation.collateral import CollateralRequest
+from sealroom.attestation.collateral import CollateralRequest, SeenMark
 from sealroom.attestation.tdx import collateral as dcap
 from sealroom.attestation.x509util import load_certificates, load_crl
 from sealroom.errors import SealroomError, UnavailableError
@@ -32,21 +32,7 @@ class Facts:
 
     def older_than(self, seen: SeenMark) -> str | None:
         """Why this item is older than one already seen in its series, or None."""
-        if self.number is not None and seen.number is not None and self.number < seen.number:
-            return f"tcbEvaluationDataNumber {self.number} < {seen.number} already seen"
-        if self.issued is not None and seen.issued is not None and self.issued < seen.issued:
-            return (
-                f"issued {self.issued.isoformat()}, before {seen.issued.isoformat()} already seen"
-            )
-        return None
-
-
-@dataclass(frozen=True)
-class SeenMark:
-    """The newest item seen in one series (the rollback high-water mark)."""
-
-    number: int | None = None
-    issued: datetime | None = None
+        return SeenMark(self.number, self.issued).older_than(seen)
 
 
 def expected_form(request: CollateralRequest) -> str:

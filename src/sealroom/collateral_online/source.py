@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
-from sealroom.attestation.collateral import CollateralRequest
+from sealroom.attestation.collateral import CollateralRequest, SeenMark
 from sealroom.collateral_online.cache import CachedEntry, CollateralCache, RollbackError
-from sealroom.collateral_online.content import Facts, SeenMark, inspect
+from sealroom.collateral_online.content import Facts, inspect
 from sealroom.collateral_online.endpoints import Endpoints, Location
 from sealroom.collateral_online.http import HttpFetcher
 from sealroom.errors import AttestationError, UnavailableError

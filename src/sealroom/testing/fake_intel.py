@@ -258,11 +258,12 @@ class FakeIntelPki:
         *,
         next_update: datetime | None = None,
         signer: ec.EllipticCurvePrivateKey | None = None,
+        this_update: datetime | None = None,
     ) -> bytes:
         b = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(issuer.cert.subject)
-            .last_update(self.now - timedelta(hours=1))
+            .last_update(this_update or self.now - timedelta(hours=1))
             .next_update(next_update or self.now + timedelta(days=30))
             .add_extension(x509.CRLNumber(1), critical=False)
             .add_extension(

@@ -14,7 +14,9 @@ Steps (AMD #56860 "Attestation", AMD #57230 "VCEK certificate"):
 6. VCEK hwID == CHIP_ID (Turin: 8-byte hwID) unless CHIP_ID is all zero (MASK_CHIP_ID
    hosts), VEK TCB SPLs == REPORTED_TCB and each <= CURRENT_TCB's;
 7. CRL (signed by the ARK with the same PSS parameters, thisUpdate not after ``now``,
-   nextUpdate not passed) when one is given or the source has one.
+   nextUpdate not passed): the verifier's (``--collateral`` file or source) wins; one
+   carried with the evidence is used only where the verifier has none and never when
+   older than one the verifier has seen (ADR 0020).
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from sealroom.attestation.collateral import require
+from sealroom.attestation.collateral import (
+    SeenMark,
+    crl_series,
+    refuse_rollback,
+    require,
+    seen_by_verifier,
+)
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.snp import kds
 from sealroom.attestation.snp.abi import SIG_ALGO_ECDSA_P384_SHA384, Product, Report, SigningKey
@@ -353,6 +361,27 @@ def _anchor(
     )
 
 
+def _choose_crl(
+    presented: bytes | None,
+    product: Product | None,
+    info: VekInfo,
+    anchor: _Anchor,
+    ctx: VerifyContext,
+) -> bytes | None:
+    """The verifier's CRL (its file, then its source) wins; the presenter's is used only
+    where the verifier has none and never when older than one it has seen (ADR 0020)."""
+    mine = ctx.verifier_collateral.get("crl")
+    if mine is None and product is not None and not anchor.simulated:
+        mine = ctx.collateral.fetch(kds.crl_request(product, info.kind.value))
+    if mine is not None or presented is None:
+        return mine
+    crl = load_crl(presented, "AMD CRL (carried with the evidence)")
+    series = crl_series(crl.issuer.rfc4514_string())
+    seen = seen_by_verifier(ctx.collateral, ctx.collateral_history, series)
+    refuse_rollback("AMD CRL", series, SeenMark(None, crl.last_update_utc), seen)
+    return presented
+
+
 def verify_report(report: Report, certs: SnpCerts, ctx: VerifyContext) -> SnpClaims:
     certs, index = _pick_vek(report, certs, ctx)
     vek, info = certs.veks[index], certs.vek_infos[index]
@@ -363,13 +392,19 @@ def verify_report(report: Report, certs: SnpCerts, ctx: VerifyContext) -> SnpCla
     _verify_signature(report, vek, anchor.vek_key)
     chip_checked = _check_vek_against_report(report, info, product)
     crl_checked = False
-    crl_bytes = certs.crl
-    if crl_bytes is None and product is not None and not anchor.simulated:
-        crl_bytes = ctx.collateral.fetch(kds.crl_request(product, info.kind.value))
+    crl_bytes = _choose_crl(certs.crl, product, info, anchor, ctx)
     if crl_bytes is not None:
         crl = load_crl(crl_bytes, "AMD CRL")
         check_amd_pss(crl.public_bytes(Encoding.DER), "AMD CRL")
-        check_crl(crl, anchor.root, anchor.chain, ctx.now, "AMD CRL")
+        series = crl_series(crl.issuer.rfc4514_string())
+        try:
+            check_crl(crl, anchor.root, anchor.chain, ctx.now, "AMD CRL")
+        except AttestationError as e:
+            if e.code == "certificate-revoked" and ctx.collateral_history is not None:
+                ctx.collateral_history.observe(series, SeenMark(None, crl.last_update_utc))
+            raise
+        if ctx.collateral_history is not None:
+            ctx.collateral_history.observe(series, SeenMark(None, crl.last_update_utc))
         crl_checked = True
     return claims_from_report(
         report,

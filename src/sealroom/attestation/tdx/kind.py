@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from sealroom.attestation.appraise import RuleResult
 from sealroom.attestation.claims import Claims
+from sealroom.attestation.collateral import seen_by_verifier
 from sealroom.attestation.evidence import EvidenceBundle, EvidenceItem
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.tdx import collateral as coll
@@ -129,12 +130,12 @@ class _DcapKind:
         v = verify_quote(
             quote,
             now=ctx.now,
-            # The verifier's own collateral files win over what came with the evidence.
-            attached=coll.from_attachments(ctx.verifier_collateral).merged(
-                coll.from_attachments(item.attachments)
-            ),
+            attached=coll.from_attachments(item.attachments),
             source=ctx.collateral,
             extra_roots=ctx.extra_roots,
+            verifier=coll.from_attachments(ctx.verifier_collateral),
+            seen=lambda series: seen_by_verifier(ctx.collateral, ctx.collateral_history, series),
+            observe=ctx.collateral_history.observe if ctx.collateral_history else None,
         )
         return v.quote, _check_state(v)
 

@@ -67,6 +67,9 @@ class _DcapCommon(Section):
     allowed_advisory_ids: list[str] | None = None
     require_collateral: bool = True
     require_crl: bool = True
+    # Oldest TCB info accepted, by Intel's tcbEvaluationDataNumber (it rises with each TCB
+    # recovery): collateral from before a recovery rates a now-vulnerable TCB "UpToDate".
+    min_tcb_evaluation_data_number: int | None = Field(default=None, ge=0)
     report_data: ReportDataPolicy = ReportDataPolicy()
 
 
@@ -157,6 +160,15 @@ def _tcb_rules(r: Rules, c: DcapClaims, pol: _DcapCommon) -> None:
             ", ".join(c.collateral) or "none",
             "TCB info and QE identity (require_collateral)",
             not missing,
+            Trust.HARDWARE,
+        )
+    if pol.min_tcb_evaluation_data_number is not None:
+        got = c.tcb_evaluation_data_number
+        r.add(
+            "tcb_evaluation_data_number",
+            got if got is not None else "unknown (no TCB info)",
+            f">= {pol.min_tcb_evaluation_data_number}",
+            got is not None and got >= pol.min_tcb_evaluation_data_number,
             Trust.HARDWARE,
         )
     if pol.require_crl:
@@ -271,6 +283,7 @@ accepted_tcb_statuses: [UpToDate]
 allowed_advisory_ids: null # null: not checked; [INTEL-SA-...]: only these
 require_collateral: true   # false accepts evidence whose TCB was not evaluated
 require_crl: true          # false accepts evidence whose PCK chain was not checked for revocation
+min_tcb_evaluation_data_number: null  # e.g. 17: refuse TCB info from before a TCB recovery
 report_data:               # REPORTDATA: any | exact | nonce | sealroom-v1
   mode: nonce              # your --nonce, zero-padded: freshness
   require_nonce: false     # without --nonce: verified, but freshness NOT checked (said so)
@@ -288,6 +301,7 @@ accepted_tcb_statuses: [UpToDate]
 allowed_advisory_ids: null
 require_collateral: true
 require_crl: true
+min_tcb_evaluation_data_number: null
 report_data:               # REPORTDATA: any | exact | nonce | sealroom-v1
   mode: nonce              # your --nonce, zero-padded: freshness
   require_nonce: false     # without --nonce: verified, but freshness NOT checked (said so)

@@ -9,10 +9,12 @@ Steps (Intel "TDX DCAP Quote Verification Library" / "SGX ECDSA QVL", quote veri
 3. QE report signed by the PCK key (ECDSA P-256, SHA-256);
 4. QE REPORTDATA == SHA-256(attestation key || QE authentication data) || 32 zero bytes;
 5. quote signature by the attestation key over header || body;
-6. collateral from the item's attachments, then ``ctx.collateral``: TCB info and QE
-   identity each signed (over the exact JSON bytes) by an Intel SGX TCB Signing
-   certificate that chains to the same root as the PCK; ``issueDate <= now <=
-   nextUpdate``; TCB info FMSPC/PCE-ID/id equal the PCK certificate's and the quote's;
+6. collateral: the verifier's (its files, then ``ctx.collateral``) item by item, the
+   presenter's (the item's attachments) only where the verifier has none and never older
+   than what the verifier has seen (ADR 0020); TCB info and QE identity each signed
+   (over the exact JSON bytes) by an Intel SGX TCB Signing certificate that chains to the
+   same root as the PCK; ``issueDate <= now <= nextUpdate``; TCB info FMSPC/PCE-ID/id
+   equal the PCK certificate's and the quote's;
 7. CRLs when available: the root CA CRL (signed by the root) must not list the PCK CA or
    the TCB Signing certificate, the PCK CRL (signed by the PCK CA) must not list the PCK;
    each current at ``now``. Stale collateral is an AttestationError
@@ -30,13 +32,14 @@ call. Nothing about the quote itself (its signatures, QE report, binding) is cac
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import hmac
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -47,7 +50,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from sealroom.attestation.collateral import CollateralRequest, CollateralSource
+from sealroom.attestation.collateral import (
+    CollateralRequest,
+    CollateralSource,
+    SeenMark,
+    crl_series,
+    qe_identity_series,
+    refuse_rollback,
+    tcb_info_series,
+)
 from sealroom.attestation.tdx import collateral as coll
 from sealroom.attestation.tdx.abi import (
     CERT_DATA_PCK_CHAIN,
@@ -339,6 +350,77 @@ def gather_collateral(
     return got
 
 
+def _marks(c: Collateral) -> dict[str, tuple[str, SeenMark]]:
+    """item name -> (series, mark) for the versioned items of ``c``."""
+    out: dict[str, tuple[str, SeenMark]] = {}
+    if c.tcb_info is not None:
+        t = c.tcb_info
+        out["tcb_info"] = (
+            tcb_info_series(t.id, t.fmspc),
+            SeenMark(t.tcb_evaluation_data_number, t.issue_date),
+        )
+    if c.qe_identity is not None:
+        q = c.qe_identity
+        out["qe_identity"] = (
+            qe_identity_series(q.id),
+            SeenMark(q.tcb_evaluation_data_number, q.issue_date),
+        )
+    for name, crl in (("pck_crl", c.pck_crl), ("root_ca_crl", c.root_ca_crl)):
+        if crl is not None:
+            issuer, this_update, _ = _crl_facts(crl)
+            out[name] = (crl_series(issuer.rfc4514_string()), SeenMark(None, this_update))
+    return out
+
+
+_ITEMS = ("tcb_info", "qe_identity", "pck_crl", "root_ca_crl")
+
+
+def choose_collateral(
+    verifier: Collateral,
+    presenter: Collateral,
+    seen: Callable[[str], SeenMark | None],
+) -> tuple[Collateral, dict[str, tuple[str, SeenMark]]]:
+    """Item by item: the verifier's; else the presenter's, refused (``collateral-rollback``)
+    when older than what the verifier has seen or holds for the same series. Issuer
+    certificates accumulate (they only help find a chain to the verifier's root).
+    Returns the collateral to use and, by item name, the (series, mark) of each item used."""
+    mine, theirs = _marks(verifier), _marks(presenter)
+    sources: list[str] = []
+    observed: dict[str, tuple[str, SeenMark]] = {}
+    for name in _ITEMS:
+        if getattr(verifier, name) is not None:
+            sources.append(f"{name}: verifier")
+            observed[name] = mine[name]
+        elif getattr(presenter, name) is not None:
+            series, mark = theirs[name]
+            known = seen(series)
+            # The verifier's own item of the same series (a PCK CRL of the same CA held
+            # under another name) counts as seen too.
+            for s2, m2 in mine.values():
+                if s2 == series:
+                    known = m2.newer(known)
+            refuse_rollback(name.replace("_", " "), series, mark, known)
+            sources.append(f"{name}: presenter")
+            observed[name] = (series, mark)
+    # merged(): the verifier's item wins wherever it has one, certificates accumulate.
+    return dataclasses.replace(verifier.merged(presenter), sources=tuple(sources)), observed
+
+
+def _observed_crl(
+    name: str, authentic: Callable[[str], None], check: Callable[[], datetime | None]
+) -> datetime | None:
+    """Run a CRL check; a CRL whose signature verified is authentic even when it revokes
+    (that verdict is about the quote's certificates, not about the CRL)."""
+    try:
+        nu = check()
+    except AttestationError as e:
+        if e.code == "certificate-revoked":
+            authentic(name)
+        raise
+    authentic(name)
+    return nu
+
+
 # --- collateral checks ---------------------------------------------------------------------
 
 
@@ -484,8 +566,16 @@ def verify_quote(
     attached: Collateral | None = None,
     source: CollateralSource | None = None,
     extra_roots: Sequence[x509.Certificate] = (),
+    verifier: Collateral | None = None,
+    seen: Callable[[str], SeenMark | None] | None = None,
+    observe: Callable[[str, SeenMark], None] | None = None,
 ) -> VerifiedQuote:
-    """Steps 1-8 of the module docstring. ``now`` is the caller's, captured once."""
+    """Steps 1-8 of the module docstring. ``now`` is the caller's, captured once.
+
+    ``attached``: collateral carried with the evidence (the presenter's); ``verifier``:
+    collateral files the verifier named; ``source``: the verifier's collateral source;
+    ``seen(series)``: the newest mark the verifier has seen; ``observe(series, mark)`` is
+    told each collateral item found authentic (ADR 0020)."""
     quote = data if isinstance(data, Quote) else Quote.from_bytes(data)
     attached = attached or Collateral()
     # Step 1: Intel's QE.
@@ -548,11 +638,19 @@ def verify_quote(
             code="tdx-quote-signature-invalid",
         )
 
-    # Step 6: collateral.
+    # Step 6: collateral. The verifier's (its files, then its source) wins item by item;
+    # the presenter's fills only what the verifier lacks, never older than it has seen.
     tdx = quote.tee_type is TeeType.TDX
-    got = attached
+    mine = verifier or Collateral()
     if source is not None:
-        got = gather_collateral(attached, source, tdx, pck.fmspc, pck_issuer)
+        mine = gather_collateral(mine, source, tdx, pck.fmspc, pck_issuer)
+    got, marks = choose_collateral(mine, attached, seen or (lambda _s: None))
+
+    def authentic(name: str) -> None:
+        """``name`` verified as Intel's: the verifier has now seen it."""
+        if observe is not None and name in marks:
+            observe(*marks[name])
+
     items: list[str] = []
     expiries: list[datetime] = []
     signer_ders: list[bytes] = []
@@ -563,6 +661,7 @@ def verify_quote(
         signer_ders.append(
             _verify_signed_json("TCB info", tcb_info.signed, got.certs, root_der, now)
         )
+        authentic("tcb_info")
         _check_window("TCB info", tcb_info.issue_date, tcb_info.next_update, now)
         items.append("tcb_info")
         expiries.append(tcb_info.next_update)
@@ -571,6 +670,7 @@ def verify_quote(
         signer_ders.append(
             _verify_signed_json("QE identity", qe_id.signed, got.certs, root_der, now)
         )
+        authentic("qe_identity")
         _check_window("QE identity", qe_id.issue_date, qe_id.next_update, now)
         items.append("qe_identity")
         expiries.append(qe_id.next_update)
@@ -580,7 +680,11 @@ def verify_quote(
         listed = [("PCK CA", ca_der)] + [
             ("Intel SGX TCB Signing", d) for d in dict.fromkeys(signer_ders)
         ]
-        nu = _check_crl_cached("root CA CRL", got.root_ca_crl, root_der, listed, now)
+        nu = _observed_crl(
+            "root_ca_crl",
+            authentic,
+            lambda: _check_crl_cached("root CA CRL", got.root_ca_crl or b"", root_der, listed, now),
+        )
         items.append("root_ca_crl")
         if nu is not None:
             expiries.append(nu)
@@ -592,7 +696,12 @@ def verify_quote(
                 f"by {_cert(ca_der).subject.rfc4514_string()!r} (pass the {pck_issuer} CA CRL)",
                 code="tdx-crl-mismatch",
             )
-        nu = _check_crl_cached("PCK CRL", got.pck_crl, ca_der, [("PCK certificate", pck_der)], now)
+        pck_listed = [("PCK certificate", pck_der)]
+        nu = _observed_crl(
+            "pck_crl",
+            authentic,
+            lambda: _check_crl_cached("PCK CRL", got.pck_crl or b"", ca_der, pck_listed, now),
+        )
         items.append("pck_crl")
         if nu is not None:
             expiries.append(nu)
