@@ -132,7 +132,7 @@ CASES = {
         I + "tdx_v4_gotdx_spr/quote_with_trailing_text.bin",
         _t(2023, 6, 20),
         False,
-        ("tcb_status",),
+        ("tcb_status", "TD_ATTRIBUTES.SEPT_VE_DISABLE"),
         collateral={
             "tcb_info": I + "tdx_v4_gotdx_spr/tcbinfo_response.json",
             "qe_identity": I + "tdx_v4_gotdx_spr/qe_identity_response.json",
