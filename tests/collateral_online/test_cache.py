@@ -13,9 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from sealroom.attestation.collateral import (
+    ChainedCollateral,
+    DirectoryCollateral,
+    crl_series,
+    seen_by_verifier,
+)
 from sealroom.attestation.snp import kds as kds_urls
 from sealroom.attestation.snp.abi import Product
 from sealroom.attestation.tdx import collateral as dcap
+from sealroom.cli.online import RecordingCollateral
 from sealroom.collateral_online import (
     CollateralCache,
     Endpoints,
@@ -200,3 +207,19 @@ def test_not_found_on_refresh_keeps_the_stale_entry(
     for _ in range(2):
         src = source(pcs, cache, "2025-08-01T00:00:00")
         assert src.fetch(PCK_CRL) == newer and src.uses[-1].stale
+
+
+def test_online_cache_marks_count_behind_a_collateral_directory(
+    pcs: FakeVendorServer, cache: CollateralCache, newer: bytes, tmp_path: Path
+) -> None:
+    """`--collateral DIR --online` chains the directory before the online source: the
+    cache's rollback marks must still reach the verifier's "never older than seen" rule."""
+    online = source(pcs, cache, "2025-07-01T00:00:00")
+    online.fetch(PCK_CRL)
+    (tmp_path / "dir").mkdir()
+    chained = ChainedCollateral([DirectoryCollateral(tmp_path / "dir"), online])
+    series = crl_series("C=US,ST=CA,L=Santa Clara,O=Intel Corporation,CN=Intel SGX PCK Platform CA")
+    mark = seen_by_verifier(chained, None, series)
+    assert mark is not None and mark.issued is not None and mark.issued.year == 2025
+    recorder = RecordingCollateral(chained)  # `attest fetch` wraps the same chain
+    assert seen_by_verifier(recorder, None, series) == mark

@@ -151,6 +151,16 @@ class ChainedCollateral:
         notes = [n for s in self.sources if (n := explain(s, request))]
         return "; ".join(notes) or None
 
+    def seen(self, series: str) -> SeenMark | None:
+        """The newest mark any chained source remembers (the online cache's rollback marks
+        behind a ``--collateral DIR``), for :func:`seen_by_verifier`."""
+        mark: SeenMark | None = None
+        for s in self.sources:
+            got = seen_by_verifier(s, None, series)
+            if got is not None:
+                mark = got.newer(mark)
+        return mark
+
 
 def explain(source: CollateralSource, request: CollateralRequest) -> str | None:
     """Why ``source`` lacks ``request``, where it can say (an online source names the URL it

@@ -15,6 +15,9 @@ from sealroom.attestation.collateral import (
     CollateralRequest,
     CollateralSource,
     DirectoryCollateral,
+    SeenMark,
+    explain,
+    seen_by_verifier,
 )
 from sealroom.cli.common import console, err_console, home_dir
 from sealroom.collateral_online import CollateralCache, Endpoints, OnlineCollateral, Use
@@ -138,5 +141,7 @@ class RecordingCollateral:
         return data
 
     def explain(self, request: CollateralRequest) -> str | None:
-        explain = getattr(self.inner, "explain", None)
-        return explain(request) if explain is not None else None
+        return explain(self.inner, request)
+
+    def seen(self, series: str) -> SeenMark | None:
+        return seen_by_verifier(self.inner, None, series)
