@@ -23,7 +23,7 @@ from sealroom.attestation.snp.claims import SnpClaims
 from sealroom.attestation.snp.foreign import load_snpguest_dir
 from sealroom.attestation.verifier import load_evidence
 from sealroom.attestation.x509util import load_certificates
-from sealroom.errors import InvalidInputError, MalformedEvidenceError
+from sealroom.errors import AttestationError, InvalidInputError, MalformedEvidenceError
 
 from ...cli.test_attest_cli import sealroom
 from .test_snp_vectors import VECS
@@ -235,3 +235,27 @@ def test_snpguest_directory_without_certificates_refused(tmp_path: Path) -> None
     with pytest.raises(InvalidInputError) as e:
         load_snpguest_dir(tmp_path)
     assert "vcek.pem" in e.value.message
+
+
+def test_snpguest_directory_with_crl_checks_revocation(tmp_path: Path) -> None:
+    """`snpguest fetch crl der certs/` adds crl.der. No real AMD CRL is among the vectors,
+    so this one uses the fake AMD PKI (real layout, production verification)."""
+    from datetime import UTC, datetime
+
+    from sealroom.testing.fake_snp import FakeSnpPki
+
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    pki = FakeSnpPki(now)
+    pem = serialization.Encoding.PEM
+    for name, cert in (("vcek", pki.vcek), ("ask", pki.ask), ("ark", pki.ark)):
+        (tmp_path / f"{name}.pem").write_bytes(cert.public_bytes(pem))
+    (tmp_path / "crl.der").write_bytes(pki.crl())
+    report = pki.authority.report(measurement=bytes(48))
+    item = EvidenceItem("snp", report.raw, load_snpguest_dir(tmp_path))
+    claims = SNP.verify(item, VerifyContext(now=now, extra_roots=(pki.ark,)))
+    assert isinstance(claims, SnpClaims) and claims.crl_checked
+    (tmp_path / "crl.der").write_bytes(pki.crl([pki.ask]))  # the ARK's CRL revokes ASKs
+    item = EvidenceItem("snp", report.raw, load_snpguest_dir(tmp_path))
+    with pytest.raises(AttestationError) as e:
+        SNP.verify(item, VerifyContext(now=now, extra_roots=(pki.ark,)))
+    assert e.value.code == "certificate-revoked"
