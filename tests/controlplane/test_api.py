@@ -29,7 +29,8 @@ def assert_problem(r: Any, status: int, type_: str | None = None) -> dict[str, A
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     body: dict[str, Any] = r.json()
-    assert set(body) == PROBLEM_KEYS
+    # "error": the class of a SealroomError, so clients rebuild it (ADR 0016)
+    assert PROBLEM_KEYS <= set(body) <= PROBLEM_KEYS | {"error"}
     assert body["status"] == status
     if type_ is not None:
         assert body["type"] == type_

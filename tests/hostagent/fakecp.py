@@ -7,8 +7,10 @@ drift from it."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import socket
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,6 +50,7 @@ class FakeControlPlane:
         self.lock = threading.RLock()
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
+        self._conns: set[socket.socket] = set()  # open (keep-alive) client connections
 
     @property
     def url(self) -> str:
@@ -61,6 +64,11 @@ class FakeControlPlane:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with cp.lock:
+                    cp._conns.add(self.connection)
 
             def _body(self) -> bytes:
                 n = int(self.headers.get("Content-Length") or 0)
@@ -152,10 +160,17 @@ class FakeControlPlane:
         return self
 
     def stop(self) -> None:
+        """An outage: the listener goes, and so do open keep-alive connections (as when a
+        real control plane process dies)."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self.lock:
+            conns, self._conns = self._conns, set()
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
 
     # ---- the contract's heartbeat semantics (simplified) ------------------------------
     def on_heartbeat(self, obj: dict[str, Any]) -> dict[str, Any]:

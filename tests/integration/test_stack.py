@@ -108,17 +108,17 @@ def run_parties(
     cp: ControlPlaneClient, comp_id: str, doc: dict[str, Any], p: Parties, tmp: Path, home: Path
 ) -> None:
     comp = cp.wait_for(comp_id, ("awaiting_inputs",), 90)
-    assert comp["state"] == "awaiting_inputs", comp
-    upload_inputs(comp["enclave_url"], doc, p, tmp, home)
+    assert comp.state == "awaiting_inputs", comp
+    upload_inputs(comp.enclave_url or "", doc, p, tmp, home)
 
 
 def wait_destroyed(cp: ControlPlaneClient, cid: str) -> None:
     """Until the host confirmed the enclave gone (wait_for stops at any final state)."""
     for _ in range(300):
-        if cp.computation(cid)["state"] == "destroyed":
+        if cp.computation(cid).state == "destroyed":
             return
         time.sleep(0.2)
-    raise AssertionError(f"{cid} is still {cp.computation(cid)['state']}, not destroyed")
+    raise AssertionError(f"{cid} is still {cp.computation(cid).state.value}, not destroyed")
 
 
 def upload_inputs(url: str, doc: dict[str, Any], p: Parties, tmp: Path, home: Path) -> None:
@@ -134,27 +134,27 @@ def upload_inputs(url: str, doc: dict[str, Any], p: Parties, tmp: Path, home: Pa
 def test_full_flow_two_hosts(stack: stack_mod.Stack, home: Path, tmp_path: Path) -> None:
     cp = ControlPlaneClient(stack.url, stack.admin_key)
     hosts = cp.hosts()
-    assert len(hosts) == 2 and all(h["state"] == "online" for h in hosts)
+    assert len(hosts) == 2 and all(h.state == "online" for h in hosts)
     p = Parties()
     # a separate user account owns the computation
     user = cp.create_account("org-a")
-    key = cp.create_key(user["id"])["key"]
+    key = cp.create_key(user.id).key
     owner = ControlPlaneClient(stack.url, key)
     docs = [manifest_doc(p, tmp_path, f"flow-{n}") for n in range(2)]
     comps = [owner.create_computation(d) for d in docs]
     # spread: two computations land on two different hosts
-    assert {c["host_id"] for c in comps} == {h["id"] for h in hosts}
+    assert {c.host_id for c in comps} == {h.id for h in hosts}
     for c, d in zip(comps, docs, strict=True):
-        run_parties(owner, c["id"], d, p, tmp_path, home)
+        run_parties(owner, c.id, d, p, tmp_path, home)
     for c, d in zip(comps, docs, strict=True):
-        done = owner.wait_for(c["id"], ("completed", "destroyed"), 120)
-        assert done["state"] in ("completed", "destroyed"), done
+        done = owner.wait_for(c.id, ("completed", "destroyed"), 120)
+        assert done.state in ("completed", "destroyed"), done
         # blobs arrive once the agent handed them over
-        out = tmp_path / f"out-{c['id']}"
+        out = tmp_path / f"out-{c.id}"
         for _ in range(100):
             try:
                 receipt = owner.fetch_result(
-                    c["id"],
+                    c.id,
                     Manifest.from_dict(d),
                     p.alice,
                     out,
@@ -168,13 +168,13 @@ def test_full_flow_two_hosts(stack: stack_mod.Stack, home: Path, tmp_path: Path)
         assert (out / "answer.txt").read_text() == "42"
         assert receipt.ok and receipt.simulated
         with pytest.raises(AccessDeniedError):
-            owner.fetch_result(c["id"], Manifest.from_dict(d), p.mallory, tmp_path / "stolen")
+            owner.fetch_result(c.id, Manifest.from_dict(d), p.mallory, tmp_path / "stolen")
     # another account sees nothing of org-a's
-    other = ControlPlaneClient(stack.url, cp.create_key(cp.create_account("org-b")["id"])["key"])
+    other = ControlPlaneClient(stack.url, cp.create_key(cp.create_account("org-b").id).key)
     assert other.computations() == []
     with pytest.raises(NotFoundError):
-        other.computation(comps[0]["id"])
-    states = [e.get("state") for e in owner.events(comps[0]["id"])]
+        other.computation(comps[0].id)
+    states = [e.state for e in owner.events(comps[0].id)]
     for s in ("scheduled", "launching", "awaiting_inputs", "running", "completed"):
         assert s in states, states
 
@@ -183,18 +183,18 @@ def test_full_flow_two_hosts(stack: stack_mod.Stack, home: Path, tmp_path: Path)
 def test_exhaustion_is_rejected_and_capacity_freed(stack: stack_mod.Stack, tmp_path: Path) -> None:
     cp = ControlPlaneClient(stack.url, stack.admin_key)
     host = cp.hosts()[0]
-    cpus = int(host["resources"]["cpu_total"])
+    cpus = int(host.resources.cpu_total)
     p = Parties()
     made = [cp.create_computation(manifest_doc(p, tmp_path, f"cap-{n}")) for n in range(cpus)]
     with pytest.raises(CapacityError) as e:
         cp.create_computation(manifest_doc(p, tmp_path, "one-too-many"))
     assert e.value.exit_code == 3 and "vCPU" in e.value.message
-    assert int(cp.hosts()[0]["resources"]["cpu_used"]) <= cpus  # never overcommitted
-    cp.cancel(made[0]["id"])
+    assert int(cp.hosts()[0].resources.cpu_used) <= cpus  # never overcommitted
+    cp.cancel(made[0].id)
     # freed once the agent stopped the enclave (until then it may still run)
-    wait_destroyed(cp, made[0]["id"])
+    wait_destroyed(cp, made[0].id)
     again = cp.create_computation(manifest_doc(p, tmp_path, "after-cancel"))
-    assert again["host_id"] == host["id"]
+    assert again.host_id == host.id
 
 
 def spawn_cli(home: Path, log_name: str, *args: str) -> subprocess.Popen[bytes]:
@@ -236,9 +236,9 @@ def test_restarted_control_plane_does_not_fail_completed_work(
     cp = ControlPlaneClient(stack.url, stack.admin_key)
     p = Parties()
     doc = manifest_doc(p, tmp_path, "cp-down-run")
-    comp = cp.wait_for(cp.create_computation(doc)["id"], ("awaiting_inputs",), 90)
+    comp = cp.wait_for(cp.create_computation(doc).id, ("awaiting_inputs",), 90)
     os.killpg(stack.controlplane_pid, signal.SIGKILL)
-    upload_inputs(comp["enclave_url"], doc, p, tmp_path, home)
+    upload_inputs(comp.enclave_url or "", doc, p, tmp_path, home)
     outbox = next((home / "stack" / "agent-1" / "enclaves").glob("*/outbox"))
     for _ in range(600):  # the enclave finished while nobody could hear it
         if (outbox / "DONE").exists():
@@ -248,16 +248,16 @@ def test_restarted_control_plane_does_not_fail_completed_work(
     time.sleep(15)  # down well past the agent timeout (6 s): the agent's backoff grows
     proc = restart_controlplane(stack, home, cp)
     try:
-        done = cp.wait_for(comp["id"], ("completed", "destroyed"), 120)
-        entered = [e["state"] for e in cp.events(comp["id"]) if e.get("type") == "state"]
+        done = cp.wait_for(comp.id, ("completed", "destroyed"), 120)
+        entered = [e.state for e in cp.events(comp.id) if e.type == "state"]
         assert "failed" not in entered, (done, entered)
-        assert cp.hosts()[0]["state"] == "online"
+        assert cp.hosts()[0].state == "online"
         root = SimAuthority.load_or_create(home / "sim-authority").root
         receipt = None
         for _ in range(100):  # the agent hands the blobs over once it reaches us again
             try:
                 receipt = cp.fetch_result(
-                    comp["id"],
+                    comp.id,
                     Manifest.from_dict(doc),
                     p.alice,
                     tmp_path / "out",
@@ -279,24 +279,26 @@ def test_controlplane_kill9_and_restart(stack: stack_mod.Stack, home: Path, tmp_
     p = Parties()
     doc = manifest_doc(p, tmp_path, "crash-cp")
     comp = cp.create_computation(doc)
-    cp.wait_for(comp["id"], ("awaiting_inputs",), 90)
+    cp.wait_for(comp.id, ("awaiting_inputs",), 90)
     os.killpg(stack.controlplane_pid, signal.SIGKILL)
     # the enclave does not need the control plane: parties go on
     root = SimAuthority.load_or_create(home / "sim-authority").root
     proc = restart_controlplane(stack, home, cp)
     try:
-        comp2 = cp.computation(comp["id"])  # nothing lost
-        assert comp2["manifest_hash"] == comp["manifest_hash"]
-        enclave = EnclaveClient(comp2["enclave_url"], Manifest.from_dict(doc), extra_roots=(root,))
+        comp2 = cp.computation(comp.id)  # nothing lost
+        assert comp2.manifest_hash == comp.manifest_hash
+        enclave = EnclaveClient(
+            comp2.enclave_url or "", Manifest.from_dict(doc), extra_roots=(root,)
+        )
         enclave.attest()
         enclave.upload("algorithm", tmp_path / "main.py", p.algo)
         enclave.upload("a", tmp_path / "a", p.dp1)
         enclave.upload("b", tmp_path / "b", p.dp2)
-        done = cp.wait_for(comp["id"], ("completed", "destroyed"), 120)
-        assert done["state"] in ("completed", "destroyed"), done
-        events = cp.events(comp["id"])
+        done = cp.wait_for(comp.id, ("completed", "destroyed"), 120)
+        assert done.state in ("completed", "destroyed"), done
+        events = cp.events(comp.id)
         # Each state was entered once, even with the agent re-reporting across the restart.
-        entered = [e["state"] for e in events if e.get("type") == "state"]
+        entered = [e.state for e in events if e.type == "state"]
         assert len(entered) == len(set(entered)), entered
         assert "awaiting_inputs" in entered and "completed" in entered
     finally:
@@ -309,11 +311,11 @@ def test_agent_kill9_fails_its_computations(stack: stack_mod.Stack, tmp_path: Pa
     cp = ControlPlaneClient(stack.url, stack.admin_key)
     p = Parties()
     comp = cp.create_computation(manifest_doc(p, tmp_path, "crash-agent"))
-    cp.wait_for(comp["id"], ("awaiting_inputs",), 90)
+    cp.wait_for(comp.id, ("awaiting_inputs",), 90)
     os.killpg(stack.agent_pids[0], signal.SIGKILL)
-    done = cp.wait_for(comp["id"], ("failed",), 60)
-    assert done["state"] == "failed" and "host lost" in (done.get("reason") or "")
-    assert cp.hosts()[0]["state"] == "lost"
+    done = cp.wait_for(comp.id, ("failed",), 60)
+    assert done.state == "failed" and "host lost" in (done.reason or "")
+    assert cp.hosts()[0].state == "lost"
 
 
 @pytest.mark.parametrize("stack", [1], indirect=True)
@@ -348,31 +350,31 @@ def test_orphaned_enclave_stopped_within_orphan_window(
     cp = ControlPlaneClient(stack.url, stack.admin_key)
     p = Parties()
     comp = cp.create_computation(manifest_doc(p, tmp_path, "orphan"))
-    up = cp.wait_for(comp["id"], ("awaiting_inputs",), 90)
-    assert up["state"] == "awaiting_inputs", (up, cp.events(comp["id"]))
+    up = cp.wait_for(comp.id, ("awaiting_inputs",), 90)
+    assert up.state == "awaiting_inputs", (up, cp.events(comp.id))
     agent_dir = home / "stack" / "agent-1"
-    rt_pid = AgentStore(agent_dir).load()[0][comp["id"]].pid
+    rt_pid = AgentStore(agent_dir).load()[0][comp.id].pid
     os.kill(stack.agent_pids[0], signal.SIGKILL)  # the agent only, not its group
     assert pid_alive(rt_pid)
-    failed = cp.wait_for(comp["id"], ("failed",), 60)
-    assert "host lost" in failed["reason"]
+    failed = cp.wait_for(comp.id, ("failed",), 60)
+    assert "host lost" in failed.reason
     host = cp.hosts()[0]
-    assert host["state"] == "lost" and host["enclaves"] == 1  # still held
+    assert host.state == "lost" and host.enclaves == 1  # still held
     for _ in range(600):  # bounded by the orphan window: 30 s plus the watchdog's grace
         if not pid_alive(rt_pid):
             break
         time.sleep(0.2)
     assert not pid_alive(rt_pid), "the orphaned enclave outlived the orphan window"
-    assert cp.computation(comp["id"])["state"] == "failed"  # not yet known stopped
+    assert cp.computation(comp.id).state == "failed"  # not yet known stopped
     agent = spawn_cli(
         home, "agent-restart.log", "agent", "run", "--control-plane", stack.url,
         "--data-dir", str(agent_dir), "--name", "host-1",
     )  # fmt: skip
     try:
-        wait_destroyed(cp, comp["id"])
+        wait_destroyed(cp, comp.id)
         host = cp.hosts()[0]
-        assert host["state"] == "online" and host["enclaves"] == 0
-        assert host["resources"]["cpu_used"] == 0
+        assert host.state == "online" and host.enclaves == 0
+        assert host.resources.cpu_used == 0
     finally:
         os.killpg(agent.pid, signal.SIGTERM)
         agent.wait(30)

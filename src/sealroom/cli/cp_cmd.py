@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from sealroom.cli.enclave_cmd import load_party, show_failed_run, trusted_roots
 from sealroom.client.controlplane import ControlPlaneClient, save_config
 from sealroom.errors import InvalidInputError, RunFailedError
 from sealroom.manifest import Manifest
+from sealroom.protocol.api import ComputationCreated, ComputationDetail, EventOut
 
 computation_app = typer.Typer(help="Computations on the control plane.", no_args_is_help=True)
 host_app = typer.Typer(help="Host agents.", no_args_is_help=True)
@@ -78,14 +80,14 @@ def login_cmd(
     client = ControlPlaneClient(url, key)
     me = client.me()
     path = save_config(url, key)
-    console.print(f"logged in as {me['name']} ({me['role']}); saved to {path}")
+    console.print(f"logged in as {me.name} ({me.role}); saved to {path}")
 
 
 def _client() -> ControlPlaneClient:
     return ControlPlaneClient.from_config()
 
 
-def _table(rows: list[dict[str, Any]], cols: list[str], title: str) -> None:
+def _table(rows: Sequence[Mapping[str, Any]], cols: list[str], title: str) -> None:
     t = Table(title=title)
     for c in cols:
         t.add_column(c, overflow="fold")
@@ -113,34 +115,35 @@ def create_cmd(
         raise InvalidInputError(f"{manifest} is not JSON: {e}") from e
     local = Manifest.from_dict(doc, str(manifest))
     client = _client()
-    comp = client.create_computation(doc, tee=tee, queue=queue)
-    if comp["manifest_hash"] != local.manifest_hash.hex():
+    created = client.create_computation(doc, tee=tee, queue=queue)
+    if created.manifest_hash != local.manifest_hash.hex():
         raise InvalidInputError(
-            f"the control plane computed manifest hash {comp['manifest_hash']}, we computed "
+            f"the control plane computed manifest hash {created.manifest_hash}, we computed "
             f"{local.manifest_hash.hex()}"
         )
+    comp: ComputationCreated | ComputationDetail = created
     if wait > 0:
-        comp = client.wait_for(comp["id"], ("awaiting_inputs",), wait)
+        comp = client.wait_for(created.id, ("awaiting_inputs",), wait)
     if as_json:
-        print_json(comp)
+        print_json(comp.model_dump(mode="json"))
         return
     if tee == "sim":
         simulated_banner()
     console.print(
-        f"computation [bold]{comp['id']}[/] {comp['state']} on host "
-        f"{comp.get('host_id')}; manifest {comp['manifest_hash']}"
+        f"computation [bold]{comp.id}[/] {comp.state.value} on host "
+        f"{comp.host_id}; manifest {comp.manifest_hash}"
     )
-    if comp.get("enclave_url"):
+    url = getattr(comp, "enclave_url", None)
+    if url:
         console.print(
-            f"enclave: {comp['enclave_url']}  (verify it: `sealroom enclave verify "
-            f"{comp['enclave_url']} --manifest {manifest}`)"
+            f"enclave: {url}  (verify it: `sealroom enclave verify {url} --manifest {manifest}`)"
         )
 
 
 @computation_app.command("list")
 def list_cmd(as_json: JsonOpt = False) -> None:
     """Your computations (admins: all)."""
-    rows = _client().computations()
+    rows = [c.model_dump(mode="json") for c in _client().computations()]
     if as_json:
         print_json(rows)
     else:
@@ -151,12 +154,13 @@ def list_cmd(as_json: JsonOpt = False) -> None:
 def show_cmd(
     cid: Annotated[str, typer.Argument(help="Computation id")], as_json: JsonOpt = False
 ) -> None:
-    comp = _client().computation(cid)
+    comp = _client().computation(cid).model_dump(mode="json")
     if as_json:
         print_json(comp)
         return
-    comp = {k: v for k, v in comp.items() if k != "manifest"}
     for k, v in comp.items():
+        if k == "manifest":
+            continue
         console.print(f"[cyan]{k}[/]: {v}")
 
 
@@ -174,7 +178,8 @@ def events_cmd(
         _print_event(e, as_json)
 
 
-def _print_event(e: dict[str, Any], as_json: bool) -> None:
+def _print_event(ev: EventOut, as_json: bool) -> None:
+    e = ev.model_dump(mode="json")
     if as_json:
         typer.echo(json.dumps(e))
     else:
@@ -188,7 +193,7 @@ def _print_event(e: dict[str, Any], as_json: bool) -> None:
 @computation_app.command("cancel")
 def cancel_cmd(cid: Annotated[str, typer.Argument(help="Computation id")]) -> None:
     r = _client().cancel(cid)
-    console.print(f"{cid}: {r['state']}")
+    console.print(f"{cid}: {r.state.value}")
 
 
 @computation_app.command("delete")
@@ -248,7 +253,7 @@ def log_cmd(
 @host_app.command("list")
 def hosts_cmd(as_json: JsonOpt = False) -> None:
     """Registered host agents (admin)."""
-    hosts = _client().hosts()
+    hosts = [h.model_dump(mode="json") for h in _client().hosts()]
     if as_json:
         print_json(hosts)
         return

@@ -400,16 +400,16 @@ def _stack_demo(failures: list[str]) -> None:
         console.print(f"  control plane {stack.url}; host agent online")
         admin = ControlPlaneClient(stack.url, stack.admin_key)
         org = admin.create_account("demo-org")
-        cp = ControlPlaneClient(stack.url, admin.create_key(org["id"])["key"])
+        cp = ControlPlaneClient(stack.url, admin.create_key(org.id).key)
         with tempfile.TemporaryDirectory(prefix="sealroom-demo-") as tmp_s:
             tmp = Path(tmp_s)
             keys, doc = _demo_computation(tmp, "demo-stack-mean-age", "mean age, via the stack")
             manifest = Manifest.from_dict(doc)
-            comp = cp.create_computation(doc)
-            console.print(f"  computation {comp['id']} placed on host {comp['host_id']}")
-            comp = cp.wait_for(comp["id"], ("awaiting_inputs",), 90)
+            created = cp.create_computation(doc)
+            console.print(f"  computation {created.id} placed on host {created.host_id}")
+            comp = cp.wait_for(created.id, ("awaiting_inputs",), 90)
             root = SimAuthority.load_or_create(home_dir() / "sim-authority").root
-            enclave = EnclaveClient(comp["enclave_url"], manifest, extra_roots=(root,))
+            enclave = EnclaveClient(comp.enclave_url or "", manifest, extra_roots=(root,))
             _check(
                 enclave.attest().simulated,
                 "parties verified the enclave through the "
@@ -422,14 +422,14 @@ def _stack_demo(failures: list[str]) -> None:
                 ("clinic-b", "clinic-b"),
             ):
                 enclave.upload(slot, tmp / slot, keys[who])
-            done = cp.wait_for(comp["id"], ("completed", "destroyed"), 120)
-            console.print(f"  computation {done['state']}")
+            done = cp.wait_for(comp.id, ("completed", "destroyed"), 120)
+            console.print(f"  computation {done.state.value}")
             out = tmp / "out"
             receipt = None
             for _ in range(100):
                 try:
                     receipt = cp.fetch_result(
-                        comp["id"], manifest, keys["analyst"], out, extra_roots=(root,)
+                        comp.id, manifest, keys["analyst"], out, extra_roots=(root,)
                     )
                     break
                 except SealroomError:

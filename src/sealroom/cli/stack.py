@@ -151,7 +151,7 @@ def up(data_dir: Path, *, port: int | None = None, agents: int = 1) -> Stack:
             )
 
             def online(want: int = n) -> bool:
-                return sum(1 for h in client.hosts() if h.get("state") == "online") >= want
+                return sum(1 for h in client.hosts() if h.state == "online") >= want
 
             _wait(online, f"host agent {n}", log, agent_pids[-1])
             token_file.unlink(missing_ok=True)  # used: the agent has its credential now

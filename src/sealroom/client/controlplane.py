@@ -7,7 +7,6 @@ party's own manifest, results are opened only after the receipt verified offline
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import tempfile
@@ -16,40 +15,42 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from cryptography import x509
 
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.policy import Policy
 from sealroom.client.enclave import RunLog, open_log, open_result, raise_run_failed
+from sealroom.client.http import ApiClient
 from sealroom.crypto.keys import PartyKeys, sealroom_home
 from sealroom.errors import (
-    AccessDeniedError,
     AttestationError,
-    CapacityError,
-    ConflictError,
     InvalidInputError,
-    NotFoundError,
     SealroomError,
     UnavailableError,
 )
 from sealroom.files import write_private
 from sealroom.manifest import Manifest
+from sealroom.protocol.api import (
+    AccountOut,
+    ChallengeOut,
+    ComputationCreated,
+    ComputationDetail,
+    ComputationOut,
+    ComputationsOut,
+    ComputeStatus,
+    EventOut,
+    EventsOut,
+    HostOut,
+    HostsOut,
+    JoinTokenOut,
+    KeyOut,
+    MeOut,
+    StateOut,
+)
 from sealroom.protocol.enclave import H_CHALLENGE, H_RESULT_SHA256, H_SIGNATURE
-from sealroom.protocol.lifecycle import FINAL
 from sealroom.protocol.receipt import VerifiedReceipt, verify_receipt
-
-_BY_STATUS: dict[int, type[SealroomError]] = {
-    400: InvalidInputError,
-    401: AccessDeniedError,
-    403: AccessDeniedError,
-    404: NotFoundError,
-    409: ConflictError,
-    422: InvalidInputError,
-    429: CapacityError,
-    503: UnavailableError,
-}
 
 
 def config_path() -> Path:
@@ -83,106 +84,51 @@ def save_config(url: str, api_key: str) -> Path:
     return path
 
 
-class ControlPlaneClient:
+class ControlPlaneClient(ApiClient):
+    """The CLI's (and any party's) client of the control plane's user API; answers are
+    the contract's models (``sealroom.protocol.api``)."""
+
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 30.0) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidInputError(f"control plane URL must be http(s)://HOST:PORT, got {url!r}")
-        self.url = url.rstrip("/")
-        self._scheme, self._host = parts.scheme, parts.hostname
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.api_key = api_key
-        self.timeout = timeout
+        super().__init__(url, api_key, timeout=timeout)
+
+    @property
+    def url(self) -> str:
+        return self.base_url
+
+    @property
+    def api_key(self) -> str | None:
+        return self.credential
+
+    @api_key.setter
+    def api_key(self, value: str | None) -> None:
+        self.credential = value
 
     @classmethod
     def from_config(cls) -> ControlPlaneClient:
         url, key = load_config()
         return cls(url, key)
 
-    # ---- plumbing -----------------------------------------------------------------------
-    def _conn(self) -> http.client.HTTPConnection:
-        if self._scheme == "https":
-            return http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout)
-        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        auth: bool = True,
-        headers: dict[str, str] | None = None,
-        sink: Path | None = None,
-    ) -> tuple[int, dict[str, str], bytes]:
-        hdrs = dict(headers or {})
-        data: bytes | None = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            hdrs["Content-Type"] = "application/json"
-        if auth and self.api_key:
-            hdrs["Authorization"] = f"Bearer {self.api_key}"
-        conn = self._conn()
-        try:
-            conn.request(method, path, body=data, headers=hdrs)
-            resp = conn.getresponse()
-            got_headers = {k.lower(): v for k, v in resp.getheaders()}
-            if sink is not None and resp.status == 200:
-                with sink.open("wb") as f:
-                    while chunk := resp.read(1 << 20):
-                        f.write(chunk)
-                payload = b""
-            else:
-                payload = resp.read()
-        except (OSError, http.client.HTTPException) as e:
-            raise UnavailableError(f"control plane at {self.url} unreachable: {e}") from e
-        finally:
-            conn.close()
-        if resp.status >= 400:
-            self._raise(resp.status, payload)
-        return resp.status, got_headers, payload
-
-    @staticmethod
-    def _raise(status: int, payload: bytes) -> None:
-        try:
-            obj = json.loads(payload)
-            detail = str(obj.get("detail") or obj)
-            code = str(obj.get("type") or f"http-{status}")
-        except (ValueError, AttributeError):
-            detail, code = payload[:300].decode("utf-8", "replace"), f"http-{status}"
-        cls = _BY_STATUS.get(status, UnavailableError)
-        raise cls(f"control plane answered {status}: {detail}", code=code)
-
-    def json(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
-        _, _, payload = self.request(method, path, body, auth=auth)
-        return json.loads(payload) if payload else None
-
     # ---- accounts, hosts ----------------------------------------------------------------
-    def me(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.json("GET", "/api/v1/me")
-        return result
+    def me(self) -> MeOut:
+        return self.model("GET", "/api/v1/me", MeOut)
 
-    def create_account(self, name: str, role: str = "user") -> dict[str, Any]:
-        result: dict[str, Any] = self.json("POST", "/api/v1/accounts", {"name": name, "role": role})
-        return result
+    def create_account(self, name: str, role: str = "user") -> AccountOut:
+        return self.model("POST", "/api/v1/accounts", AccountOut, json={"name": name, "role": role})
 
-    def create_key(self, account_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.json("POST", f"/api/v1/accounts/{quote(account_id)}/keys")
-        return result
+    def create_key(self, account_id: str) -> KeyOut:
+        return self.model("POST", f"/api/v1/accounts/{quote(account_id)}/keys", KeyOut)
 
     def revoke_key(self, key_id: str) -> None:
         self.request("DELETE", f"/api/v1/keys/{quote(key_id)}")
 
     def join_token(self) -> str:
-        return str(self.json("POST", "/api/v1/hosts/join-tokens")["token"])
+        return self.model("POST", "/api/v1/hosts/join-tokens", JoinTokenOut).token
 
-    def hosts(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.json("GET", "/api/v1/hosts")["hosts"]
-        return result
+    def hosts(self) -> list[HostOut]:
+        return self.model("GET", "/api/v1/hosts", HostsOut).hosts
 
-    def compute_status(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.json("GET", "/api/v1/compute/status")
-        return result
+    def compute_status(self) -> ComputeStatus:
+        return self.model("GET", "/api/v1/compute/status", ComputeStatus)
 
     def healthy(self) -> bool:
         try:
@@ -194,54 +140,47 @@ class ControlPlaneClient:
     # ---- computations --------------------------------------------------------------------
     def create_computation(
         self, manifest: dict[str, Any], *, tee: str = "sim", queue: bool = False
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = self.json(
-            "POST", "/api/v1/computations", {"manifest": manifest, "tee": tee, "queue": queue}
-        )
-        return result
+    ) -> ComputationCreated:
+        body = {"manifest": manifest, "tee": tee, "queue": queue}
+        return self.model("POST", "/api/v1/computations", ComputationCreated, json=body)
 
-    def computations(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.json("GET", "/api/v1/computations")["computations"]
-        return result
+    def computations(self) -> list[ComputationOut]:
+        return self.model("GET", "/api/v1/computations", ComputationsOut).computations
 
-    def computation(self, cid: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.json("GET", f"/api/v1/computations/{quote(cid)}")
-        return result
+    def computation(self, cid: str) -> ComputationDetail:
+        return self.model("GET", f"/api/v1/computations/{quote(cid)}", ComputationDetail)
 
-    def cancel(self, cid: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.json("POST", f"/api/v1/computations/{quote(cid)}/cancel")
-        return result
+    def cancel(self, cid: str) -> StateOut:
+        return self.model("POST", f"/api/v1/computations/{quote(cid)}/cancel", StateOut)
 
     def delete(self, cid: str) -> None:
         self.request("DELETE", f"/api/v1/computations/{quote(cid)}")
 
-    def events(self, cid: str, after: int = 0) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.json(
-            "GET", f"/api/v1/computations/{quote(cid)}/events?after={after}"
-        )["events"]
-        return result
+    def events(self, cid: str, after: int = 0) -> list[EventOut]:
+        path = f"/api/v1/computations/{quote(cid)}/events?after={after}"
+        return self.model("GET", path, EventsOut).events
 
     def wait_for(
         self,
         cid: str,
         states: tuple[str, ...],
         timeout: float,
-        on_event: Callable[[dict[str, Any]], None] | None = None,
-    ) -> dict[str, Any]:
+        on_event: Callable[[EventOut], None] | None = None,
+    ) -> ComputationDetail:
         """Poll until the computation is in one of ``states`` (or final)."""
         deadline = time.monotonic() + timeout
         seq = 0
         while True:
             for ev in self.events(cid, seq):
-                seq = max(seq, int(ev.get("seq", seq)))
+                seq = max(seq, ev.seq)
                 if on_event:
                     on_event(ev)
             comp = self.computation(cid)
-            if comp["state"] in states or comp["state"] in FINAL:
+            if comp.state in states or comp.state.final:
                 return comp
             if time.monotonic() > deadline:
                 raise UnavailableError(
-                    f"computation {cid} is still {comp['state']} after {timeout:.0f}s",
+                    f"computation {cid} is still {comp.state.value} after {timeout:.0f}s",
                     code="timeout",
                 )
             time.sleep(0.3)
@@ -253,7 +192,9 @@ class ControlPlaneClient:
         from sealroom.protocol.controlplane import result_request_message
 
         base = f"/api/v1/computations/{quote(cid)}"
-        challenge = bytes.fromhex(self.json("GET", f"{base}/challenge", auth=False)["challenge"])
+        challenge = bytes.fromhex(
+            self.model("GET", f"{base}/challenge", ChallengeOut, auth=False).challenge
+        )
         sig = party.sign(
             result_request_message(cid, manifest.manifest_hash, party.public.name, challenge)
         )
@@ -271,12 +212,12 @@ class ControlPlaneClient:
     ) -> VerifiedReceipt:
         """The receipt from the blob store (for a consumer or log reader), verified offline
         against the party's OWN manifest and policy."""
-        _, _, raw = self.request(
+        raw = self.request(
             "GET",
             f"/api/v1/computations/{quote(cid)}/receipt",
             auth=False,
             headers=self._signed(cid, manifest, party),
-        )
+        ).content
         try:
             doc = json.loads(raw)
         except ValueError as e:
@@ -310,16 +251,15 @@ class ControlPlaneClient:
         name = reader.public.name
         with tempfile.TemporaryDirectory(prefix="sealroom-log-") as tmp_s:
             sealed = Path(tmp_s) / "sealed"
-            _, headers, _ = self.request(
-                "GET",
+            headers = self.download(
                 f"/api/v1/computations/{quote(cid)}/logs/{quote(name)}",
+                sealed,
                 auth=False,
                 headers=self._signed(cid, manifest, reader),
-                sink=sealed,
             )
             log = open_log(
                 sealed=sealed,
-                sealed_sha256=headers.get(H_RESULT_SHA256.lower()),
+                sealed_sha256=headers.get(H_RESULT_SHA256),
                 receipt=receipt,
                 reader=reader,
                 manifest=manifest,
@@ -351,16 +291,15 @@ class ControlPlaneClient:
         with tempfile.TemporaryDirectory(prefix="sealroom-result-") as tmp_s:
             tmp = Path(tmp_s)
             sealed = tmp / "sealed"
-            _, headers, _ = self.request(
-                "GET",
+            headers = self.download(
                 f"/api/v1/computations/{quote(cid)}/results/{quote(name)}",
+                sealed,
                 auth=False,
                 headers=self._signed(cid, manifest, consumer),
-                sink=sealed,
             )
             open_result(
                 sealed=sealed,
-                sealed_sha256=headers.get(H_RESULT_SHA256.lower()),
+                sealed_sha256=headers.get(H_RESULT_SHA256),
                 receipt=receipt,
                 consumer=consumer,
                 manifest=manifest,

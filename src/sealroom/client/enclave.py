@@ -38,15 +38,14 @@ from sealroom.crypto.keys import PartyKeys
 from sealroom.crypto.sealing import open_bytes, open_stream, sealed_size
 from sealroom.crypto.signing import upload_message
 from sealroom.errors import (
-    AccessDeniedError,
     AttestationError,
-    ConflictError,
     InvalidInputError,
     MalformedEvidenceError,
     NotFoundError,
     RunFailedError,
     SealroomError,
     UnavailableError,
+    error_from_problem,
 )
 from sealroom.manifest import Manifest
 from sealroom.protocol.enclave import (
@@ -65,14 +64,6 @@ from sealroom.protocol.receipt import VerifiedReceipt, check_binding, verify_rec
 from sealroom.runtime.archive import archive_dir, safe_extract
 
 CHUNK = 1 << 20
-_ERRORS: dict[int, type[SealroomError]] = {
-    400: InvalidInputError,
-    403: AccessDeniedError,
-    404: NotFoundError,
-    409: ConflictError,
-    422: AttestationError,
-    503: UnavailableError,
-}
 
 
 class PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -124,13 +115,12 @@ class AttestedEnclave:
 
 
 def _raise_problem(resp: http.client.HTTPResponse, body: bytes) -> None:
-    try:
-        obj = json.loads(body)
-        detail, code = str(obj.get("detail")), str(obj.get("type"))
-    except (ValueError, AttributeError):
-        detail, code = body[:200].decode("utf-8", "replace"), "enclave-error"
-    cls = _ERRORS.get(resp.status, UnavailableError)
-    raise cls(f"enclave answered {resp.status}: {detail}", code=code)
+    raise error_from_problem(
+        resp.status,
+        body,
+        resp.getheader("content-type") or "",
+        prefix=f"enclave answered {resp.status}: ",
+    )
 
 
 class EnclaveClient:

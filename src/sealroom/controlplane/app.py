@@ -40,20 +40,29 @@ from sealroom.controlplane.api import agent, compute, users
 from sealroom.controlplane.config import Settings
 from sealroom.controlplane.state import ControlPlane
 from sealroom.controlplane.store.models import Computation, Host
-from sealroom.errors import SealroomError
+from sealroom.errors import SealroomError, to_problem
 from sealroom.protocol.lifecycle import STATES
 
 log = logging.getLogger("sealroom.controlplane")
 PROBLEM = "application/problem+json"
 
 
-def problem(status: int, type_: str, detail: str) -> JSONResponse:
+def problem(
+    status: int, type_: str, detail: str, error: SealroomError | None = None
+) -> JSONResponse:
+    """A problem+json answer; for a SealroomError with the ``error`` member that lets every
+    client rebuild its class (``sealroom.errors.to_problem``, ADR 0016)."""
     try:
         title = HTTPStatus(status).phrase
     except ValueError:
         title = "Error"
+    doc: dict[str, object] = (
+        to_problem(error, status, title)
+        if error is not None
+        else {"type": type_, "title": title, "status": status, "detail": detail}
+    )
     return JSONResponse(
-        {"type": type_, "title": title, "status": status, "detail": detail},
+        doc,
         status_code=status,
         media_type=PROBLEM,
         headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
@@ -167,7 +176,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(SealroomError)
     async def sealroom_error(_: Request, e: SealroomError) -> JSONResponse:
         status = e.http_status if 400 <= e.http_status < 600 else 500
-        return problem(status, e.code, e.message)
+        return problem(status, e.code, e.message, e)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, e: RequestValidationError) -> JSONResponse:

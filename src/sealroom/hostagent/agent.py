@@ -52,7 +52,14 @@ from sealroom.hostagent.backends.process import (
 from sealroom.hostagent.cpclient import ControlPlaneClient
 from sealroom.hostagent.resources import Reserve, cpu_count, machine_resources
 from sealroom.hostagent.state import AgentStore, Credential, EnclaveRecord
-from sealroom.protocol.agent import Desired, EnclaveReport, Heartbeat, HeartbeatReply, Resources
+from sealroom.protocol.agent import (
+    AgentEvent,
+    Desired,
+    EnclaveReport,
+    Heartbeat,
+    HeartbeatReply,
+    Resources,
+)
 from sealroom.protocol.controlplane import FORWARDABLE_EVENTS
 from sealroom.protocol.lifecycle import OUTCOMES, State
 
@@ -115,15 +122,15 @@ class Agent:
                     f"(--join-token-file FILE or ${JOIN_TOKEN_ENV})",
                     code="join-token-required",
                 )
-            host_id, credential = self.client.register(
+            reg = self.client.register(
                 self.config.join_token,
                 self.config.name,
                 list(self.backend.tee_kinds),
                 self.resources(),
             )
-            cred = Credential(self.config.control_plane, host_id, credential)
+            cred = Credential(self.config.control_plane, reg.host_id, reg.credential)
             self.store.save_credential(cred)
-            log.info("registered with %s as host %s", self.config.control_plane, host_id)
+            log.info("registered with %s as host %s", self.config.control_plane, reg.host_id)
         else:
             log.info("reusing the credential of host %s", cred.host_id)
         self.host_id = cred.host_id
@@ -319,7 +326,7 @@ class Agent:
                 relay = [e for e in batch if e["type"] in FORWARDABLE_EVENTS]
                 try:
                     if relay:
-                        self.client.post_events(cid, relay)
+                        self.client.post_events(cid, [AgentEvent.model_validate(e) for e in relay])
                 except (NotFoundError, InvalidInputError, ConflictError, AccessDeniedError) as e:
                     log.error("events of %s refused: %s", cid, e.message)
                 enc.events_acked(batch[-1]["seq"])

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sealroom.errors import InvalidInputError, NotFoundError, SealroomError
+from sealroom.errors import InvalidInputError, NotFoundError, SealroomError, to_problem
 from sealroom.protocol.enclave import H_CHALLENGE, H_RESULT_SHA256, H_SHA256, H_SIGNATURE
 from sealroom.runtime.computation import Computation
 
@@ -168,14 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _problem(self, e: SealroomError) -> None:
         self.close_connection = True
-        body = json.dumps(
-            {
-                "type": e.code,
-                "title": type(e).__name__,
-                "status": e.http_status,
-                "detail": e.message,
-            }
-        ).encode()
+        body = json.dumps(to_problem(e, e.http_status, type(e).__name__)).encode()
         self.send_response(e.http_status)
         self.send_header("Content-Type", "application/problem+json")
         self.send_header("Content-Length", str(len(body)))

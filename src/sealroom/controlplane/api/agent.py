@@ -8,7 +8,6 @@ from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from sealroom.controlplane.api.deps import CP, Agent
-from sealroom.controlplane.api.schemas import Problem
 from sealroom.errors import PayloadTooLargeError
 from sealroom.protocol.agent import (
     AgentEvents,
@@ -17,6 +16,7 @@ from sealroom.protocol.agent import (
     RegisterReply,
     RegisterRequest,
 )
+from sealroom.protocol.api import Problem
 
 router = APIRouter(prefix="/api/v1/agent")
 

@@ -6,15 +6,15 @@ from fastapi import APIRouter
 from sqlalchemy import func, select
 
 from sealroom.controlplane.api.deps import CP
-from sealroom.controlplane.api.schemas import (
+from sealroom.controlplane.services.computations import capacities
+from sealroom.controlplane.services.hosts import tee_labels
+from sealroom.controlplane.store.models import Computation, Host
+from sealroom.protocol.api import (
     ComputeAttestation,
     ComputeStatus,
     Health,
     SystemMetrics,
 )
-from sealroom.controlplane.services.computations import capacities
-from sealroom.controlplane.services.hosts import tee_labels
-from sealroom.controlplane.store.models import Computation, Host
 from sealroom.protocol.lifecycle import ENCLAVE_UP
 
 router = APIRouter()

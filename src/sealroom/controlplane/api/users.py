@@ -13,7 +13,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
 from sealroom.controlplane.api.deps import CP, OptionalUser, User
-from sealroom.controlplane.api.schemas import (
+from sealroom.controlplane.services.hosts import tee_labels
+from sealroom.controlplane.state import ControlPlane
+from sealroom.controlplane.store.models import Computation, Event
+from sealroom.errors import ConflictError, NotFoundError
+from sealroom.protocol.api import (
     AccountIn,
     AccountOut,
     ChallengeOut,
@@ -35,10 +39,6 @@ from sealroom.controlplane.api.schemas import (
     ResourcesOut,
     StateOut,
 )
-from sealroom.controlplane.services.hosts import tee_labels
-from sealroom.controlplane.state import ControlPlane
-from sealroom.controlplane.store.models import Computation, Event
-from sealroom.errors import ConflictError, NotFoundError
 from sealroom.protocol.controlplane import H_SEALED_SHA256
 from sealroom.protocol.lifecycle import FINAL, State
 

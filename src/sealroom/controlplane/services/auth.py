@@ -26,7 +26,7 @@ from sealroom.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
-    SealroomError,
+    UnauthenticatedError,
 )
 from sealroom.protocol.controlplane import (
     AGENT_CREDENTIAL_PREFIX,
@@ -37,11 +37,6 @@ from sealroom.protocol.controlplane import (
 log = logging.getLogger("sealroom.controlplane.auth")
 
 Role = Literal["admin", "user"]
-
-
-class UnauthenticatedError(SealroomError):
-    code = "unauthenticated"
-    http_status = 401
 
 
 def sha256_hex(secret: str) -> str:

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 
 from sealroom.controlplane.services.auth import (
     AgentPrincipal,
-    UnauthenticatedError,
     new_id,
     new_secret,
     sha256_hex,
@@ -37,6 +36,7 @@ from sealroom.errors import (
     LengthRequiredError,
     NotFoundError,
     PayloadTooLargeError,
+    UnauthenticatedError,
 )
 from sealroom.manifest import Manifest
 from sealroom.protocol.agent import AgentEvent, Desired, EnclaveReport

@@ -1,4 +1,6 @@
-"""Wire models of the control plane API (separate from the store's models).
+"""The control plane's user API models (CLI and parties <-> control plane), defined once:
+the control plane answers with them, the typed client parses into them (ADR 0016).
+Separate from the store's models.
 
 The agent endpoints' models are the agent contract itself, in ``sealroom.protocol.agent``;
 computation states are ``sealroom.protocol.lifecycle.State``."""
