@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from sealroom import paths
 from sealroom.attestation import kinds
 from sealroom.attestation.appraise import AppraisalResult
 from sealroom.attestation.binding import ReportDataInputs
@@ -21,7 +22,6 @@ from sealroom.attestation.verifier import appraise, load_evidence, verify_bundle
 from sealroom.attestation.x509util import load_certificates
 from sealroom.cli.common import (
     console,
-    home_dir,
     parse_hex,
     parse_now,
     print_json,
@@ -210,7 +210,7 @@ def verify_cmd(
         options=options,
         ak_pins=tuple(read_input(str(p), "AK file") for p in ak),
         verifier_collateral=_verifier_collateral(collateral_file),
-        collateral_history=FileCollateralHistory(home_dir() / "verifier" / "collateral-seen.json"),
+        collateral_history=FileCollateralHistory(paths.verifier_dir() / "collateral-seen.json"),
     )
     bundle = _load(file, kind, _attachments(certs, pcrs))
     try:
@@ -318,7 +318,7 @@ def fetch_cmd(
 def _write_ear(
     result: AppraisalResult, out: Path, key_path: Path | None, ctx: VerifyContext, ttl: int
 ) -> None:
-    key = VerifierKey.load_or_create(key_path or home_dir() / "verifier" / "ear-key.pem")
+    key = VerifierKey.load_or_create(key_path or paths.verifier_dir() / "ear-key.pem")
     token = issue_ear(result, key, now=ctx.now, ttl=timedelta(seconds=ttl), nonce=ctx.nonce)
     out.write_text(token + "\n")
 

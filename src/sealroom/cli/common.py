@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +13,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from sealroom import paths
 from sealroom.attestation.appraise import FRESH_NOT_CHECKED, AppraisalResult
 from sealroom.attestation.claims import Claims
 from sealroom.errors import InvalidInputError
@@ -29,8 +29,7 @@ SIMULATED_BANNER = (
 
 def home_dir() -> Path:
     """sealroom's state directory: $SEALROOM_HOME or ~/.local/share/sealroom."""
-    env = os.environ.get("SEALROOM_HOME")
-    return Path(env) if env else Path.home() / ".local" / "share" / "sealroom"
+    return paths.home()
 
 
 def read_input(path: str, what: str) -> bytes:

@@ -10,10 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from sealroom import paths
 from sealroom.cli import stack as stack_mod
 from sealroom.cli.common import (
     console,
-    home_dir,
     print_json,
     read_input,
     render_run_log,
@@ -38,7 +38,7 @@ DataDirOpt = Annotated[
 
 
 def _data_dir(d: Path | None) -> Path:
-    return d or home_dir() / "stack"
+    return d or paths.stack_dir()
 
 
 def up_cmd(
@@ -56,7 +56,7 @@ def up_cmd(
     console.print(f"control plane: [bold]{s.url}[/]  (API docs: {s.url}/docs)")
     console.print(
         f"admin API key: [bold]{s.admin_key}[/]  (saved for this CLI in "
-        f"{home_dir() / 'config.json'}, mode 0600)"
+        f"{paths.cli_config()}, mode 0600)"
     )
     console.print(f"host agents: {len(s.agent_pids)}; logs in {s.data_dir}/logs")
     console.print(

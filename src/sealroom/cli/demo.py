@@ -28,6 +28,7 @@ import typer
 from rich.table import Table
 
 import sealroom
+from sealroom import paths
 from sealroom.attestation import kinds
 from sealroom.attestation.evidence import EvidenceBundle, EvidenceItem
 from sealroom.attestation.kinds import VerifyContext
@@ -113,7 +114,7 @@ def _check(ok: bool, text: str, failures: list[str]) -> None:
 def _sim_demo(failures: list[str]) -> None:
     now = datetime.now(UTC)
     _step(1, "Sim authority (stands in for AMD hardware; SIMULATED, proves no confidentiality)")
-    auth = SimAuthority.load_or_create(home_dir() / "sim-authority")
+    auth = SimAuthority.load_or_create(paths.sim_authority())
     console.print(f"  root: {auth.root.subject.rfc4514_string()}")
     _step(2, "Measure the code the enclave would run (the sealroom package)")
     measurement = measure_tree(Path(sealroom.__file__).resolve().parent)
@@ -334,7 +335,7 @@ def _computation_demo(failures: list[str]) -> None:
         console.print(f"  manifest hash {manifest.manifest_hash.hex()}")
         with launch_local(manifest_path, tee="sim", home=home_dir()) as enclave:
             console.print(f"  enclave runtime started at {enclave.url} (SIMULATED TEE)")
-            root = SimAuthority.load_or_create(home_dir() / "sim-authority").root
+            root = SimAuthority.load_or_create(paths.sim_authority()).root
             client = EnclaveClient(enclave.url, manifest, extra_roots=(root,))
             attested = client.attest()
             _check(
@@ -394,7 +395,7 @@ def _stack_demo(failures: list[str]) -> None:
         "The whole system: `sealroom up` (control plane + host agent + sim TEE on "
         "127.0.0.1, SQLite), the same computation placed by the control plane",
     )
-    data_dir = home_dir() / "demo-stack"
+    data_dir = paths.home() / "demo-stack"
     stack = stack_mod.up(data_dir, agents=1)
     try:
         console.print(f"  control plane {stack.url}; host agent online")
@@ -408,7 +409,7 @@ def _stack_demo(failures: list[str]) -> None:
             created = cp.create_computation(doc)
             console.print(f"  computation {created.id} placed on host {created.host_id}")
             comp = cp.wait_for(created.id, ("awaiting_inputs",), 90)
-            root = SimAuthority.load_or_create(home_dir() / "sim-authority").root
+            root = SimAuthority.load_or_create(paths.sim_authority()).root
             enclave = EnclaveClient(comp.enclave_url or "", manifest, extra_roots=(root,))
             _check(
                 enclave.attest().simulated,

@@ -12,6 +12,7 @@ import typer
 from cryptography import x509
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+from sealroom import paths
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.policy import Policy
 from sealroom.attestation.x509util import load_certificates
@@ -56,7 +57,7 @@ def trusted_roots(extra: list[Path]) -> tuple[x509.Certificate, ...]:
     roots: list[x509.Certificate] = []
     for p in extra:
         roots.extend(load_certificates(read_input(str(p), "root certificate"), str(p)))
-    local = home_dir() / "sim-authority" / "ark.pem"
+    local = paths.sim_authority() / "ark.pem"
     if local.is_file():
         roots.extend(load_certificates(local.read_bytes(), str(local)))
     return tuple(roots)

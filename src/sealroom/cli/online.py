@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from sealroom import paths
 from sealroom.attestation.collateral import (
     ChainedCollateral,
     CollateralRequest,
@@ -19,7 +20,7 @@ from sealroom.attestation.collateral import (
     explain,
     seen_by_verifier,
 )
-from sealroom.cli.common import console, err_console, home_dir
+from sealroom.cli.common import console, err_console
 from sealroom.collateral_online import CollateralCache, Endpoints, OnlineCollateral, Use
 from sealroom.collateral_online.endpoints import KDS_DEFAULT, PCS_DEFAULT
 from sealroom.errors import InvalidInputError
@@ -52,7 +53,7 @@ TcbUpdateOpt = Annotated[
 
 
 def default_cache_dir() -> Path:
-    return home_dir() / "collateral"
+    return paths.collateral_cache()
 
 
 def online_source(

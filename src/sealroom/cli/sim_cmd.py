@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
+from sealroom import paths
 from sealroom.attestation.evidence import EvidenceBundle
 from sealroom.attestation.sim.authority import SimAuthority, measure_tree
-from sealroom.cli.common import err_console, home_dir, parse_hex, simulated_banner
+from sealroom.cli.common import err_console, parse_hex, simulated_banner
 from sealroom.errors import InvalidInputError
 
 sim_app = typer.Typer(
@@ -20,7 +21,7 @@ sim_app = typer.Typer(
 
 
 def authority() -> SimAuthority:
-    return SimAuthority.load_or_create(home_dir() / "sim-authority")
+    return SimAuthority.load_or_create(paths.sim_authority())
 
 
 @sim_app.command("root")

@@ -19,11 +19,12 @@ from urllib.parse import quote
 
 from cryptography import x509
 
+from sealroom import paths
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.policy import Policy
 from sealroom.client.enclave import RunLog, open_log, open_result, raise_run_failed
 from sealroom.client.http import ApiClient
-from sealroom.crypto.keys import PartyKeys, sealroom_home
+from sealroom.crypto.keys import PartyKeys
 from sealroom.errors import (
     AttestationError,
     InvalidInputError,
@@ -54,7 +55,7 @@ from sealroom.protocol.receipt import VerifiedReceipt, verify_receipt
 
 
 def config_path() -> Path:
-    return sealroom_home() / "config.json"
+    return paths.cli_config()
 
 
 def load_config() -> tuple[str, str | None]:

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from sealroom import paths
 from sealroom.errors import AttestationError, ConflictError, InvalidInputError
 from sealroom.files import write_private
 
@@ -242,13 +243,12 @@ class PartyKeys:
 
 
 def sealroom_home() -> Path:
-    env = os.environ.get("SEALROOM_HOME")
-    return Path(env) if env else Path.home() / ".local" / "share" / "sealroom"
+    return paths.home()
 
 
 def keystore_dir() -> Path:
     """``$SEALROOM_HOME/keys`` (SEALROOM_HOME defaults to ~/.local/share/sealroom)."""
-    return sealroom_home() / "keys"
+    return paths.keys_dir()
 
 
 def key_path(name: str) -> Path:

@@ -19,10 +19,10 @@ Specs accepted by :func:`open_provider`::
 from __future__ import annotations
 
 import importlib
-import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from sealroom import paths
 from sealroom.attestation.evidence import EvidenceItem
 from sealroom.errors import InvalidInputError
 
@@ -87,9 +87,7 @@ class _QuoteAdapter:
 
 
 def _tpm2_state_dir() -> Path:
-    home = os.environ.get("SEALROOM_HOME")
-    base = Path(home) if home else Path.home() / ".local" / "share" / "sealroom"
-    return base / "tpm2"
+    return paths.tpm2_state()
 
 
 def _open_tpm2(tcti: str) -> EvidenceProvider:

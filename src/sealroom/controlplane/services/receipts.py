@@ -16,9 +16,9 @@ from typing import Any
 
 from cryptography import x509
 
+from sealroom import paths
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.controlplane.config import Settings
-from sealroom.crypto.keys import sealroom_home
 from sealroom.errors import AttestationError, InvalidInputError
 from sealroom.manifest import Manifest
 from sealroom.protocol.receipt import VerifiedReceipt, verify_receipt
@@ -44,7 +44,7 @@ class ReceiptVerifier:
         self.settings = settings
 
     def sim_authority_dir(self) -> Path:
-        return self.settings.sim_authority or sealroom_home() / "sim-authority"
+        return self.settings.sim_authority or paths.sim_authority()
 
     def roots(self) -> tuple[x509.Certificate, ...]:
         """The configured sim authority's root, read when needed (an agent on this machine

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sealroom import paths
 from sealroom.errors import InvalidInputError, UnavailableError
 from sealroom.files import wipe_tree
 from sealroom.hostagent.launcher import runtime_measurement
@@ -362,9 +363,7 @@ def default_sim_authority() -> Path:
     """The host's sim authority: the same one ``sealroom enclave run`` and ``sealroom sim``
     use ($SEALROOM_HOME/sim-authority, else ~/.local/share/sealroom/sim-authority), so
     parties on this machine verify against one SIMULATED root."""
-    env = os.environ.get("SEALROOM_HOME")
-    home = Path(env) if env else Path.home() / ".local" / "share" / "sealroom"
-    return home / "sim-authority"
+    return paths.sim_authority()
 
 
 class ProcessBackend:
