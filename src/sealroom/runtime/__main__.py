@@ -27,6 +27,15 @@ from typing import Any
 
 from sealroom.errors import SealroomError, UnavailableError
 from sealroom.manifest import Manifest
+from sealroom.protocol.runtime_lines import (
+    EnclaveEventLine,
+    ErrorLine,
+    Listening,
+    OutboxFailed,
+    StateLine,
+    Stopped,
+    WipeIncomplete,
+)
 from sealroom.runtime import state as sm
 from sealroom.runtime.computation import Computation, storage_bytes
 from sealroom.runtime.sandbox import check_sandbox
@@ -72,15 +81,14 @@ class _Lines:
 
 
 def _state_line(st: sm.State) -> dict[str, Any]:
-    return {
-        "event": "state",
-        "state": st.phase.value,
-        "reason": st.reason,
-        "slots": {
+    return StateLine(
+        state=st.phase,
+        reason=st.reason,
+        slots={
             n: ("filled" if n in st.filled else "uploading" if n in st.reserved else "empty")
             for n in st.slots
         },
-    }
+    ).line()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_event(item: dict[str, Any]) -> None:
         # Events hold public lifecycle facts only (computation.public_event).
-        lines.put({"event": "enclave_event", **{k: item[k] for k in ("seq", "type", "message")}})
+        lines.put(
+            EnclaveEventLine(seq=item["seq"], type=item["type"], message=item["message"]).line()
+        )
 
     def on_state(st: sm.State) -> None:
         if st.finished and outbox is not None:
@@ -121,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             except SealroomError:
                 pass  # stopped before the run ended: no receipt, nothing to hand out
             except OSError as e:
-                lines.put({"event": "outbox_failed", "message": str(e.strerror or e)})
+                lines.put(OutboxFailed(message=str(e.strerror or e)).line())
         lines.put(_state_line(st))
 
     storage: EnclaveStorage | None = None
@@ -142,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     except SealroomError as e:
         if storage is not None:
             storage.close()
-        print(json.dumps({"event": "error", "code": e.code, "message": e.message}), flush=True)
+        print(json.dumps(ErrorLine(code=e.code, message=e.message).line()), flush=True)
         return e.exit_code
     stop = threading.Event()
 
@@ -153,13 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     serve_in_thread(server)
     lines.write(
-        {
-            "event": "listening",
-            "url": server.url,
-            "manifest_hash": comp.manifest_hash.hex(),
-            "keys_digest": comp.keys.public.digest.hex(),
-            "storage": storage.describe(),
-        }
+        Listening(
+            url=server.url,
+            manifest_hash=comp.manifest_hash.hex(),
+            keys_digest=comp.keys.public.digest.hex(),
+            storage=storage.describe(),
+        ).line()
     )
     lines.put(_state_line(comp.state))
     lines.open()
@@ -177,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.close()
         if not wiped.clean:
             # Counts only: the names are the algorithm's and may carry its data.
-            lines.write({"event": "wipe_incomplete", "failures": wiped.failures})
-        lines.write({"event": "stopped", "state": comp.state.phase.value})
+            lines.write(WipeIncomplete(failures=wiped.failures).line())
+        lines.write(Stopped(state=comp.state.phase).line())
     return 0
 
 

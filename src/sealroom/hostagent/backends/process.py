@@ -55,7 +55,14 @@ from sealroom.hostagent.simtee import pid_alive
 from sealroom.hostagent.state import EnclaveRecord
 from sealroom.manifest import Manifest
 from sealroom.protocol.agent import Transition
-from sealroom.protocol.lifecycle import OUTCOMES, RUNTIME_PHASES, State, allowed
+from sealroom.protocol.lifecycle import OUTCOMES, State, allowed
+from sealroom.protocol.runtime_lines import (
+    EnclaveEventLine,
+    ErrorLine,
+    Listening,
+    StateLine,
+    parse_runtime_line,
+)
 
 RUNTIME_DATA_OVERHEAD_MB = 1024
 RUNTIME_AS_OVERHEAD_MB = 4096
@@ -204,41 +211,36 @@ class ProcessEnclave:
                 out.append(obj)
         return out
 
-    def _apply(self, line: dict[str, Any], now: float) -> None:
+    def _apply(self, raw: dict[str, Any], now: float) -> None:
         rec = self.record
-        kind = line.get("event")
-        if kind == "listening":
+        line = parse_runtime_line(raw)  # the runtime's own line models (protocol)
+        if isinstance(line, Listening):
             if not rec.listening_at:
                 rec.listening_at = now
             self.set_state(State.AWAITING_INPUTS)
             self._open_relay()
-        elif kind == "state":
-            raw = str(line.get("state", ""))
-            if raw not in RUNTIME_PHASES or self.state.final:
+        elif isinstance(line, StateLine):
+            if self.state.final:
                 return  # the agent already decided (TTL, stop): keep that
-            state = State(raw)
-            self.set_state(state, str(line.get("reason", "")))
-            if state == State.RUNNING and not rec.running_at:
+            self.set_state(line.state, line.reason)
+            if line.state == State.RUNNING and not rec.running_at:
                 rec.running_at = now
-            if state in OUTCOMES:
+            if line.state in OUTCOMES:
                 self._final_seen_at = now
-        elif kind == "enclave_event":
-            try:
-                seq = int(line["seq"])
-            except (KeyError, TypeError, ValueError):
-                return
+        elif isinstance(line, EnclaveEventLine):
+            seq = line.seq
             if seq > rec.events_sent and seq not in self._pending_seqs:
                 self._pending_seqs.add(seq)
                 self.pending_events.append(
                     {
                         "seq": seq,
                         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-                        "type": str(line.get("type", "")),
-                        "message": str(line.get("message", "")),
+                        "type": line.type,
+                        "message": line.message,
                     }
                 )
-        elif kind == "error" and not self.state.final:
-            rec.reason = f"enclave runtime refused to start: {line.get('message', '')}"
+        elif isinstance(line, ErrorLine) and not self.state.final:
+            rec.reason = f"enclave runtime refused to start: {line.message}"
 
     def _open_relay(self) -> None:
         if self.relay is not None:
