@@ -42,13 +42,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from sealroom.attestation.sim.authority import SimAuthority
 from sealroom.client.enclave import EnclaveClient
 from sealroom.crypto.keys import PartyKeys
 from sealroom.hostagent.launcher import launch_local, runtime_measurement
 from sealroom.manifest import Manifest
+from sealroom.protocol.enclave_api import EnclaveEvent
 
 ALGORITHM = b"""\
 import pathlib
@@ -154,11 +155,11 @@ def ours_once(tmp: Path, files: Path, p: Parties, home: Path, i: int) -> Timing:
         client.upload("b", files / "b", p.dp2)
         mark("upload 2 datasets")
         seq = 0
-        events: list[dict[str, Any]] = []
-        while not any(e["type"] in ("completed", "failed") for e in events):
+        events: list[EnclaveEvent] = []
+        while not any(e.type in ("completed", "failed") for e in events):
             got = client.events(seq, wait=10)
             events += got
-            seq = got[-1]["seq"] if got else seq
+            seq = got[-1].seq if got else seq
         mark("run")
         out = tmp / f"out-{i}"
         receipt = client.fetch_result(p.alice, out)
@@ -178,8 +179,8 @@ def ours_once(tmp: Path, files: Path, p: Parties, home: Path, i: int) -> Timing:
     )
 
 
-def _span(events: list[dict[str, Any]], first: str, last: str) -> float:
-    when = {e["type"]: datetime.fromisoformat(e["time"]) for e in events}
+def _span(events: list[EnclaveEvent], first: str, last: str) -> float:
+    when = {e.type: datetime.fromisoformat(e.time) for e in events}
     return (when[last] - when[first]).total_seconds()
 
 

@@ -220,8 +220,8 @@ def ours_once(tmp: Path, sha: str, data: Path, provider: PartyKeys, home: Path) 
         seconds = time.perf_counter() - start
         server_cpu, client_cpu = cpu_seconds(pid) - server0, own_cpu() - client0
         hwm = proc_status(pid, "VmHWM")
-        if result["size"] != data.stat().st_size:
-            raise RuntimeError(f"enclave accepted {result['size']} bytes, sent more")
+        if result.size != data.stat().st_size:
+            raise RuntimeError(f"enclave accepted {result.size} bytes, sent more")
     return Upload(seconds, server_cpu, client_cpu, hwm, before)
 
 

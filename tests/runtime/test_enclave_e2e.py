@@ -151,8 +151,8 @@ def run_to_end(c: EnclaveClient, p: Parties, files: Path, alg_file: str = "main.
     deadline = time.monotonic() + 180  # a bound for a stuck runtime, not a speed check
     while time.monotonic() < deadline:
         for ev in c.events(seq, wait=5):
-            seq = ev["seq"]
-            if ev["type"] in ("completed", "failed"):
+            seq = ev.seq
+            if ev.type in ("completed", "failed"):
                 return
     raise AssertionError("run did not finish")
 
@@ -182,10 +182,10 @@ def test_three_parties_sum_and_receipt(
     doc["payload"]["exit"]["reason"] = "ok (edited)"
     with pytest.raises(AttestationError):
         c.verify_receipt(doc)
-    events = [e["type"] for e in c.events(0)]
+    events = [e.type for e in c.events(0)]
     assert events.count("upload_accepted") == 3 and "completed" in events
     # What the algorithm printed is not an event (it is sealed into the run log).
-    assert not any("summed" in json.dumps(e) for e in c.events(0))
+    assert not any("summed" in e.model_dump_json() for e in c.events(0))
 
 
 def test_sim_evidence_rejected_by_policy_without_allow_simulated(
@@ -312,10 +312,10 @@ def test_upload_negatives(
         b"2",
     )
     for _ in range(50):
-        if any(ev.get("code") == "upload-truncated" for ev in c1.events(0)):
+        if any(ev.code == "upload-truncated" for ev in c1.events(0)):
             break
         c1.events(len(c1.events(0)), wait=0.2)
-    assert any(ev.get("code") == "upload-truncated" for ev in c1.events(0))
+    assert any(ev.code == "upload-truncated" for ev in c1.events(0))
     # oversize: over the manifest's max_size (1024), refused from the headers
     status, body = put(e1, "a", good_for_e1, body=b"x" * 10, size=5000)
     assert (status, body["type"]) == (400, "upload-too-large")
@@ -323,11 +323,11 @@ def test_upload_negatives(
     status, body = put(e1, "nope", good_for_e1)
     assert status == 404
     # nothing was kept: slot a is still empty and accepts the genuine upload once
-    assert c1.status()["slots"]["a"] == "empty"
-    assert c1.upload("a", files / "a.txt", parties.dp1)["size"] == 2
+    assert c1.status().slots["a"] == "empty"
+    assert c1.upload("a", files / "a.txt", parties.dp1).size == 2
     with pytest.raises(Exception, match="already filled"):
         c1.upload("a", files / "a.txt", parties.dp1)
-    assert c2.status()["slots"]["a"] == "empty"
+    assert c2.status().slots["a"] == "empty"
     assert a2.keys.digest != a1.keys.digest
 
 
@@ -426,7 +426,7 @@ def test_zip_slip_dataset_refused_and_nothing_kept(
     c.attest()
     with pytest.raises(InvalidInputError, match=r"\.\."):
         c.upload("a", files / "evil.zip", parties.dp1)
-    assert c.status()["slots"]["a"] == "empty"
+    assert c.status().slots["a"] == "empty"
 
 
 def test_enclave_storage_wiped_on_exit(tmp_path: Path, home: Path, parties: Parties) -> None:

@@ -96,7 +96,7 @@ def test_events_do_not_leak_algorithm_output_to_unauthenticated_client(
             run_to_end(c, parties, files)
             anonymous = _public_views(relay.endpoint)
             # An attested party's view of the public endpoints is no richer.
-            attested = json.dumps([c.events(0), c.status(), c.receipt()])
+            attested = json.dumps([[e.wire() for e in c.events(0)], c.status().wire(), c.receipt()])
     finally:
         enc.stop()
     host_lines = json.dumps(enc.lines)

@@ -88,7 +88,7 @@ def test_unix_socket_outbox_and_host_visible_lines(
             c.fetch_result(parties.alice, out)
             assert (out / "answer.txt").read_text() == "42"
             # Not an event, even for an attested party (it is sealed into the run log)...
-            assert "SECRET-OUTPUT" not in json.dumps(c.events(0))
+            assert "SECRET-OUTPUT" not in json.dumps([e.wire() for e in c.events(0)])
             _wait_for(
                 lambda: any(ln.get("state") == "completed" for ln in enc.lines),
                 "the completed state line",

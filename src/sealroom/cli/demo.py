@@ -352,15 +352,15 @@ def _computation_demo(failures: list[str]) -> None:
             ):
                 r = client.upload(slot, tmp / slot, keys[who])
                 console.print(
-                    f"  {who} uploaded {slot!r}: {r['size']} bytes, signed for this enclave only"
+                    f"  {who} uploaded {slot!r}: {r.size} bytes, signed for this enclave only"
                 )
             seq, state = 0, ""
             while state not in ("completed", "failed"):
                 for ev in client.events(seq, wait=10):
-                    seq = ev["seq"]
-                    if ev["type"] in ("run_started", "run_ended", "completed", "failed"):
-                        console.print(f"  enclave: {ev['message']}")
-                    state = ev["type"] if ev["type"] in ("completed", "failed") else state
+                    seq = ev.seq
+                    if ev.type in ("run_started", "run_ended", "completed", "failed"):
+                        console.print(f"  enclave: {ev.message}")
+                    state = ev.type if ev.type in ("completed", "failed") else state
             out = tmp / "analyst-results"
             receipt = client.fetch_result(keys["analyst"], out)
             answer = (out / "mean-age.txt").read_text().strip()

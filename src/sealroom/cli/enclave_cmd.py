@@ -190,11 +190,11 @@ def upload_cmd(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     if as_json:
-        print_json({**result, "simulated": attested.simulated})
+        print_json({**result.wire(), "simulated": attested.simulated})
     else:
         console.print(
             f"[green]uploaded[/] {source} into slot {slot!r} "
-            f"({result['size']} bytes, sha256 {result['sha256']})"
+            f"({result.size} bytes, sha256 {result.sha256})"
         )
 
 
@@ -300,8 +300,8 @@ def _wait_finished(client: EnclaveClient, seconds: float) -> None:
     seq = 0
     while time.monotonic() < deadline:
         for ev in client.events(seq, wait=min(10.0, max(0.0, deadline - time.monotonic()))):
-            seq = ev["seq"]
-            if ev["type"] in ("completed", "failed"):
+            seq = ev.seq
+            if ev.type in ("completed", "failed"):
                 return
 
 

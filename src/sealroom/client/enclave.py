@@ -60,6 +60,15 @@ from sealroom.protocol.enclave import (
     result_info,
     result_request_message,
 )
+from sealroom.protocol.enclave_api import (
+    AttestationAnswer,
+    ChallengeAnswer,
+    EnclaveEvent,
+    EventsAnswer,
+    StatusAnswer,
+    UploadAnswer,
+    parse_answer,
+)
 from sealroom.protocol.receipt import VerifiedReceipt, check_binding, verify_receipt
 from sealroom.runtime.archive import archive_dir, safe_extract
 
@@ -166,14 +175,14 @@ class EnclaveClient:
         finally:
             conn.close()
 
-    def _get_json(self, path: str, headers: dict[str, str] | None = None) -> Any:
+    def _get(self, path: str) -> bytes:
         with self._conn() as conn:
-            conn.request("GET", path, headers=headers or {})
+            conn.request("GET", path)
             resp = conn.getresponse()
             body = resp.read()
             if resp.status != 200:
                 _raise_problem(resp, body)
-            return json.loads(body)
+            return body
 
     def _ctx(self, nonce: bytes, keys: EnclavePublicKeys) -> VerifyContext:
         return VerifyContext(
@@ -194,13 +203,10 @@ class EnclaveClient:
             if resp.status != 200:
                 _raise_problem(resp, body)
             seen_spki = conn.peer_spki
-        try:
-            obj = json.loads(body)
-            keys = EnclavePublicKeys.from_json_obj(obj["enclave_keys"])
-            bundle = parse_envelope(json.dumps(obj["evidence"]).encode())
-            claimed_hash = bytes.fromhex(obj["manifest_hash"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise MalformedEvidenceError(f"attestation answer is malformed: {e}") from e
+        answer = parse_answer(AttestationAnswer, body, "GET /attestation")
+        keys = answer.enclave_keys.keys()
+        bundle = parse_envelope(json.dumps(answer.evidence).encode())
+        claimed_hash = bytes.fromhex(answer.manifest_hash)
         mh = self.manifest.manifest_hash
         if claimed_hash != mh:
             raise AttestationError(
@@ -229,17 +235,14 @@ class EnclaveClient:
         return self.attested
 
     # ---- queries ---------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusAnswer:
         self._require_attested()
-        result: dict[str, Any] = self._get_json("/status")
-        return result
+        return parse_answer(StatusAnswer, self._get("/status"), "GET /status")
 
-    def events(self, after: int = 0, wait: float = 0.0) -> list[dict[str, Any]]:
+    def events(self, after: int = 0, wait: float = 0.0) -> list[EnclaveEvent]:
         self._require_attested()
-        result: list[dict[str, Any]] = self._get_json(f"/events?after={after}&wait={wait}")[
-            "events"
-        ]
-        return result
+        path = f"/events?after={after}&wait={wait}"
+        return parse_answer(EventsAnswer, self._get(path), f"GET {path}").events
 
     # ---- uploads ------------------------------------------------------------------------------
     def upload(
@@ -248,7 +251,7 @@ class EnclaveClient:
         source: Path,
         party: PartyKeys,
         progress: Callable[[int, int], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> UploadAnswer:
         """Stream a file (or a directory, archived deterministically) into a slot."""
         enclave = self._require_attested()
         with _as_file(source) as path:
@@ -277,7 +280,7 @@ class EnclaveClient:
         body: BinaryIO,
         size: int,
         progress: Callable[[int, int], None] | None,
-    ) -> dict[str, Any]:
+    ) -> UploadAnswer:
         with self._conn() as conn:
             conn.putrequest("PUT", path)
             for k, v in headers.items():
@@ -305,14 +308,25 @@ class EnclaveClient:
             data = resp.read()
             if resp.status != 201:
                 _raise_problem(resp, data)
-            result: dict[str, Any] = json.loads(data)
-            return result
+            return parse_answer(UploadAnswer, data, f"PUT {path}")
 
     # ---- results ------------------------------------------------------------------------------
     def receipt(self) -> dict[str, Any]:
+        """The signed receipt as sent (its signature covers exactly this content; see
+        ``verify_receipt`` for its typed, verified form)."""
         self._require_attested()
-        result: dict[str, Any] = self._get_json("/receipt")
-        return result
+        try:
+            doc = json.loads(self._get("/receipt"))
+        except ValueError as e:
+            raise UnavailableError(
+                f"enclave answer to GET /receipt is not JSON: {e}", code="bad-response"
+            ) from e
+        if not isinstance(doc, dict):
+            raise UnavailableError(
+                f"enclave answer to GET /receipt is a JSON {type(doc).__name__}, not an object",
+                code="bad-response",
+            )
+        return doc
 
     def verify_receipt(self, doc: Any) -> VerifiedReceipt:
         m = self.manifest
@@ -331,7 +345,7 @@ class EnclaveClient:
         self, party: PartyKeys, message: Callable[[bytes, bytes, str, bytes], bytes]
     ) -> dict[str, str]:
         enclave = self._require_attested()
-        challenge = bytes.fromhex(self._get_json("/challenge")["challenge"])
+        challenge = parse_answer(ChallengeAnswer, self._get("/challenge"), "GET /challenge").nonce
         sig = party.sign(
             message(enclave.manifest_hash, enclave.keys.digest, party.public.name, challenge)
         )

@@ -5,6 +5,8 @@ through these modules and define none of it themselves:
 
 - ``lifecycle``: the computation states and which transitions are allowed (pure);
 - ``enclave``: the enclave's HTTPS paths, headers, signed-message builders, public keys;
+- ``enclave_api``: the enclave's HTTPS answers (attestation, status, events, challenge,
+  upload), built by the runtime's server and parsed by the pinned enclave client;
 - ``controlplane``: the control plane's headers, secret prefixes, result-request message;
 - ``receipt``: building, signing and (offline) verifying run receipts.
 

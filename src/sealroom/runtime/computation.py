@@ -49,6 +49,12 @@ from sealroom.protocol.enclave import (
     result_info,
     result_request_message,
 )
+from sealroom.protocol.enclave_api import (
+    AttestationAnswer,
+    PublicKeysWire,
+    StatusAnswer,
+    UploadAnswer,
+)
 from sealroom.protocol.receipt import receipt_core, sign_receipt
 from sealroom.runtime import state as sm
 from sealroom.runtime.archive import archive_dir, safe_extract
@@ -234,17 +240,17 @@ class Computation:
             item = replace(item, collected_at=self.clock())
         return EvidenceBundle.single(item)
 
-    def attestation(self, nonce: bytes) -> dict[str, Any]:
+    def attestation(self, nonce: bytes) -> AttestationAnswer:
         if not 8 <= len(nonce) <= 64:
             raise InvalidInputError(f"nonce must be 8 to 64 bytes, got {len(nonce)}")
-        return {
-            "evidence": json.loads(self.evidence(nonce).to_json()),
-            "enclave_keys": self.keys.public.to_json_obj(),
-            "keys_digest": self.keys.public.digest.hex(),
-            "manifest_hash": self.manifest_hash.hex(),
-            "manifest": self.manifest.to_json_obj(),
-            "nonce": nonce.hex(),
-        }
+        return AttestationAnswer(
+            evidence=json.loads(self.evidence(nonce).to_json()),
+            enclave_keys=PublicKeysWire.of(self.keys.public),
+            keys_digest=self.keys.public.digest.hex(),
+            manifest_hash=self.manifest_hash.hex(),
+            manifest=self.manifest.to_json_obj(),
+            nonce=nonce.hex(),
+        )
 
     # ---- status / events ------------------------------------------------------------
     def _notify(self) -> None:
@@ -264,23 +270,23 @@ class Computation:
         with self._lock:
             return self._state
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusAnswer:
         st = self.state
-        return {
-            "manifest_hash": self.manifest_hash.hex(),
-            "state": st.phase.value,
-            "reason": st.reason,
-            "slots": {
+        return StatusAnswer(
+            manifest_hash=self.manifest_hash.hex(),
+            state=st.phase,
+            reason=st.reason,
+            slots={
                 n: ("filled" if n in st.filled else "uploading" if n in st.reserved else "empty")
                 for n in st.slots
             },
-            "limits": self.manifest.limits.model_dump(mode="json"),
-        }
+            limits=self.manifest.limits.model_dump(mode="json"),
+        )
 
     # ---- uploads ----------------------------------------------------------------------
     def upload(
         self, slot: str, *, size: int, sha256_hex: str, signature_hex: str, body: BinaryIO
-    ) -> dict[str, Any]:
+    ) -> UploadAnswer:
         """Stream one upload into enclave storage. Nothing is kept unless it verified."""
         with self._lock:
             self._state = sm.reserve(self._state, slot)
@@ -317,7 +323,7 @@ class Computation:
         self._notify()
         if sm.Effect.START_RUN in effects:
             self._start_run()
-        return {"slot": slot, "sha256": spec.sha256.hex(), "size": size}
+        return UploadAnswer(slot=slot, sha256=spec.sha256.hex(), size=size)
 
     def _check_upload_claims(
         self, spec: Slot, size: int, sha256_hex: str, signature_hex: str

@@ -21,6 +21,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from sealroom.errors import InvalidInputError, NotFoundError, SealroomError, to_problem
 from sealroom.protocol.enclave import H_CHALLENGE, H_RESULT_SHA256, H_SHA256, H_SIGNATURE
+from sealroom.protocol.enclave_api import (
+    ChallengeAnswer,
+    EventsAnswer,
+    _Answer,
+)
 from sealroom.runtime.computation import Computation
 
 IO_TIMEOUT = 60.0
@@ -156,13 +161,11 @@ class _Handler(BaseHTTPRequestHandler):
         """No request logs: paths and parties are the enclave's business only."""
 
     # ---- responses ------------------------------------------------------------------
-    def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(obj).encode()
+    def _json(self, status: int, obj: _Answer | dict[str, Any]) -> None:
+        body = json.dumps(obj.wire() if isinstance(obj, _Answer) else obj).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
 
@@ -232,13 +235,15 @@ class _Handler(BaseHTTPRequestHandler):
                     wait = float(query.get("wait", "0"))
                 except ValueError as e:
                     raise InvalidInputError(f"after/wait must be numbers: {e}") from e
-                self._json(200, {"events": comp.events.after(after, wait)})
+                self._json(
+                    200, EventsAnswer.model_validate({"events": comp.events.after(after, wait)})
+                )
             case "PUT", ["slots", slot]:
                 self._upload(slot)
             case "GET", ["challenge"]:
-                self._json(200, {"challenge": comp.challenge().hex()})
+                self._json(200, ChallengeAnswer(challenge=comp.challenge().hex()))
             case "GET", ["receipt"]:
-                self._json(200, comp.receipt())
+                self._json(200, comp.receipt())  # signed as is (protocol/enclave_api.py)
             case "GET", ["result", consumer]:
                 self._sealed(*self.server.comp.sealed_result(consumer, *self._auth()))
             case "GET", ["log", reader]:
