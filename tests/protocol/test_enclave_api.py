@@ -38,7 +38,7 @@ from sealroom.protocol.enclave_api import (
 )
 from sealroom.protocol.lifecycle import State
 from sealroom.runtime.computation import Computation
-from sealroom.runtime.server import EnclaveServer, _Handler, serve_in_thread
+from sealroom.runtime.server import EnclaveServer, _BodyReader, _Handler, serve_in_thread
 from sealroom.tee.base import open_provider
 
 SHA = "ab" * 32
@@ -175,13 +175,15 @@ BROKEN: dict[str, bytes] = {}
 
 
 class _OutOfContractHandler(_Handler):
-    def _json(self, status: int, obj: Any) -> None:
-        path = self.path.split("?")[0]
-        if path not in BROKEN:
-            super()._json(status, obj)
+    def _route(self, method: str, path: list[str], query: dict[str, str]) -> None:
+        body = BROKEN.get("/" + "/".join(path))
+        if body is None:
+            super()._route(method, path, query)
             return
-        body = BROKEN[path]
-        self.send_response(status)
+        if self._body is None and method == "PUT":  # read the upload, as the runtime does
+            self._body = _BodyReader(self.rfile, int(self.headers.get("Content-Length", "0")))
+            self._body.read()
+        self.send_response(201 if method == "PUT" else 200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -248,6 +250,8 @@ def test_enclave_in_contract_answers_parse(enclave: Enclave, tmp_path: Path) -> 
         ("/events", b'{"events": {}}', lambda c, f, p: c.events(0)),
         ("/slots/a", b'{"slot": "a"}', lambda c, f, p: c.upload("a", f, p)),
         ("/challenge", b'{"nonce": "00"}', lambda c, f, p: c._challenge_signed(p, _msg)),
+        ("/receipt", b"[]", lambda c, f, p: c.receipt()),
+        ("/receipt", b"{not json", lambda c, f, p: c.receipt()),
     ],
     ids=[
         "status-missing-fields",
@@ -256,6 +260,8 @@ def test_enclave_in_contract_answers_parse(enclave: Enclave, tmp_path: Path) -> 
         "events-not-list",
         "upload-answer-missing-fields",
         "challenge-missing",
+        "receipt-not-object",
+        "receipt-not-json",
     ],
 )
 def test_malformed_enclave_answer_is_typed_error_not_crash(
