@@ -14,6 +14,7 @@ from sealroom.attestation.collateral import (
     DirectoryCollateral,
     FileCollateralHistory,
     MemoryCollateralHistory,
+    SeenMark,
 )
 from sealroom.attestation.evidence import EvidenceBundle, EvidenceItem
 from sealroom.attestation.kinds import VerifyContext
@@ -109,6 +110,22 @@ def test_older_tcb_info_alone_is_a_rollback(pki: FakeIntelPki, tmp_path: Path) -
         _verify(old, _ctx(pki, collateral_history=again))
     assert e.value.code == "collateral-rollback"
     assert "tcbEvaluationDataNumber 16 < 17" in e.value.message
+
+
+def test_history_shared_by_two_verifiers_keeps_both_marks(tmp_path: Path) -> None:
+    """Two verifiers (processes) holding the same history file: the later writer must not
+    drop the mark the other one recorded meanwhile (the online cache and the CLI share the
+    one implementation)."""
+    a = FileCollateralHistory(tmp_path / "seen.json")
+    b = FileCollateralHistory(tmp_path / "seen.json")
+    a.observe("tcbinfo:TDX:00806f050000", SeenMark(17, None))
+    b.observe("crl:CN=Intel SGX PCK Platform CA", SeenMark(None, datetime(2025, 6, 1, tzinfo=UTC)))
+    b.observe("tcbinfo:TDX:00806f050000", SeenMark(16, None))  # older: never moves back
+    again = FileCollateralHistory(tmp_path / "seen.json")
+    assert again.seen("tcbinfo:TDX:00806f050000") == SeenMark(17, None)
+    assert again.seen("crl:CN=Intel SGX PCK Platform CA") == SeenMark(
+        None, datetime(2025, 6, 1, tzinfo=UTC)
+    )
 
 
 def test_corrupt_history_fails_closed(tmp_path: Path) -> None:

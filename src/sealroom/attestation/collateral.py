@@ -243,42 +243,56 @@ class MemoryCollateralHistory:
             self._marks[series] = mark.newer(self._marks.get(series))
 
 
-class FileCollateralHistory(MemoryCollateralHistory):
-    """History kept in a JSON file (the CLI's ``$SEALROOM_HOME/verifier/collateral-seen.json``),
-    so one verification remembers what earlier ones saw. Unreadable state fails closed:
-    losing the marks would let older collateral back in unnoticed."""
+class FileCollateralHistory:
+    """History kept in a JSON file (the CLI's ``$SEALROOM_HOME/verifier/collateral-seen.json``,
+    the online cache's ``seen.json``), so one verification remembers what earlier ones saw.
+    The file is read on every use, so several processes sharing it never undo each other's
+    marks. Unreadable state fails closed: losing the marks would let older collateral back
+    in unnoticed."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__()
         self.path = path
+        self._lock = threading.Lock()
+        self._read()  # fail closed at once on a damaged file
+
+    def _read(self) -> dict[str, SeenMark]:
         try:
-            raw = json.loads(path.read_text()) if path.exists() else {}
+            raw = json.loads(self.path.read_text()) if self.path.exists() else {}
         except (OSError, ValueError) as e:
             raise UnavailableError(
-                f"collateral history {path} is unreadable ({e}); inspect or remove it"
+                f"collateral history {self.path} is unreadable ({e}); inspect or remove it"
             ) from e
+        marks: dict[str, SeenMark] = {}
         for series, m in (raw if isinstance(raw, dict) else {}).items():
             number = m.get("number") if isinstance(m, dict) else None
             issued = m.get("issued") if isinstance(m, dict) else None
-            self._marks[series] = SeenMark(
+            marks[series] = SeenMark(
                 number if isinstance(number, int) else None,
                 datetime.fromisoformat(issued) if isinstance(issued, str) else None,
             )
+        return marks
+
+    def seen(self, series: str) -> SeenMark | None:
+        return self._read().get(series)
 
     def observe(self, series: str, mark: SeenMark) -> None:
-        before = self.seen(series)
-        super().observe(series, mark)
-        if self.seen(series) == before:
-            return
         with self._lock:
+            marks = self._read()
+            newest = mark.newer(marks.get(series))
+            if newest == marks.get(series):
+                return
+            marks[series] = newest
             doc = {
                 k: {"number": v.number, "issued": v.issued.isoformat() if v.issued else None}
-                for k, v in sorted(self._marks.items())
+                for k, v in sorted(marks.items())
             }
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_private(
-            self.path, json.dumps(doc, indent=1).encode(), overwrite=True, what="collateral history"
-        )
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_private(
+                self.path,
+                json.dumps(doc, indent=1).encode(),
+                overwrite=True,
+                what="collateral history",
+            )
 
 
 def seen_by_verifier(

@@ -20,16 +20,16 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sealroom.attestation.collateral import SeenMark
+from sealroom.attestation.collateral import FileCollateralHistory, SeenMark
 from sealroom.collateral_online.content import Facts
 from sealroom.errors import InvalidInputError, UnavailableError
+from sealroom.files import write_private
 
 
 @dataclass(frozen=True)
@@ -59,21 +59,6 @@ def _time(s: Any) -> datetime | None:
     return datetime.fromisoformat(s) if isinstance(s, str) else None
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """tmp file in the same directory, fsync, rename: readers see old or new, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 class CollateralCache:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -92,6 +77,7 @@ class CollateralCache:
                 f"collateral cache {root} is writable by other users (mode {mode & 0o777:o}); "
                 "its rollback marks could be reset: chmod 700 it"
             )
+        self.marks = FileCollateralHistory(root / "seen.json")
 
     # --- entries --------------------------------------------------------------------------
 
@@ -146,8 +132,13 @@ class CollateralCache:
                 "number": facts.number,
                 "sha256": hashlib.sha256(data).hexdigest(),
             }
-            atomic_write(data_path, data)
-            atomic_write(meta_path, json.dumps(meta, indent=1).encode())
+            write_private(data_path, data, overwrite=True, what="collateral cache entry")
+            write_private(
+                meta_path,
+                json.dumps(meta, indent=1).encode(),
+                overwrite=True,
+                what="collateral cache entry",
+            )
         return CachedEntry(key, url, request, data, now, facts.valid_until)
 
     # --- remembered "not found" answers ---------------------------------------------------
@@ -157,7 +148,12 @@ class CollateralCache:
         meta = {"key": key, "absent": why, "fetched_at": now.isoformat(), "until": _iso(until)}
         with contextlib.suppress(FileNotFoundError):
             data_path.unlink()
-        atomic_write(meta_path, json.dumps(meta, indent=1).encode())
+        write_private(
+            meta_path,
+            json.dumps(meta, indent=1).encode(),
+            overwrite=True,
+            what="collateral cache entry",
+        )
 
     def absent(self, key: str, now: datetime) -> str | None:
         """The remembered "not found" answer for ``key`` while current at ``now``, else None."""
@@ -183,42 +179,15 @@ class CollateralCache:
         finally:
             os.close(fd)
 
-    def _marks(self) -> dict[str, Any]:
-        try:
-            raw = json.loads((self.root / "seen.json").read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as e:
-            # Fail closed: losing the marks would let an old CRL back in unnoticed.
-            raise UnavailableError(
-                f"collateral cache {self.root}: seen.json is unreadable ({e}); inspect or remove it"
-            ) from e
-        return raw if isinstance(raw, dict) else {}
-
     def _advance(self, facts: Facts) -> None:
         assert facts.series is not None
-        marks = self._marks()
-        old = marks.get(facts.series) or {}
-        mark = SeenMark(
-            number=old.get("number") if isinstance(old.get("number"), int) else None,
-            issued=_time(old.get("issued")),
-        )
-        why = facts.older_than(mark)
+        seen = self.marks.seen(facts.series)
+        why = facts.older_than(seen) if seen is not None else None
         if why is not None:
             raise RollbackError(why)
-        numbers = [n for n in (mark.number, facts.number) if n is not None]
-        issued = [t for t in (mark.issued, facts.issued) if t is not None]
-        marks[facts.series] = {
-            "number": max(numbers) if numbers else None,
-            "issued": _iso(max(issued)) if issued else None,
-        }
-        atomic_write(self.root / "seen.json", json.dumps(marks, indent=1, sort_keys=True).encode())
+        self.marks.observe(facts.series, SeenMark(facts.number, facts.issued))
 
     def seen(self, series: str) -> SeenMark | None:
         """The newest item seen in ``series`` (``crl:<issuer DN>``, ``tcbinfo:TDX:<fmspc>``,
         ``qeidentity:TD_QE``), or None."""
-        raw = self._marks().get(series)
-        if not isinstance(raw, dict):
-            return None
-        number = raw.get("number")
-        return SeenMark(number if isinstance(number, int) else None, _time(raw.get("issued")))
+        return self.marks.seen(series)
