@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from sealroom.hostagent.agent import Agent, AgentConfig
+from sealroom.hostagent.agent import EVENT_BATCH, Agent, AgentConfig
 from sealroom.hostagent.backends.process import Timeouts
 from sealroom.hostagent.resources import Reserve, cpu_count, machine_resources, memory_mb
 from sealroom.hostagent.simtee import pid_alive
@@ -357,7 +357,10 @@ def test_agent_sigkill_and_restart_readopts_the_live_enclave(
         wait_for(lambda: cp.comps["c3"].state == "completed", "completed after re-adoption")
         assert set(cp.comps["c3"].blobs) == {"receipt", "result.alice", "log.alice"}
         assert cp.calls["register"] == 1
-        assert cp.duplicate_events == 0
+        # delivery is at least once: a SIGKILL between the control plane's 204 and the
+        # agent saving its cursor re-sends that one batch after the restart (the control
+        # plane stores each enclave seq once); no more than that one batch comes twice
+        assert cp.duplicate_events <= EVENT_BATCH
         wait_for(lambda: not pid_alive(rt_pid), "the enclave stopped after its final report")
     finally:
         for p in (agent, second):
