@@ -75,6 +75,18 @@ FORBIDDEN = {
         "sealroom.client",
         "sealroom.testing",
     ),
+    # the transparency log's pure part (ADR 0030): hashing, proofs, notes; no HTTP, no DB
+    "tlog": (
+        *WEB_DB,
+        "sealroom.cli",
+        "sealroom.controlplane",
+        "sealroom.hostagent",
+        "sealroom.runtime",
+        "sealroom.client",
+        "sealroom.testing",
+        "httpx",
+        "requests",
+    ),
     "errors.py": ("sealroom.attestation.kinds", *WEB_DB),
 }
 
