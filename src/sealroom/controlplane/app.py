@@ -36,6 +36,7 @@ from sqlalchemy import func, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sealroom.controlplane import web
 from sealroom.controlplane.api import agent, compute, users
 from sealroom.controlplane.config import Settings
 from sealroom.controlplane.state import ControlPlane
@@ -158,6 +159,9 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         description="Untrusted scheduler, relay and sealed-blob store for sealroom enclaves.",
         lifespan=lifespan,
+        # served by web.install from the installed packages' assets, never a CDN
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.cp = cp
 
@@ -174,8 +178,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.registry = registry
 
     @app.exception_handler(SealroomError)
-    async def sealroom_error(_: Request, e: SealroomError) -> JSONResponse:
+    async def sealroom_error(request: Request, e: SealroomError) -> Response:
         status = e.http_status if 400 <= e.http_status < 600 else 500
+        if web.wants_html(request):
+            return await run_in_threadpool(web.error_page, request, e, status)
         return problem(status, e.code, e.message, e)
 
     @app.exception_handler(RequestValidationError)
@@ -198,6 +204,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(users.router)
     app.include_router(agent.router)
     app.include_router(compute.router)
+    web.install(app, cp)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -17,9 +17,10 @@ from typing import Any
 from cryptography import x509
 
 from sealroom import paths
+from sealroom.attestation.appraise import AppraisalResult
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.controlplane.config import Settings
-from sealroom.errors import AttestationError, InvalidInputError
+from sealroom.errors import AttestationError, InvalidInputError, PolicyViolationError, SealroomError
 from sealroom.manifest import Manifest
 from sealroom.protocol.receipt import VerifiedReceipt, verify_receipt
 
@@ -37,6 +38,25 @@ def facts_of(v: VerifiedReceipt) -> ReceiptFacts:
     kinds = sorted({"sim" if s.claims.simulated else s.claims.kind for s in v.appraisal.submods})
     exit_ = v.payload.get("exit") or {}
     return ReceiptFacts(v.ok, str(exit_.get("reason") or ""), tuple(kinds))
+
+
+@dataclass(frozen=True)
+class ReceiptCheck:
+    """A receipt checked for a person to read (the dashboard): never raises. ``appraisal``
+    is every rule (field, got, want, pass) when the evidence was authentic enough to
+    appraise, also when the policy rejected it; ``error`` says why it did not verify."""
+
+    ok: bool
+    error: str
+    error_code: str
+    appraisal: AppraisalResult | None
+    payload: dict[str, Any] | None
+
+    @property
+    def simulated(self) -> bool:
+        return self.appraisal is not None and any(
+            s.claims.simulated for s in self.appraisal.submods
+        )
 
 
 class ReceiptVerifier:
@@ -57,6 +77,26 @@ class ReceiptVerifier:
         except (OSError, ValueError) as e:
             raise InvalidInputError(f"sim authority root {ark} is unreadable: {e}") from e
 
+    def check(self, manifest_doc: dict[str, Any], data: bytes) -> ReceiptCheck:
+        """``verify`` for display: the same checks, the outcome as data."""
+        payload: dict[str, Any] | None = None
+        try:
+            doc = json.loads(data)
+            if isinstance(doc, dict) and isinstance(doc.get("payload"), dict):
+                payload = doc["payload"]
+            verified = self._verify(manifest_doc, doc)
+        except PolicyViolationError as e:
+            return ReceiptCheck(False, e.message, e.code, e.result, payload)
+        except SealroomError as e:
+            return ReceiptCheck(False, e.message, e.code, None, payload)
+        except ValueError as e:
+            return ReceiptCheck(False, f"receipt is not JSON: {e}", "receipt-malformed", None, None)
+        except (KeyError, TypeError, AttributeError) as e:  # a document of the wrong shape
+            return ReceiptCheck(
+                False, f"receipt is malformed: {e!r}", "receipt-malformed", None, payload
+            )
+        return ReceiptCheck(True, "", "", verified.appraisal, verified.payload)
+
     def verify(self, manifest_doc: dict[str, Any], data: bytes) -> ReceiptFacts:
         """Raises AttestationError (not JSON, forged, unbound, wrong manifest) or
         PolicyViolationError (authentic, but the manifest's policy rejects the evidence)."""
@@ -64,8 +104,11 @@ class ReceiptVerifier:
             doc = json.loads(data)
         except ValueError as e:
             raise AttestationError(f"receipt is not JSON: {e}", code="receipt-malformed") from e
+        return facts_of(self._verify(manifest_doc, doc))
+
+    def _verify(self, manifest_doc: dict[str, Any], doc: Any) -> VerifiedReceipt:
         m = Manifest.from_dict(manifest_doc)
-        verified = verify_receipt(
+        return verify_receipt(
             doc,
             manifest_hash=m.manifest_hash,
             algorithm_sha256=m.algorithm.sha256.hex(),
@@ -73,4 +116,3 @@ class ReceiptVerifier:
             policy=m.policy(),
             ctx=VerifyContext(now=self.settings.clock(), extra_roots=self.roots()),
         )
-        return facts_of(verified)
