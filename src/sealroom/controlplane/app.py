@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sealroom.controlplane import web
-from sealroom.controlplane.api import agent, compute, users
+from sealroom.controlplane.api import agent, compute, tlog, users
 from sealroom.controlplane.config import Settings
 from sealroom.controlplane.state import ControlPlane
 from sealroom.controlplane.store.models import Computation, Host
@@ -205,6 +205,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(agent.router)
     app.include_router(compute.router)
     web.install(app, cp)
+    app.include_router(tlog.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

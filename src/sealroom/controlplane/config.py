@@ -41,6 +41,11 @@ class Settings:
     quota_computations: int | None = None
     quota_vcpus: int | None = None
     quota_memory_mb: int | None = None
+    # the transparency log's origin line and checkpoint key name (C2SP tlog-checkpoint: a
+    # schema-less URL without spaces or '+'); its Ed25519 key is <data_dir>/tlog-ed25519.pem
+    log_origin: str = field(
+        default_factory=lambda: os.environ.get("SEALROOM_LOG_ORIGIN") or "sealroom.local/log"
+    )
 
     @property
     def database_url(self) -> str:

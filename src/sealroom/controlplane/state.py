@@ -11,6 +11,7 @@ from sealroom.controlplane.services.blobs import BlobStore
 from sealroom.controlplane.services.computations import ComputationService
 from sealroom.controlplane.services.hosts import HostService
 from sealroom.controlplane.services.receipts import ReceiptVerifier
+from sealroom.controlplane.services.tlog import TransparencyLog
 from sealroom.controlplane.store.db import Store
 
 log = logging.getLogger("sealroom.controlplane")
@@ -26,7 +27,9 @@ class ControlPlane:
         self.auth = AuthService(self.store, settings)
         self.computations = ComputationService(self.store, settings, self.blobs)
         self.receipts = ReceiptVerifier(settings)
-        self.hosts = HostService(self.computations, self.receipts)
+        # the transparency log (docs/adr/0031): other services append with self.tlog.append
+        self.tlog = TransparencyLog(self.store, settings)
+        self.hosts = HostService(self.computations, self.receipts, self.tlog)
         self.bootstrap_key = self.auth.bootstrap()
 
     def tick(self) -> None:

@@ -64,7 +64,8 @@ class Verifier:
     @classmethod
     def parse(cls, vkey: str) -> Verifier:
         """``<name>+<8 hex key ID>+base64(0x01 || key)``; the ID must match the key."""
-        parts = vkey.strip().split("+")
+        # the name has no "+", the base64 key may: split at the first two only
+        parts = vkey.strip().split("+", 2)
         if len(parts) != 3:
             raise _malformed("verifier key is not <name>+<key id>+<base64 key>")
         name, hid, b64 = parts

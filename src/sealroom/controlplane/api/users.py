@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
 from sealroom.controlplane.api.deps import CP, OptionalUser, User
+from sealroom.controlplane.services.auth import Principal
 from sealroom.controlplane.services.hosts import tee_labels
 from sealroom.controlplane.state import ControlPlane
 from sealroom.controlplane.store.models import Computation, Event
@@ -41,6 +42,8 @@ from sealroom.protocol.api import (
 )
 from sealroom.protocol.controlplane import H_SEALED_SHA256
 from sealroom.protocol.lifecycle import FINAL, State
+from sealroom.tlog.entries import receipt_entry
+from sealroom.tlog.merkle import leaf_hash
 
 router = APIRouter(prefix="/api/v1")
 
@@ -279,6 +282,32 @@ def run_log(
     return _sealed_blob(cp, c.id, f"log.{name}")
 
 
+def _receipt_bytes(
+    cp: ControlPlane,
+    computation_id: str,
+    user: Principal | None,
+    consumer: str | None,
+    challenge: str | None,
+    signature: str | None,
+) -> bytes:
+    if user is not None:
+        c = cp.computations.get(user, computation_id)
+    else:
+        c, _ = cp.computations.authenticate_consumer(
+            computation_id, consumer, challenge, signature, log_readers=True
+        )
+    try:
+        data = cp.blobs.read(c.id, "receipt")
+    except NotFoundError:
+        _require_completed(c)
+        raise
+    try:
+        json.loads(data)
+    except ValueError as e:
+        raise NotFoundError(f"computation {c.id}: stored receipt is not JSON") from e
+    return data
+
+
 @router.get(
     "/computations/{computation_id}/receipt",
     responses={**ERRORS, 200: {"content": {"application/json": {}}}},
@@ -291,19 +320,33 @@ def receipt(
     x_sealroom_challenge: ChallengeH = None,
     x_sealroom_signature: SignatureH = None,
 ) -> Response:
-    if user is not None:
-        c = cp.computations.get(user, computation_id)
-    else:
-        c, _ = cp.computations.authenticate_consumer(
-            computation_id, consumer, x_sealroom_challenge, x_sealroom_signature, log_readers=True
-        )
-    try:
-        data = cp.blobs.read(c.id, "receipt")
-    except NotFoundError:
-        _require_completed(c)
-        raise
-    try:
-        json.loads(data)
-    except ValueError as e:
-        raise NotFoundError(f"computation {c.id}: stored receipt is not JSON") from e
+    data = _receipt_bytes(
+        cp, computation_id, user, consumer, x_sealroom_challenge, x_sealroom_signature
+    )
     return Response(data, media_type="application/json")
+
+
+@router.get(
+    "/computations/{computation_id}/receipt/tlog-proof",
+    responses={**ERRORS, 200: {"content": {"text/plain": {}}}},
+)
+def receipt_tlog_proof(
+    computation_id: Id,
+    cp: CP,
+    user: OptionalUser,
+    consumer: Annotated[str | None, Query(max_length=64)] = None,
+    x_sealroom_challenge: ChallengeH = None,
+    x_sealroom_signature: SignatureH = None,
+) -> Response:
+    """The receipt's C2SP tlog-proof: its index, inclusion proof and the log's signed
+    checkpoint (the receipt's own bytes are unchanged; docs/adr/0031)."""
+    data = _receipt_bytes(
+        cp, computation_id, user, consumer, x_sealroom_challenge, x_sealroom_signature
+    )
+    index = cp.tlog.find(leaf_hash(receipt_entry(data)))
+    if index is None:
+        raise NotFoundError(
+            f"computation {computation_id}: its receipt is not in the transparency log",
+            code="tlog-not-logged",
+        )
+    return Response(cp.tlog.proof(index).encode(), media_type="text/plain; charset=utf-8")

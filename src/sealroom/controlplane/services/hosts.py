@@ -28,6 +28,7 @@ from sealroom.controlplane.services.computations import (
 )
 from sealroom.controlplane.services.placement import HostCapacity, Resources
 from sealroom.controlplane.services.receipts import ReceiptFacts, ReceiptVerifier
+from sealroom.controlplane.services.tlog import TransparencyLog
 from sealroom.controlplane.store.models import Blob, Computation, Event, Host, JoinToken
 from sealroom.crypto.sealing import sealed_size
 from sealroom.errors import (
@@ -51,6 +52,8 @@ from sealroom.protocol.lifecycle import (
     Verdict,
     judge_report,
 )
+from sealroom.tlog.entries import Kind, decode_entry, receipt_entry
+from sealroom.tlog.merkle import leaf_hash
 
 log = logging.getLogger("sealroom.controlplane.hosts")
 
@@ -108,9 +111,12 @@ def _capacity_of(h: Host, allocated: Resources) -> HostCapacity:
 
 
 class HostService:
-    def __init__(self, comps: ComputationService, receipts: ReceiptVerifier) -> None:
+    def __init__(
+        self, comps: ComputationService, receipts: ReceiptVerifier, tlog: TransparencyLog
+    ) -> None:
         self.comps = comps
         self.receipts = receipts
+        self.tlog = tlog
         self.store = comps.store
         self.settings = comps.settings
         self.started_at = self.now()
@@ -451,10 +457,13 @@ class HostService:
         verified receipt then decides the computation's outcome."""
         writer.check(sha256)
         facts: ReceiptFacts | None = None
+        logged: bytes | None = None
         if name == "receipt":
             with self.store.session() as s:
                 manifest = self._own(s, agent, cid).manifest
-            facts = self.receipts.verify(manifest, writer.read())
+            receipt = writer.read()
+            facts = self.receipts.verify(manifest, receipt)
+            logged = receipt_entry(receipt)
         writer.commit()
         with self.comps.write() as s:
             c = self._own(s, agent, cid)
@@ -465,6 +474,10 @@ class HostService:
             b.sha256, b.size, b.stored_at = sha256.lower(), writer.size, self.now()
             if facts is not None:
                 self._apply_receipt(s, c, facts)
+                # every verified receipt is logged, in the transaction that keeps it
+                # (docs/adr/0031); the same receipt delivered twice is logged once
+                if logged is not None and self.tlog.find(leaf_hash(logged)) is None:
+                    self.tlog.append_in(s, Kind.RECEIPT, decode_entry(logged)[1])
         log.info("blob stored", extra={"computation_id": cid, "blob": name, "size": writer.size})
 
     def _apply_receipt(self, s: Session, c: Computation, facts: ReceiptFacts) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -203,3 +204,25 @@ class WebSession(Base):
     key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TlogEntry(Base):
+    """One transparency-log entry (docs/adr/0031): ``data`` is the exact logged bytes
+    (canonical JSON, public facts only), ``leaf_hash`` its RFC 9162 leaf hash."""
+
+    __tablename__ = "tlog_entries"
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    logged_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TlogNode(Base):
+    """The hash of the perfect subtree of 2**level entries starting at idx * 2**level
+    (level >= 1; level 0 is ``TlogEntry.leaf_hash``), written once when it completes."""
+
+    __tablename__ = "tlog_nodes"
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
