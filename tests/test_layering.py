@@ -87,6 +87,28 @@ FORBIDDEN = {
         "httpx",
         "requests",
     ),
+    # Federation (ADR 0028): a library above attestation and tee; adapters live above it.
+    "federation": (
+        *WEB_DB,
+        "sealroom.cli",
+        "sealroom.controlplane",
+        "sealroom.hostagent",
+        "sealroom.runtime",
+        "sealroom.client",
+        "sealroom.integrations",
+        "sealroom.testing",
+        "nvflare",
+        "httpx",
+        "requests",
+    ),
+    "integrations": (
+        *WEB_DB,
+        "sealroom.cli",
+        "sealroom.controlplane",
+        "sealroom.hostagent",
+        "sealroom.runtime",
+        "sealroom.testing",
+    ),
     "errors.py": ("sealroom.attestation.kinds", *WEB_DB),
 }
 

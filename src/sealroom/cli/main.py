@@ -21,6 +21,7 @@ from sealroom.cli.cp_cmd import computation_app, down_cmd, host_app, login_cmd, 
 from sealroom.cli.demo import demo_cmd
 from sealroom.cli.ear_cmd import ear_app
 from sealroom.cli.enclave_cmd import enclave_app, log_cmd, receipt_app, result_cmd, upload_cmd
+from sealroom.cli.federation_cmd import federation_app
 from sealroom.cli.keys_cmd import keys_app
 from sealroom.cli.manifest_cmd import manifest_app
 from sealroom.cli.sim_cmd import sim_app
@@ -43,6 +44,7 @@ app.add_typer(computation_app, name="computation")
 app.add_typer(host_app, name="host")
 app.add_typer(controlplane_app, name="controlplane")
 app.add_typer(agent_app, name="agent")
+app.add_typer(federation_app, name="federation")
 app.command("demo")(demo_cmd)
 app.command("upload")(upload_cmd)
 app.command("result")(result_cmd)
