@@ -143,10 +143,10 @@ def test_result_on_failed_run_shows_log_and_reason(workspace: Path, env: dict[st
         assert "ModuleNotFoundError" in r.stdout and "detail: exit 1" in r.stdout
         assert not (w / "out").exists()
         # The log reader the manifest names (the algorithm provider) reads it too.
-        r = cli("log", url, "--manifest", "manifest.json", "--key", "lab", env=env, cwd=w)
+        r = cli("run-log", url, "--manifest", "manifest.json", "--key", "lab", env=env, cwd=w)
         assert r.returncode == 5 and "giving up: no such module" in r.stdout, r.stderr
         # A data provider the manifest does not name as a reader gets nothing.
-        r = cli("log", url, "--manifest", "manifest.json", "--key", "clinic-a", env=env, cwd=w)
+        r = cli("run-log", url, "--manifest", "manifest.json", "--key", "clinic-a", env=env, cwd=w)
         assert r.returncode == 1 and "may not read the run log" in r.stderr
         assert "giving up" not in r.stdout + r.stderr
     # The failed run's receipt verifies offline and says so.

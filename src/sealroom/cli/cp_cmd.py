@@ -232,6 +232,32 @@ def result_cmd(
     console.print(f"[green]result decrypted[/] into {out}; receipt verified")
 
 
+@computation_app.command("receipt")
+def receipt_cmd(
+    cid: Annotated[str, typer.Argument(help="Computation id")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Where to save the receipt")],
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", help="YOUR copy of the manifest (with --key)")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option("--key", help="Download as this consumer or log reader")
+    ] = None,
+) -> None:
+    """Save the receipt exactly as the enclave signed it, and beside it OUT.tlog-proof: its
+    inclusion proof and the log's signed checkpoint (`sealroom log verify OUT`)."""
+    if (manifest is None) != (key is None):
+        raise InvalidInputError("--manifest and --key go together")
+    m = Manifest.load(manifest) if manifest is not None else None
+    party = load_party(key) if key is not None else None
+    raw, proof = _client().receipt_bytes(cid, m, party)
+    out.write_bytes(raw)
+    if proof is None:
+        console.print(f"receipt saved to {out}; [yellow]the transparency log does not hold it[/]")
+        return
+    Path(f"{out}.tlog-proof").write_text(proof)
+    console.print(f"receipt saved to {out}, its log proof to {out}.tlog-proof")
+
+
 @computation_app.command("log")
 def log_cmd(
     cid: Annotated[str, typer.Argument(help="Computation id")],

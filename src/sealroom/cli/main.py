@@ -25,6 +25,7 @@ from sealroom.cli.federation_cmd import federation_app
 from sealroom.cli.keys_cmd import keys_app
 from sealroom.cli.manifest_cmd import manifest_app
 from sealroom.cli.sim_cmd import sim_app
+from sealroom.cli.tlog_cmd import log_app
 from sealroom.errors import SealroomError
 
 app = typer.Typer(
@@ -48,7 +49,9 @@ app.add_typer(federation_app, name="federation")
 app.command("demo")(demo_cmd)
 app.command("upload")(upload_cmd)
 app.command("result")(result_cmd)
-app.command("log")(log_cmd)
+# the sealed run log of a computation (was `sealroom log`; `log` is the transparency log)
+app.command("run-log")(log_cmd)
+app.add_typer(log_app, name="log")
 app.command("up")(up_cmd)
 app.command("down")(down_cmd)
 app.command("login")(login_cmd)

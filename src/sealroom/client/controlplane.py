@@ -28,6 +28,7 @@ from sealroom.crypto.keys import PartyKeys
 from sealroom.errors import (
     AttestationError,
     InvalidInputError,
+    NotFoundError,
     SealroomError,
     UnavailableError,
 )
@@ -231,6 +232,28 @@ class ControlPlaneClient(ApiClient):
             policy=policy or manifest.policy(),
             ctx=VerifyContext(now=clock(), extra_roots=extra_roots),
         )
+
+    def receipt_bytes(
+        self, cid: str, manifest: Manifest | None = None, party: PartyKeys | None = None
+    ) -> tuple[bytes, str | None]:
+        """The stored receipt's exact bytes and its C2SP tlog-proof (None if the log does
+        not hold it), as the owner (API key) or, with ``party``, a consumer or log reader."""
+        base = f"/api/v1/computations/{quote(cid)}/receipt"
+
+        def headers() -> dict[str, str] | None:
+            if party is None or manifest is None:
+                return None
+            return self._signed(cid, manifest, party)
+
+        auth = party is None
+        raw = self.request("GET", base, auth=auth, headers=headers()).content
+        try:
+            proof: str | None = self.request(
+                "GET", f"{base}/tlog-proof", auth=auth, headers=headers()
+            ).text
+        except NotFoundError:
+            proof = None
+        return raw, proof
 
     def fetch_log(
         self,

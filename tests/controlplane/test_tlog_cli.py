@@ -1,0 +1,206 @@
+"""`sealroom computation receipt`, `sealroom log verify|witness|checkpoint` as a user runs
+them, against a control plane served by uvicorn on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from sealroom.cli.main import run
+from sealroom.testing.postgres import free_port
+from sealroom.tlog.entries import Kind
+from tests.controlplane.conftest import Env, manifest_doc
+
+
+@pytest.fixture
+def live(make_env: Callable[..., Env]) -> Iterator[tuple[Env, str]]:
+    env = make_env()
+    port = free_port()
+    srv = uvicorn.Server(
+        uvicorn.Config(
+            env.client.app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    while not srv.started:
+        assert t.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield env, f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        t.join()
+
+
+def sh(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = run(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_receipt_download_verify_and_witness(
+    live: tuple[Env, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env, url = live
+    monkeypatch.setenv("SEALROOM_URL", url)
+    monkeypatch.setenv("SEALROOM_API_KEY", env.admin_key)
+    vkey = env.cp.tlog.vkey()
+    (tmp_path / "log.vkey").write_text(vkey + "\n")
+    rc, _, err = sh(capsys, "log", "checkpoint", "--log", url, "-o", str(tmp_path / "old.cp"))
+    assert rc == 0, err
+
+    _, cred = env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    env.complete(cred, cid)
+    receipt = tmp_path / "receipt.json"
+    rc, out, err = sh(capsys, "computation", "receipt", cid, "-o", str(receipt))
+    assert rc == 0, err
+    assert json.loads(receipt.read_bytes())["payload"]["exit"]["ok"] is True
+    assert (tmp_path / "receipt.json.tlog-proof").read_text().startswith("c2sp.org/tlog-proof@v1")
+
+    rc, out, err = sh(capsys, "log", "verify", str(receipt), "--log-key", vkey, "--json")
+    assert rc == 0, err
+    assert json.loads(out)["included"] is True and json.loads(out)["tree_size"] == 1
+
+    # the log grows; inclusion in a newer checkpoint is proven with a fetched proof
+    env.cp.tlog.append_many([(Kind.HEARTBEAT, {"n": i}) for i in range(20)])
+    rc, _, err = sh(
+        capsys,
+        "log",
+        "checkpoint",
+        "--log",
+        url,
+        "-o",
+        str(tmp_path / "new.cp"),
+        "--log-key",
+        str(tmp_path / "log.vkey"),
+    )
+    assert rc == 0, err
+    rc, out, err = sh(
+        capsys,
+        "log",
+        "verify",
+        str(receipt),
+        "--log-key",
+        vkey,
+        "--checkpoint",
+        str(tmp_path / "new.cp"),
+        "--log",
+        url,
+        "--json",
+    )
+    assert rc == 0, err
+    assert json.loads(out)["tree_size"] == 21
+    rc, out, err = sh(
+        capsys,
+        "log",
+        "witness",
+        str(tmp_path / "old.cp"),
+        str(tmp_path / "new.cp"),
+        "--log-key",
+        vkey,
+        "--log",
+        url,
+        "--json",
+    )
+    assert rc == 0, err
+    assert json.loads(out) == {
+        "origin": "sealroom.local/log",
+        "old_size": 0,
+        "new_size": 21,
+        "consistent": True,
+    }
+    mid = tmp_path / "mid.cp"
+    mid.write_text(env.cp.tlog.checkpoint())
+    rc, _, err = sh(capsys, "log", "witness", str(tmp_path / "new.cp"), str(mid), "--log-key", vkey)
+    assert rc == 0, err
+
+
+def test_verify_refuses_forgeries(
+    live: tuple[Env, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env, url = live
+    monkeypatch.setenv("SEALROOM_URL", url)
+    monkeypatch.setenv("SEALROOM_API_KEY", env.admin_key)
+    vkey = env.cp.tlog.vkey()
+    _, cred = env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    env.complete(cred, cid)
+    receipt = tmp_path / "receipt.json"
+    assert sh(capsys, "computation", "receipt", cid, "-o", str(receipt))[0] == 0
+    proof = Path(f"{receipt}.tlog-proof")
+
+    # an edited receipt is not the logged one
+    doc = json.loads(receipt.read_bytes())
+    doc["payload"]["exit"]["reason"] = "edited"
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(doc))
+    rc, _, err = sh(capsys, "log", "verify", str(edited), "--proof", str(proof), "--log-key", vkey)
+    assert rc == 2 and "tlog-proof-invalid" in err
+    # whitespace and key order do not matter (the leaf is over the canonical form)
+    pretty = tmp_path / "pretty.json"
+    pretty.write_text(json.dumps(json.loads(receipt.read_bytes()), indent=4))
+    assert (
+        sh(capsys, "log", "verify", str(pretty), "--proof", str(proof), "--log-key", vkey)[0] == 0
+    )
+    # a key the verifier did not name: the checkpoint is not trusted
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from sealroom.tlog import note
+
+    other = note.Signer("sealroom.local/log", Ed25519PrivateKey.generate())
+    rc, _, err = sh(capsys, "log", "verify", str(receipt), "--log-key", other.verifier.vkey())
+    assert rc == 2 and "tlog-signature-missing" in err
+    # the log signs a checkpoint for the same size with another root: a fork
+    forged_cp = tmp_path / "forged.cp"
+    from sealroom.tlog.checkpoint import Checkpoint
+
+    forged_cp.write_text(Checkpoint("sealroom.local/log", 1, bytes(32)).sign(env.cp.tlog.signer))
+    rc, _, err = sh(
+        capsys, "log", "verify", str(receipt), "--log-key", vkey, "--checkpoint", str(forged_cp)
+    )
+    assert rc == 2 and "forked" in err
+    # witness: a rewritten log (new root not extending the old) is caught
+    old = tmp_path / "old.cp"
+    old.write_text(env.cp.tlog.checkpoint())
+    env.cp.tlog.append(Kind.HEARTBEAT, {"n": 1})
+    rewritten = tmp_path / "rewritten.cp"
+    rewritten.write_text(Checkpoint("sealroom.local/log", 2, bytes(32)).sign(env.cp.tlog.signer))
+    rc, _, err = sh(
+        capsys, "log", "witness", str(old), str(rewritten), "--log-key", vkey, "--log", url
+    )
+    assert rc == 2 and "tlog-proof-invalid" in err
+    # a proof file with a flipped hash
+    new = tmp_path / "new.cp"
+    new.write_text(env.cp.tlog.checkpoint())
+    pf = tmp_path / "proof.txt"
+    pf.write_text(base64.b64encode(bytes(32)).decode() + "\n")
+    rc, _, err = sh(
+        capsys, "log", "witness", str(old), str(new), "--log-key", vkey, "--proof", str(pf)
+    )
+    assert rc == 2
+    # no proof source at all
+    rc, _, err = sh(capsys, "log", "witness", str(old), str(new), "--log-key", vkey)
+    assert rc == 1 and "tlog-proof-missing" in err
+    # a malformed vkey
+    rc, _, err = sh(capsys, "log", "verify", str(receipt), "--log-key", "nonsense+zz+AA")
+    assert rc == 1
