@@ -110,6 +110,14 @@ FORBIDDEN = {
         "sealroom.testing",
     ),
     "errors.py": ("sealroom.attestation.kinds", *WEB_DB),
+    # the key broker (ADR 0024): below the control plane and the CLI
+    "kbs": (
+        "sealroom.cli",
+        "sealroom.controlplane",
+        "sealroom.hostagent",
+        "sealroom.runtime",
+        "sealroom.client",
+    ),
 }
 
 
@@ -158,6 +166,10 @@ RUNTIME_ALLOWED = (
     "sealroom.files",  # bottom layer: standard library + errors (private writes, wipe_tree)
     "sealroom.manifest",
     "sealroom.protocol",
+    # the guest side of the key broker protocol (ADR 0024): no web framework, no DB
+    "sealroom.kbs.client",
+    "sealroom.kbs.protocol",
+    "sealroom.kbs.jwe",
 )
 PROTOCOL_ALLOWED = (
     "sealroom.protocol",
@@ -183,3 +195,26 @@ def test_protocol_is_a_bottom_layer(path: Path) -> None:
     own = [m for m in _imports(path) if m == "sealroom" or m.startswith("sealroom.")]
     bad = [m for m in own if not any(m == a or m.startswith(a + ".") for a in PROTOCOL_ALLOWED)]
     assert not bad, f"{path.relative_to(SRC)} imports {bad}"
+
+
+KBS_GUEST_SIDE = ("client.py", "protocol.py", "jwe.py", "seams.py")
+KBS_GUEST_ALLOWED = (
+    "sealroom.kbs.protocol",
+    "sealroom.kbs.jwe",
+    "sealroom.kbs.seams",
+    "sealroom.errors",
+    "sealroom.attestation",
+    "sealroom.crypto",
+)
+
+
+@pytest.mark.parametrize("name", KBS_GUEST_SIDE)
+def test_kbs_guest_side_imports_no_web_framework_or_database(name: str) -> None:
+    """The enclave runtime imports the KBS client: it and what it imports stay free of web
+    frameworks and databases (ADR 0024)."""
+    path = SRC / "kbs" / name
+    mods = _imports(path)
+    web = [m for m in mods if any(m == b or m.startswith(b + ".") for b in WEB_DB)]
+    own = [m for m in mods if m.startswith("sealroom.")]
+    bad = [m for m in own if not any(m == a or m.startswith(a + ".") for a in KBS_GUEST_ALLOWED)]
+    assert not web and not bad, f"kbs/{name} imports {web + bad}"
