@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import shutil
 import ssl
 import time
@@ -448,3 +449,46 @@ def test_bad_manifest_file_is_a_clear_error(tmp_path: Path, home: Path) -> None:
     bad.write_text('{"version": 1}')
     with pytest.raises(InvalidInputError):
         launch_local(bad, tee="sim", home=home)
+
+
+def test_large_upload_negatives_on_the_pipelined_path(
+    tmp_path: Path, home: Path, parties: Parties, enclave_factory: Any
+) -> None:
+    """Uploads larger than one receive buffer go through the two-thread receiver (ADR
+    0038): a wrong last byte, a body that stops one byte short and an oversize body are
+    refused exactly as small ones are, and nothing is kept."""
+    from sealroom.runtime import ingest
+
+    big = os.urandom(ingest.BUFFER * ingest.DEPTH * 2 + 4321)
+    files = write_inputs(tmp_path, a=big)
+    path = make_manifest(tmp_path, parties, files, mid="big")
+    doc = json.loads(path.read_text())
+    doc["datasets"][0]["max_size"] = len(big)
+    path.write_text(json.dumps(doc))
+    enc = enclave_factory(path)
+    c = client(enc.url, path, home)
+    att = c.attest()
+    sha = hashlib.sha256(big).digest()
+    sig = parties.dp1.sign(
+        upload_message(Manifest.load(path).manifest_hash, "a", sha, len(big), att.keys.digest)
+    )
+    headers = {"Content-Length": str(len(big)), H_SHA256: sha.hex(), H_SIGNATURE: sig.hex()}
+    # hash mismatch in the very last chunk
+    status, body = _raw_put(enc.url, "/slots/a", headers, big[:-1] + bytes([big[-1] ^ 1]))
+    assert (status, body["type"]) == (422, "upload-hash-mismatch")
+    # truncated by one byte, the connection then closed
+    _truncated_put(enc.url, "/slots/a", headers, big[:-1])
+    for _ in range(50):
+        if any(ev.code == "upload-truncated" for ev in c.events(0)):
+            break
+        c.events(len(c.events(0)), wait=0.2)
+    assert any(ev.code == "upload-truncated" for ev in c.events(0))
+    # oversize: one byte over max_size, refused from the headers before any byte is read
+    status, body = _raw_put(
+        enc.url, "/slots/a", {**headers, "Content-Length": str(len(big) + 1)}, big + b"x"
+    )
+    assert (status, body["type"]) == (400, "upload-too-large")
+    assert c.status().slots["a"] == "empty"
+    # the genuine upload is accepted once, whole
+    assert c.upload("a", files / "a.txt", parties.dp1).size == len(big)
+    assert c.status().slots["a"] == "filled"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import json
 import os
 import secrets
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -277,7 +278,7 @@ class EnclaveClient:
         self,
         path: str,
         headers: dict[str, str],
-        body: BinaryIO,
+        body: io.BufferedIOBase,
         size: int,
         progress: Callable[[int, int], None] | None,
     ) -> UploadAnswer:
@@ -289,17 +290,19 @@ class EnclaveClient:
             sent = 0
             sock = conn.sock
             assert sock is not None
+            # One buffer for the whole upload, refilled in place: no allocation per chunk.
+            buf = memoryview(bytearray(CHUNK))
             try:
                 while sent < size:
                     # The enclave may refuse from the headers alone (signature, size): it
                     # answers at once, and we stop sending instead of streaming gigabytes.
                     if select.select([sock], [], [], 0)[0]:
                         break
-                    chunk = body.read(CHUNK)
-                    if not chunk:
+                    n = body.readinto(buf)
+                    if not n:
                         break
-                    conn.send(chunk)
-                    sent += len(chunk)
+                    sock.sendall(buf[:n])
+                    sent += n
                     if progress:
                         progress(sent, size)
             except (BrokenPipeError, ConnectionResetError):

@@ -7,7 +7,6 @@ lives under ``workdir`` (enclave storage) and is wiped by ``close()``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import io
 import json
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from sealroom.attestation.binding import ReportDataInputs, sealroom_report_data
 from sealroom.attestation.evidence import EvidenceBundle
@@ -56,15 +55,13 @@ from sealroom.protocol.enclave_api import (
     UploadAnswer,
 )
 from sealroom.protocol.receipt import receipt_core, sign_receipt
+from sealroom.runtime import ingest
 from sealroom.runtime import state as sm
 from sealroom.runtime.archive import archive_dir, safe_extract
 from sealroom.runtime.enclave_keys import EnclaveKeys
 from sealroom.runtime.sandbox import Limits, RunOutcome, run_algorithm
 from sealroom.tee.base import EvidenceProvider
 
-# Upload receive size: 64 KiB cut the runtime's CPU per GiB by about a third against
-# 1 MiB reads through the buffered TLS reader (bench/ingest_bench.py, docs/bench.md).
-CHUNK = 64 << 10
 MAX_EVENTS = 10_000
 MAX_EVENT_TEXT = 4096
 EXTRACT_FACTOR = 10  # an archive may unpack to at most 10x its declared maximum size
@@ -285,7 +282,7 @@ class Computation:
 
     # ---- uploads ----------------------------------------------------------------------
     def upload(
-        self, slot: str, *, size: int, sha256_hex: str, signature_hex: str, body: BinaryIO
+        self, slot: str, *, size: int, sha256_hex: str, signature_hex: str, body: ingest.Readable
     ) -> UploadAnswer:
         """Stream one upload into enclave storage. Nothing is kept unless it verified."""
         with self._lock:
@@ -360,23 +357,17 @@ class Computation:
                 code="upload-signature-invalid",
             ) from e
 
-    def _receive(self, spec: Slot, size: int, body: BinaryIO, partial: Path) -> bytes:
-        h = hashlib.sha256()
-        remaining = size
+    def _receive(self, spec: Slot, size: int, body: ingest.Readable, partial: Path) -> bytes:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            while remaining > 0:
-                chunk = body.read(min(CHUNK, remaining))
-                if not chunk:
-                    raise InvalidInputError(
-                        f"slot {spec.name!r}: upload ended after {size - remaining} of {size} "
-                        "bytes (truncated)",
-                        code="upload-truncated",
-                    )
-                h.update(chunk)
-                out.write(chunk)
-                remaining -= len(chunk)
-        return h.digest()
+        try:
+            return ingest.receive(body, size, fd)
+        except ingest.Truncated as e:
+            raise InvalidInputError(
+                f"slot {spec.name!r}: upload ended after {e.received} of {size} bytes (truncated)",
+                code="upload-truncated",
+            ) from None
+        finally:
+            os.close(fd)
 
     def _install(self, spec: Slot, partial: Path) -> None:
         if spec.name == ALGORITHM_SLOT:
