@@ -218,3 +218,33 @@ def test_forged_receipt_is_not_logged(env: Env) -> None:
         >= 400
     )
     assert env.cp.tlog.size() == 0
+
+
+def test_proof_queries_use_the_primary_key(env: Env) -> None:
+    """Defect: the batched node look-up used a row-value IN ((level, idx), ...), which
+    SQLite answered by scanning the whole node table on every proof; each query a proof
+    runs must be a primary-key search."""
+    from sqlalchemy import event
+
+    log = env.cp.tlog
+    log.append_many(payloads(1000))
+    seen: list[tuple[str, Any]] = []
+
+    def grab(conn: Any, cursor: Any, stmt: str, params: Any, ctx: Any, many: bool) -> None:
+        if "tlog_" in stmt and not stmt.startswith("EXPLAIN"):
+            seen.append((stmt, params))
+
+    engine = env.cp.store.engine
+    event.listen(engine, "before_cursor_execute", grab)
+    try:
+        log._cache.clear()
+        log.inclusion(517, 1000)
+        log.consistency(300, 1000)
+    finally:
+        event.remove(engine, "before_cursor_execute", grab)
+    assert seen
+    with engine.connect() as c:
+        for stmt, params in seen:
+            plan = c.exec_driver_sql("EXPLAIN QUERY PLAN " + stmt, params).fetchall()
+            details = " ".join(str(row[-1]) for row in plan)
+            assert "SCAN tlog_" not in details, (stmt, details)
