@@ -323,7 +323,75 @@ def test_client_with_bad_measurement_is_refused_alone(federation: Callable[..., 
     _stop(poc)
 
 
-def test_replayed_token_is_refused(federation: Callable[..., Poc]) -> None:
+def _job(root: Path) -> Path:
+    """A one-round numpy FedAvg job (NVFlare's own NPTrainer), deployable to any client."""
+    job = root / "np-job"
+    (job / "app" / "config").mkdir(parents=True)
+    (job / "meta.json").write_text(
+        json.dumps(
+            {
+                "name": "np-job",
+                "resource_spec": {},
+                "deploy_map": {"app": ["@ALL"]},
+                "min_clients": 1,
+            }
+        )
+    )
+    server = {
+        "format_version": 2,
+        "workflows": [
+            {
+                "id": "sag",
+                "path": "nvflare.app_common.workflows.scatter_and_gather.ScatterAndGather",
+                "args": {
+                    "min_clients": 1,
+                    "num_rounds": 1,
+                    "wait_time_after_min_received": 0,
+                    "aggregator_id": "aggregator",
+                    "persistor_id": "persistor",
+                    "shareable_generator_id": "shareable_generator",
+                    "train_task_name": "train",
+                    "train_timeout": 60,
+                },
+            }
+        ],
+        "components": [
+            {
+                "id": "persistor",
+                "path": "nvflare.app_common.np.np_model_persistor.NPModelPersistor",
+                "args": {},
+            },
+            {
+                "id": "shareable_generator",
+                "path": "nvflare.app_common.shareablegenerators.full_model_shareable_generator."
+                "FullModelShareableGenerator",
+                "args": {},
+            },
+            {
+                "id": "aggregator",
+                "path": "nvflare.app_common.aggregators.intime_accumulate_model_aggregator."
+                "InTimeAccumulateWeightedAggregator",
+                "args": {"expected_data_kind": "WEIGHTS"},
+            },
+        ],
+    }
+    client = {
+        "format_version": 2,
+        "executors": [
+            {
+                "tasks": ["train"],
+                "executor": {"path": "nvflare.app_common.np.np_trainer.NPTrainer", "args": {}},
+            }
+        ],
+    }
+    (job / "app" / "config" / "config_fed_server.json").write_text(json.dumps(server))
+    (job / "app" / "config" / "config_fed_client.json").write_text(json.dumps(client))
+    return job
+
+
+def test_replayed_token_is_refused_and_the_job_deploys_without_it(
+    federation: Callable[..., Poc],
+) -> None:
     poc = federation(replay=True)
     _wait(
         "the server to refuse site-2's replayed token",
@@ -332,4 +400,32 @@ def test_replayed_token_is_refused(federation: Callable[..., Poc]) -> None:
     )
     # Its first presentation was fresh and accepted: the refusal is the replay, nothing else.
     assert _ok(poc, "server", "site-2") >= 1
+    # Exclude, not shut down: a job submitted now is deployed to site-1 only.
+    r = subprocess.run(
+        [
+            _nvflare(),
+            "job",
+            "submit",
+            "-j",
+            str(_job(poc.root)),
+            "--startup-kit",
+            str(poc.prod / "admin@nvidia.com"),
+        ],
+        env=poc.env,
+        cwd=poc.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    _wait(
+        "the job to be deployed to site-1",
+        lambda: (
+            "job not deployed to site-2" in poc.log("server")
+            and any(p.is_dir() and len(p.name) == 36 for p in (poc.prod / "site-1").iterdir())
+        ),
+        poc,
+    )
+    assert not [p for p in (poc.prod / "site-2").iterdir() if p.is_dir() and len(p.name) == 36]
+    assert poc.procs["server"].poll() is None
     _stop(poc)

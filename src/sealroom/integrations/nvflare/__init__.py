@@ -6,7 +6,7 @@ policy instead of a federation shutdown. Needs the ``nvflare`` extra
 (``pip install 'sealroom[nvflare]'``).
 """
 
-from sealroom.integrations.nvflare.authorizer import NAMESPACE, SealroomAuthorizer
+from sealroom.integrations.nvflare.authorizer import NAMESPACE, SealroomAuthorizer, Verdict
 from sealroom.integrations.nvflare.manager import SealroomCCManager
 
-__all__ = ["NAMESPACE", "SealroomAuthorizer", "SealroomCCManager"]
+__all__ = ["NAMESPACE", "SealroomAuthorizer", "SealroomCCManager", "Verdict"]

@@ -22,6 +22,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,19 @@ def _read(path: str, what: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as e:
         raise ValueError(f"sealroom authorizer: cannot read {what} {path}: {e}") from e
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One verification, for listeners (the manager's core) and the verdict log. ``site``
+    of a refusal is what the refused token claims (None if unreadable): a claim."""
+
+    verifier: str
+    site: str | None
+    ok: bool
+    code: str
+    detail: str
+    expires_at: int
 
 
 def _claimed_site(token: str) -> str | None:
@@ -97,6 +112,7 @@ class SealroomAuthorizer(CCAuthorizer):  # type: ignore[misc]  # nvflare ships n
         self.site = str(cns[0].value)
         self.federation = federation
         self.window = int(window)
+        self.listeners: list[Callable[[Verdict], None]] = []
         self.verdict_log = verdict_log
         roots = [
             x509.load_pem_x509_certificate(_read(p, "extra root")) for p in (extra_roots or [])
@@ -139,24 +155,38 @@ class SealroomAuthorizer(CCAuthorizer):  # type: ignore[misc]  # nvflare ships n
                 e.code,
                 e.message,
             )
-            self._record(claimed, False, e.code, e.message)
+            self._record(Verdict(self.site, claimed, False, e.code, e.message, 0))
             return False
         sim = " (SIMULATED)" if verdict.simulated else ""
         log.info("sealroom: %s accepted site %s%s", self.site, verdict.site, sim)
-        self._record(verdict.site, True, "accepted", f"token {verdict.token_id}{sim}")
+        self._record(
+            Verdict(
+                self.site,
+                verdict.site,
+                True,
+                "accepted",
+                f"token {verdict.token_id}{sim}",
+                verdict.expires_at,
+            )
+        )
         return True
 
-    def _record(self, site: str | None, ok: bool, code: str, detail: str) -> None:
+    def _record(self, verdict: Verdict) -> None:
+        for listener in self.listeners:
+            try:
+                listener(verdict)
+            except Exception:  # a listener's bug must not turn a verdict into a crash
+                log.exception("sealroom: verdict listener failed")
         if self.verdict_log is None:
             return
         entry: dict[str, Any] = {
             "at": datetime.now(UTC).isoformat(),
             "unix": time.time(),
-            "verifier": self.site,
-            "site": site,
-            "ok": ok,
-            "code": code,
-            "detail": detail,
+            "verifier": verdict.verifier,
+            "site": verdict.site,
+            "ok": verdict.ok,
+            "code": verdict.code,
+            "detail": verdict.detail,
         }
         fd = os.open(self.verdict_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
