@@ -186,3 +186,21 @@ def test_vkey_whose_base64_has_a_plus_parses() -> None:
         seen += "+" in v.vkey().split("+", 2)[2]
         assert note.Verifier.parse(v.vkey()) == v
     assert seen > 0
+
+
+@given(st.binary(max_size=600))
+def test_checkpoint_and_proof_parsers_never_crash(data: bytes) -> None:
+    for parse in (Checkpoint.parse_text, TlogProof.parse, tiles.parse_bundle):
+        try:
+            parse(data)
+        except InvalidInputError:
+            pass
+
+
+@given(st.text(max_size=80))
+def test_tile_path_parser_never_crashes(path: str) -> None:
+    try:
+        ref = tiles.parse_path(path)
+    except InvalidInputError:
+        return
+    assert ref.path() == path
