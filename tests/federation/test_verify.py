@@ -76,10 +76,15 @@ def _key() -> str:
     )
 
 
+@pytest.fixture(scope="module")
+def authority() -> SimAuthority:
+    # one sim authority for the module: issuing its RSA chain takes seconds
+    return SimAuthority.ephemeral(T0 - timedelta(days=1))
+
+
 @pytest.fixture
-def world() -> tuple[SimAuthority, Clock]:
-    clock = Clock()
-    return SimAuthority.ephemeral(T0 - timedelta(days=1)), clock
+def world(authority: SimAuthority) -> tuple[SimAuthority, Clock]:
+    return authority, Clock()
 
 
 def _site(
@@ -226,7 +231,8 @@ def test_binding_edited_after_the_evidence_was_made(world: tuple[SimAuthority, C
 
 def test_evidence_from_an_untrusted_root(world: tuple[SimAuthority, Clock]) -> None:
     site = _site(world)
-    v = PeerVerifier(_policy(), extra_roots=(SimAuthority.ephemeral(T0).root,), clock=world[1])
+    other = SimAuthority.ephemeral(T0)
+    v = PeerVerifier(_policy(), extra_roots=(other.root,), clock=world[1])
     with pytest.raises(AttestationError):
         v.verify(
             site.answer("job-1", v.challenge()),
@@ -338,3 +344,44 @@ def test_no_channel_binding_at_all_is_refused(world: tuple[SimAuthority, Clock])
 def test_malformed_token(world: tuple[SimAuthority, Clock], text: str) -> None:
     with pytest.raises(MalformedEvidenceError):
         _verifier(world).verify(text, Expectation("fed", "job-1", "site-1", _key()))
+
+
+class OtherBindingTee(SimTee):
+    """A second device whose evidence was made for some other request."""
+
+    def collect(self, report_data: bytes) -> EvidenceItem:
+        return super().collect(hashlib.sha512(b"another request").digest())
+
+
+def test_every_item_of_a_multi_device_token_is_bound(world: tuple[SimAuthority, Clock]) -> None:
+    auth, clock = world
+    two = TokenIssuer(
+        federation="fed",
+        site="site-1",
+        channel_key=_key(),
+        providers=[SimTee(auth, GOOD, clock), SimTee(auth, GOOD, clock)],
+        clock=clock,
+    )
+    v = _verifier(world)
+    verdict = v.verify(
+        two.answer("job-1", v.challenge()), Expectation("fed", "job-1", "site-1", two.channel_key)
+    )
+    assert len(verdict.result.submods) == 2
+
+
+def test_second_device_evidence_not_bound(world: tuple[SimAuthority, Clock]) -> None:
+    auth, clock = world
+    mixed = TokenIssuer(
+        federation="fed",
+        site="site-1",
+        channel_key=_key(),
+        providers=[SimTee(auth, GOOD, clock), OtherBindingTee(auth, GOOD, clock)],
+        clock=clock,
+    )
+    v = _verifier(world)
+    with pytest.raises(AttestationError) as e:
+        v.verify(
+            mixed.answer("job-1", v.challenge()),
+            Expectation("fed", "job-1", "site-1", mixed.channel_key),
+        )
+    assert e.value.code == "federation-binding-mismatch"
