@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -204,3 +207,49 @@ def test_verify_refuses_forgeries(
     # a malformed vkey
     rc, _, err = sh(capsys, "log", "verify", str(receipt), "--log-key", "nonsense+zz+AA")
     assert rc == 1
+
+
+GOVERIFY = Path(__file__).resolve().parents[1] / "tlog" / "goverify" / "main.go"
+
+
+def test_go_reference_implementation_accepts_the_log(live: tuple[Env, str], tmp_path: Path) -> None:
+    """Go's golang.org/x/mod/sumdb/note and sumdb/tlog (Debian golang-golang-x-mod-dev;
+    the implementations C2SP signed-note and tlog-tiles come from) verify our checkpoint
+    signature and vkey, authenticate our tiles against the root, and accept our inclusion
+    and consistency proofs, for a log of 300 entries (a full tile and a partial one)."""
+    go = shutil.which("go")
+    if go is None or not Path("/usr/share/gocode/src/golang.org/x/mod/sumdb").is_dir():
+        pytest.skip("needs Debian golang-go and golang-golang-x-mod-dev (scripts/bootstrap.sh)")
+    env, url = live
+    env.cp.tlog.append_many([(Kind.HEARTBEAT, {"n": i}) for i in range(300)])
+    goenv = {
+        **os.environ,
+        "GO111MODULE": "off",
+        "GOPATH": "/usr/share/gocode",
+        "GOCACHE": str(tmp_path / "gocache"),
+        "GOFLAGS": "",
+    }
+    exe = tmp_path / "goverify"
+    subprocess.run([go, "build", "-o", str(exe), str(GOVERIFY)], env=goenv, check=True, timeout=600)
+    r = subprocess.run(
+        [str(exe), url, env.cp.tlog.vkey()], capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0 and r.stdout.strip() == "ok 300", r.stderr
+    # and it does fail: another key's checkpoint, or a log whose entry was rewritten
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from sealroom.tlog import note
+
+    other = note.Signer("sealroom.local/log", Ed25519PrivateKey.generate()).verifier.vkey()
+    r = subprocess.run([str(exe), url, other], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1 and "checkpoint" in r.stderr
+    from sqlalchemy import update
+
+    from sealroom.controlplane.store.models import TlogEntry
+
+    with env.cp.store.session() as s:
+        s.execute(update(TlogEntry).where(TlogEntry.idx == 7).values(data=b'{"rewritten":1}'))
+    r = subprocess.run(
+        [str(exe), url, env.cp.tlog.vkey()], capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 1 and "record 7" in r.stderr
