@@ -8,7 +8,7 @@ VENV=${SEALROOM_VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 # Debian packages the test-suite and the run command use (checked one by one, installed
 # only where missing, so a developer machine is left alone).
-APT_PACKAGES=(python3-venv python3-dev gcc make git openssl swtpm swtpm-tools tpm2-tools bubblewrap libseccomp2 postgresql chromium golang-go golang-golang-x-mod-dev)
+APT_PACKAGES=(python3-venv python3-dev gcc make git openssl swtpm swtpm-tools tpm2-tools bubblewrap libseccomp2 postgresql chromium golang-go golang-golang-x-mod-dev softhsm2)
 
 # python3-venv/python3-dev matter only when the interpreter cannot make a venv itself.
 if "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then

@@ -15,12 +15,10 @@ identity (lower ``tcbEvaluationDataNumber``) than one already seen is refused.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +27,7 @@ from typing import Any
 from sealroom.attestation.collateral import FileCollateralHistory, SeenMark
 from sealroom.collateral_online.content import Facts
 from sealroom.errors import InvalidInputError, UnavailableError
-from sealroom.files import write_private
+from sealroom.files import exclusive_lock, write_private
 
 
 @dataclass(frozen=True)
@@ -170,14 +168,8 @@ class CollateralCache:
 
     # --- rollback marks -------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return exclusive_lock(self.root / ".lock")
 
     def _advance(self, facts: Facts) -> None:
         assert facts.series is not None
