@@ -27,6 +27,7 @@ Not part of CI.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -64,15 +65,28 @@ def pg_cluster() -> Iterator[str | None]:
         yield None
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (/proc/PID/stat), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 @contextmanager
-def serve(db_url: str, data_dir: Path) -> Iterator[str]:
+def serve(db_url: str, data_dir: Path, profile: str | None = None) -> Iterator[tuple[str, int]]:
     """`python -m sealroom.controlplane` in its own process (as deployed), so the load
-    generator does not share the server's interpreter lock."""
+    generator does not share the server's interpreter lock. ``profile``: run it under
+    cProfile, written to that file when the server stops."""
     port = free_port()
     env = {**os.environ, "SEALROOM_ADMIN_KEY": ADMIN}
+    prof = ["-m", "cProfile", "-o", profile] if profile else []
     proc = subprocess.Popen(
         [
             sys.executable,
+            *prof,
             "-m",
             "sealroom.controlplane",
             "--data-dir",
@@ -100,7 +114,7 @@ def serve(db_url: str, data_dir: Path) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("control plane did not start")
             time.sleep(0.1)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -133,12 +147,30 @@ def manifest() -> dict[str, Any]:
 
 
 def run_one(
-    label: str, db_url: str, hosts: int, comps: int, workers: int, hb_rate: float
+    label: str,
+    db_url: str,
+    hosts: int,
+    comps: int,
+    workers: int,
+    hb_rate: float,
+    *,
+    replicas: int = 1,
+    rate: float = 0.0,
+    profile: str | None = None,
 ) -> dict[str, float]:
+    """``replicas`` control-plane processes on one database (clients spread over them);
+    ``rate`` > 0 paces the creates at that many per second (else as fast as they go)."""
     h = {"Authorization": f"Bearer {ADMIN}"}
-    with tempfile.TemporaryDirectory(prefix="sealroom-bench-") as d, serve(db_url, Path(d)) as url:
-        port = int(url.rsplit(":", 1)[1])
+    with contextlib.ExitStack() as stack:
+        d = stack.enter_context(tempfile.TemporaryDirectory(prefix="sealroom-bench-"))
+        servers = [
+            stack.enter_context(serve(db_url, Path(d) / f"r{i}", profile if i == 0 else None))
+            for i in range(replicas)
+        ]
+        ports = [int(url.rsplit(":", 1)[1]) for url, _ in servers]
         local = threading.local()
+        counter = iter(range(1 << 30))
+        counter_lock = threading.Lock()
 
         def call(
             method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
@@ -147,7 +179,9 @@ def run_one(
             # than httpx, so the client takes less of the machine's CPU from the server.
             c: http.client.HTTPConnection | None = getattr(local, "c", None)
             if c is None:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                with counter_lock:
+                    n = next(counter)
+                c = http.client.HTTPConnection("127.0.0.1", ports[n % len(ports)], timeout=120)
                 local.c = c
             data = json.dumps(body).encode() if body is not None else None
             c.request(method, path, body=data, headers={**(headers or {}), "Content-Type": JSON})
@@ -205,8 +239,11 @@ def run_one(
         doc = manifest()
         lat: list[float] = []
         lock = threading.Lock()
+        begin = time.perf_counter()
 
-        def create(_: int) -> None:
+        def create(i: int) -> None:
+            if rate > 0:  # open loop: request i is due at begin + i / rate
+                time.sleep(max(0.0, begin + i / rate - time.perf_counter()))
             start = time.perf_counter()
             st, body = call("POST", "/api/v1/computations", {"manifest": doc}, h)
             dt = time.perf_counter() - start
@@ -215,25 +252,38 @@ def run_one(
             with lock:
                 lat.append(dt)
 
+        cpu0 = [cpu_seconds(pid) for _, pid in servers]
+        self0 = os.times()
         t0 = time.perf_counter()
+        begin = t0
         with ThreadPoolExecutor(workers) as ex:
             list(ex.map(create, range(comps)))
         wall = time.perf_counter() - t0
+        cpu = sum(cpu_seconds(pid) - c0 for (_, pid), c0 in zip(servers, cpu0, strict=True))
+        self1 = os.times()
+        gen_cpu = (self1.user - self0.user) + (self1.system - self0.system)
         stop.set()
         hb.join()
-        rate = comps / wall
+        got = comps / wall
         out = {
-            "rate": rate,
+            "rate": got,
             "p50": pct(lat, 50),
             "p99": pct(lat, 99),
             "hb_p50": pct(hb_lat, 50) if hb_lat else 0.0,
             "hb_p99": pct(hb_lat, 99) if hb_lat else 0.0,
             "hb_n": float(len(hb_lat)),
+            "server_cpu": cpu,
+            "per_cpu_s": comps / cpu if cpu else 0.0,
         }
+        paced = f" (paced at {rate:.0f}/s)" if rate > 0 else ""
         print(
-            f"[{label}] {comps} placements in {wall:.1f} s: {rate:.0f} placements/s; "
+            f"[{label}] {comps} placements{paced} in {wall:.1f} s: {got:.0f} placements/s; "
             f"create p50 {out['p50']:.1f} ms p99 {out['p99']:.1f} ms; "
-            f"{len(hb_lat)} heartbeats p50 {out['hb_p50']:.1f} ms p99 {out['hb_p99']:.1f} ms"
+            f"{len(hb_lat)} heartbeats p50 {out['hb_p50']:.1f} ms p99 {out['hb_p99']:.1f} ms\n"
+            f"[{label}] server CPU {cpu:.1f} s over {wall:.1f} s "
+            f"({cpu / wall:.2f} cores, {replicas} process{'es' if replicas > 1 else ''}): "
+            f"{out['per_cpu_s']:.0f} placements per server CPU-second; load generator "
+            f"{gen_cpu:.1f} CPU s; {load()}"
         )
         return out
 
@@ -246,17 +296,36 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--hb-rate", type=float, default=100.0, help="heartbeats per second")
     ap.add_argument("--pg-url", default=None)
+    ap.add_argument(
+        "--replicas", type=int, default=1, help="control-plane processes (PostgreSQL only)"
+    )
+    ap.add_argument("--rate", type=float, default=0.0, help="pace creates at N/s (0: flat out)")
+    ap.add_argument("--profile", default=None, help="cProfile the (first) server into FILE")
     a = ap.parse_args()
+    kw: dict[str, Any] = {"rate": a.rate, "profile": a.profile}
     results: dict[str, dict[str, float]] = {}
     if a.db in ("sqlite", "both"):
         with tempfile.TemporaryDirectory() as d:
             results["sqlite"] = run_one(
-                "sqlite", f"sqlite:///{d}/bench.db", a.hosts, a.computations, a.workers, a.hb_rate
+                "sqlite",
+                f"sqlite:///{d}/bench.db",
+                a.hosts,
+                a.computations,
+                a.workers,
+                a.hb_rate,
+                **kw,
             )
     if a.db in ("postgresql", "both"):
         if a.pg_url:
             results["postgresql"] = run_one(
-                "postgresql", a.pg_url, a.hosts, a.computations, a.workers, a.hb_rate
+                "postgresql",
+                a.pg_url,
+                a.hosts,
+                a.computations,
+                a.workers,
+                a.hb_rate,
+                replicas=a.replicas,
+                **kw,
             )
         else:
             with pg_cluster() as url:
@@ -264,17 +333,24 @@ def main() -> None:
                     print("[postgresql] skipped: no PostgreSQL binaries under /usr/lib/postgresql")
                 else:
                     results["postgresql"] = run_one(
-                        "postgresql", url, a.hosts, a.computations, a.workers, a.hb_rate
+                        "postgresql",
+                        url,
+                        a.hosts,
+                        a.computations,
+                        a.workers,
+                        a.hb_rate,
+                        replicas=a.replicas,
+                        **kw,
                     )
     print()
     print(
         f"{'database':<11} {'placements/s':>12} {'target':>7} {'ratio':>6} "
-        f"{'p50 ms':>7} {'p99 ms':>7}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'server CPU s':>12} {'per CPU-s':>9}"
     )
     for name, r in results.items():
         print(
             f"{name:<11} {r['rate']:>12.0f} {TARGET:>7.0f} {r['rate'] / TARGET:>6.2f} "
-            f"{r['p50']:>7.1f} {r['p99']:>7.1f}"
+            f"{r['p50']:>7.1f} {r['p99']:>7.1f} {r['server_cpu']:>12.1f} {r['per_cpu_s']:>9.0f}"
         )
     print(
         f"(target = design.md: >= {TARGET:.0f} placements/s with {a.hosts} registered hosts; "

@@ -933,3 +933,39 @@ def test_capacity_held_until_enclave_known_stopped(env: Env) -> None:
     env.heartbeat(cred, cpu_total=2)  # gone from the host's list: known stopped
     assert env.state(b) == "destroyed"
     env.create(manifest_doc(env.parties, vcpus=2))
+
+
+def test_account_quota_binds_without_default_limits(make_env: Callable[..., Env]) -> None:
+    """A create skips summing an account's holdings when no limit applies (issue 16); an
+    account's own limit, with no default set, still binds."""
+    env = make_env()
+    env.agent("h1", cpus=16, mem=1 << 20)
+    acc, user = env.user("limited")
+    env.create(manifest_doc(env.parties), user)
+    env.create(manifest_doc(env.parties), user)  # no limit at all: both placed
+    r = env.client.put(f"/api/v1/accounts/{acc}/quota", json={"computations": 3}, headers=env.h())
+    assert r.status_code == 200, r.text
+    env.create(manifest_doc(env.parties), user)
+    p = assert_problem(
+        env.client.post(
+            "/api/v1/computations",
+            json={"manifest": manifest_doc(env.parties)},
+            headers=env.h(user),
+        ),
+        429,
+        "quota-exceeded",
+    )
+    assert "at most 3 computations" in p["detail"] and "holds 3" in p["detail"]
+
+
+def test_heartbeat_that_frees_capacity_places_the_queue_without_a_tick(env: Env) -> None:
+    """Heartbeats run the queue only when they changed some capacity (issue 16): the one
+    that reports the enclave gone places the queued computation at once."""
+    _, cred = env.agent("h1", cpus=1)
+    a = env.create(manifest_doc(env.parties))
+    q = env.create(manifest_doc(env.parties), queue=True)
+    env.heartbeat(cred, [reached(a["id"], "failed", "boom")])
+    env.heartbeat(cred, [reached(a["id"], "failed", "boom")])  # nothing changed
+    assert env.state(q["id"]) == "created"
+    env.heartbeat(cred, [stopped(a["id"])])
+    assert env.state(q["id"]) == "scheduled"

@@ -261,7 +261,11 @@ class HostService:
                 desired.append(
                     Desired(computation_id=c.id, action="run", manifest=c.manifest, tee=c.tee)
                 )
-        self.comps.schedule_queue()
+            freed = self.comps.changed
+        if freed:
+            # Only a heartbeat that changed some capacity can let a queued computation in;
+            # the others leave the queue to the periodic tick (ControlPlane.tick).
+            self.comps.schedule_queue()
         return desired
 
     def _apply_report(self, s: Session, c: Computation, rep: EnclaveReport) -> None:
