@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -83,7 +84,30 @@ def _wait(what: str, cond: Callable[[], bool], poc: Poc) -> None:
     )
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _loopback_only(prod: Path) -> None:
+    """POC kits name the server 'server:8002', which NVFlare binds on every interface; a
+    loopback target makes it bind 127.0.0.1 only (and a free port avoids collisions)."""
+    port = _free_port()
+    for path in prod.glob("*/startup/fed_*.json"):
+        doc = json.loads(path.read_text())
+        for server in doc.get("servers", []):
+            server["service"]["target"] = f"127.0.0.1:{port}"
+            if "admin_port" in server:
+                server["admin_port"] = port
+        if "admin" in doc:
+            doc["admin"]["host"] = "127.0.0.1"
+            doc["admin"]["port"] = port
+        path.write_text(json.dumps(doc, indent=2))
+
+
 def _configure(poc: Poc, sock: dict[str, Path], sim_root: Path, policy: Path, replay: bool) -> None:
+    _loopback_only(poc.prod)
     for site in SITES:
         kit = poc.prod / site
         res = json.loads((kit / "local" / "resources.json.default").read_text())
