@@ -24,6 +24,7 @@ from sealroom.cli.enclave_cmd import enclave_app, log_cmd, receipt_app, result_c
 from sealroom.cli.federation_cmd import federation_app
 from sealroom.cli.keys_cmd import keys_app
 from sealroom.cli.manifest_cmd import manifest_app
+from sealroom.cli.service_cmd import service_app
 from sealroom.cli.sim_cmd import sim_app
 from sealroom.cli.tlog_cmd import log_app
 from sealroom.errors import SealroomError
@@ -46,6 +47,7 @@ app.add_typer(host_app, name="host")
 app.add_typer(controlplane_app, name="controlplane")
 app.add_typer(agent_app, name="agent")
 app.add_typer(federation_app, name="federation")
+app.add_typer(service_app, name="service")
 app.command("demo")(demo_cmd)
 app.command("upload")(upload_cmd)
 app.command("result")(result_cmd)

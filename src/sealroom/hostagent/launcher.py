@@ -27,6 +27,7 @@ from sealroom.attestation.sim.authority import SimAuthority, measure_tree
 from sealroom.attestation.sim.service import SimTeeService
 from sealroom.errors import InvalidInputError, UnavailableError
 from sealroom.manifest import Manifest
+from sealroom.protocol.service import load_spec
 
 START_TIMEOUT = 60.0
 _PR_SET_PDEATHSIG = 1
@@ -135,8 +136,15 @@ def launch_local(
     workdir: Path | None = None,
     outbox: Path | None = None,
     storage: str | None = None,
+    is_service: bool = False,
 ) -> LocalEnclave:
-    manifest = Manifest.load(manifest_path)
+    """Start the runtime for a manifest, or (``is_service=True``) for a service spec
+    (docs/adr/0032): HOST_DATA then carries the spec hash."""
+    workload_hash = (
+        load_spec(manifest_path).spec_hash
+        if is_service
+        else Manifest.load(manifest_path).manifest_hash
+    )
     tmp = tempfile.TemporaryDirectory(prefix="sealroom-host-")
     os.chmod(tmp.name, 0o700)
     service: SimTeeService | None = None
@@ -148,7 +156,7 @@ def launch_local(
             service = SimTeeService(
                 authority,
                 measurement=measurement,
-                host_data=manifest.manifest_hash,
+                host_data=workload_hash,
                 socket_path=Path(tmp.name) / "sim-tee.sock",
             )
             service.start()
@@ -163,7 +171,7 @@ def launch_local(
             sys.executable,
             "-m",
             "sealroom.runtime",
-            "--manifest",
+            "--service" if is_service else "--manifest",
             str(manifest_path),
             "--tee",
             spec,

@@ -145,5 +145,9 @@ class EnclavePublicKeys:
             raise MalformedEvidenceError("enclave Ed25519/X25519 keys must be 32 bytes")
         return keys
 
+    def tls_spki_digest(self) -> str:
+        """SHA-256 of the TLS key's SubjectPublicKeyInfo, hex (how keys are shown)."""
+        return hashlib.sha256(self.tls_spki).hexdigest()
+
     def ed25519_key(self) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(self.ed25519)

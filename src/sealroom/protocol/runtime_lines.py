@@ -29,6 +29,8 @@ class Listening(_Line):
     manifest_hash: str
     keys_digest: str
     storage: dict[str, Any] = Field(default_factory=dict)  # where enclave storage lives
+    #: "service": ``manifest_hash`` is the service spec hash (protocol.service)
+    workload: Literal["computation", "service"] = "computation"
 
 
 class StateLine(_Line):
@@ -74,13 +76,30 @@ class WipeIncomplete(_Line):
     failures: int
 
 
+class ServiceHealthLine(_Line):
+    """A service workload's public health (state, restarts, how it last ended)."""
+
+    event: Literal["service_health"] = "service_health"
+    state: str
+    restarts: int = 0
+    last_exit: str = ""
+    since: str = ""
+
+
 class Stopped(_Line):
     event: Literal["stopped"] = "stopped"
     state: State
 
 
 RuntimeLine = Annotated[
-    Listening | StateLine | EnclaveEventLine | ErrorLine | OutboxFailed | WipeIncomplete | Stopped,
+    Listening
+    | StateLine
+    | EnclaveEventLine
+    | ErrorLine
+    | OutboxFailed
+    | WipeIncomplete
+    | ServiceHealthLine
+    | Stopped,
     Field(discriminator="event"),
 ]
 _ADAPTER: TypeAdapter[RuntimeLine] = TypeAdapter(RuntimeLine)

@@ -93,7 +93,10 @@ def _state_line(st: sm.State) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="sealroom-runtime", description=__doc__)
-    ap.add_argument("--manifest", required=True, type=Path)
+    ap.add_argument("--manifest", type=Path, default=None)
+    ap.add_argument(
+        "--service", type=Path, default=None, help="run a long-lived service (a spec file)"
+    )
     ap.add_argument("--tee", required=True, help="evidence provider, e.g. sim:/run/sim.sock")
     ap.add_argument(
         "--listen", default="127.0.0.1:0", help="HOST:PORT (loopback) or unix:/path/to.sock"
@@ -113,9 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         "--linger", type=float, default=None, help="exit this many seconds after the run ended"
     )
     args = ap.parse_args(argv)
+    if (args.manifest is None) == (args.service is None):
+        ap.error("give exactly one of --manifest and --service")
     # First, while the process has one thread: the kernel refuses it later.
     namespace_note = private_mount_namespace() if args.storage != "disk" else "not asked"
     lines = _Lines()
+    if args.service is not None:
+        from sealroom.runtime.service_main import run_service
+
+        return run_service(args, namespace_note, lines)
     outbox: Path | None = args.outbox
 
     def on_event(item: dict[str, Any]) -> None:

@@ -200,6 +200,148 @@ def _probe() -> None:
     os._exit(0)
 
 
+class _Bridge:
+    """A service's only network path (docs/adr/0032): one thread, non-blocking sockets.
+    ``ingress`` (a Unix socket the enclave connects to) is joined to 127.0.0.1:port where
+    the workload listens; each egress port on 127.0.0.1 is joined to its Unix socket
+    (the enclave dials the allow-listed destination). Bytes pass unchanged."""
+
+    BUF = 1 << 16
+
+    def __init__(self, b: dict[str, Any]) -> None:
+        import selectors
+        import socket
+
+        self.socket = socket
+        self.sel = selectors.DefaultSelector()
+        self.pending: dict[Any, bytearray] = {}
+        self.peer: dict[Any, Any] = {}
+        self.eof: set[Any] = set()
+        with contextlib_suppress():
+            os.unlink(b["ingress"])
+        ing = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        ing.bind(b["ingress"])
+        ing.listen(128)
+        self._listen(ing, ("tcp", ("127.0.0.1", int(b["port"]))))
+        for e in b["egress"]:
+            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            t.bind(("127.0.0.1", int(e["port"])))
+            t.listen(128)
+            self._listen(t, ("unix", e["socket"]))
+
+    def _listen(self, sock: Any, target: tuple[str, Any]) -> None:
+        sock.setblocking(False)
+        self.sel.register(sock, 1, ("listen", target))
+
+    def _accept(self, sock: Any, target: tuple[str, Any]) -> None:
+        socket = self.socket
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        family = socket.AF_UNIX if target[0] == "unix" else socket.AF_INET
+        out = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            out.connect(target[1])  # local: completes at once or fails at once
+        except OSError:
+            conn.close()
+            out.close()
+            return
+        for x in (conn, out):
+            x.setblocking(False)
+            if x.family == socket.AF_INET:
+                x.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.pending[x] = bytearray()
+        self.peer[conn], self.peer[out] = out, conn
+        self.sel.register(conn, 1, ("pipe", None))
+        self.sel.register(out, 1, ("pipe", None))
+
+    def _close(self, x: Any) -> None:
+        for s in (x, self.peer.get(x)):
+            if s is None or s not in self.pending:
+                continue
+            if s in self.sel.get_map():
+                self.sel.unregister(s)
+            s.close()
+            self.pending.pop(s, None)
+            self.peer.pop(s, None)
+            self.eof.discard(s)
+
+    def _events(self, x: Any) -> int:
+        ev = 0 if x in self.eof or len(self.pending[self.peer[x]]) >= self.BUF else 1
+        return ev | (2 if self.pending[x] else 0)
+
+    def _update(self, *xs: Any) -> None:
+        registered = self.sel.get_map()
+        for x in xs:
+            if x not in self.pending:
+                continue
+            ev = self._events(x)
+            if ev and x in registered:
+                self.sel.modify(x, ev, ("pipe", None))
+            elif ev:
+                self.sel.register(x, ev, ("pipe", None))
+            elif x in registered:
+                # A selector cannot hold a socket with no events: park it until its peer
+                # drains or the buffer empties.
+                self.sel.unregister(x)
+
+    def _pipe(self, x: Any, mask: int) -> None:
+        other = self.peer[x]
+        if mask & 1:
+            try:
+                data = x.recv(self.BUF)
+            except BlockingIOError:
+                data = None
+            except OSError:
+                self._close(x)
+                return
+            if data == b"":
+                self.eof.add(x)
+                if not self.pending[other]:
+                    with contextlib_suppress():
+                        other.shutdown(self.socket.SHUT_WR)
+            elif data:
+                self.pending[other] += data
+        if mask & 2 and self.pending[x]:
+            try:
+                n = x.send(self.pending[x])
+                del self.pending[x][:n]
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._close(x)
+                return
+            if not self.pending[x] and other in self.eof:
+                with contextlib_suppress():
+                    x.shutdown(self.socket.SHUT_WR)
+        if {x, other} <= self.eof and not self.pending[x] and not self.pending[other]:
+            self._close(x)
+            return
+        self._update(x, other)
+
+    def run(self) -> None:
+        while True:
+            for key, mask in self.sel.select():
+                kind, target = key.data
+                if kind == "listen":
+                    self._accept(key.fileobj, target)
+                elif key.fileobj in self.pending:
+                    try:
+                        self._pipe(key.fileobj, mask)
+                    except (OSError, KeyError, ValueError):
+                        self._close(key.fileobj)  # one broken pair, never the bridge
+
+
+class contextlib_suppress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return exc[0] is not None and issubclass(exc[0], OSError)  # type: ignore[arg-type]
+
+
 def stage2(spec: dict[str, Any]) -> None:
     s2 = spec["stage2"]
     status_fd = int(s2["status_fd"])
@@ -231,6 +373,13 @@ def stage2(spec: dict[str, Any]) -> None:
     os.close(note_w)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+    if s2.get("bridge"):
+        try:
+            bridge = _Bridge(s2["bridge"])
+        except OSError as e:
+            os.kill(pid, signal.SIGKILL)
+            _die(f"cannot set up the service bridge: {e}")
+        threading.Thread(target=bridge.run, daemon=True).start()
     _, wstatus = os.waitpid(pid, 0)
     # The note was written before the algorithm ended; read only what is there (processes
     # it left behind may still hold the write end, so never wait for end-of-file).

@@ -54,6 +54,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from sealroom.errors import InvalidInputError, UnavailableError
+from sealroom.protocol.service import BRIDGE_DIR, INGRESS_SOCKET
 from sealroom.runtime import cgroups, seccomp
 from sealroom.runtime.archive import MAX_TREE_DEPTH
 
@@ -129,6 +130,22 @@ class Limits:
             raise ValueError(f"Limits.max_output_bytes must be >= 0, got {self.max_output_bytes}")
         if self.wasm_fuel is not None and self.wasm_fuel < 1:
             raise ValueError(f"Limits.wasm_fuel must be positive, got {self.wasm_fuel}")
+
+
+@dataclass(frozen=True)
+class ServiceNet:
+    """A long-running service's network (docs/adr/0032): the sandbox keeps its own
+    network namespace (loopback only); the launcher inside bridges ``BRIDGE_DIR/ingress.sock``
+    (a Unix socket the enclave connects to) to 127.0.0.1:``port`` where the workload
+    listens, and 127.0.0.1:``egress_ports[i]`` to ``BRIDGE_DIR/egress-<i>.sock`` (the
+    enclave connects those to the allow-listed destinations). Nothing else leaves.
+    ``bridge_dir`` is the host directory mounted there; ``env`` the spec's variables."""
+
+    bridge_dir: Path
+    port: int
+    egress_ports: tuple[int, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    egress_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -232,6 +249,7 @@ def run_algorithm(
     limits: Limits,
     on_output: Callable[[str, bytes], None] | None = None,
     cancel: threading.Event | None = None,
+    service: ServiceNet | None = None,
 ) -> RunOutcome:
     """Run ``algorithm`` in the sandbox and report how it ended.
 
@@ -254,7 +272,9 @@ def run_algorithm(
     for name, p in (("inputs", inputs), ("results", results)):
         if not p.is_dir() or p.is_symlink():
             raise InvalidInputError(f"{name} {p} is not a directory")
-    return _run(kind, algorithm, entrypoint, args, None, limits, on_output, inputs, results, cancel)
+    return _run(
+        kind, algorithm, entrypoint, args, None, limits, on_output, inputs, results, cancel, service
+    )
 
 
 def _run(
@@ -268,6 +288,7 @@ def _run(
     inputs: Path | None = None,
     results: Path | None = None,
     cancel: threading.Event | None = None,
+    service: ServiceNet | None = None,
 ) -> RunOutcome:
     """Run with a host uid of its own (root mode): RLIMIT_NPROC and the kernel's other
     per-uid accounting then never mix two computations, so a fork bomb in one cannot
@@ -286,6 +307,7 @@ def _run(
             results,
             host_uid=uid,
             cancel=cancel,
+            service=service,
         )
 
 
@@ -331,6 +353,7 @@ def _run_leased(
     *,
     host_uid: int,
     cancel: threading.Event | None = None,
+    service: ServiceNet | None = None,
 ) -> RunOutcome:
     if probe_base is not None:
         inputs, results = probe_base / "inputs", probe_base / "results"
@@ -348,6 +371,9 @@ def _run_leased(
         _grant_read(inputs, executable=False)
         os.chown(results, host_uid, host_uid)
         os.chmod(results, 0o700)
+        if service is not None:
+            os.chown(service.bridge_dir, host_uid, host_uid)
+            os.chmod(service.bridge_dir, 0o700)
 
     status_r, status_w = os.pipe()
     os.set_blocking(status_r, False)
@@ -361,9 +387,22 @@ def _run_leased(
     wasm_lib = _wasmtime_dir() if kind == "wasm" else None
     wheels = sorted(p.name for p in algorithm.glob("*.whl")) if algorithm.is_dir() else []
     spec = _spec(
-        kind, target, entry, args, limits, as_root, bwrap, status_w, deadline, wheels, host_uid
+        kind,
+        target,
+        entry,
+        args,
+        limits,
+        as_root,
+        bwrap,
+        status_w,
+        deadline,
+        wheels,
+        host_uid,
+        service,
     )
-    outer = _outer_args(as_root, limits, algorithm, algo_mount, inputs, results, spec_fd, wasm_lib)
+    outer = _outer_args(
+        as_root, limits, algorithm, algo_mount, inputs, results, spec_fd, wasm_lib, service
+    )
     # bwrap loads the filter as the last step before it executes the sandbox's program: in
     # root mode that is the inner bwrap (the outer one's launcher still has to set up the
     # inner sandbox, which takes mount and namespace calls), otherwise the only one.
@@ -878,7 +917,7 @@ def _rlimits(kind: str, limits: Limits) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _env() -> list[str]:
+def _env(service: ServiceNet | None = None) -> list[str]:
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": SANDBOX_TMP,
@@ -887,6 +926,15 @@ def _env() -> list[str]:
         "SEALROOM_INPUTS": "/inputs",
         "SEALROOM_RESULTS": "/results",
     }
+    if service is not None:
+        # The spec's own variables first: the sandbox's names win (the spec refuses them).
+        env = {**dict(service.env), **env, "PORT": str(service.port)}
+        env["SEALROOM_EGRESS"] = json.dumps(
+            {
+                n: f"127.0.0.1:{p}"
+                for n, p in zip(service.egress_names, service.egress_ports, strict=True)
+            }
+        )
     out = ["--clearenv"]
     for k, v in env.items():
         out += ["--setenv", k, v]
@@ -919,6 +967,7 @@ def _spec(
     deadline: float,
     wheels: Sequence[str],
     host_uid: int,
+    service: ServiceNet | None = None,
 ) -> dict[str, Any]:
     exe, _ = _interpreter()
     inner: list[str] | None = None
@@ -931,6 +980,7 @@ def _spec(
             "--ro-bind", "/", "/",
             "--dev-bind", "/dev", "/dev",
             "--bind", "/results", "/results",
+            *(["--bind", BRIDGE_DIR, BRIDGE_DIR] if service is not None else []),
             *_scratch(limits),
             "--chdir", "/results",
             "--", *_python_cmd(exe, stage2=True),
@@ -960,6 +1010,16 @@ def _spec(
                 "memory_bytes": limits.memory_bytes,
                 "deadline_monotonic": deadline,
             },
+            "bridge": None
+            if service is None
+            else {
+                "ingress": f"{BRIDGE_DIR}/{INGRESS_SOCKET}",
+                "port": service.port,
+                "egress": [
+                    {"port": p, "socket": f"{BRIDGE_DIR}/egress-{i}.sock"}
+                    for i, p in enumerate(service.egress_ports)
+                ],
+            },
         },
     }
 
@@ -986,13 +1046,14 @@ def _outer_args(
     results: Path,
     spec_fd: int,
     wasm_lib: Path | None,
+    service: ServiceNet | None = None,
 ) -> list[str]:
     exe, prefix = _interpreter()
     a: list[str] = [
         "--die-with-parent", "--new-session",
         "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
         "--unshare-cgroup-try", "--hostname", "sealroom",
-        *_env(),
+        *_env(service),
     ]  # fmt: skip
     if as_root:
         # The launcher needs CAP_SETUID/CAP_SETGID once, to become SANDBOX_HOST_UID;
@@ -1043,6 +1104,13 @@ def _outer_args(
     else:
         a += ["--perms", "0755", "--dir", "/algorithm", "--ro-bind", str(algorithm), algo_mount]
     a += ["--ro-bind", str(inputs), "/inputs", "--bind", str(results), "/results"]
+    if service is not None:
+        a += [
+            *_ancestor_dirs(f"{BRIDGE_DIR}/x", have),
+            "--bind",
+            str(service.bridge_dir),
+            BRIDGE_DIR,
+        ]
     if as_root:
         a += ["--perms", "0755", "--dir", SANDBOX_TMP]  # the inner sandbox's tmpfs goes here
     else:
@@ -1056,6 +1124,7 @@ __all__ = [
     "Limits",
     "RunOutcome",
     "SandboxUnavailableError",
+    "ServiceNet",
     "check_sandbox",
     "run_algorithm",
 ]

@@ -27,6 +27,7 @@ from sealroom.protocol.enclave_api import (
     _Answer,
 )
 from sealroom.runtime.computation import Computation
+from sealroom.runtime.enclave_keys import EnclaveKeys
 
 IO_TIMEOUT = 60.0
 DRAIN_LIMIT = 4 << 20  # after an early refusal, read at most this much of the unread body
@@ -60,10 +61,11 @@ class _BodyReader:
         return n
 
 
-def tls_context(comp: Computation) -> ssl.SSLContext:
+def tls_context(comp: Computation | EnclaveKeys) -> ssl.SSLContext:
     """Server context from the in-memory key: loaded through an anonymous memory file so
     the private key never touches enclave storage."""
-    cert, key = comp.keys.tls_pem()
+    keys = comp if isinstance(comp, EnclaveKeys) else comp.keys
+    cert, key = keys.tls_pem()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     # No session tickets: a client watching the socket during an upload then sees only
@@ -109,6 +111,22 @@ class EnclaveServer(ThreadingHTTPServer):
         return f"https://{host!s}:{port}"
 
 
+def bind_private_unix(sock: socket.socket, path: Path) -> None:
+    """Bind ``sock`` at ``path``, 0600 from the moment the name exists (bound under a
+    temporary name, chmod, then renamed into place)."""
+    if path.is_socket():
+        path.unlink()  # a stale socket from an earlier run of this enclave slot
+    tmp = path.parent / f".rt-{secrets.token_hex(4)}.tmp"
+    sock.bind(os.fspath(tmp))
+    try:
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
 class UnixEnclaveServer(socketserver.ThreadingUnixStreamServer):
     """The same HTTPS service on a Unix socket (the host agent relays a TCP port to it
     byte-for-byte; TLS stays end to end). The socket file is 0600 from the moment its
@@ -123,19 +141,8 @@ class UnixEnclaveServer(socketserver.ThreadingUnixStreamServer):
         super().__init__(os.fspath(path), _Handler, bind_and_activate=True)
 
     def server_bind(self) -> None:
-        path = self.socket_path
-        if path.is_socket():
-            path.unlink()  # a stale socket from an earlier run of this enclave slot
-        tmp = path.parent / f".rt-{secrets.token_hex(4)}.tmp"
-        self.socket.bind(os.fspath(tmp))
-        try:
-            os.chmod(tmp, 0o600)
-            os.rename(tmp, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        self.server_address = os.fspath(path)
+        bind_private_unix(self.socket, self.socket_path)
+        self.server_address = os.fspath(self.socket_path)
 
     def server_close(self) -> None:
         super().server_close()
