@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -12,9 +13,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from sealroom.attestation.evidence import EvidenceItem
+from sealroom.attestation.ear import VerifierKey, issue_ear
+from sealroom.attestation.evidence import EvidenceBundle, EvidenceItem
+from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.policy import Policy
 from sealroom.attestation.sim.authority import SimAuthority
+from sealroom.attestation.verifier import verify_and_appraise
 from sealroom.errors import AttestationError, MalformedEvidenceError, PolicyViolationError
 from sealroom.federation.errors import (
     PeerPolicyError,
@@ -385,3 +389,68 @@ def test_second_device_evidence_not_bound(world: tuple[SimAuthority, Clock]) -> 
             Expectation("fed", "job-1", "site-1", mixed.channel_key),
         )
     assert e.value.code == "federation-binding-mismatch"
+
+
+# ---- EAR: a verifier service's result, carried by the site, bound to the token -------------
+def _ear_site(
+    world: tuple[SimAuthority, Clock], key: VerifierKey, nonce: Callable[[bytes], bytes]
+) -> TokenIssuer:
+    auth, clock = world
+
+    def ear(items: list[EvidenceItem], rd: bytes) -> str:
+        # the site's verifier service appraises exactly these items
+        ctx = VerifyContext(now=clock(), extra_roots=(auth.root,))
+        result = verify_and_appraise(EvidenceBundle(tuple(items)), _policy(), ctx)
+        return issue_ear(result, key, now=clock(), ttl=timedelta(minutes=5), nonce=nonce(rd))
+
+    return TokenIssuer(
+        federation="fed",
+        site="site-1",
+        channel_key=_key(),
+        providers=[SimTee(auth, GOOD, clock)],
+        ear=ear,
+        clock=clock,
+    )
+
+
+def test_ear_bound_to_the_token_is_checked(world: tuple[SimAuthority, Clock]) -> None:
+    key = VerifierKey.generate()
+    site = _ear_site(world, key, lambda rd: rd)
+    v = _verifier(world, ear_jwks=key.jwks())
+    verdict = v.verify(
+        site.answer("job-1", v.challenge()), Expectation("fed", "job-1", "site-1", site.channel_key)
+    )
+    assert verdict.ear_status is not None and "not checked" not in verdict.ear_status
+
+
+def test_ear_about_other_evidence(world: tuple[SimAuthority, Clock]) -> None:
+    key = VerifierKey.generate()
+    site = _ear_site(world, key, lambda rd: hashlib.sha512(b"another token").digest())
+    v = _verifier(world, ear_jwks=key.jwks())
+    with pytest.raises(AttestationError) as e:
+        v.verify(
+            site.answer("job-1", v.challenge()),
+            Expectation("fed", "job-1", "site-1", site.channel_key),
+        )
+    assert "nonce" in e.value.code
+
+
+def test_ear_from_an_untrusted_verifier_service(world: tuple[SimAuthority, Clock]) -> None:
+    site = _ear_site(world, VerifierKey.generate(), lambda rd: rd)
+    v = _verifier(world, ear_jwks=VerifierKey.generate().jwks())
+    with pytest.raises(AttestationError):
+        v.verify(
+            site.answer("job-1", v.challenge()),
+            Expectation("fed", "job-1", "site-1", site.channel_key),
+        )
+
+
+def test_ear_missing_where_the_verifier_requires_one(world: tuple[SimAuthority, Clock]) -> None:
+    site = _site(world)
+    v = _verifier(world, ear_jwks=VerifierKey.generate().jwks())
+    with pytest.raises(AttestationError) as e:
+        v.verify(
+            site.answer("job-1", v.challenge()),
+            Expectation("fed", "job-1", "site-1", site.channel_key),
+        )
+    assert e.value.code == "federation-ear-missing"

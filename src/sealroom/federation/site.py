@@ -1,5 +1,9 @@
 """The presenting side: a site makes tokens from its own TEE's evidence.
 
+An EAR, where a verifier service appraised the site's evidence, comes from the ``ear``
+callback: it gets the evidence and the binding digest, which the EAR must carry as its
+``eat_nonce``.
+
 The evidence providers are the site's TEE (``sealroom.tee``: sim, configfs-tsm,
 sev-guest, tpm2); each is asked for evidence with REPORT_DATA = the binding digest. A site
 with a CPU TEE and GPUs passes several providers: every item carries the same binding.
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from sealroom.attestation.evidence import EvidenceItem
 from sealroom.federation.token import (
     Binding,
     FederationToken,
@@ -34,7 +39,7 @@ class TokenIssuer:
         providers: Sequence[EvidenceProvider],
         lifetime: int = DEFAULT_LIFETIME,
         certificate: str | None = None,
-        ear: Callable[[], str | None] | None = None,
+        ear: Callable[[list[EvidenceItem], bytes], str | None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if not providers:
@@ -67,9 +72,10 @@ class TokenIssuer:
         b = self.binding(job, freshness)
         rd = b.report_data()
         items = [p.collect(rd) for p in self.providers]
-        return make_token(
-            b, items, ear=self.ear() if self.ear else None, certificate=self.certificate
-        )
+        # A verifier service's EAR about exactly this evidence, bound to the same digest
+        # (its eat_nonce); the presenting site only carries it.
+        ear = self.ear(items, rd) if self.ear else None
+        return make_token(b, items, ear=ear, certificate=self.certificate)
 
     def answer(self, job: str, challenge: bytes) -> str:
         """A token answering a verifier's challenge."""

@@ -260,7 +260,8 @@ class PeerVerifier:
                     f"site {b.site!r} presented no EAR, this verifier requires one",
                     code="federation-ear-missing",
                 )
-            ear = verify_ear(tok.ear, self.ear_jwks, now=now)
+            # The EAR must be about this token: its eat_nonce is the binding digest.
+            ear = verify_ear(tok.ear, self.ear_jwks, now=now, expected_nonce=b.report_data())
             if ear.status in (EarStatus.CONTRAINDICATED, EarStatus.NONE):
                 raise AttestationError(
                     f"site {b.site!r}: EAR status is {ear.status}", code="federation-ear-status"
