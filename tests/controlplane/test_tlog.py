@@ -248,3 +248,30 @@ def test_proof_queries_use_the_primary_key(env: Env) -> None:
             plan = c.exec_driver_sql("EXPLAIN QUERY PLAN " + stmt, params).fetchall()
             details = " ".join(str(row[-1]) for row in plan)
             assert "SCAN tlog_" not in details, (stmt, details)
+
+
+def test_receipts_kept_before_the_log_existed_are_logged_at_start(
+    make_env: Callable[..., Env], tmp_path: Any
+) -> None:
+    """A control plane upgraded to migration 0006 holds verified receipts the log never
+    saw: the next start appends them (once), so every receipt gets a proof."""
+    from sqlalchemy import delete
+
+    from sealroom.controlplane.store.models import TlogEntry, TlogNode
+
+    d = tmp_path / "upgraded"
+    env = make_env(data_dir=d)
+    _, cred = env.agent()
+    cids = [env.create(manifest_doc(env.parties, mid=f"m{i}"))["id"] for i in range(2)]
+    for cid in cids:
+        env.complete(cred, cid)
+    assert env.cp.tlog.size() == 2
+    with env.cp.store.session() as s:  # as before the log existed
+        s.execute(delete(TlogNode))
+        s.execute(delete(TlogEntry))
+    again = make_env(data_dir=d)
+    assert again.cp.tlog.size() == 2
+    for cid in cids:
+        r = again.client.get(f"/api/v1/computations/{cid}/receipt/tlog-proof", headers=again.h())
+        assert r.status_code == 200, r.text
+    assert make_env(data_dir=d).cp.tlog.size() == 2  # a third start adds nothing

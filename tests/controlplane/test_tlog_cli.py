@@ -253,3 +253,38 @@ def test_go_reference_implementation_accepts_the_log(live: tuple[Env, str], tmp_
         [str(exe), url, env.cp.tlog.vkey()], capture_output=True, text=True, timeout=600
     )
     assert r.returncode == 1 and "record 7" in r.stderr
+
+
+def test_publish_measurement_cli(
+    live: tuple[Env, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env, url = live
+    monkeypatch.setenv("SEALROOM_URL", url)
+    monkeypatch.setenv("SEALROOM_API_KEY", env.admin_key)
+    m = "AB" * 48
+    rc, out, err = sh(
+        capsys,
+        "log",
+        "publish-measurement",
+        "--name",
+        "sealroom-runtime",
+        "--tee",
+        "snp",
+        "--measurement",
+        m,
+        "--version",
+        "1.2",
+    )
+    assert rc == 0 and "logged at index 0" in out, err
+    assert json.loads(env.cp.tlog.entry(0))["payload"]["measurement"] == m.lower()
+    rc, _, err = sh(
+        capsys, "log", "publish-measurement", "--name", "x", "--tee", "sgx", "--measurement", m
+    )
+    assert rc == 1 and "tee" in err
+    _, key = env.user("notadmin")
+    monkeypatch.setenv("SEALROOM_API_KEY", key)
+    rc, _, err = sh(
+        capsys, "log", "publish-measurement", "--name", "x", "--tee", "snp", "--measurement", m
+    )
+    assert rc != 0 and "admin" in err
+    assert env.cp.tlog.size() == 1

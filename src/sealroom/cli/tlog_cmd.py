@@ -183,3 +183,29 @@ def checkpoint_cmd(
         cp = open_checkpoint(data, [load_vkey(log_key)])
         console.print(f"checkpoint {cp.origin} size {cp.size}: signature verified")
     out.write_bytes(data)
+
+
+@log_app.command("publish-measurement")
+def publish_measurement_cmd(
+    name: Annotated[str, typer.Option("--name", help="What is measured, e.g. sealroom-runtime")],
+    tee: Annotated[str, typer.Option("--tee", help="sim, snp, tdx, tpm or nvidia")],
+    measurement: Annotated[str, typer.Option("--measurement", help="Hex, 32 to 64 bytes")],
+    version: Annotated[str, typer.Option("--version", help="Release or build")] = "",
+    source: Annotated[str, typer.Option("--source", help="Where to reproduce it")] = "",
+) -> None:
+    """Operator (admin): log a runtime measurement this deployment offers, so anyone can
+    check later that an enclave's measurement was published (public facts only)."""
+    from pydantic import ValidationError
+
+    from sealroom.client.controlplane import ControlPlaneClient
+    from sealroom.protocol.tlog import RuntimeMeasurementIn
+
+    try:
+        body = RuntimeMeasurementIn(
+            name=name, tee=tee, measurement=measurement.lower(), version=version, source=source
+        )
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise InvalidInputError(f"{first['loc'][0]}: {first['msg']}") from e
+    out = ControlPlaneClient.from_config().publish_measurement(body)
+    console.print(f"logged at index {out.index} (leaf {out.leaf_hash})")

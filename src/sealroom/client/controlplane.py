@@ -53,6 +53,8 @@ from sealroom.protocol.api import (
 )
 from sealroom.protocol.enclave import H_CHALLENGE, H_RESULT_SHA256, H_SIGNATURE
 from sealroom.protocol.receipt import VerifiedReceipt, verify_receipt
+from sealroom.protocol.tlog import Appended as TlogAppended
+from sealroom.protocol.tlog import RuntimeMeasurementIn
 
 
 def config_path() -> Path:
@@ -231,6 +233,12 @@ class ControlPlaneClient(ApiClient):
             dataset_sha256s={d.name: d.sha256.hex() for d in manifest.datasets},
             policy=policy or manifest.policy(),
             ctx=VerifyContext(now=clock(), extra_roots=extra_roots),
+        )
+
+    def publish_measurement(self, m: RuntimeMeasurementIn) -> TlogAppended:
+        """Log a runtime measurement the operator offers (admin)."""
+        return self.model(
+            "POST", "/api/v1/log/runtime-measurements", TlogAppended, json=m.model_dump()
         )
 
     def receipt_bytes(

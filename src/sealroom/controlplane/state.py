@@ -30,6 +30,7 @@ class ControlPlane:
         # the transparency log (docs/adr/0031): other services append with self.tlog.append
         self.tlog = TransparencyLog(self.store, settings)
         self.hosts = HostService(self.computations, self.receipts, self.tlog)
+        self.hosts.log_unlogged_receipts()
         self.bootstrap_key = self.auth.bootstrap()
 
     def tick(self) -> None:

@@ -484,6 +484,29 @@ class HostService:
                     self.tlog.append_in(s, Kind.RECEIPT, decode_entry(logged)[1])
         log.info("blob stored", extra={"computation_id": cid, "blob": name, "size": writer.size})
 
+    def log_unlogged_receipts(self) -> int:
+        """Append every verified receipt the log does not hold yet (receipts kept before the
+        log existed, i.e. before migration 0006), oldest first; run at start. Returns how
+        many were appended."""
+        with self.store.session() as s:
+            ids = s.scalars(
+                select(Computation.id)
+                .where(Computation.receipt_ok.is_not(None))
+                .order_by(Computation.receipt_at, Computation.number)
+            ).all()
+        added = 0
+        for cid in ids:
+            try:
+                entry = receipt_entry(self.comps.blobs.read(cid, "receipt"))
+            except (OSError, InvalidInputError):
+                continue  # deleted with its computation, or not a receipt: nothing to log
+            if self.tlog.find(leaf_hash(entry)) is None:
+                self.tlog.append(Kind.RECEIPT, decode_entry(entry)[1])
+                added += 1
+        if added:
+            log.info("receipts appended to the transparency log", extra={"count": added})
+        return added
+
     def _apply_receipt(self, s: Session, c: Computation, facts: ReceiptFacts) -> None:
         now = self.now()
         c.receipt_ok, c.receipt_at = facts.ok, now
