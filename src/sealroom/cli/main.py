@@ -23,6 +23,7 @@ from sealroom.cli.ear_cmd import ear_app
 from sealroom.cli.enclave_cmd import enclave_app, log_cmd, receipt_app, result_cmd, upload_cmd
 from sealroom.cli.federation_cmd import federation_app
 from sealroom.cli.keys_cmd import keys_app
+from sealroom.cli.kms_cmd import kms_app
 from sealroom.cli.manifest_cmd import manifest_app
 from sealroom.cli.service_cmd import service_app
 from sealroom.cli.sim_cmd import sim_app
@@ -39,6 +40,7 @@ app.add_typer(attest_app, name="attest")
 app.add_typer(ear_app, name="ear")
 app.add_typer(sim_app, name="sim")
 app.add_typer(keys_app, name="keys")
+app.add_typer(kms_app, name="kms")
 app.add_typer(manifest_app, name="manifest")
 app.add_typer(enclave_app, name="enclave")
 app.add_typer(receipt_app, name="receipt")
