@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from ._party import cli, failing_workspace, needs_bwrap, upload_all
@@ -36,23 +38,17 @@ def test_readme_stack_flow(workspace: Path, env: dict[str, str]) -> None:
         states = [json.loads(line).get("state") for line in r.stdout.splitlines() if line]
         assert "completed" in states, states
         out = w / "out"
-        for _ in range(30):  # the agent hands the sealed blobs over right after completion
-            r = cli(
-                "computation",
-                "result",
-                comp["id"],
-                "--manifest",
-                "manifest.json",
-                "--key",
-                "analyst",
-                "-o",
-                str(out),
-                env=env,
-                cwd=w,
-            )
-            if r.returncode == 0:
-                break
+        # --wait: until the run ended and its receipt is stored (no retry loop needed)
+        r = cli("computation", "result", comp["id"], "--manifest", "manifest.json", "--key",
+                "analyst", "-o", str(out), "--wait", "60", "--receipt", "receipt.json",
+                env=env, cwd=w)  # fmt: skip
         assert r.returncode == 0, r.stdout + r.stderr
+        r = cli("receipt", "verify", "receipt.json", "--manifest", "manifest.json", env=env, cwd=w)
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = cli("computation", "show", comp["id"], env=env, cwd=w)
+        assert r.returncode == 0 and "status: completed" in r.stdout, r.stdout
+        for slot in ("algorithm", "clinic-a", "clinic-b"):
+            assert f"{slot}: filled" in r.stdout, r.stdout
         assert (out / "sum.txt").read_text() == "42"
         r = cli("host", "list", env=env, cwd=w)
         assert "sim (verified)" in r.stdout and "claimed" not in r.stdout, r.stdout
@@ -94,11 +90,8 @@ def test_computation_result_on_failed_run_shows_log_via_control_plane(
         lines = [json.loads(line) for line in r.stdout.splitlines() if line]
         assert "failed" in [e.get("state") for e in lines], lines
         assert "giving up" not in r.stdout and "clinic-a holds" not in r.stdout
-        args = ("--manifest", "manifest.json", "-o", str(w / "out"))
-        for _ in range(30):  # the agent hands the sealed blobs over right after the end
-            r = cli("computation", "result", comp["id"], *args, "--key", "analyst", env=env, cwd=w)
-            if r.returncode != 1:  # 1: the receipt or the log is not there yet
-                break
+        args = ("--manifest", "manifest.json", "-o", str(w / "out"), "--wait", "60")
+        r = cli("computation", "result", comp["id"], *args, "--key", "analyst", env=env, cwd=w)
         assert r.returncode == 5, r.stdout + r.stderr
         assert "[run-failed]: failed: the algorithm exited with a non-zero status" in r.stderr
         assert "clinic-a holds 40" in r.stdout and "giving up: no such module" in r.stdout
@@ -115,3 +108,74 @@ def test_computation_result_on_failed_run_shows_log_via_control_plane(
     finally:
         r = cli("down", env=env, cwd=w)
     assert r.returncode == 0
+
+
+def test_accounts_login_and_cancel_through_the_cli(workspace: Path, env: dict[str, str]) -> None:
+    """`sealroom account ...`, `sealroom login URL` with the key on stdin (never argv),
+    `computation show` slots while waiting, `cancel` printing cancelled."""
+    w = workspace
+    r = cli("up", "--json", env=env, cwd=w)
+    assert r.returncode == 0, r.stdout + r.stderr
+    url = json.loads(r.stdout)["url"]
+    try:
+        r = cli("account", "create", "hospital-a", "--json", env=env, cwd=w)
+        assert r.returncode == 0, r.stderr
+        acc = json.loads(r.stdout)
+        r = cli("account", "key", "create", "hospital-a", env=env, cwd=w)
+        assert r.returncode == 0 and r.stdout.startswith("srk_"), r.stdout + r.stderr
+        key = r.stdout.strip()
+        key_id = r.stderr.split("key id ", 1)[1].split()[0]
+        r = cli("account", "list", "--json", env=env, cwd=w)
+        assert [a["name"] for a in json.loads(r.stdout)] == ["admin", "hospital-a"]
+        # the key from stdin; the CLI now acts as hospital-a
+        r = subprocess.run(
+            [sys.executable, "-m", "sealroom.cli.main", "login", url],
+            input=key + "\n", cwd=w, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0 and "logged in as hospital-a (user)" in r.stdout, r.stderr
+        r = cli("account", "list", "--json", env=env, cwd=w)
+        assert json.loads(r.stdout) == [acc]
+        r = cli("computation", "create", "manifest.json", "--wait", "90", "--json", env=env, cwd=w)
+        assert r.returncode == 0, r.stdout + r.stderr
+        cid = json.loads(r.stdout)["id"]
+        r = cli("computation", "show", cid, env=env, cwd=w)
+        assert "status: awaiting_inputs" in r.stdout and "clinic-a: waiting" in r.stdout
+        r = cli("computation", "cancel", cid, env=env, cwd=w)
+        assert r.returncode == 0 and r.stdout.strip() == f"{cid}: cancelled", r.stdout
+        # revoked: the saved key no longer works, and the error is JSON when asked
+        r = subprocess.run(
+            [sys.executable, "-m", "sealroom.cli.main", "login", url],
+            input=up_key(w, env) + "\n", cwd=w, env=env, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        r = cli("account", "key", "revoke", key_id, env=env, cwd=w)
+        assert r.returncode == 0 and "revoked" in r.stdout
+        r = subprocess.run(
+            [sys.executable, "-m", "sealroom.cli.main", "login", url],
+            input=key + "\n", cwd=w, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode != 0 and "revoked" in r.stderr, r.stdout + r.stderr
+    finally:
+        cli("down", env=env, cwd=w)
+
+
+def up_key(w: Path, env: dict[str, str]) -> str:
+    """The admin key `sealroom up` saved (0600) in its data directory."""
+    home = Path(env["SEALROOM_HOME"])
+    return (home / "stack" / "controlplane" / "bootstrap-admin-key").read_text().strip()
+
+
+def test_version_and_json_errors(workspace: Path, env: dict[str, str]) -> None:
+    r = cli("--version", env=env, cwd=workspace)
+    assert r.returncode == 0 and r.stdout.startswith("sealroom "), r.stdout + r.stderr
+    r = cli("attest", "inspect", "missing.bin", "--json", env=env, cwd=workspace)
+    assert r.returncode == 1
+    err = json.loads(r.stderr.strip().splitlines()[-1])
+    assert (
+        err["error"] == "invalid-input"
+        and err["exit_code"] == 1
+        and "missing.bin" in err["message"]
+    )
+    r = cli("attest", "inspect", "missing.bin", env=env, cwd=workspace)
+    assert r.returncode == 1 and r.stderr.startswith("error [invalid-input]")

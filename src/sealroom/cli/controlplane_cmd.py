@@ -8,6 +8,20 @@ from typing import Annotated
 
 import typer
 
+from sealroom.errors import InvalidInputError
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """The first line of ``path``: secrets come from files, never from argv."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise InvalidInputError(f"{what} file {path}: cannot read ({e.strerror or e})") from e
+    if not lines or not lines[0].strip():
+        raise InvalidInputError(f"{what} file {path} is empty")
+    return lines[0].strip()
+
+
 controlplane_app = typer.Typer(help="Run the control plane (REST API, scheduler, blob store).")
 
 
@@ -39,11 +53,23 @@ def serve(
         int | None,
         typer.Option("--quota-memory-mb", min=0, help="Default per-account limit: memory MiB."),
     ] = None,
+    metrics_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics-token-file",
+            help="/metrics then needs 'Authorization: Bearer <the file's token>' "
+            "(or SEALROOM_METRICS_TOKEN).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the control plane API on HOST:PORT (SQLite in DATA_DIR unless --db).
     Quotas (unset: unlimited) bound what one account's unfinished computations hold; an
     admin sets an account's own with PUT /api/v1/accounts/{id}/quota."""
     from sealroom.controlplane.serve import run
+
+    token = os.environ.get("SEALROOM_METRICS_TOKEN") or None
+    if metrics_token_file is not None:
+        token = read_secret_file(metrics_token_file, "metrics token")
 
     run(
         data_dir,
@@ -54,4 +80,5 @@ def serve(
         quota_computations=quota_computations,
         quota_vcpus=quota_vcpus,
         quota_memory_mb=quota_memory_mb,
+        metrics_token=token,
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,9 +23,13 @@ from sealroom.cli.common import (
 )
 from sealroom.cli.enclave_cmd import load_party, show_failed_run, trusted_roots
 from sealroom.client.controlplane import ControlPlaneClient, save_config
-from sealroom.errors import InvalidInputError, RunFailedError
+from sealroom.errors import ConflictError, InvalidInputError, NotFoundError, RunFailedError
 from sealroom.manifest import Manifest
 from sealroom.protocol.api import ComputationCreated, ComputationDetail, EventOut
+from sealroom.protocol.enclave import filled_slots, slot_names
+
+# what a result download answers before the run ended and its receipt was stored
+_NOT_YET = ("computation-not-completed", "blob-not-found")
 
 computation_app = typer.Typer(help="Computations on the control plane.", no_args_is_help=True)
 host_app = typer.Typer(help="Host agents.", no_args_is_help=True)
@@ -72,11 +78,14 @@ def down_cmd(data_dir: DataDirOpt = None) -> None:
         console.print("no running stack")
 
 
-def login_cmd(
-    url: Annotated[str, typer.Argument(help="Control plane URL")],
-    key: Annotated[str, typer.Argument(help="API key")],
-) -> None:
-    """Save the control plane URL and API key for this CLI (0600)."""
+def login_cmd(url: Annotated[str, typer.Argument(help="Control plane URL")]) -> None:
+    """Save the control plane URL and an API key for this CLI (0600). The key is read
+    from a hidden prompt, or from standard input (`sealroom login URL < keyfile`); never
+    from the command line, where `ps` and shell history would show it."""
+    tty = sys.stdin.isatty()
+    key = (typer.prompt("API key", hide_input=True) if tty else sys.stdin.readline()).strip()
+    if not key:
+        raise InvalidInputError("no API key given on standard input or at the prompt")
     client = ControlPlaneClient(url, key)
     me = client.me()
     path = save_config(url, key)
@@ -147,21 +156,32 @@ def list_cmd(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(rows)
     else:
-        _table(rows, ["id", "name", "state", "reason", "host_id", "enclave_url"], "computations")
+        _table(rows, ["id", "name", "status", "host_id", "enclave_url"], "computations")
 
 
 @computation_app.command("show")
 def show_cmd(
     cid: Annotated[str, typer.Argument(help="Computation id")], as_json: JsonOpt = False
 ) -> None:
-    comp = _client().computation(cid).model_dump(mode="json")
+    client = _client()
+    detail = client.computation(cid)
+    names = slot_names(detail.manifest)
+    filled = filled_slots(((e.type, e.message) for e in client.events(cid)), names)
+    comp = detail.model_dump(mode="json")
+    slots = [{"name": n, "filled": n in filled} for n in names]
     if as_json:
-        print_json(comp)
+        print_json({**comp, "slots": slots})
         return
+    if detail.tee == "sim":
+        simulated_banner()
     for k, v in comp.items():
-        if k == "manifest":
+        if k in ("manifest", "outcome"):
             continue
-        console.print(f"[cyan]{k}[/]: {v}")
+        console.print(f"[cyan]{k}[/]: {v}", markup=True, highlight=False)
+    console.print("[cyan]slots[/]:")
+    for sl in slots:
+        mark = "[green]filled[/]" if sl["filled"] else "[yellow]waiting[/]"
+        console.print(f"  {sl['name']}: {mark}")
 
 
 @computation_app.command("events")
@@ -192,8 +212,9 @@ def _print_event(ev: EventOut, as_json: bool) -> None:
 
 @computation_app.command("cancel")
 def cancel_cmd(cid: Annotated[str, typer.Argument(help="Computation id")]) -> None:
-    r = _client().cancel(cid)
-    console.print(f"{cid}: {r.state.value}")
+    client = _client()
+    client.cancel(cid)
+    console.print(f"{cid}: {client.computation(cid).status}")
 
 
 @computation_app.command("delete")
@@ -208,6 +229,12 @@ def result_cmd(
     manifest: Annotated[Path, typer.Option("--manifest", help="YOUR copy of the manifest")],
     key: Annotated[str, typer.Option("--key", help="Your consumer key (name or file)")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Directory for the results")],
+    receipt_out: Annotated[
+        Path | None, typer.Option("--receipt", help="Save the receipt here too.")
+    ] = None,
+    wait: Annotated[
+        float, typer.Option("--wait", help="Wait up to N s for the run and its receipt.")
+    ] = 0.0,
     root: Annotated[list[Path], typer.Option("--root", help="Extra trusted root.")] = [],  # noqa: B006
     as_json: JsonOpt = False,
 ) -> None:
@@ -215,13 +242,28 @@ def result_cmd(
     against your own manifest and policy; decrypt into OUT. On a failed run: print the
     run log sealed to you, then fail with `failed: <reason>` (exit status 5)."""
     m = Manifest.load(manifest)
-    try:
-        receipt = _client().fetch_result(
-            cid, m, load_party(key), out, extra_roots=trusted_roots(root)
-        )
-    except RunFailedError as e:
-        show_failed_run(e, as_json)
-        raise
+    client, party = _client(), load_party(key)
+    deadline = time.monotonic() + wait
+
+    def save_receipt() -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(client.receipt_bytes(cid, m, party))
+        return doc
+
+    while True:
+        try:
+            receipt = client.fetch_result(cid, m, party, out, extra_roots=trusted_roots(root))
+            break
+        except RunFailedError as e:
+            show_failed_run(e, as_json, receipt_out, save_receipt if receipt_out else None)
+            raise
+        except (NotFoundError, ConflictError) as e:
+            # the run is not over, or its receipt is not stored yet: results exist as soon
+            # as it is
+            if e.code not in _NOT_YET or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+    if receipt_out is not None:
+        receipt_out.write_text(json.dumps(save_receipt(), indent=2) + "\n")
     if as_json:
         print_json(
             {"out": str(out), "simulated": receipt.simulated, "exit": receipt.payload["exit"]}

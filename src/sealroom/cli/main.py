@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 bad input, 2 not authentic, 3 unavailable, 4 policy violatio
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -13,6 +14,7 @@ import typer
 from rich.text import Text
 
 from sealroom import __version__
+from sealroom.cli.account_cmd import account_app
 from sealroom.cli.agent_cmd import agent_app
 from sealroom.cli.attest_cmd import attest_app
 from sealroom.cli.common import err_console
@@ -46,6 +48,7 @@ app.add_typer(enclave_app, name="enclave")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(computation_app, name="computation")
 app.add_typer(host_app, name="host")
+app.add_typer(account_app, name="account")
 app.add_typer(controlplane_app, name="controlplane")
 app.add_typer(agent_app, name="agent")
 app.add_typer(federation_app, name="federation")
@@ -61,6 +64,21 @@ app.command("down")(down_cmd)
 app.command("login")(login_cmd)
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sealroom {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
+    ),
+) -> None:
+    """Confidential computing you can check for yourself."""
+
+
 @app.command("version")
 def version_cmd() -> None:
     """Print the sealroom version."""
@@ -72,6 +90,12 @@ def run(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="sealroom")
     except SealroomError as e:
+        if "--json" in (sys.argv[1:] if argv is None else argv):
+            # asked for machine-readable output: the error is machine-readable too (stderr,
+            # so stdout holds only a command's own document)
+            doc = {"error": e.code, "message": e.message, "exit_code": e.exit_code}
+            print(json.dumps(doc), file=sys.stderr, flush=True)
+            return e.exit_code
         # Text, not markup: messages quote evidence and must never be interpreted.
         err_console.print(
             Text.assemble(("error", "bold red"), f" [{e.code}]: {e.diagnostics()}"),

@@ -36,6 +36,7 @@ from sealroom.files import write_private
 from sealroom.manifest import Manifest
 from sealroom.protocol.api import (
     AccountOut,
+    AccountsOut,
     ChallengeOut,
     ComputationCreated,
     ComputationDetail,
@@ -118,6 +119,9 @@ class ControlPlaneClient(ApiClient):
 
     def create_account(self, name: str, role: str = "user") -> AccountOut:
         return self.model("POST", "/api/v1/accounts", AccountOut, json={"name": name, "role": role})
+
+    def accounts(self) -> list[AccountOut]:
+        return self.model("GET", "/api/v1/accounts", AccountsOut).accounts
 
     def create_key(self, account_id: str) -> KeyOut:
         return self.model("POST", f"/api/v1/accounts/{quote(account_id)}/keys", KeyOut)
@@ -204,6 +208,15 @@ class ControlPlaneClient(ApiClient):
         )
         return {H_CHALLENGE: challenge.hex(), H_SIGNATURE: sig.hex()}
 
+    def receipt_bytes(self, cid: str, manifest: Manifest, party: PartyKeys) -> bytes:
+        """The stored receipt as it is (unverified: ``fetch_receipt`` verifies it)."""
+        return self.request(
+            "GET",
+            f"/api/v1/computations/{quote(cid)}/receipt",
+            auth=False,
+            headers=self._signed(cid, manifest, party),
+        ).content
+
     def fetch_receipt(
         self,
         cid: str,
@@ -216,12 +229,7 @@ class ControlPlaneClient(ApiClient):
     ) -> VerifiedReceipt:
         """The receipt from the blob store (for a consumer or log reader), verified offline
         against the party's OWN manifest and policy."""
-        raw = self.request(
-            "GET",
-            f"/api/v1/computations/{quote(cid)}/receipt",
-            auth=False,
-            headers=self._signed(cid, manifest, party),
-        ).content
+        raw = self.receipt_bytes(cid, manifest, party)
         try:
             doc = json.loads(raw)
         except ValueError as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import sys
@@ -208,7 +209,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(tlog.router)
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        if settings.metrics_token:
+            given = request.headers.get("authorization", "")
+            want = f"Bearer {settings.metrics_token}"
+            if not hmac.compare_digest(given.encode(), want.encode()):
+                return problem(401, "unauthenticated", "/metrics needs its bearer token")
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
@@ -252,6 +258,11 @@ class _BodyLimit:
         await response(scope, receive, send)
 
 
+QUIET_ROUTES = frozenset(
+    {"/api/v1/agent/heartbeat", "/metrics", "/healthz", "/ui/computations/{cid}/live"}
+)
+
+
 class _Observe:
     """Pure ASGI middleware: request latency histogram and one JSON log line per request
     (method, route template, status, ms; never headers, so never credentials)."""
@@ -280,8 +291,12 @@ class _Observe:
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope.get("method", "")
             self.latency.labels(method, route, str(status)).observe(dt)
-            if log.isEnabledFor(logging.INFO):
-                log.info(
+            # periodic traffic (heartbeats every few seconds per host, scrapes, the
+            # dashboard's polling) at debug, unless it failed: the info log stays readable
+            level = logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO
+            if log.isEnabledFor(level):
+                log.log(
+                    level,
                     "request",
                     extra={
                         "method": method,

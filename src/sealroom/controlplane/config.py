@@ -46,6 +46,9 @@ class Settings:
     log_origin: str = field(
         default_factory=lambda: os.environ.get("SEALROOM_LOG_ORIGIN") or "sealroom.local/log"
     )
+    # when set, GET /metrics needs "Authorization: Bearer <this token>" (None: open, for a
+    # scraper on a private network; the metrics carry counts, never ids or secrets)
+    metrics_token: str | None = field(default=None, repr=False)
 
     @property
     def database_url(self) -> str:

@@ -21,6 +21,7 @@ def run(
     quota_computations: int | None = None,
     quota_vcpus: int | None = None,
     quota_memory_mb: int | None = None,
+    metrics_token: str | None = None,
 ) -> None:
     configure_logging()
     Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -31,6 +32,7 @@ def run(
         quota_computations=quota_computations,
         quota_vcpus=quota_vcpus,
         quota_memory_mb=quota_memory_mb,
+        metrics_token=metrics_token,
     )
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)

@@ -61,6 +61,10 @@ class QuotaOut(BaseModel):
     used_memory_mb: int
 
 
+class AccountsOut(BaseModel):
+    accounts: list[AccountOut]
+
+
 class KeyOut(BaseModel):
     key_id: str
     key: str
@@ -127,6 +131,10 @@ class ComputationOut(BaseModel):
     name: str
     state: State
     reason: str
+    # the outcome a destroyed computation had (completed | failed), and the whole story in
+    # words: "completed", "failed: <reason>", "cancelled", "... (enclave destroyed)"
+    outcome: State | None = None
+    status: str = ""
     manifest_hash: str
     host_id: str | None
     enclave_url: str | None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,31 @@ PUBLIC_EVENT_TYPES = frozenset(
 )
 #: Data fields an event may carry besides seq/time/type/message (runtime-chosen values).
 PUBLIC_EVENT_FIELDS = ("slot", "code", "ok")
+
+
+def upload_accepted_message(slot: str, size: int) -> str:
+    """The public message of an ``upload_accepted`` event (``filled_slots`` reads it)."""
+    return f"slot {slot!r} filled ({size} bytes)"
+
+
+def slot_names(manifest_doc: Any) -> list[str]:
+    """A manifest document's slots: ``algorithm`` and each dataset, in order."""
+    doc = manifest_doc if isinstance(manifest_doc, dict) else {}
+    datasets = doc.get("datasets") or []
+    return ["algorithm"] + [str(d.get("name")) for d in datasets if isinstance(d, dict)]
+
+
+def filled_slots(events: Iterable[tuple[str, str]], slots: Iterable[str]) -> set[str]:
+    """Which of ``slots`` the enclave reported filled, from (type, message) of its public
+    events as the control plane relays them."""
+    names = list(slots)
+    return {
+        n
+        for kind, message in events
+        if kind == "upload_accepted"
+        for n in names
+        if message.startswith(f"slot {n!r} filled (")
+    }
 
 
 def _field(data: bytes) -> bytes:

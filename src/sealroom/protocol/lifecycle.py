@@ -107,6 +107,27 @@ def transition(current: State, target: State, *, verified_receipt: bool = False)
     return target
 
 
+#: The reason a cancel gives a computation (it fails with it); ``status_text`` says
+#: "cancelled" for it.
+CANCELLED_BY = "cancelled by "
+
+
+def status_text(state: State | str, outcome: State | str | None, reason: str) -> str:
+    """What happened, in words a person reads (CLI, dashboard): ``completed``,
+    ``failed: <reason>``, ``cancelled``, or the live state; after ``destroyed`` the outcome
+    is kept and the destruction is a separate fact."""
+    st = State(state)
+    if st == State.DESTROYED:
+        if outcome is None:
+            return "destroyed"
+        return f"{status_text(outcome, None, reason)} (enclave destroyed)"
+    if st == State.FAILED:
+        if reason.startswith(CANCELLED_BY):
+            return "cancelled"
+        return f"failed: {reason}" if reason else "failed"
+    return st.value
+
+
 def parse_state(value: object, field: str = "state") -> State:
     """A state from the wire; ``InvalidInputError`` naming the field otherwise."""
     try:

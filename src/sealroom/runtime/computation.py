@@ -47,6 +47,7 @@ from sealroom.protocol.enclave import (
     receipt_nonce,
     result_info,
     result_request_message,
+    upload_accepted_message,
 )
 from sealroom.protocol.enclave_api import (
     AttestationAnswer,
@@ -312,7 +313,7 @@ class Computation:
             self._state, effects = sm.fill(self._state, slot)
         self.events.emit(
             "upload_accepted",
-            f"slot {slot!r} filled ({size} bytes)",
+            upload_accepted_message(slot, size),
             slot=slot,
             sha256=spec.sha256.hex(),
             size=size,

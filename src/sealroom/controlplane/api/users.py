@@ -21,6 +21,7 @@ from sealroom.errors import ConflictError, NotFoundError
 from sealroom.protocol.api import (
     AccountIn,
     AccountOut,
+    AccountsOut,
     ChallengeOut,
     ComputationCreated,
     ComputationDetail,
@@ -41,7 +42,7 @@ from sealroom.protocol.api import (
     StateOut,
 )
 from sealroom.protocol.controlplane import H_SEALED_SHA256
-from sealroom.protocol.lifecycle import FINAL, State
+from sealroom.protocol.lifecycle import FINAL, State, status_text
 from sealroom.tlog.entries import receipt_entry
 from sealroom.tlog.merkle import leaf_hash
 
@@ -65,6 +66,8 @@ def _out(c: Computation) -> ComputationOut:
         name=c.name,
         state=State(c.state),
         reason=c.reason,
+        outcome=State(c.outcome) if c.outcome else None,
+        status=status_text(c.state, c.outcome, c.reason),
         manifest_hash=c.manifest_hash,
         host_id=c.host_id,
         enclave_url=c.enclave_url,
@@ -89,6 +92,16 @@ def _event(e: Event) -> EventOut:
 def create_account(body: AccountIn, cp: CP, user: User) -> AccountOut:
     acc = cp.auth.create_account(user, body.name, body.role)
     return AccountOut(id=acc.id, name=acc.name, role=acc.role)
+
+
+@router.get("/accounts", responses=ERRORS)
+def list_accounts(cp: CP, user: User) -> AccountsOut:
+    """All accounts (admin); your own (user)."""
+    return AccountsOut(
+        accounts=[
+            AccountOut(id=a.id, name=a.name, role=a.role) for a in cp.auth.list_accounts(user)
+        ]
+    )
 
 
 @router.post("/accounts/{account_id}/keys", status_code=201, responses=ERRORS)

@@ -168,6 +168,14 @@ class AuthService:
         log.info("account created", extra={"account_id": acc.id, "by": actor.account_id})
         return acc
 
+    def list_accounts(self, actor: Principal) -> list[Account]:
+        """Every account for an admin; a user's own for a user."""
+        with self.store.session() as s:
+            q = select(Account).order_by(Account.created_at, Account.name)
+            if not actor.is_admin:
+                q = q.where(Account.id == actor.account_id)
+            return list(s.scalars(q).all())
+
     def create_key(self, actor: Principal, account_id: str) -> tuple[str, str]:
         if not actor.is_admin and actor.account_id != account_id:
             raise NotFoundError(f"account {account_id} not found", code="account-not-found")

@@ -51,7 +51,7 @@ from sealroom.errors import (
 )
 from sealroom.manifest import Manifest
 from sealroom.protocol.controlplane import result_request_message
-from sealroom.protocol.lifecycle import FINAL, HOLDING, OUTCOMES, State
+from sealroom.protocol.lifecycle import CANCELLED_BY, FINAL, HOLDING, OUTCOMES, State
 from sealroom.protocol.lifecycle import transition as lifecycle_transition
 
 log = logging.getLogger("sealroom.controlplane.computations")
@@ -272,7 +272,8 @@ class ComputationService:
         if state in OUTCOMES:
             c.outcome = state
         c.state = state
-        c.reason = reason
+        if state != State.DESTROYED:  # the outcome's reason stays; destroyed is its own fact
+            c.reason = reason
         c.updated_at = self.now()
         self.event(s, c, "state", reason=reason, message=message or f"state is now {state}")
         # Placement is part of every create, whose own line says the state: at INFO it
@@ -477,7 +478,7 @@ class ComputationService:
         with self.write() as s:
             c = self._visible(s, actor, cid)
             if c.state not in FINAL:
-                self.transition(s, c, State.FAILED, f"cancelled by {actor.name}")
+                self.transition(s, c, State.FAILED, f"{CANCELLED_BY}{actor.name}")
             state = c.state
         self.schedule_queue()
         return state

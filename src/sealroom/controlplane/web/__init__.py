@@ -37,7 +37,8 @@ from sealroom.errors import (
     SealroomError,
     UnauthenticatedError,
 )
-from sealroom.protocol.lifecycle import FINAL, STATES, State
+from sealroom.protocol.enclave import filled_slots, slot_names
+from sealroom.protocol.lifecycle import FINAL, STATES, State, status_text
 
 COOKIE = "sealroom_session"
 LOGIN_COOKIE = "sealroom_login_csrf"
@@ -242,7 +243,10 @@ def hosts(request: Request, user: WebUser) -> HTMLResponse:
 @router.get("/computations", response_model=None)
 def computations(request: Request, user: WebUser) -> HTMLResponse:
     cp = _cp(request)
-    comps = list(reversed(cp.computations.list_for(user.principal)))
+    comps = [
+        {"c": c, "status": status_text(c.state, c.outcome, c.reason)}
+        for c in reversed(cp.computations.list_for(user.principal))
+    ]
     return _page(request, "computations.html", {"computations": comps}, user)
 
 
@@ -300,15 +304,8 @@ def _timeline(c: Computation, events: list[Any]) -> list[dict[str, Any]]:
 
 def _slots(c: Computation, events: list[Any]) -> list[dict[str, Any]]:
     """The manifest's slots and whether the enclave reported each one filled."""
-    doc = c.manifest or {}
-    names = ["algorithm"] + [str(d.get("name")) for d in doc.get("datasets", []) or []]
-    filled = {
-        n
-        for e in events
-        if e.type == "upload_accepted"
-        for n in names
-        if e.message.startswith(f"slot {n!r} filled")
-    }
+    names = slot_names(c.manifest)
+    filled = filled_slots(((e.type, e.message) for e in events), names)
     return [{"name": n, "filled": n in filled} for n in names]
 
 
@@ -328,6 +325,7 @@ def computation(request: Request, user: WebUser, cid: str) -> HTMLResponse:
         "slots": _slots(c, events),
         "final": c.state in FINAL,
         "outcome": c.outcome if c.state == State.DESTROYED else c.state,
+        "status": status_text(c.state, c.outcome, c.reason),
         "has_receipt": has_receipt,
         "simulated": c.tee == "sim",
     }
@@ -344,6 +342,7 @@ def computation_live(request: Request, user: WebUser, cid: str, after: int = 0) 
         "state": c.state,
         "outcome": c.outcome if c.state == State.DESTROYED else c.state,
         "reason": c.reason,
+        "status": status_text(c.state, c.outcome, c.reason),
         "final": c.state in FINAL,
         "enclave_url": c.enclave_url,
         "events": [

@@ -24,7 +24,7 @@
       tbody.appendChild(tr);
       after = Math.max(after, e.seq);
     }
-    const text = body.state === "failed" ? "failed: " + body.reason : body.state;
+    const text = body.status;
     if (stateEl && text !== seen) { stateEl.textContent = text; stateEl.className = "badge " + body.state; }
     // a new state or a filled slot changes the timeline and slot list: show them
     if (body.final || text !== seen || body.events.some((e) => e.type === "upload_accepted")) {
