@@ -140,6 +140,13 @@ def test_accounts_login_and_cancel_through_the_cli(workspace: Path, env: dict[st
         cid = json.loads(r.stdout)["id"]
         r = cli("computation", "show", cid, env=env, cwd=w)
         assert "status: awaiting_inputs" in r.stdout and "clinic-a: waiting" in r.stdout
+        # a data provider of another organisation: no account, its manifest key signs
+        args = ("computation", "status", cid, "--manifest", "manifest.json", "--key")
+        r = cli(*args, "clinic-b", "--control-plane", url, env=env, cwd=w)
+        assert r.returncode == 0 and f"{cid}: awaiting_inputs" in r.stdout, r.stdout + r.stderr
+        assert "clinic-b: waiting" in r.stdout
+        r = cli(*args, "mallory", "--control-plane", url, env=env, cwd=w)
+        assert r.returncode != 0 and "access-denied" in r.stderr, r.stdout + r.stderr
         r = cli("computation", "cancel", cid, env=env, cwd=w)
         assert r.returncode == 0 and r.stdout.strip() == f"{cid}: cancelled", r.stdout
         # revoked: the saved key no longer works, and the error is JSON when asked

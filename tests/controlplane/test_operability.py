@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from sealroom.protocol.controlplane import party_view_message, result_request_message
 from tests.controlplane.conftest import Env, manifest_doc
 from tests.controlplane.reports import reached, stopped
 
@@ -93,3 +95,73 @@ def test_metrics_token_required_when_set(make_env: Callable[..., Env]) -> None:
     assert env.client.get("/metrics", headers=env.h()).status_code == 401
     r = env.client.get("/metrics", headers={"Authorization": "Bearer scrape-secret-123"})
     assert r.status_code == 200 and "sealroom_computations" in r.text
+
+
+def _party_view(env: Env, cid: str, party: str, key_name: str | None = None,
+                message: Callable[..., bytes] | None = None) -> Any:  # fmt: skip
+    """GET party-view as ``party``, signing with ``key_name``'s key (default: its own)."""
+    ch = env.client.get(f"/api/v1/computations/{cid}/challenge").json()["challenge"]
+    d = env.client.get(f"/api/v1/computations/{cid}", headers=env.h()).json()
+    msg = (message or party_view_message)(
+        cid, bytes.fromhex(d["manifest_hash"]), party, bytes.fromhex(ch)
+    )
+    sig = env.parties[key_name or party].sign(msg).hex()
+    return env.client.get(
+        f"/api/v1/computations/{cid}/party-view",
+        params={"party": party},
+        headers={"X-Sealroom-Challenge": ch, "X-Sealroom-Signature": sig},
+    )
+
+
+def test_party_named_in_manifest_sees_public_state(env: Env) -> None:
+    """Issue 15: a data provider of another organisation sees the computation's public
+    state by signing a challenge with its manifest key, without an account."""
+    _, cred = env.agent()
+    _, key_a = env.user("hospital-a")
+    cid = env.create(manifest_doc(env.parties), key_a)["id"]
+    env.heartbeat(cred, [reached(cid, "awaiting_inputs")])
+    for party in ("dp1", "algo", "alice", "bob"):
+        r = _party_view(env, cid, party)
+        assert r.status_code == 200, (party, r.text)
+        v = r.json()
+        assert v["party"] == party and v["status"] == "awaiting_inputs"
+        assert v["slots"] == [
+            {"name": "algorithm", "filled": False},
+            {"name": "a", "filled": False},
+        ]
+        assert v["receipt"] is False and "manifest" not in v
+
+
+@pytest.mark.parametrize(
+    "case", ["party_not_in_manifest", "signed_by_another_key", "result_request_signature"]
+)
+def test_party_view_refused(env: Env, case: str) -> None:
+    env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    if case == "party_not_in_manifest":
+        r = _party_view(env, cid, "mallory")
+    elif case == "signed_by_another_key":
+        r = _party_view(env, cid, "dp1", key_name="mallory")
+    else:  # a signature for downloading results is not one for the party view
+        r = _party_view(env, cid, "alice", message=result_request_message)
+    assert r.status_code == 403 and r.json()["type"] == "access-denied"
+    assert "awaiting" not in r.text and "scheduled" not in r.text
+
+
+def test_party_view_challenge_is_one_time(env: Env) -> None:
+    env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    ch = env.client.get(f"/api/v1/computations/{cid}/challenge").json()["challenge"]
+    d = env.client.get(f"/api/v1/computations/{cid}", headers=env.h()).json()
+    sig = env.parties["dp1"].sign(
+        party_view_message(cid, bytes.fromhex(d["manifest_hash"]), "dp1", bytes.fromhex(ch))
+    )
+    h = {"X-Sealroom-Challenge": ch, "X-Sealroom-Signature": sig.hex()}
+    url = f"/api/v1/computations/{cid}/party-view?party=dp1"
+    assert env.client.get(url, headers=h).status_code == 200
+    assert env.client.get(url, headers=h).status_code == 403  # replayed
+    assert env.client.get(url).status_code == 403  # no signature at all
+    assert (
+        env.client.get("/api/v1/computations/cmp_nope/party-view?party=dp1", headers=h).status_code
+        == 404
+    )

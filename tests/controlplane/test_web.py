@@ -5,6 +5,7 @@ check is exercised with its negative case through the app's real routes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -212,6 +213,8 @@ def test_evidence_and_receipt_pages(env: Env) -> None:
     assert "every rule passed" in ev
     rc = env.client.get(f"/ui/computations/{cid}/receipt").text
     assert "Receipt verified" in rc and "completed" in rc
+    # the transparency log holds it; the proof checked against the signed checkpoint
+    assert 'id="tlog-ok"' in rc and "inclusion proof verifies" in rc
     detail = env.client.get(f"/ui/computations/{cid}").text
     assert 'id="state"' in detail and ">completed<" in detail
 
@@ -280,3 +283,16 @@ def test_verify_page_shows_failed_rules_of_a_rejected_policy(env: Env) -> None:
     assert "Receipt NOT verified" in r.text and "policy-violation" in r.text
     assert re.search(r'<tr class="fail"><td>simulated</td>', r.text)
     assert "rule(s) failed" in r.text and 'class="simulated"' in r.text
+
+
+def test_receipt_page_says_when_log_does_not_hold_it(env: Env) -> None:
+    """A receipt blob the log never saw (here: written behind the control plane's back)
+    is shown as not logged, never as logged."""
+    _, cred = env.agent()
+    cid = env.create(manifest_doc(env.parties))["id"]
+    env.heartbeat(cred, [{"computation_id": cid, "state": "launching"}])
+    data = env.receipt(cid)
+    env.cp.blobs.put(cid, "receipt", [data], hashlib.sha256(data).hexdigest())
+    login(env.client, env.admin_key)
+    rc = env.client.get(f"/ui/computations/{cid}/receipt").text
+    assert "does not hold this receipt" in rc and 'id="tlog-ok"' not in rc

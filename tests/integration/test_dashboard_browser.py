@@ -141,6 +141,7 @@ def test_dashboard_follows_a_computation_to_its_verified_receipt(
             page.click("#receipt-link")
             page.wait_for_url("**/receipt")
             assert "Receipt verified" in page.inner_text("main")
+            assert page.locator("#tlog-ok").is_visible()  # in the transparency log
             page.screenshot(path=str(shots / "05-receipt.png"), full_page=True)
 
             # another account's browser sees none of it

@@ -22,7 +22,7 @@ from sealroom.cli.common import (
     simulated_banner,
 )
 from sealroom.cli.enclave_cmd import load_party, show_failed_run, trusted_roots
-from sealroom.client.controlplane import ControlPlaneClient, save_config
+from sealroom.client.controlplane import ControlPlaneClient, load_config, save_config
 from sealroom.errors import ConflictError, InvalidInputError, NotFoundError, RunFailedError
 from sealroom.manifest import Manifest
 from sealroom.protocol.api import ComputationCreated, ComputationDetail, EventOut
@@ -184,6 +184,38 @@ def show_cmd(
         console.print(f"  {sl['name']}: {mark}")
 
 
+@computation_app.command("status")
+def status_cmd(
+    cid: Annotated[str, typer.Argument(help="Computation id")],
+    manifest: Annotated[Path, typer.Option("--manifest", help="YOUR copy of the manifest")],
+    key: Annotated[str, typer.Option("--key", help="Your key as the manifest names it")],
+    url: Annotated[
+        str | None,
+        typer.Option("--control-plane", help="Control plane URL (default: the saved one)"),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A computation's public state for a party its manifest names (a data or algorithm
+    provider, a consumer, a log reader): signed with your key, no account needed."""
+    m = Manifest.load(manifest)
+    client = ControlPlaneClient(url) if url else ControlPlaneClient(load_config()[0])
+    view = client.party_view(cid, m, load_party(key))
+    if view.manifest_hash != m.manifest_hash.hex():
+        raise InvalidInputError(
+            f"computation {cid} runs manifest {view.manifest_hash}, not yours "
+            f"({m.manifest_hash.hex()})",
+            code="manifest-mismatch",
+        )
+    if as_json:
+        print_json(view.model_dump(mode="json"))
+        return
+    console.print(f"{view.id}: {view.status}", markup=False)
+    console.print(f"enclave: {view.enclave_url or 'none yet'}", markup=False)
+    for sl in view.slots:
+        console.print(f"  {sl.name}: {'filled' if sl.filled else 'waiting'}", markup=False)
+    console.print(f"receipt: {'stored' if view.receipt else 'not yet'}", markup=False)
+
+
 @computation_app.command("events")
 def events_cmd(
     cid: Annotated[str, typer.Argument(help="Computation id")],
@@ -246,7 +278,13 @@ def result_cmd(
     deadline = time.monotonic() + wait
 
     def save_receipt() -> dict[str, Any]:
-        doc: dict[str, Any] = json.loads(client.receipt_bytes(cid, m, party))
+        """The receipt's exact bytes to --receipt (its log proof beside it, if logged)."""
+        raw, proof = client.receipt_bytes(cid, m, party)
+        assert receipt_out is not None
+        receipt_out.write_bytes(raw)
+        if proof is not None:
+            Path(f"{receipt_out}.tlog-proof").write_text(proof)
+        doc: dict[str, Any] = json.loads(raw)
         return doc
 
     while True:
@@ -254,7 +292,9 @@ def result_cmd(
             receipt = client.fetch_result(cid, m, party, out, extra_roots=trusted_roots(root))
             break
         except RunFailedError as e:
-            show_failed_run(e, as_json, receipt_out, save_receipt if receipt_out else None)
+            if receipt_out is not None:
+                save_receipt()
+            show_failed_run(e, as_json)
             raise
         except (NotFoundError, ConflictError) as e:
             # the run is not over, or its receipt is not stored yet: results exist as soon
@@ -263,7 +303,7 @@ def result_cmd(
                 raise
             time.sleep(0.5)
     if receipt_out is not None:
-        receipt_out.write_text(json.dumps(save_receipt(), indent=2) + "\n")
+        save_receipt()
     if as_json:
         print_json(
             {"out": str(out), "simulated": receipt.simulated, "exit": receipt.payload["exit"]}

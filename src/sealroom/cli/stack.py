@@ -83,6 +83,31 @@ def _wait(
     raise UnavailableError(f"{what} did not come up (log {log}):\n{tail}")
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _choose_port(data_dir: Path, port: int | None) -> int:
+    """--port if given; else the port this stack had before (kept in DATA_DIR/port, so
+    its URL, the CLI's saved config and reconnecting agents stay right across `down` and
+    `up`), if it is still free; else a free one."""
+    if port:
+        return port
+    try:
+        previous = int((data_dir / "port").read_text().strip())
+    except (OSError, ValueError):
+        previous = 0
+    if 0 < previous < 65536 and _port_free(previous):
+        return previous
+    return _free_port()
+
+
 def status(data_dir: Path) -> Stack | None:
     try:
         obj = json.loads((data_dir / "stack.json").read_text())
@@ -100,7 +125,8 @@ def up(data_dir: Path, *, port: int | None = None, agents: int = 1) -> Stack:
         return running
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     logs = data_dir / "logs"
-    port = port or _free_port()
+    port = _choose_port(data_dir, port)
+    (data_dir / "port").write_text(f"{port}\n")
     url = f"http://127.0.0.1:{port}"
     cp_log = logs / "controlplane.log"
     cp_pid = _spawn(

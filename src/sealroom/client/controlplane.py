@@ -50,6 +50,7 @@ from sealroom.protocol.api import (
     JoinTokenOut,
     KeyOut,
     MeOut,
+    PartyViewOut,
     StateOut,
 )
 from sealroom.protocol.enclave import H_CHALLENGE, H_RESULT_SHA256, H_SIGNATURE
@@ -75,7 +76,7 @@ def load_config() -> tuple[str, str | None]:
         key = key or cfg.get("api_key")
     if not url:
         raise InvalidInputError(
-            "no control plane configured: run `sealroom up`, or `sealroom login URL KEY`, or "
+            "no control plane configured: run `sealroom up`, or `sealroom login URL`, or "
             "set SEALROOM_URL and SEALROOM_API_KEY"
         )
     return str(url), key
@@ -208,7 +209,26 @@ class ControlPlaneClient(ApiClient):
         )
         return {H_CHALLENGE: challenge.hex(), H_SIGNATURE: sig.hex()}
 
-    def receipt_bytes(self, cid: str, manifest: Manifest, party: PartyKeys) -> bytes:
+    def party_view(self, cid: str, manifest: Manifest, party: PartyKeys) -> PartyViewOut:
+        """The computation's public state as a party named in ``manifest`` sees it: signed
+        with its own key over a fresh challenge, no API key (docs/adr/0037)."""
+        from sealroom.protocol.controlplane import party_view_message
+
+        base = f"/api/v1/computations/{quote(cid)}"
+        challenge = bytes.fromhex(
+            self.model("GET", f"{base}/challenge", ChallengeOut, auth=False).challenge
+        )
+        name = party.public.name
+        sig = party.sign(party_view_message(cid, manifest.manifest_hash, name, challenge))
+        return self.model(
+            "GET",
+            f"{base}/party-view?party={quote(name)}",
+            PartyViewOut,
+            auth=False,
+            headers={H_CHALLENGE: challenge.hex(), H_SIGNATURE: sig.hex()},
+        )
+
+    def _receipt_raw(self, cid: str, manifest: Manifest, party: PartyKeys) -> bytes:
         """The stored receipt as it is (unverified: ``fetch_receipt`` verifies it)."""
         return self.request(
             "GET",
@@ -229,7 +249,7 @@ class ControlPlaneClient(ApiClient):
     ) -> VerifiedReceipt:
         """The receipt from the blob store (for a consumer or log reader), verified offline
         against the party's OWN manifest and policy."""
-        raw = self.receipt_bytes(cid, manifest, party)
+        raw = self._receipt_raw(cid, manifest, party)
         try:
             doc = json.loads(raw)
         except ValueError as e:

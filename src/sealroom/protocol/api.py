@@ -168,6 +168,26 @@ class EventOut(BaseModel):
     source: Literal["control-plane", "host"]
 
 
+class SlotOut(BaseModel):
+    name: str
+    filled: bool
+
+
+class PartyViewOut(BaseModel):
+    """A computation's public state, for a party named in its manifest who proved its key
+    (docs/adr/0037): no account's data, no manifest beyond what the party holds."""
+
+    id: str
+    party: str
+    state: State
+    outcome: State | None
+    status: str
+    manifest_hash: str
+    enclave_url: str | None
+    slots: list[SlotOut]
+    receipt: bool
+
+
 class EventsOut(BaseModel):
     events: list[EventOut]
 

@@ -8,6 +8,7 @@ import struct
 from sealroom.protocol.enclave import PUBLIC_EVENT_TYPES
 
 RESULT_REQUEST_DOMAIN = b"sealroom/cp-result-request/v1"
+PARTY_VIEW_DOMAIN = b"sealroom/cp-party-view/v1"
 H_CHALLENGE = "X-Sealroom-Challenge"
 H_SIGNATURE = "X-Sealroom-Signature"
 H_SEALED_SHA256 = "X-Sealroom-Sealed-Sha256"
@@ -33,13 +34,33 @@ def result_request_message(
     """What a consumer signs (Ed25519) to fetch its sealed result or the receipt from the
     control plane: length-prefixed domain, computation id, manifest hash, consumer name and
     the one-time server challenge, so a signature cannot be replayed elsewhere."""
+    return _request_message(
+        RESULT_REQUEST_DOMAIN, computation_id, manifest_hash, consumer, challenge
+    )
+
+
+def _request_message(
+    domain: bytes, computation_id: str, manifest_hash: bytes, party: str, challenge: bytes
+) -> bytes:
+    return b"".join(
+        _field(x)
+        for x in (domain, computation_id.encode(), manifest_hash, party.encode(), challenge)
+    )
+
+
+def party_view_message(
+    computation_id: str, manifest_hash: bytes, party: str, challenge: bytes
+) -> bytes:
+    """What a party named in a manifest signs (Ed25519) to see that computation's public
+    state without an account (docs/adr/0037): like ``result_request_message`` under its own
+    domain, so neither signature is accepted for the other."""
     return b"".join(
         _field(x)
         for x in (
-            RESULT_REQUEST_DOMAIN,
+            PARTY_VIEW_DOMAIN,
             computation_id.encode(),
             manifest_hash,
-            consumer.encode(),
+            party.encode(),
             challenge,
         )
     )

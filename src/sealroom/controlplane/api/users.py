@@ -35,13 +35,16 @@ from sealroom.protocol.api import (
     JoinTokenOut,
     KeyOut,
     MeOut,
+    PartyViewOut,
     Problem,
     QuotaIn,
     QuotaOut,
     ResourcesOut,
+    SlotOut,
     StateOut,
 )
 from sealroom.protocol.controlplane import H_SEALED_SHA256
+from sealroom.protocol.enclave import filled_slots, slot_names
 from sealroom.protocol.lifecycle import FINAL, State, status_text
 from sealroom.tlog.entries import receipt_entry
 from sealroom.tlog.merkle import leaf_hash
@@ -231,6 +234,39 @@ async def event_stream(
 @router.get("/computations/{computation_id}/stats", responses=ERRORS)
 def stats(computation_id: Id, cp: CP, user: User) -> dict[str, Any]:
     return dict(cp.computations.get(user, computation_id).stats or {})
+
+
+@router.get("/computations/{computation_id}/party-view", responses=ERRORS)
+def party_view(
+    computation_id: Id,
+    cp: CP,
+    party: Annotated[str, Query(min_length=1, max_length=64)],
+    x_sealroom_challenge: ChallengeH = None,
+    x_sealroom_signature: SignatureH = None,
+) -> PartyViewOut:
+    """A computation's public state for a party its manifest names, who signs a fresh
+    challenge with its manifest key (no account needed; docs/adr/0037)."""
+    c, name = cp.computations.authenticate_party(
+        computation_id, party, x_sealroom_challenge, x_sealroom_signature
+    )
+    evs, _ = cp.computations.events(None, c.id, 0)
+    names = slot_names(c.manifest)
+    filled = filled_slots(((e.type, e.message) for e in evs), names)
+    try:
+        has_receipt = bool(cp.blobs.path(c.id, "receipt"))
+    except NotFoundError:
+        has_receipt = False
+    return PartyViewOut(
+        id=c.id,
+        party=name,
+        state=State(c.state),
+        outcome=State(c.outcome) if c.outcome else None,
+        status=status_text(c.state, c.outcome, c.reason),
+        manifest_hash=c.manifest_hash,
+        enclave_url=c.enclave_url,
+        slots=[SlotOut(name=n, filled=n in filled) for n in names],
+        receipt=has_receipt,
+    )
 
 
 @router.get("/computations/{computation_id}/challenge", responses=ERRORS)

@@ -50,7 +50,7 @@ from sealroom.errors import (
     NotFoundError,
 )
 from sealroom.manifest import Manifest
-from sealroom.protocol.controlplane import result_request_message
+from sealroom.protocol.controlplane import party_view_message, result_request_message
 from sealroom.protocol.lifecycle import CANCELLED_BY, FINAL, HOLDING, OUTCOMES, State
 from sealroom.protocol.lifecycle import transition as lifecycle_transition
 
@@ -555,6 +555,62 @@ class ComputationService:
             )
         return ch
 
+    def _take_challenge(
+        self, cid: str, challenge_hex: str | None, signature_hex: str | None
+    ) -> tuple[Computation, bytes, bytes]:
+        """The computation, the challenge and the signature; the challenge is consumed
+        (one-time, whatever the outcome of the signature check that follows)."""
+        with self.store.session() as s:
+            c = s.get(Computation, cid)
+            if c is None:
+                raise NotFoundError(f"computation {cid} not found", code="computation-not-found")
+            if not challenge_hex or not signature_hex:
+                raise AccessDeniedError(
+                    "X-Sealroom-Challenge and X-Sealroom-Signature headers are required "
+                    "(get a challenge from /challenge and sign it with your manifest key)",
+                    code="access-denied",
+                )
+            ch = s.get(Challenge, challenge_hex.lower()[:64])
+            if ch is None or ch.computation_id != cid or ch.expires_at < self.now():
+                raise AccessDeniedError(
+                    "challenge unknown, used or expired; get a fresh one from /challenge",
+                    code="access-denied",
+                )
+            s.delete(ch)
+        try:
+            return c, bytes.fromhex(challenge_hex), bytes.fromhex(signature_hex)
+        except ValueError as e:
+            raise AccessDeniedError(
+                "signature or challenge is not hex", code="access-denied"
+            ) from e
+
+    def authenticate_party(
+        self, cid: str, party: str, challenge_hex: str | None, signature_hex: str | None
+    ) -> tuple[Computation, str]:
+        """Any party the manifest names (algorithm or dataset provider, consumer, log
+        reader) who signs ``party_view_message`` over a fresh challenge (docs/adr/0037)."""
+        c, chal, sig = self._take_challenge(cid, challenge_hex, signature_hex)
+        m = Manifest.from_dict(c.manifest)
+        named = [
+            m.algorithm.provider,
+            *(d.provider for d in m.datasets),
+            *m.log_recipients,
+        ]
+        msg = party_view_message(cid, bytes.fromhex(c.manifest_hash), party, chal)
+        for p in named:
+            if p.name != party:
+                continue
+            try:
+                p.verify(sig, msg)
+            except AttestationError:
+                continue
+            return c, p.name
+        raise AccessDeniedError(
+            f"party {party!r} is not named in this computation's manifest, or the signature "
+            "does not verify under its ed25519 key",
+            code="access-denied",
+        )
+
     def authenticate_consumer(
         self,
         cid: str,
@@ -568,23 +624,7 @@ class ComputationService:
         ``consumer`` None: any consumer of the manifest; ``log_readers``: the manifest's
         log readers count too (for the run log and the receipt). Returns the computation
         and the party's name. Raises 404 for an unknown computation, 403 otherwise."""
-        with self.store.session() as s:
-            c = s.get(Computation, cid)
-            if c is None:
-                raise NotFoundError(f"computation {cid} not found", code="computation-not-found")
-            if not challenge_hex or not signature_hex:
-                raise AccessDeniedError(
-                    "X-Sealroom-Challenge and X-Sealroom-Signature headers are required "
-                    "(get a challenge from /challenge and sign it with the consumer's key)",
-                    code="access-denied",
-                )
-            ch = s.get(Challenge, challenge_hex.lower()[:64])
-            if ch is None or ch.computation_id != cid or ch.expires_at < self.now():
-                raise AccessDeniedError(
-                    "challenge unknown, used or expired; get a fresh one from /challenge",
-                    code="access-denied",
-                )
-            s.delete(ch)  # one-time, whatever the outcome below
+        c, chal, sig = self._take_challenge(cid, challenge_hex, signature_hex)
         manifest = Manifest.from_dict(c.manifest)
         if consumer is None:
             parties = list(manifest.log_recipients if log_readers else manifest.consumers)
@@ -594,13 +634,6 @@ class ComputationService:
                 parties = [find(consumer)]
             except NotFoundError as e:
                 raise AccessDeniedError(e.message, code="access-denied") from e
-        try:
-            sig = bytes.fromhex(signature_hex)
-            chal = bytes.fromhex(challenge_hex)
-        except ValueError as e:
-            raise AccessDeniedError(
-                "signature or challenge is not hex", code="access-denied"
-            ) from e
         for party in parties:
             msg = result_request_message(cid, bytes.fromhex(c.manifest_hash), party.name, chal)
             try:

@@ -39,6 +39,8 @@ from sealroom.errors import (
 )
 from sealroom.protocol.enclave import filled_slots, slot_names
 from sealroom.protocol.lifecycle import FINAL, STATES, State, status_text
+from sealroom.tlog.entries import receipt_entry
+from sealroom.tlog.merkle import leaf_hash
 
 COOKIE = "sealroom_session"
 LOGIN_COOKIE = "sealroom_login_csrf"
@@ -378,6 +380,30 @@ def _stored_receipt(cp: ControlPlane, c: Computation) -> tuple[bytes | None, Rec
     return data, cp.receipts.check(c.manifest, data)
 
 
+def _log_inclusion(cp: ControlPlane, data: bytes) -> dict[str, Any] | None:
+    """Where the transparency log holds this receipt, with its inclusion proof checked
+    against the log's signed checkpoint (docs/adr/0031); None if the log does not."""
+    leaf = leaf_hash(receipt_entry(data))
+    index = cp.tlog.find(leaf)
+    if index is None:
+        return None
+    proof = cp.tlog.proof(index)
+    try:
+        checkpoint = proof.verify(leaf, [cp.tlog.signer.verifier], cp.tlog.origin)
+        error = ""
+    except SealroomError as e:
+        checkpoint, error = None, e.message
+    return {
+        "index": index,
+        "hashes": [h.hex() for h in proof.hashes],
+        "size": checkpoint.size if checkpoint else None,
+        "root": checkpoint.root_hash.hex() if checkpoint else "",
+        "origin": cp.tlog.origin,
+        "vkey": cp.tlog.vkey(),
+        "error": error,
+    }
+
+
 @router.get("/computations/{cid}/evidence", response_model=None)
 def evidence(request: Request, user: WebUser, cid: str) -> HTMLResponse:
     cp = _cp(request)
@@ -396,6 +422,7 @@ def receipt(request: Request, user: WebUser, cid: str) -> HTMLResponse:
     ctx = {
         "c": c,
         "check": check,
+        "tlog": _log_inclusion(cp, data) if data else None,
         "receipt_json": pretty,
         "simulated": bool(check and check.simulated) or c.tee == "sim",
     }
