@@ -73,3 +73,23 @@ def test_kms_key_lifecycle_audit_lockdown_and_lift(tmp_path: Path, env: dict[str
     (tmp_path / "cut.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     (tmp_path / "cut.jsonl.head").write_bytes((tmp_path / "audit.jsonl.head").read_bytes())
     assert "kms-audit-chain-broken" in run("kms", "audit", "verify", "cut.jsonl", rc=2)
+
+
+def test_data_encrypt_names_key_and_hash_and_decrypts(tmp_path: Path, env: dict[str, str]) -> None:
+    def run(*args: str, rc: int = 0) -> str:
+        r = cli(*args, env=env, cwd=tmp_path)
+        assert r.returncode == rc, (args, r.stdout, r.stderr)
+        return r.stdout + r.stderr
+
+    run("kms", "init")
+    run("kms", "key", "create", "ds1", "--account", "clinic")
+    data = b"patient,age\n" * 10000
+    (tmp_path / "d.csv").write_bytes(data)
+    out = run("data", "encrypt", "d.csv", "--key-id", "ds1", "--out", "d.csv.enc")
+    assert __import__("hashlib").sha256(data).hexdigest() in out
+    assert b"patient" not in (tmp_path / "d.csv.enc").read_bytes()
+    run("kms", "key", "rotate", "ds1")  # the header names v1: still decrypts
+    assert "key ds1 v1" in run("data", "decrypt", "d.csv.enc", "--out", "back.csv")
+    assert (tmp_path / "back.csv").read_bytes() == data
+    run("kms", "key", "revoke", "ds1", "1")
+    assert "kms-version-not-active" in run("data", "decrypt", "d.csv.enc", "--out", "x", rc=1)

@@ -20,6 +20,7 @@ from sealroom.cli.attest_cmd import attest_app
 from sealroom.cli.common import err_console
 from sealroom.cli.controlplane_cmd import controlplane_app
 from sealroom.cli.cp_cmd import computation_app, down_cmd, host_app, login_cmd, up_cmd
+from sealroom.cli.data_cmd import data_app
 from sealroom.cli.demo import demo_cmd
 from sealroom.cli.ear_cmd import ear_app
 from sealroom.cli.enclave_cmd import enclave_app, log_cmd, receipt_app, result_cmd, upload_cmd
@@ -43,6 +44,7 @@ app.add_typer(ear_app, name="ear")
 app.add_typer(sim_app, name="sim")
 app.add_typer(keys_app, name="keys")
 app.add_typer(kms_app, name="kms")
+app.add_typer(data_app, name="data")
 app.add_typer(manifest_app, name="manifest")
 app.add_typer(enclave_app, name="enclave")
 app.add_typer(receipt_app, name="receipt")

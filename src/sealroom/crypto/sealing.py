@@ -37,15 +37,16 @@ import hashlib
 import io
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey, PyHPKEError
 
-from sealroom.errors import AttestationError, MalformedEvidenceError
+from sealroom.errors import AttestationError, MalformedEvidenceError, SealroomError
 
 MAGIC = b"SRSEAL1\0"
 MAGIC_FAMILY = b"SRSEAL"
@@ -93,7 +94,11 @@ def _nonce(prefix: bytes, counter: int, last: bool) -> bytes:
     return prefix + struct.pack(">IB", counter, 1 if last else 0)
 
 
-def _read_exact(src: BinaryIO, n: int) -> bytes:
+class Reader(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def _read_exact(src: Reader, n: int) -> bytes:
     """Up to ``n`` bytes; fewer only at end of stream (a short read is retried)."""
     parts: list[bytes] = []
     got = 0
@@ -152,6 +157,31 @@ def seal_stream(
 
     out = _Out(dst)
     out.write(header)
+    encrypt_chunks(src, out, aead, nonce_prefix, chunk_aad, chunk_size)
+    return SealedSummary(out.size, out.hash.hexdigest())
+
+
+class ChunkAead(Protocol):
+    """An AEAD from pyca/cryptography (ChaCha20Poly1305, AESGCM): 12-byte nonces."""
+
+    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+
+    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+
+
+class _Writer(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+def encrypt_chunks(
+    src: Reader,
+    out: _Writer,
+    aead: ChunkAead,
+    nonce_prefix: bytes,
+    chunk_aad: bytes,
+    chunk_size: int,
+) -> None:
+    """The STREAM chunks of everything ``src`` yields (see the module doc), to ``out``."""
     cur = _read_exact(src, chunk_size)
     counter = 0
     while True:
@@ -159,12 +189,52 @@ def seal_stream(
         last = not nxt
         out.write(aead.encrypt(_nonce(nonce_prefix, counter, last), cur, chunk_aad))
         if last:
-            break
+            return
         counter += 1
         if counter >= MAX_CHUNKS:
             raise ValueError(f"input too large: more than {MAX_CHUNKS} chunks")
         cur = nxt
-    return SealedSummary(out.size, out.hash.hexdigest())
+
+
+def decrypt_chunks(
+    src: Reader,
+    dst: _Writer,
+    aead: ChunkAead,
+    nonce_prefix: bytes,
+    chunk_aad: bytes,
+    chunk_size: int,
+    invalid: Callable[[str], SealroomError],
+) -> int:
+    """Inverse of :func:`encrypt_chunks`; returns the plaintext byte count. ``invalid``
+    makes the error for an altered, reordered, truncated or extended stream."""
+    block = chunk_size + TAG_SIZE
+    cur = _read_exact(src, block)
+    total = 0
+    counter = 0
+    while True:
+        if len(cur) < TAG_SIZE:
+            raise invalid(
+                f"truncated: chunk {counter} has {len(cur)} bytes, fewer than its "
+                f"{TAG_SIZE}-byte tag"
+            )
+        nxt = _read_exact(src, block) if len(cur) == block else b""
+        last = not nxt
+        try:
+            plain = aead.decrypt(_nonce(nonce_prefix, counter, last), cur, chunk_aad)
+        except InvalidTag as e:
+            where = "final chunk" if last else "chunk"
+            raise invalid(
+                f"{where} {counter} does not authenticate (altered, reordered, duplicated, "
+                "or the stream was truncated or extended)"
+            ) from e
+        dst.write(plain)
+        total += len(plain)
+        if last:
+            return total
+        counter += 1
+        if counter >= MAX_CHUNKS:
+            raise invalid(f"more than {MAX_CHUNKS} chunks")
+        cur = nxt
 
 
 def _invalid(what: str) -> AttestationError:
@@ -232,34 +302,7 @@ def open_stream(
     discard it on error (see the module doc).
     """
     aead, nonce_prefix, chunk_aad, chunk_size = _open_header(src, recipient, info, aad)
-    block = chunk_size + TAG_SIZE
-    cur = _read_exact(src, block)
-    total = 0
-    counter = 0
-    while True:
-        if len(cur) < TAG_SIZE:
-            raise _invalid(
-                f"truncated: chunk {counter} has {len(cur)} bytes, fewer than its "
-                f"{TAG_SIZE}-byte tag"
-            )
-        nxt = _read_exact(src, block) if len(cur) == block else b""
-        last = not nxt
-        try:
-            plain = aead.decrypt(_nonce(nonce_prefix, counter, last), cur, chunk_aad)
-        except InvalidTag as e:
-            where = "final chunk" if last else "chunk"
-            raise _invalid(
-                f"{where} {counter} does not authenticate (altered, reordered, duplicated, "
-                "or the stream was truncated or extended)"
-            ) from e
-        dst.write(plain)
-        total += len(plain)
-        if last:
-            return total
-        counter += 1
-        if counter >= MAX_CHUNKS:
-            raise _invalid(f"more than {MAX_CHUNKS} chunks")
-        cur = nxt
+    return decrypt_chunks(src, dst, aead, nonce_prefix, chunk_aad, chunk_size, _invalid)
 
 
 def seal_bytes(data: bytes, recipient: X25519PublicKey, *, info: bytes, aad: bytes = b"") -> bytes:
