@@ -288,3 +288,27 @@ def test_publish_measurement_cli(
     )
     assert rc != 0 and "admin" in err
     assert env.cp.tlog.size() == 1
+
+
+def test_other_components_append_over_http(live: tuple[Env, str]) -> None:
+    """A key broker (another process) logs a key release with the operator's key; a
+    receipt cannot be pushed this way, nor by a non-admin or without a key."""
+    from sealroom.client.tlog import LogClient
+    from sealroom.errors import AccessDeniedError, InvalidInputError, SealroomError
+
+    env, url = live
+    payload = {"resource": "default/key/model", "session": "s1", "claims_sha256": "ab" * 32}
+    with LogClient(url, env.admin_key) as c:
+        a = c.append("key-release", payload)
+        assert a.index == 0
+        with pytest.raises(InvalidInputError):
+            c.append("receipt", {"manifest_hash": "00", "receipt_sha256": "00"})
+        with pytest.raises(InvalidInputError):
+            c.append("key-release", {"blob": "x" * 70000})
+    assert json.loads(env.cp.tlog.entry(0)) == {"kind": "key-release", "payload": payload}
+    _, key = env.user("svc")
+    with LogClient(url, key) as c, pytest.raises(AccessDeniedError):
+        c.append("lockdown", {"scope": "all"})
+    with LogClient(url) as c, pytest.raises(SealroomError):
+        c.append("lockdown", {"scope": "all"})
+    assert env.cp.tlog.size() == 1

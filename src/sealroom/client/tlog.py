@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 
 from sealroom.client.http import ApiClient
 from sealroom.errors import UnavailableError
-from sealroom.protocol.tlog import ConsistencyProofOut, InclusionProofOut
+from sealroom.protocol.tlog import Appended, ConsistencyProofOut, InclusionProofOut
 
 
 def _hashes(items: list[str]) -> list[bytes]:
@@ -24,11 +25,20 @@ def _hashes(items: list[str]) -> list[bytes]:
 class LogClient(ApiClient):
     """``base_url`` is the control plane's URL (the log lives under ``/log``)."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
-        super().__init__(base_url, None, timeout=timeout, what="transparency log")
+    def __init__(self, base_url: str, admin_key: str | None = None, timeout: float = 30.0) -> None:
+        super().__init__(base_url, admin_key, timeout=timeout, what="transparency log")
 
     def __enter__(self) -> LogClient:
         return self
+
+    def append(self, kind: str, payload: dict[str, Any]) -> Appended:
+        """Append one entry as the operator (needs the admin key given at construction);
+        for components outside the control plane process, e.g. a key broker's audit hook.
+        PUBLIC FOREVER: hashes, identifiers, verdicts and times only."""
+        # the control plane validates (EntryIn) and answers a typed problem
+        return self.model(
+            "POST", "/api/v1/log/entries", Appended, json={"kind": kind, "payload": payload}
+        )
 
     def checkpoint(self) -> bytes:
         return self.request("GET", "/log/checkpoint", auth=False).content

@@ -3,7 +3,7 @@ Hashes are standard base64, as in C2SP checkpoints and tlog-proofs (docs/adr/003
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,20 @@ class ConsistencyProofOut(BaseModel):
 class Appended(BaseModel):
     index: int
     leaf_hash: Hex64
+
+
+class EntryIn(BaseModel):
+    """An entry another component (the key broker, a service supervisor) appends over HTTP
+    as the operator: ``kind`` is any sealroom.tlog.entries.Kind but ``receipt`` (receipts
+    are logged by the control plane once it verified them). PUBLIC FOREVER: hashes,
+    identifiers, verdicts and times only, never a secret."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Annotated[
+        str,
+        Field(pattern=r"^(service-deployment|heartbeat|key-release|lockdown|runtime-measurement)$"),
+    ]
+    payload: dict[str, Any]
 
 
 class RuntimeMeasurementIn(BaseModel):

@@ -16,6 +16,7 @@ from sealroom.controlplane.services.auth import AuthService
 from sealroom.protocol.tlog import (
     Appended,
     ConsistencyProofOut,
+    EntryIn,
     InclusionProofOut,
     RuntimeMeasurementIn,
 )
@@ -75,6 +76,16 @@ def consistency(cp: CP, old: Size, new: Size | None = None) -> ConsistencyProofO
 def tlog_proof(index: Index, cp: CP) -> Response:
     """A C2SP tlog-proof of entry ``index`` against the current checkpoint."""
     return Response(cp.tlog.proof(index).encode(), media_type=TEXT)
+
+
+@router.post("/api/v1/log/entries", status_code=201)
+def append_entry(body: EntryIn, cp: CP, user: User) -> Appended:
+    """The operator's components (an admin key) append key releases, lockdowns,
+    deployments, heartbeats and measurements they witnessed; receipts are not accepted
+    here (the control plane logs them once verified)."""
+    AuthService.require_admin(user)
+    a = cp.tlog.append(body.kind, body.payload)
+    return Appended(index=a.index, leaf_hash=a.leaf_hash.hex())
 
 
 @router.post("/api/v1/log/runtime-measurements", status_code=201)

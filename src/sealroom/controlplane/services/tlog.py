@@ -12,6 +12,10 @@ or, inside a transaction you already hold (the entry commits or rolls back with 
         ...
         cp.tlog.append_in(s, Kind.RECEIPT, payload)
 
+A component in another process (the key broker's audit hook, say) appends over HTTP with
+the operator's admin key: ``sealroom.client.tlog.LogClient(url, admin_key).append(kind,
+payload)`` (``POST /api/v1/log/entries``; every kind but ``receipt``).
+
 ``kind`` is one of ``sealroom.tlog.entries.Kind``: ``receipt``, ``service-deployment``,
 ``heartbeat``, ``key-release``, ``lockdown``, ``runtime-measurement``. ``payload`` is a JSON
 object; the entry is its canonical JSON ``{"kind", "payload"}`` (at most 65535 bytes).
