@@ -172,3 +172,11 @@ def test_audit_export_of_tampered_log_refused(tmp_path: Path) -> None:
     log.path.write_text(text)
     with pytest.raises(AttestationError):
         log.export(tmp_path / "export.jsonl")
+
+
+def test_evidence_digest_of_claims_with_64_bit_tcb(km: KeyManager) -> None:
+    # Real SNP claims carry REPORTED_TCB.raw beyond 2**53: the release must still be
+    # audited (it crashed the KBS release path when the digest used RFC 8785).
+    km.create("ds1", account="acme", actor="a")
+    release(km, "ds1", None, snp_claims(), actor="kbs", policy="p")
+    assert km.audit.entries()[-1]["event"]["action"] == "release"

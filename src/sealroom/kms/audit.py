@@ -54,8 +54,11 @@ ACTIONS = frozenset(
 
 
 def evidence_digest(claims: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of EAR claims (what the audit names as evidence)."""
-    return hashlib.sha256(canonical_json(dict(claims))).hexdigest()
+    """SHA-256 of the EAR claims as sorted compact JSON (what the audit names as
+    evidence). Not RFC 8785: claims carry 64-bit integers (an SNP TCB's raw value) that
+    I-JSON cannot hold."""
+    text = json.dumps(dict(claims), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _entry_hash(seq: int, time: str, prev: str, event: Mapping[str, Any]) -> str:
