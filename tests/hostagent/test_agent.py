@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 
 from sealroom.hostagent.agent import EVENT_BATCH, Agent, AgentConfig
-from sealroom.hostagent.backends.process import Timeouts
+from sealroom.hostagent.backends.process import RelayAddress, Timeouts
 from sealroom.hostagent.resources import Reserve, cpu_count, machine_resources, memory_mb
 from sealroom.hostagent.simtee import pid_alive
 from sealroom.hostagent.state import AgentStore
@@ -452,3 +453,31 @@ def test_garbage_desired_state_never_crashes_the_agent(
     agent.step()  # asked again: never launched twice
     _, launched = AgentStore(data_dir).load()
     assert launched == {"y"}
+
+
+@needs_bwrap
+def test_party_on_another_address_reaches_the_enclave(
+    tmp_path: Path,
+    cp: FakeControlPlane,
+    data_dir: Path,
+    parties: Parties,
+    start_agent: Callable[..., Running],
+) -> None:
+    """Issue 15: `agent run --listen/--advertise`. The enclave's endpoint listens on
+    another address of the loopback range (as another machine's interface would) and is
+    reported as that address; a party there verifies and uploads; 127.0.0.1 has nothing."""
+    doc, files = manifest_doc(tmp_path, parties, "agent-listen")
+    cp.add("c1", doc)
+    start_agent(relay_address=RelayAddress(listen="127.0.0.2", advertise="127.0.0.2"))
+    url = endpoint_of(cp, "c1")
+    assert url.startswith("https://127.0.0.2:"), url
+    port = int(url.rsplit(":", 1)[1])
+    with (
+        pytest.raises(ConnectionRefusedError),
+        socket.create_connection(("127.0.0.1", port), timeout=5),
+    ):
+        pass
+    manifest = tmp_path / "manifest-agent-listen.json"
+    _, att = run_parties(url, manifest, data_dir, parties, files)
+    assert att.simulated
+    wait_for(lambda: cp.comps["c1"].state == "completed", "completed reported")

@@ -172,3 +172,19 @@ def test_small_request_response_does_not_stall_on_nagle(echo: EchoServer) -> Non
                 while len(got) < len(msg):
                     got += s.recv(64)
                 assert got == msg
+
+
+def test_listen_and_advertise_addresses(echo: EchoServer) -> None:
+    """`--listen` binds that address only; `--advertise` is what parties are told."""
+    with TcpToUnixRelay(echo.path, host="127.0.0.3", advertise="hospital-b.example") as relay:
+        assert relay.endpoint == f"https://hospital-b.example:{relay.port}"
+        with socket.create_connection(("127.0.0.3", relay.port), timeout=10) as s:
+            s.sendall(b"ping")
+            assert s.recv(4) == b"ping"
+        with (
+            pytest.raises(ConnectionRefusedError),
+            socket.create_connection(("127.0.0.1", relay.port), 5),
+        ):
+            pass
+    with TcpToUnixRelay(echo.path, host="127.0.0.3") as relay:
+        assert relay.endpoint == f"https://127.0.0.3:{relay.port}"

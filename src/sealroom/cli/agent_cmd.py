@@ -16,8 +16,9 @@ from typing import Annotated
 
 import typer
 
+from sealroom.errors import InvalidInputError
 from sealroom.hostagent.agent import AgentConfig, join_token_from, serve
-from sealroom.hostagent.backends.process import ORPHAN_TIMEOUT, Timeouts
+from sealroom.hostagent.backends.process import ORPHAN_TIMEOUT, RelayAddress, Timeouts
 from sealroom.hostagent.resources import Reserve
 
 agent_app = typer.Typer(help="The host agent: launches enclaves for the control plane.")
@@ -61,8 +62,29 @@ def run_cmd(
         float,
         typer.Option("--orphan-timeout", help="Stop enclaves whose agent is gone this long."),
     ] = ORPHAN_TIMEOUT,
+    listen: Annotated[
+        str,
+        typer.Option(
+            "--listen",
+            help="Address enclaves' endpoints listen on (default 127.0.0.1: this machine "
+            "only); e.g. 0.0.0.0 or one interface's address for parties elsewhere.",
+        ),
+    ] = "127.0.0.1",
+    advertise: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise",
+            help="Address or name parties are given for enclaves (default: --listen; "
+            "required with a wildcard --listen).",
+        ),
+    ] = None,
 ) -> None:
     """Run the host agent until SIGTERM/Ctrl-C."""
+    if listen in ("0.0.0.0", "::") and not advertise:  # noqa: S104 - checking, not binding
+        raise InvalidInputError(
+            f"--listen {listen} listens on every interface: say with --advertise which "
+            "address parties should use"
+        )
     logging.getLogger("sealroom.hostagent").setLevel(logging.INFO)
     config = AgentConfig(
         control_plane=control_plane,
@@ -74,5 +96,6 @@ def run_cmd(
         timeouts=Timeouts(inputs=input_timeout, run_grace=run_grace),
         sim_authority=sim_authority,
         orphan_timeout=orphan_timeout,
+        relay_address=RelayAddress(listen=listen, advertise=advertise),
     )
     raise typer.Exit(serve(config))

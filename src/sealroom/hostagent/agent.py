@@ -47,6 +47,7 @@ from sealroom.hostagent.backends.process import (
     ORPHAN_TIMEOUT,
     ProcessBackend,
     ProcessEnclave,
+    RelayAddress,
     Timeouts,
 )
 from sealroom.hostagent.cpclient import ControlPlaneClient
@@ -84,6 +85,7 @@ class AgentConfig:
     backoff_max: float = 30.0
     sim_authority: Path | None = None  # default: $SEALROOM_HOME/sim-authority
     orphan_timeout: float = ORPHAN_TIMEOUT
+    relay_address: RelayAddress = field(default_factory=RelayAddress)
 
 
 class Agent:
@@ -98,6 +100,7 @@ class Agent:
                 cpus=cpus,
                 authority_dir=config.sim_authority,
                 orphan_timeout=config.orphan_timeout,
+                relay_address=config.relay_address,
             )
         self.backend = backend
         self.enclaves: dict[str, ProcessEnclave] = {}

@@ -74,13 +74,18 @@ class TcpToUnixRelay:
         *,
         port: int = 0,
         host: str = "127.0.0.1",
+        advertise: str | None = None,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.target = Path(target)
+        # the address parties are told (another host's view of this one); default: the
+        # address listened on
+        self.advertise = advertise
         self._slots = threading.BoundedSemaphore(max_connections)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
@@ -95,7 +100,8 @@ class TcpToUnixRelay:
 
     @property
     def endpoint(self) -> str:
-        return f"https://{self.host}:{self.port}"
+        host = self.advertise or self.host
+        return f"https://[{host}]:{self.port}" if ":" in host else f"https://{host}:{self.port}"
 
     def start(self) -> TcpToUnixRelay:
         self._thread = threading.Thread(target=self._serve, name=f"relay-{self.port}", daemon=True)

@@ -118,6 +118,15 @@ def _terminate(pid: int, marker: str, popen: subprocess.Popen[bytes] | None, wai
         os.kill(pid, signal.SIGKILL)
 
 
+@dataclass(frozen=True)
+class RelayAddress:
+    """Where enclaves' relays listen and the address parties are given for them
+    (`agent run --listen/--advertise`): 127.0.0.1 unless the operator opens them up."""
+
+    listen: str = "127.0.0.1"
+    advertise: str | None = None
+
+
 class ProcessEnclave:
     """One enclave: its persisted record, its processes, its relay, its log."""
 
@@ -127,8 +136,10 @@ class ProcessEnclave:
         timeouts: Timeouts,
         runtime: subprocess.Popen[bytes] | None = None,
         tee: subprocess.Popen[bytes] | None = None,
+        relay_address: RelayAddress | None = None,
     ) -> None:
         self.record = record
+        self.relay_address = relay_address or RelayAddress()
         self.timeouts = timeouts
         self._runtime = runtime
         self._tee = tee
@@ -245,10 +256,13 @@ class ProcessEnclave:
     def _open_relay(self) -> None:
         if self.relay is not None:
             return
+        sock, a = Path(self.record.socket), self.relay_address
         try:
-            self.relay = TcpToUnixRelay(Path(self.record.socket), port=self.record.port).start()
+            self.relay = TcpToUnixRelay(
+                sock, port=self.record.port, host=a.listen, advertise=a.advertise
+            ).start()
         except InvalidInputError:  # the old port is taken now: any free one
-            self.relay = TcpToUnixRelay(Path(self.record.socket)).start()
+            self.relay = TcpToUnixRelay(sock, host=a.listen, advertise=a.advertise).start()
         self.record.port = self.relay.port
 
     def events_acked(self, upto: int) -> None:
@@ -382,9 +396,11 @@ class ProcessBackend:
         cpus: list[int] | None = None,
         authority_dir: Path | None = None,
         orphan_timeout: float = ORPHAN_TIMEOUT,
+        relay_address: RelayAddress | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.orphan_timeout = orphan_timeout
+        self.relay_address = relay_address or RelayAddress()
         self.alive_file = data_dir / "agent.alive"
         self.timeouts = timeouts or Timeouts()
         self.cpus = cpus if cpus is not None else sorted(os.sched_getaffinity(0))
@@ -499,7 +515,9 @@ class ProcessBackend:
                 raise UnavailableError(f"cannot start the enclave runtime: {e}") from e
         record.pid = proc.pid
         pid_file.write_text(str(proc.pid))
-        return ProcessEnclave(record, self.timeouts, runtime=proc, tee=tee_proc)
+        return ProcessEnclave(
+            record, self.timeouts, runtime=proc, tee=tee_proc, relay_address=self.relay_address
+        )
 
     def _start_tee(
         self, host_data: bytes, tee_sock: Path, pid_file: Path, encdir: Path
@@ -547,7 +565,7 @@ class ProcessBackend:
     def adopt(self, record: EnclaveRecord) -> ProcessEnclave:
         """Take over an enclave an earlier agent process launched. A live runtime gets a
         new relay once its log is re-read; a gone one is reported lost."""
-        enc = ProcessEnclave(record, self.timeouts)
+        enc = ProcessEnclave(record, self.timeouts, relay_address=self.relay_address)
         if record.stopped or enc.state.final:
             return enc
         if not _is_ours(record.pid, record.socket):
