@@ -275,3 +275,28 @@ def test_receipts_kept_before_the_log_existed_are_logged_at_start(
         r = again.client.get(f"/api/v1/computations/{cid}/receipt/tlog-proof", headers=again.h())
         assert r.status_code == 200, r.text
     assert make_env(data_dir=d).cp.tlog.size() == 2  # a third start adds nothing
+
+
+def test_replicas_share_one_log_identity(
+    make_env: Callable[..., Env], db_url: str, tmp_path: Any
+) -> None:
+    """Two control planes on one database, each with its own data directory, sign with
+    the one key and origin they are given: a verifier pinning that key accepts both."""
+    key = tmp_path / "shared" / "log.pem"
+    key.parent.mkdir()
+    a = make_env(db_url=db_url, log_key=key, log_origin="cp.example.org/log")
+    b = make_env(db_url=db_url, log_key=key, log_origin="cp.example.org/log")
+    assert a.data_dir != b.data_dir and a.cp.tlog.vkey() == b.cp.tlog.vkey()
+    a.cp.tlog.append(Kind.HEARTBEAT, {"n": 1})
+    b.cp.tlog.append(Kind.HEARTBEAT, {"n": 2})
+    v = vkey_of(a.cp.tlog)
+    ca, cb = (
+        open_checkpoint(a.cp.tlog.checkpoint(), [v]),
+        open_checkpoint(b.cp.tlog.checkpoint(), [v]),
+    )
+    assert ca == cb and ca.size == 2 and ca.origin == "cp.example.org/log"
+
+
+def test_bad_log_origin_refused_at_start(make_env: Callable[..., Env]) -> None:
+    with pytest.raises(InvalidInputError, match="key name"):
+        make_env(log_origin="has a space")

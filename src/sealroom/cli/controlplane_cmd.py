@@ -61,6 +61,21 @@ def serve(
             "(or SEALROOM_METRICS_TOKEN).",
         ),
     ] = None,
+    log_origin: Annotated[
+        str | None,
+        typer.Option(
+            "--log-origin",
+            help="Transparency log origin, e.g. cp.example.org/log (or SEALROOM_LOG_ORIGIN).",
+        ),
+    ] = None,
+    log_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--log-key",
+            help="Transparency log Ed25519 key file (created 0600 if absent); replicas "
+            "sharing a database must share it. Default: SEALROOM_LOG_KEY or DIR/tlog-ed25519.pem.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the control plane API on HOST:PORT (SQLite in DATA_DIR unless --db).
     Quotas (unset: unlimited) bound what one account's unfinished computations hold; an
@@ -81,4 +96,6 @@ def serve(
         quota_vcpus=quota_vcpus,
         quota_memory_mb=quota_memory_mb,
         metrics_token=token,
+        log_origin=log_origin,
+        log_key=log_key,
     )

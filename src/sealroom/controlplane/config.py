@@ -42,10 +42,14 @@ class Settings:
     quota_vcpus: int | None = None
     quota_memory_mb: int | None = None
     # the transparency log's origin line and checkpoint key name (C2SP tlog-checkpoint: a
-    # schema-less URL without spaces or '+'); its Ed25519 key is <data_dir>/tlog-ed25519.pem
+    # schema-less URL without spaces or '+')
     log_origin: str = field(
         default_factory=lambda: os.environ.get("SEALROOM_LOG_ORIGIN") or "sealroom.local/log"
     )
+    # the log's Ed25519 checkpoint key (PKCS#8 PEM, created 0600 if absent). None:
+    # SEALROOM_LOG_KEY, else <data_dir>/tlog-ed25519.pem. Replicas sharing one database
+    # must share this key (and origin): the log has one identity (docs/adr/0031).
+    log_key: Path | None = None
     # when set, GET /metrics needs "Authorization: Bearer <this token>" (None: open, for a
     # scraper on a private network; the metrics carry counts, never ids or secrets)
     metrics_token: str | None = field(default=None, repr=False)
@@ -62,6 +66,13 @@ class Settings:
     @property
     def bootstrap_admin_key(self) -> str | None:
         return self.admin_key or os.environ.get("SEALROOM_ADMIN_KEY") or None
+
+    @property
+    def log_key_path(self) -> Path:
+        if self.log_key is not None:
+            return Path(self.log_key)
+        env = os.environ.get("SEALROOM_LOG_KEY")
+        return Path(env) if env else Path(self.data_dir) / "tlog-ed25519.pem"
 
     @property
     def blob_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
@@ -22,6 +23,8 @@ def run(
     quota_vcpus: int | None = None,
     quota_memory_mb: int | None = None,
     metrics_token: str | None = None,
+    log_origin: str | None = None,
+    log_key: Path | None = None,
 ) -> None:
     configure_logging()
     Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -33,6 +36,9 @@ def run(
         quota_vcpus=quota_vcpus,
         quota_memory_mb=quota_memory_mb,
         metrics_token=metrics_token,
+        log_key=log_key,
     )
+    if log_origin is not None:
+        settings = replace(settings, log_origin=log_origin)
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)

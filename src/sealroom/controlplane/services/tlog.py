@@ -211,9 +211,7 @@ class TransparencyLog:
         self.store = store
         self.settings = settings
         self.lock = threading.RLock()
-        self.signer = note.Signer(
-            settings.log_origin, load_or_create_key(Path(settings.data_dir) / "tlog-ed25519.pem")
-        )
+        self.signer = note.Signer(settings.log_origin, load_or_create_key(settings.log_key_path))
         self._checkpoint: tuple[int, str] | None = None
         self._cache: dict[tuple[int, int], bytes] = {}
 
