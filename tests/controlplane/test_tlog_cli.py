@@ -312,3 +312,31 @@ def test_other_components_append_over_http(live: tuple[Env, str]) -> None:
     with LogClient(url) as c, pytest.raises(SealroomError):
         c.append("lockdown", {"scope": "all"})
     assert env.cp.tlog.size() == 1
+
+
+def test_witness_catches_a_log_that_rewrote_history(
+    live: tuple[Env, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator rewrites entry 3 and rebuilds every stored hash consistently (the
+    new tree is internally valid and signed by the log's own key); a witness holding the
+    old checkpoint refuses the new one."""
+    from sqlalchemy import delete
+
+    from sealroom.controlplane.store.models import TlogEntry, TlogNode
+
+    env, url = live
+    items = [(Kind.HEARTBEAT, {"n": i}) for i in range(20)]
+    env.cp.tlog.append_many(items)
+    old = tmp_path / "old.cp"
+    old.write_text(env.cp.tlog.checkpoint())
+    with env.cp.store.session() as s:
+        s.execute(delete(TlogNode))
+        s.execute(delete(TlogEntry))
+    env.cp.tlog._cache.clear()
+    items[3] = (Kind.HEARTBEAT, {"n": 3, "rewritten": True})
+    env.cp.tlog.append_many([*items, (Kind.HEARTBEAT, {"n": 20})])
+    new = tmp_path / "new.cp"
+    new.write_text(env.cp.tlog.checkpoint())
+    vkey = env.cp.tlog.vkey()
+    rc, _, err = sh(capsys, "log", "witness", str(old), str(new), "--log-key", vkey, "--log", url)
+    assert rc == 2 and "tlog-proof-invalid" in err
