@@ -78,6 +78,12 @@ def test_tiles_match_the_tree(env: Env) -> None:
     # tiles that do not exist at this size: absent, not computed
     for path in ("0/002", "0/002.p/2", "1/000", "2/000.p/1", "0/01", "entries/003.p/1"):
         assert env.client.get(f"/log/tile/{path}").status_code in (400, 404), path
+    # the log grows: the partial tiles of the older size are still served (a client that
+    # verified the older checkpoint fetches them), as prefixes of the wider ones
+    log.append_many(payloads(3, start=513))
+    assert env.client.get("/log/tile/0/002.p/1").content == leaves.leaves[512]
+    assert len(env.client.get("/log/tile/0/002.p/4").content) == 4 * 32
+    assert env.client.get("/log/tile/entries/002.p/1").status_code == 200
 
 
 def test_concurrent_appends_never_collide(make_env: Callable[..., Env], db_url: str) -> None:

@@ -137,6 +137,13 @@ def test_tiles_of_tree_70000_spec_example() -> None:
     assert not tiles.exists(tiles.TileRef(2, 0, 256), s)
     # size 256: one full level-0 tile and a level-1 partial of width 1
     assert tiles.exists(tiles.TileRef(1, 0, 1), 256)
+    # narrower partial tiles of earlier sizes stay servable; wider or later ones do not
+    assert tiles.servable(tiles.TileRef(0, 273, 111), s)
+    assert not tiles.servable(tiles.TileRef(0, 273, 113), s)
+    assert tiles.servable(tiles.TileRef(1, 1, 16), s)
+    assert not tiles.servable(tiles.TileRef(1, 1, 18), s)
+    assert tiles.servable(tiles.TileRef(-1, 273, 112), s)
+    assert not tiles.servable(tiles.TileRef(2, 0, 2), s)
 
 
 def test_tile_contents_are_subtree_hashes() -> None:

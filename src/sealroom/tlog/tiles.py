@@ -87,6 +87,15 @@ def exists(ref: TileRef, size: int) -> bool:
     return ref.index == full and (size // unit) % TILE_WIDTH == ref.width
 
 
+def servable(ref: TileRef, size: int) -> bool:
+    """Whether a log of ``size`` entries holds every hash of this tile. Beyond the tiles
+    that represent the current tree (``exists``), that includes the narrower partial tiles
+    of earlier sizes: a client that verified an older checkpoint fetches those ("Logs MUST
+    serve partial tiles corresponding to tree sizes for which a checkpoint was produced")."""
+    unit: int = TILE_WIDTH ** max(ref.level, 0)
+    return (ref.index * TILE_WIDTH + ref.width) * unit <= size
+
+
 def tile_hashes(src: HashSource, ref: TileRef) -> bytes:
     """The concatenated hashes of a (checked-to-exist) Merkle tile."""
     level = TILE_HEIGHT * ref.level

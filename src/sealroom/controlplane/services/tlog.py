@@ -381,7 +381,7 @@ class TransparencyLog:
         ref = tiles.parse_path(path)
         with self.store.session() as s:
             size = self._size(s)
-            if not tiles.exists(ref, size):
+            if not tiles.servable(ref, size):
                 raise NotFoundError(f"{ref.path()} does not exist at tree size {size}")
             if ref.level < 0:
                 first = ref.index * tiles.TILE_WIDTH
