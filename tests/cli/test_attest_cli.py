@@ -91,7 +91,10 @@ def test_verify_json_and_policy_violation_exit_4(
     assert [(x["field"], x["got"], x["want"]) for x in failed] == [
         ("POLICY.DEBUG", "true", "false")
     ]
-    assert "POLICY.DEBUG is true, policy wants false" in r.stderr
+    # under --json the error is a JSON document that still names each failed rule
+    err = json.loads(r.stderr)
+    assert err["error"] == "policy-violation" and err["exit_code"] == 4
+    assert any("POLICY.DEBUG is true, policy wants false" in d for d in err["details"])
     assert ear.read_text().count(".") == 2  # a JWS compact token was written
 
 

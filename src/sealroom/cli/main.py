@@ -95,7 +95,14 @@ def run(argv: list[str] | None = None) -> int:
         if "--json" in (sys.argv[1:] if argv is None else argv):
             # asked for machine-readable output: the error is machine-readable too (stderr,
             # so stdout holds only a command's own document)
-            doc = {"error": e.code, "message": e.message, "exit_code": e.exit_code}
+            doc: dict[str, object] = {
+                "error": e.code,
+                "message": e.message,
+                "exit_code": e.exit_code,
+            }
+            extra = e.diagnostics().splitlines()[1:]
+            if extra:  # e.g. each failed policy rule: the JSON form says what the text form says
+                doc["details"] = [line.strip().removeprefix("- ") for line in extra]
             print(json.dumps(doc), file=sys.stderr, flush=True)
             return e.exit_code
         # Text, not markup: messages quote evidence and must never be interpreted.
