@@ -266,3 +266,115 @@ def test_rule_values_with_brackets_are_shown_verbatim(
     )
     assert r.returncode == 4
     assert "one of [0]" in r.stdout
+
+
+# -- many files in parallel (issue 16) ------------------------------------------------------
+
+
+@pytest.fixture
+def sim_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A directory of sim evidence: three good, one with another measurement (policy
+    violation), one with a flipped signature byte (not authentic), one that is not
+    evidence (bad input); the sim root; a policy for the good measurement."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from sealroom.attestation.evidence import EvidenceBundle
+    from sealroom.attestation.sim.authority import SimAuthority
+
+    sim = SimAuthority.ephemeral()
+    d = tmp_path / "evidence"
+    d.mkdir()
+
+    def write(name: str, measurement: bytes, tamper: bool = False) -> None:
+        item = sim.evidence(sim.report(measurement=measurement), collected_at=datetime.now(UTC))
+        if tamper:
+            data = bytearray(item.data)
+            data[0x2A0 + 5] ^= 1  # inside the report's signature (AMD SNP ABI table 22)
+            item = replace(item, data=bytes(data))
+        (d / name).write_text(EvidenceBundle.single(item).to_json())
+
+    for n in range(3):
+        write(f"good-{n}.json", b"\xab" * 48)
+    write("other-measurement.json", b"\xcd" * 48)
+    write("tampered.json", b"\xab" * 48, tamper=True)
+    (d / "not-evidence.json").write_text('{"hello": "world"}')
+    (d / ".hidden").write_text("skipped")
+    root = tmp_path / "sim-root.pem"
+    root.write_bytes(sim.root_pem())
+    policy = tmp_path / "dev.yaml"
+    policy.write_text(
+        "version: 1\nallow_simulated: true\nsnp:\n  measurements: ['" + "ab" * 48 + "']\n"
+    )
+    return d, root, policy
+
+
+def test_verify_many_files_per_file_verdicts_worst_exit(
+    sim_files: tuple[Path, Path, Path], home: Path
+) -> None:
+    d, root, policy = sim_files
+    common = ("--policy", str(policy), "--root", str(root), "--jobs", "2")
+    r = sealroom("attest", "verify", str(d), *common, "--json", home=home)
+    out = json.loads(r.stdout)
+    verdicts = {Path(v["file"]).name: (v["verdict"], v["exit"]) for v in out["files"]}
+    assert verdicts == {
+        "good-0.json": ("accepted", 0),
+        "good-1.json": ("accepted", 0),
+        "good-2.json": ("accepted", 0),
+        "not-evidence.json": ("bad-input", 1),
+        "other-measurement.json": ("rejected", 4),
+        "tampered.json": ("not-authentic", 2),
+    }
+    # worst first: not authentic beats policy violation beats bad input
+    assert r.returncode == 2 and out["exit"] == 2, r.stderr
+    assert all(v["simulated"] for v in out["files"] if v["exit"] in (0, 4))
+    # without the tampered file the worst is the policy violation; text output per file
+    good = [str(d / f"good-{n}.json") for n in range(3)]
+    r = sealroom("attest", "verify", *good, str(d / "other-measurement.json"), *common, home=home)
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert r.stdout.count("ACCEPTED (SIMULATED)") == 3
+    assert "REJECTED (SIMULATED)" in r.stdout and "MEASUREMENT" in r.stdout
+    assert "1 of 4 evidence files not accepted" in r.stderr
+    r = sealroom("attest", "verify", *good, str(d / "not-evidence.json"), *common, home=home)
+    assert r.returncode == 1 and "BAD INPUT" in r.stdout
+    r = sealroom("attest", "verify", *good, *common, home=home)
+    assert r.returncode == 0 and "3 files: 3 accepted, 0 not" in r.stdout
+
+
+def test_verify_many_single_process_gives_the_same_verdicts(
+    sim_files: tuple[Path, Path, Path], home: Path
+) -> None:
+    d, root, policy = sim_files
+    runs = [
+        sealroom(
+            "attest",
+            "verify",
+            str(d),
+            "--policy",
+            str(policy),
+            "--root",
+            str(root),
+            "--jobs",
+            jobs,
+            "--json",
+            home=home,
+        )
+        for jobs in ("1", "2")
+    ]
+    one, two = (json.loads(r.stdout) for r in runs)
+    assert one == two and runs[0].returncode == runs[1].returncode == 2
+
+
+def test_verify_many_refuses_ear_online_and_stdin_among_files(
+    sim_files: tuple[Path, Path, Path], home: Path, tmp_path: Path
+) -> None:
+    d, root, policy = sim_files
+    base = ("attest", "verify", str(d), "--policy", str(policy), "--root", str(root))
+    r = sealroom(*base, "--ear", str(tmp_path / "x.jwt"), home=home)
+    assert r.returncode == 1 and "--ear and --online take one evidence file" in r.stderr
+    r = sealroom(*base, "-", home=home)
+    assert r.returncode == 1 and "give it alone" in r.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = sealroom("attest", "verify", str(empty), "--policy", str(policy), home=home)
+    assert r.returncode == 1 and "no evidence files" in r.stderr

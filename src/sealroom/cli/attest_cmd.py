@@ -11,21 +11,15 @@ import typer
 from sealroom import paths
 from sealroom.attestation import kinds
 from sealroom.attestation.appraise import AppraisalResult
-from sealroom.attestation.binding import ReportDataInputs
-from sealroom.attestation.collateral import DirectoryCollateral, FileCollateralHistory, NoCollateral
+from sealroom.attestation.collateral import DirectoryCollateral
 from sealroom.attestation.ear import VerifierKey, issue_ear
-from sealroom.attestation.evidence import EvidenceBundle
 from sealroom.attestation.kinds import VerifyContext
 from sealroom.attestation.policy import Policy, starter_policy
-from sealroom.attestation.snp.foreign import load_snpguest_dir
-from sealroom.attestation.verifier import appraise, load_evidence, verify_bundle
-from sealroom.attestation.x509util import load_certificates
+from sealroom.attestation.verifier import appraise, verify_bundle
 from sealroom.cli.common import (
     console,
-    parse_hex,
     parse_now,
     print_json,
-    read_input,
     render_claims,
     render_result,
 )
@@ -37,10 +31,18 @@ from sealroom.cli.online import (
     PcsUrlOpt,
     RecordingCollateral,
     TcbUpdateOpt,
-    chain,
     online_source,
     render_uses,
     report_stale,
+)
+from sealroom.cli.verify_many import (
+    VerifyArgs,
+    attachments,
+    build,
+    expand_inputs,
+    load_bundle,
+    parse_options,
+    verify_many,
 )
 from sealroom.errors import InvalidInputError, PolicyViolationError, SealroomError
 
@@ -63,40 +65,6 @@ OptionOpt = Annotated[
 ]
 
 
-def _attachments(certs: list[Path], pcrs: Path | None) -> dict[str, bytes]:
-    """What the CLI adds to the evidence itself: certificates that chain to roots the
-    verifier trusts anyway, and PCR values the quote's digest must match. Trust inputs (AK
-    pins, collateral, roots, nonces) go into the VerifyContext instead (ADR 0020)."""
-    out: dict[str, bytes] = {}
-    for n, p in enumerate(certs):
-        if p.is_dir():  # snpguest's certificates directory (vcek.pem, ask.pem, ark.pem, ...)
-            out.update(load_snpguest_dir(p))
-            continue
-        out["cert" if n == 0 else f"cert.{n}"] = read_input(str(p), "certificate file")
-    if pcrs is not None:
-        out["pcrs"] = read_input(str(pcrs), "PCR values file")
-    return out
-
-
-def _load(file: str, kind: str | None, extra: dict[str, bytes]) -> EvidenceBundle:
-    bundle = load_evidence(read_input(file, "evidence"), kind)
-    if not extra:
-        return bundle
-    return EvidenceBundle(tuple(i.with_attachments(extra) for i in bundle.items))
-
-
-def _verifier_collateral(path: Path | None) -> dict[str, bytes]:
-    """A collateral file the verifier names: Intel collateral (any form the tdx kind reads)
-    under ``collateral``; a CRL also under ``crl``, where the snp kind takes the AMD CRL."""
-    if path is None:
-        return {}
-    data = read_input(str(path), "collateral file")
-    out = {"collateral": data}
-    if data.lstrip().startswith(b"-----BEGIN X509 CRL") or data[:1] == b"\x30":
-        out["crl"] = data
-    return out
-
-
 @attest_app.command("inspect")
 def inspect_cmd(
     file: Annotated[str, typer.Argument(help="Evidence file ('-' for stdin).")],
@@ -105,7 +73,7 @@ def inspect_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Parse evidence and show its claims. Checks NOTHING: use `verify` for a verdict."""
-    bundle = _load(file, kind, _attachments(certs, None))
+    bundle = load_bundle(file, kind, attachments(certs, None))
     out = {}
     for n, item in enumerate(bundle.items):
         claims = kinds.get(item.kind).inspect(item)
@@ -120,7 +88,13 @@ def inspect_cmd(
 
 @attest_app.command("verify")
 def verify_cmd(
-    file: Annotated[str, typer.Argument(help="Evidence file ('-' for stdin).")],
+    files: Annotated[
+        list[str],
+        typer.Argument(
+            help="Evidence file(s) ('-' for stdin), or directories (each file in them).",
+            show_default=False,
+        ),
+    ],
     policy: Annotated[Path, typer.Option("--policy", help="Appraisal policy (YAML/JSON).")],
     kind: KindOpt = None,
     certs: CertsOpt = [],  # noqa: B006
@@ -168,6 +142,12 @@ def verify_cmd(
     pcs_url: PcsUrlOpt = None,
     cache: CacheOpt = None,
     tcb_update: TcbUpdateOpt = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs", "-j", help="Processes for many files (default: one per core).", min=1
+        ),
+    ] = None,
 ) -> None:
     """Verify evidence (signatures, chains, revocation) and appraise it against a policy.
 
@@ -177,42 +157,63 @@ def verify_cmd(
     verifier has seen before (SEALROOM_HOME/verifier/collateral-seen.json).
 
     Exit codes: 0 accepted, 1 bad input, 2 not authentic, 3 collateral unavailable,
-    4 policy violation.
+    4 policy violation. With several files (or a directory) they are verified in parallel
+    (--jobs), one verdict per file, and the exit code is the worst of them: not
+    authentic, then policy violation, then unavailable, then bad input.
     """
-    pol = Policy.load(policy)
-    collateral_dir = collateral if collateral is not None and collateral.is_dir() else None
-    collateral_file = collateral if collateral is not None and not collateral.is_dir() else None
-    ctx_now = parse_now(now)
-    net = online_source(
-        online=online,
-        offline=offline,
-        kds_url=kds_url,
-        pcs_url=pcs_url,
-        cache=cache,
-        tcb_update=tcb_update,
-        now=ctx_now,
+    evidence = expand_inputs(files)
+    if len(evidence) != 1 or any(f != "-" and Path(f).is_dir() for f in files):
+        if ear is not None or online:
+            raise InvalidInputError(
+                "--ear and --online take one evidence file (verify many files offline: "
+                "--collateral DIR, or --offline with a filled cache)"
+            )
+        args = VerifyArgs(
+            policy=policy,
+            kind=kind,
+            certs=tuple(certs),
+            collateral=collateral,
+            ak=tuple(ak),
+            pcrs=pcrs,
+            roots=(*root, *device_root),
+            now=now,
+            nonce=nonce,
+            manifest_hash=manifest_hash,
+            keys_digest=keys_digest,
+            option=tuple(option),
+            offline=offline,
+            cache=cache,
+            kds_url=kds_url,
+            pcs_url=pcs_url,
+            tcb_update=tcb_update,
+        )
+        verify_many(args, evidence, jobs=jobs, as_json=as_json)
+        return
+    file = evidence[0]
+    setup = build(
+        VerifyArgs(
+            policy=policy,
+            kind=kind,
+            certs=tuple(certs),
+            collateral=collateral,
+            ak=tuple(ak),
+            pcrs=pcrs,
+            roots=(*root, *device_root),
+            now=now,
+            nonce=nonce,
+            manifest_hash=manifest_hash,
+            keys_digest=keys_digest,
+            option=tuple(option),
+            online=online,
+            offline=offline,
+            cache=cache,
+            kds_url=kds_url,
+            pcs_url=pcs_url,
+            tcb_update=tcb_update,
+        )
     )
-    source = chain(collateral_dir, net) or NoCollateral()
-    extra_roots = []
-    for p in [*root, *device_root]:
-        extra_roots.extend(load_certificates(read_input(str(p), "root certificate"), str(p)))
-    options = _options(option)
-    mh = parse_hex(manifest_hash, "--manifest-hash", 32)
-    kd = parse_hex(keys_digest, "--keys-digest", 32)
-    if (mh is None) != (kd is None):
-        raise InvalidInputError("--manifest-hash and --keys-digest go together")
-    ctx = VerifyContext(
-        now=ctx_now,
-        collateral=source,
-        nonce=parse_hex(nonce, "--nonce"),
-        extra_roots=tuple(extra_roots),
-        report_data_inputs=ReportDataInputs(mh, kd) if mh is not None and kd is not None else None,
-        options=options,
-        ak_pins=tuple(read_input(str(p), "AK file") for p in ak),
-        verifier_collateral=_verifier_collateral(collateral_file),
-        collateral_history=FileCollateralHistory(paths.verifier_dir() / "collateral-seen.json"),
-    )
-    bundle = _load(file, kind, _attachments(certs, pcrs))
+    pol, ctx, net = setup.policy, setup.ctx, setup.net
+    bundle = load_bundle(file, kind, setup.attachments)
     try:
         verified = verify_bundle(bundle, ctx)
     finally:
@@ -236,16 +237,6 @@ def verify_cmd(
         raise PolicyViolationError(
             f"policy {pol.id!r} rejected the evidence: {len(bad)} rule(s) failed", result
         )
-
-
-def _options(option: list[str]) -> dict[str, str]:
-    options = {}
-    for o in option:
-        key, sep, value = o.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"--option must be KEY=VALUE, got {o!r}")
-        options[key] = value
-    return options
 
 
 @attest_app.command("fetch")
@@ -282,8 +273,8 @@ def fetch_cmd(
     )
     assert net is not None
     recorder = RecordingCollateral(net)
-    ctx = VerifyContext(now=ctx_now, collateral=recorder, options=_options(option))
-    bundle = _load(file, kind, _attachments(certs, None))
+    ctx = VerifyContext(now=ctx_now, collateral=recorder, options=parse_options(option))
+    bundle = load_bundle(file, kind, attachments(certs, None))
     failure: SealroomError | None = None
     try:
         verify_bundle(bundle, ctx)
