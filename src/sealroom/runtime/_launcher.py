@@ -202,8 +202,9 @@ def _probe() -> None:
 
 class _Bridge:
     """A service's only network path (docs/adr/0032): one thread, non-blocking sockets.
-    ``ingress`` (a Unix socket the enclave connects to) is joined to 127.0.0.1:port where
-    the workload listens; each egress port on 127.0.0.1 is joined to its Unix socket
+    On ``ingress`` (a Unix socket the enclave connects to) each connection gets a socket
+    connected to 127.0.0.1:port, where the workload listens, passed over it; each egress
+    port on 127.0.0.1 is joined to its Unix socket
     (the enclave dials the allow-listed destination). Bytes pass unchanged."""
 
     BUF = 1 << 16
@@ -222,7 +223,7 @@ class _Bridge:
         ing = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         ing.bind(b["ingress"])
         ing.listen(128)
-        self._listen(ing, ("tcp", ("127.0.0.1", int(b["port"]))))
+        self._listen(ing, ("handoff", ("127.0.0.1", int(b["port"]))))
         for e in b["egress"]:
             t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -240,6 +241,9 @@ class _Bridge:
             conn, _ = sock.accept()
         except OSError:
             return
+        if target[0] == "handoff":
+            self._handoff(conn, target[1])
+            return
         family = socket.AF_UNIX if target[0] == "unix" else socket.AF_INET
         out = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -256,6 +260,22 @@ class _Bridge:
         self.peer[conn], self.peer[out] = out, conn
         self.sel.register(conn, 1, ("pipe", None))
         self.sel.register(out, 1, ("pipe", None))
+
+    def _handoff(self, conn: Any, address: tuple[str, int]) -> None:
+        """Ingress: dial the workload and hand the connected socket itself to the enclave
+        (SCM_RIGHTS), so the enclave's bytes reach the workload with no copy in here."""
+        socket = self.socket
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            tcp.connect(address)
+            tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            socket.send_fds(conn, [b"1"], [tcp.fileno()])
+        except OSError:
+            with contextlib_suppress():
+                conn.send(b"0")
+        finally:
+            tcp.close()
+            conn.close()
 
     def _close(self, x: Any) -> None:
         for s in (x, self.peer.get(x)):

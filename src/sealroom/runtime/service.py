@@ -268,37 +268,39 @@ class Service:
             return b"".join(c for _, c in self._log)
 
     def connect_workload(self, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
-        """A stream to the workload's port through the sandbox's ingress bridge."""
+        """A stream to the workload's port: the sandbox's bridge dials it inside the
+        sandbox's network namespace and hands the connected socket over (SCM_RIGHTS)."""
         path = self.workdir / "bridge" / INGRESS_SOCKET
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(timeout)
         try:
             s.connect(os.fspath(path))
+            msg, fds, _, _ = socket.recv_fds(s, 1, 1)
         except OSError as e:
-            s.close()
             raise UnavailableError(
                 f"service workload is not reachable ({self.health.state})", code="workload-down"
             ) from e
-        return s
+        finally:
+            s.close()
+        if msg != b"1" or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise UnavailableError(
+                f"service workload is not listening ({self.health.state})", code="workload-down"
+            )
+        work = socket.socket(fileno=fds[0])
+        work.settimeout(timeout)
+        return work
 
     def wait_ready(self, timeout: float) -> bool:
         """Until the workload accepts a connection through the bridge (or ``timeout``)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self._stopped.is_set():
-            with contextlib.suppress(UnavailableError, OSError):
-                s = self.connect_workload(1.0)
-                try:
-                    # The bridge accepts, then dials the workload: a refused dial closes
-                    # at once (recv sees EOF); a live one times out here.
-                    s.settimeout(0.2)
-                    try:
-                        if s.recv(1) == b"":
-                            raise OSError("closed")
-                    except TimeoutError:
-                        return True
-                finally:
-                    s.close()
-            time.sleep(0.1)
+            try:
+                self.connect_workload(1.0).close()
+                return True
+            except UnavailableError:
+                time.sleep(0.1)
         return False
 
     def stop(self, timeout: float = 30.0) -> None:
