@@ -30,14 +30,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from benchlib import self_signed
 from sealroom.attestation.policy import Policy
 from sealroom.client.enclave import PinnedHTTPSConnection
 from sealroom.client.service import ServiceClient
@@ -64,12 +61,12 @@ class H(BaseHTTPRequestHandler):
         pass
 
 server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H)
-cert = os.environ.get("BENCH_TLS_PEM")  # the peer only: TLS as the enclave sets it up
-if cert:
+tls_dir = os.environ.get("BENCH_TLS_DIR")  # the peer only: TLS as the enclave sets it up
+if tls_dir:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.num_tickets = 0
-    ctx.load_cert_chain(cert)
+    ctx.load_cert_chain(os.path.join(tls_dir, "cert.pem"), os.path.join(tls_dir, "key.pem"))
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
 print("ready", flush=True)
 server.serve_forever()
@@ -84,25 +81,6 @@ print(r.port, flush=True)
 while True:
     time.sleep(3600)
 """
-
-
-def _self_signed_pem() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "peer")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
 
 
 def _worker(port: int, pin: bytes | None, seconds: float, out: mp.Queue[list[float]]) -> None:
@@ -153,11 +131,11 @@ def main() -> int:
                 }
             )
         )
-        (tmp / "peer.pem").write_bytes(_self_signed_pem())
+        self_signed(tmp)  # cert.pem, key.pem
         peer_port = 18000 + os.getpid() % 1000
         peer = subprocess.Popen(
             [sys.executable, str(tmp / "app.py")],
-            env={**os.environ, "PORT": str(peer_port), "BENCH_TLS_PEM": str(tmp / "peer.pem")},
+            env={**os.environ, "PORT": str(peer_port), "BENCH_TLS_DIR": str(tmp)},
             stdout=subprocess.PIPE,
             text=True,
         )

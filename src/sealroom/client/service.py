@@ -126,6 +126,11 @@ class ServiceClient:
             )
         if len(body) > MAX_ANSWER:
             raise UnavailableError("service attestation answer is too large", code="bad-response")
+        return self.verify_answer(body, nonce, seen_spki)
+
+    def verify_answer(self, body: bytes, nonce: bytes, seen_spki: bytes) -> AttestedService:
+        """Check an attestation answer fetched with ``nonce`` over a connection whose peer
+        key was ``seen_spki``; on success the service counts as attested."""
         answer = parse_service_answer(body)
         keys = answer.enclave_keys.keys()
         claimed = bytes.fromhex(answer.spec_hash)

@@ -8,6 +8,10 @@ Two threads per connection, each moving at most one ``CHUNK`` at a time (bounded
 per connection), a cap on concurrent connections (further ones are closed at once), and
 half-close propagation: EOF on one side becomes ``shutdown(SHUT_WR)`` on the other; both
 sockets are closed when both directions ended.
+
+Fail closed (docs/adr/0033): ``close_gate(reason)`` refuses new connections and cuts the
+open ones, for an enclave whose continuous attestation failed or went missing;
+``open_gate()`` lets traffic through again once a heartbeat verified.
 """
 
 from __future__ import annotations
@@ -38,6 +42,12 @@ class _Pair:
         self._left = 2
         self._lock = threading.Lock()
         self._done = done
+
+    def cut(self) -> None:
+        """End both directions now (the pumps see the shutdown and finish)."""
+        for s in (self.a, self.b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
 
     def pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
@@ -84,6 +94,9 @@ class TcpToUnixRelay:
         self._slots = threading.BoundedSemaphore(max_connections)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._gate_lock = threading.Lock()
+        self._closed_reason: str | None = None
+        self._pairs: set[_Pair] = set()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -97,6 +110,23 @@ class TcpToUnixRelay:
         self._sock = sock
         self.host, self.port = sock.getsockname()[:2]
         self.connections = 0
+
+    @property
+    def gate_closed(self) -> str | None:
+        """Why traffic is refused, or None while it flows."""
+        return self._closed_reason
+
+    def close_gate(self, reason: str) -> None:
+        """Refuse new connections and cut every open one (fail closed)."""
+        with self._gate_lock:
+            self._closed_reason = reason or "closed"
+            pairs = list(self._pairs)
+        for pair in pairs:
+            pair.cut()
+
+    def open_gate(self) -> None:
+        with self._gate_lock:
+            self._closed_reason = None
 
     @property
     def endpoint(self) -> str:
@@ -131,6 +161,9 @@ class TcpToUnixRelay:
                 if self._stop.is_set():
                     return
                 continue
+            if self._closed_reason is not None:
+                client.close()  # the enclave is not trusted now: no traffic to it
+                continue
             if not self._slots.acquire(blocking=False):
                 client.close()  # over the cap: refuse rather than queue without bound
                 continue
@@ -154,5 +187,14 @@ class TcpToUnixRelay:
             self._slots.release()
             return
         pair = _Pair(client, upstream, self._slots)
+        with self._gate_lock:
+            self._pairs.add(pair)
+            closed = self._closed_reason is not None
+        if closed:  # the gate closed while this one was connecting
+            pair.cut()
         threading.Thread(target=pair.pump, args=(upstream, client), daemon=True).start()
-        pair.pump(client, upstream)
+        try:
+            pair.pump(client, upstream)
+        finally:
+            with self._gate_lock:
+                self._pairs.discard(pair)

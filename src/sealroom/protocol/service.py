@@ -273,3 +273,34 @@ def parse_service_answer(body: bytes) -> ServiceAttestationAnswer:
         raise MalformedEvidenceError(
             f"service attestation answer is malformed: {field}: {first['msg']}"
         ) from e
+
+
+# ---- continuous attestation (docs/adr/0033) --------------------------------------------------
+
+HEARTBEAT_DOMAIN = b"sealroom/attestation-heartbeat/v1\0"
+
+
+class HeartbeatRecord(BaseModel):
+    """One re-attestation of a running enclave, as the verifier (the control plane, or
+    ``sealroom service watch``) recorded it and signed it: with its own nonce, its own
+    policy, at its own time. ``prev`` is the SHA-256 of the previous signed record's
+    canonical form, so the records of one enclave form a chain."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = 1
+    subject: str  # the service's URL (or the control plane's id for it)
+    seq: Annotated[int, Field(ge=0)]
+    time: str  # RFC 3339, the verifier's clock
+    nonce: Hex
+    ok: bool
+    reason: str = ""  # why not ok (error code and message), empty when ok
+    spec_hash: str = ""
+    keys_digest: str = ""
+    policy_id: str = ""
+    simulated: bool = False
+    prev: str = ""
+
+
+def heartbeat_hash(signed: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(signed)).hexdigest()
