@@ -399,3 +399,46 @@ def test_fuzz_random_text(text: str | bytes) -> None:
         Manifest.loads(text)
     except InvalidInputError:
         pass
+
+
+KBS_SOURCE = {
+    "kbs": {
+        "url": "http://127.0.0.1:8090",
+        "resource": "kms/ds1/v1",
+        "ciphertext": "http://blobs.example/a.enc",
+    }
+}
+
+
+def test_kbs_source_is_optional_and_covered_by_the_hash() -> None:
+    plain = Manifest.from_dict(example())
+    assert all(s.kbs is None for s in plain.slots())
+    d = example()
+    d["datasets"][0]["source"] = copy.deepcopy(KBS_SOURCE)
+    m = Manifest.from_dict(d)
+    slot = m.slots()[1]
+    assert slot.name == "a" and slot.kbs is not None
+    assert (slot.kbs.url, slot.kbs.resource) == ("http://127.0.0.1:8090", "kms/ds1/v1")
+    assert m.manifest_hash != plain.manifest_hash  # every party agrees on broker and key
+    d["datasets"][0]["source"]["kbs"]["resource"] = "kms/ds1/v2"
+    assert Manifest.from_dict(d).manifest_hash != m.manifest_hash
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "want"),
+    [
+        ("url", "ftp://kbs.example", "an http(s):// URL of a key broker"),
+        ("resource", "kms/ds1", "<repository>/<type>/<tag>"),
+        ("resource", "kms/../v1", "<repository>/<type>/<tag>"),
+        ("ciphertext", "", "ciphertext"),
+    ],
+    ids=["url_not_http", "resource_two_segments", "resource_dot_dot_segment", "ciphertext_empty"],
+)
+def test_invalid_kbs_source_names_the_field(field: str, value: str, want: str) -> None:
+    d = example()
+    d["datasets"][0]["source"] = copy.deepcopy(KBS_SOURCE)
+    d["datasets"][0]["source"]["kbs"][field] = value
+    with pytest.raises(InvalidInputError) as ei:
+        Manifest.from_dict(d)
+    assert f"manifest.datasets[0].source.kbs.{field}" in ei.value.message, ei.value.message
+    assert want in ei.value.message, ei.value.message

@@ -9,7 +9,10 @@ Version 1 (JSON)::
                    "entrypoint": "main.py", "args": [], "archive": null | "zip" | "tar",
                    "max_size": 268435456},                           # max_size optional
      "datasets": [{"name": "a", "sha256": ..., "provider": {...}, "max_size": 1048576,
-                   "archive": null | "zip" | "tar"}],
+                   "archive": null | "zip" | "tar",
+                   "source": {"kbs": {"url": "http://127.0.0.1:8090",      # optional
+                                      "resource": "kms/ds1/v1",
+                                      "ciphertext": "http://... | /path/a.enc"}}}],
      "consumers": [{"name": "alice", "ed25519": ..., "x25519": ...}],
      "log_readers": [{"name": "lab", "ed25519": ..., "x25519": ...}],  # optional
      "policy": { an attestation policy document, see sealroom.attestation.policy },
@@ -23,7 +26,12 @@ some model, so a sealroom upgrade that adds a defaulted field cannot change the 
 an existing manifest. Hex values are lowercase only, so one key has one spelling.
 
 Slots are ``"algorithm"`` and each dataset name; each is filled by one upload signed by
-its provider.
+its provider, or, for a dataset with ``source.kbs`` (docs/adr/0027), by the enclave itself:
+it attests to the key broker at ``url``, receives the key ``resource`` (released only to
+evidence that passes the broker's policy, e.g. HOST_DATA = this manifest's hash), fetches
+the provider-encrypted ``ciphertext`` (``sealroom data encrypt``), decrypts it and checks
+``sha256`` exactly as for an upload. The provider need not be online. Manifests without
+``source`` are unchanged (and hash as before).
 
 The run log (what the algorithm printed, and why a run failed) is sealed to every
 consumer and to every party in ``log_readers`` (docs/adr/0017): the parties agree to that
@@ -134,12 +142,29 @@ class _AlgorithmModel(_Model):
     max_size: Size = DEFAULT_ALGORITHM_MAX_SIZE
 
 
+_KBS_URL_RE = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/-]*)?")
+# A segment is never "." or "..": an HTTP client would resolve it to another resource.
+_SEG = r"(?!\.\.?(?:/|$))[A-Za-z0-9._-]+"
+_RESOURCE_RE = re.compile(f"{_SEG}/{_SEG}/{_SEG}")
+
+
+class _KbsSourceModel(_Model):
+    url: Annotated[str, _pattern(_KBS_URL_RE, "an http(s):// URL of a key broker")]
+    resource: Annotated[str, _pattern(_RESOURCE_RE, "<repository>/<type>/<tag>")]
+    ciphertext: Annotated[str, Field(min_length=1, max_length=2048)]
+
+
+class _SourceModel(_Model):
+    kbs: _KbsSourceModel
+
+
 class _DatasetModel(_Model):
     name: SlotName
     sha256: Hex32
     provider: _PartyModel
     max_size: Size
     archive: ArchiveKind | None = None
+    source: _SourceModel | None = None
 
 
 class Limits(_Model):
@@ -206,12 +231,23 @@ class Algorithm:
 
 
 @dataclass(frozen=True)
+class KbsSource:
+    """A dataset the enclave fetches itself: key from a key broker, ciphertext from
+    ``ciphertext`` (URL or path)."""
+
+    url: str
+    resource: str
+    ciphertext: str
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str
     sha256: bytes
     provider: PartyPublic
     max_size: int
     archive: ArchiveKind | None
+    kbs: KbsSource | None = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +261,7 @@ class Slot:
     provider: PartyPublic
     max_size: int
     archive: ArchiveKind | None
+    kbs: KbsSource | None = None
 
 
 def _party(m: _PartyModel, where: str) -> PartyPublic:
@@ -372,6 +409,7 @@ class Manifest:
                 provider=_party(d.provider, f"manifest.datasets[{i}].provider"),
                 max_size=d.max_size,
                 archive=d.archive,
+                kbs=KbsSource(**d.source.kbs.model_dump()) if d.source else None,
             )
             for i, d in enumerate(m.datasets)
         )
@@ -391,7 +429,7 @@ class Manifest:
         }
         for ds in datasets:
             slots[ds.name] = Slot(
-                ds.name, "dataset", ds.sha256, ds.provider, ds.max_size, ds.archive
+                ds.name, "dataset", ds.sha256, ds.provider, ds.max_size, ds.archive, ds.kbs
             )
         return cls(
             version=m.version,

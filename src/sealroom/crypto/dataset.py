@@ -40,6 +40,7 @@ from sealroom.crypto.sealing import (
     MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE,
     NONCE_PREFIX_SIZE,
+    Writer,
     decrypt_chunks,
     encrypt_chunks,
 )
@@ -183,7 +184,7 @@ def read_header(src: BinaryIO) -> DatasetHeader:
 
 
 def decrypt_dataset(
-    src: BinaryIO, dst: BinaryIO, key: bytes, header: DatasetHeader | None = None
+    src: BinaryIO, dst: Writer, key: bytes, header: DatasetHeader | None = None
 ) -> int:
     """Decrypt into ``dst`` (give ``header`` if :func:`read_header` already consumed it);
     returns the plaintext size. AttestationError(code=kbs-dataset-invalid) on a wrong key

@@ -169,13 +169,13 @@ class ChunkAead(Protocol):
     def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
 
 
-class _Writer(Protocol):
+class Writer(Protocol):
     def write(self, data: bytes, /) -> object: ...
 
 
 def encrypt_chunks(
     src: Reader,
-    out: _Writer,
+    out: Writer,
     aead: ChunkAead,
     nonce_prefix: bytes,
     chunk_aad: bytes,
@@ -198,7 +198,7 @@ def encrypt_chunks(
 
 def decrypt_chunks(
     src: Reader,
-    dst: _Writer,
+    dst: Writer,
     aead: ChunkAead,
     nonce_prefix: bytes,
     chunk_aad: bytes,

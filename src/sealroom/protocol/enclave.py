@@ -65,6 +65,8 @@ PUBLIC_EVENT_TYPES = frozenset(
         "completed",
         "failed",
         "evidence_failed",
+        "kbs_filled",  # a KBS-sourced dataset slot filled by the enclave (docs/adr/0027)
+        "kbs_fill_failed",
     }
 )
 #: Data fields an event may carry besides seq/time/type/message (runtime-chosen values).
@@ -83,6 +85,12 @@ def slot_names(manifest_doc: Any) -> list[str]:
     return ["algorithm"] + [str(d.get("name")) for d in datasets if isinstance(d, dict)]
 
 
+def kbs_filled_message(slot: str, size: int, resource: str) -> str:
+    """The public message of a ``kbs_filled`` event: the enclave filled a KBS-sourced
+    slot itself (key from the broker's ``resource``; ``filled_slots`` reads it)."""
+    return f"{upload_accepted_message(slot, size)} from the key broker ({resource})"
+
+
 def filled_slots(events: Iterable[tuple[str, str]], slots: Iterable[str]) -> set[str]:
     """Which of ``slots`` the enclave reported filled, from (type, message) of its public
     events as the control plane relays them."""
@@ -90,7 +98,7 @@ def filled_slots(events: Iterable[tuple[str, str]], slots: Iterable[str]) -> set
     return {
         n
         for kind, message in events
-        if kind == "upload_accepted"
+        if kind in ("upload_accepted", "kbs_filled")
         for n in names
         if message.startswith(f"slot {n!r} filled (")
     }

@@ -7,6 +7,7 @@ lives under ``workdir`` (enclave storage) and is wiped by ``close()``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 import io
 import json
@@ -42,6 +43,7 @@ from sealroom.protocol.enclave import (
     MAX_RUN_LOG_BYTES,
     PUBLIC_EVENT_FIELDS,
     PUBLIC_EVENT_TYPES,
+    kbs_filled_message,
     log_info,
     log_request_message,
     receipt_nonce,
@@ -286,6 +288,13 @@ class Computation:
         self, slot: str, *, size: int, sha256_hex: str, signature_hex: str, body: ingest.Readable
     ) -> UploadAnswer:
         """Stream one upload into enclave storage. Nothing is kept unless it verified."""
+        spec = self.specs.get(slot)
+        if spec is not None and spec.kbs is not None:
+            raise AccessDeniedError(
+                f"slot {slot!r} is filled by the enclave from the key broker "
+                f"({spec.kbs.resource}), not by upload",
+                code="slot-kbs-sourced",
+            )
         with self._lock:
             self._state = sm.reserve(self._state, slot)
         spec = self.specs[slot]
@@ -322,6 +331,59 @@ class Computation:
         if sm.Effect.START_RUN in effects:
             self._start_run()
         return UploadAnswer(slot=slot, sha256=spec.sha256.hex(), size=size)
+
+    def fill_from_kbs(self, slot: str, fetch: Callable[[Slot, Path], None]) -> bool:
+        """Fill a KBS-sourced slot: ``fetch(spec, partial)`` writes the decrypted dataset
+        to ``partial`` (key from the broker, ciphertext from the source; bounded by the
+        slot's max_size); its SHA-256 must be the manifest's, as for an upload. On any
+        failure the slot stays empty and the computation fails with the reason (no one
+        is waiting to retry: the provider is offline by design). Returns True if filled."""
+        spec = self.specs[slot]
+        if spec.kbs is None:
+            raise ValueError(f"slot {slot!r} is not KBS-sourced")
+        with self._lock:
+            self._state = sm.reserve(self._state, slot)
+        partial = self.workdir / "incoming" / f"{slot}.partial"
+        try:
+            fetch(spec, partial)
+            digest = _file_sha256(partial)
+            if not hmac.compare_digest(digest, spec.sha256):
+                raise AttestationError(
+                    # (not the hash it has: the reason is public, the data the provider's)
+                    f"slot {slot!r}: the decrypted dataset does not hash to the manifest's "
+                    f"sha256 {spec.sha256.hex()}",
+                    code="kbs-dataset-hash-mismatch",
+                )
+            size = partial.stat().st_size
+            self._install(spec, partial)
+        except Exception as e:  # no one waits to retry: the run fails, and says why
+            partial.unlink(missing_ok=True)
+            if isinstance(e, SealroomError):
+                why, code = e.message, e.code
+            else:
+                why, code = f"internal error ({type(e).__name__})", "internal"
+            reason = f"dataset {slot!r} from the key broker: {why}"
+            with self._lock:
+                self._state = sm.abort(sm.release(self._state, slot), reason)
+            self.events.emit("kbs_fill_failed", reason, slot=slot, code=code)
+            self._notify()
+            return False
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            with self._lock:
+                self._state = sm.release(self._state, slot)
+            raise
+        with self._lock:
+            self._state, effects = sm.fill(self._state, slot)
+        self.events.emit(
+            "kbs_filled",
+            kbs_filled_message(slot, size, spec.kbs.resource),
+            slot=slot,
+        )
+        self._notify()
+        if sm.Effect.START_RUN in effects:
+            self._start_run()
+        return True
 
     def _check_upload_claims(
         self, spec: Slot, size: int, sha256_hex: str, signature_hex: str
@@ -736,6 +798,14 @@ class Computation:
             self._state = sm.abort(self._state, "runtime stopped")
         self._notify()
         return wipe_tree(self.workdir, keep_root=True)
+
+
+def _file_sha256(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(functools.partial(f.read, 1 << 20), b""):
+            h.update(block)
+    return h.digest()
 
 
 def _link_or_copy(src: Path, target: Path) -> None:
