@@ -139,9 +139,24 @@ def test_lockdown_refuses_a_session_attested_before_it(env: Env) -> None:
     assert actions.count("refusal") == 2 and "lockdown" in actions
 
 
-def test_kms_repository_not_writable_through_kbs_admin(env: Env) -> None:
+def test_admin_write_to_kms_resource_is_a_typed_refusal_not_a_500(env: Env) -> None:
+    """Defect: an admin POST/DELETE of kms/... reached the KMS store's refusal as an
+    unhandled exception, answered 500 Internal Server Error with a text body."""
     with env.kbs.admin() as c:
-        r = c.post("/kbs/v0/resource/kms/ds1/primary", content=b"attacker key")
-    assert r.status_code >= 400
+        for r in (
+            c.post("/kbs/v0/resource/kms/ds1/primary", content=b"attacker key"),
+            c.put("/kbs/v0/resource/kms/ds1/v1", content=b"attacker key"),
+            c.delete("/kbs/v0/resource/kms/ds1/primary"),
+        ):
+            assert r.status_code == 401, r.text
+            body = r.json()
+            assert set(body) == {"type", "detail"}
+            assert body["type"].endswith("/errors/PluginInternalError")
+            assert body["detail"].startswith("kms-resource-read-only: kms/ds1/")
+            assert "sealroom kms key" in body["detail"]
+        # other repositories are still written and deleted through the KBS
+        assert c.post("/kbs/v0/resource/default/key/x", content=b"v").status_code == 200
+        assert c.delete("/kbs/v0/resource/default/key/x").status_code == 200
     with env.guest() as g:
         assert g.get_resource("kms/ds1/primary") == env.km.material("ds1")[1]
+    assert [v.version for v in env.km.info("ds1").versions] == [1]

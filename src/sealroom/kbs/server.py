@@ -346,14 +346,24 @@ def create_app(
     @app.put("/kbs/v0/resource/{repo}/{rtype}/{tag}")
     async def put_resource(request: Request, repo: str, rtype: str, tag: str) -> Response:
         require_admin(request, "resource")
-        resources.put(_path(repo, rtype, tag), await request.body())
+        path = _path(repo, rtype, tag)
+        try:
+            resources.put(path, await request.body())
+        except SealroomError as e:
+            # a plugged-in store refusing the write (the KMS's kms/... keys): Trustee's
+            # plugin failure, not a 500
+            raise KbsError(ErrorVariant.PLUGIN_INTERNAL_ERROR, f"{e.code}: {e.message}") from e
         return Response(status_code=200)
 
     @app.delete("/kbs/v0/resource/{repo}/{rtype}/{tag}")
     async def delete_resource(request: Request, repo: str, rtype: str, tag: str) -> Response:
         require_admin(request, "resource")
         path = _path(repo, rtype, tag)
-        if not resources.delete(path):
+        try:
+            deleted = resources.delete(path)
+        except SealroomError as e:
+            raise KbsError(ErrorVariant.PLUGIN_INTERNAL_ERROR, f"{e.code}: {e.message}") from e
+        if not deleted:
             raise KbsError(ErrorVariant.INVALID_REQUEST_PATH, f"Request path {path} is invalid")
         return Response(status_code=200)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sealroom.errors import SealroomError
+from sealroom.errors import AccessDeniedError, SealroomError
 from sealroom.kbs.seams import (
     AuditEvent,
     ReleaseContext,
@@ -47,6 +47,13 @@ def kms_path(path: ResourcePath) -> tuple[str, int | None] | None:
 
 class _Refused(ReleaseRefused):
     code = "kms-release-refused"
+
+
+class KmsResourceReadOnly(AccessDeniedError):
+    """An admin write or delete of a ``kms/...`` resource through the KBS: KMS keys are
+    managed with ``sealroom kms key ...`` (versions, audit), never overwritten by bytes."""
+
+    code = "kms-resource-read-only"
 
 
 class KmsBroker:
@@ -144,14 +151,18 @@ class _Store:
 
     def put(self, path: ResourcePath, value: bytes) -> None:
         if path.repository == REPOSITORY:
-            raise ReleaseRefused(
-                f"{path}: the kms repository holds KMS keys (sealroom kms key create)"
+            raise KmsResourceReadOnly(
+                f"{path}: the kms repository holds KMS key versions; they are created and "
+                "rotated with `sealroom kms key create|rotate`, never written through the KBS"
             )
         self.b.fallback.put(path, value)
 
     def delete(self, path: ResourcePath) -> bool:
         if path.repository == REPOSITORY:
-            raise ReleaseRefused(f"{path}: KMS keys are destroyed with sealroom kms key destroy")
+            raise KmsResourceReadOnly(
+                f"{path}: KMS keys are revoked or destroyed with `sealroom kms key "
+                "revoke|destroy`, never deleted through the KBS"
+            )
         return self.b.fallback.delete(path)
 
     def list(self) -> list[ResourcePath]:
