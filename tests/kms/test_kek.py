@@ -7,12 +7,17 @@ from pathlib import Path
 
 import pkcs11
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pkcs11 import Attribute, Mechanism, ObjectClass
 
 from sealroom.errors import AttestationError, InvalidInputError, NotFoundError
+from sealroom.kms import LockdownGuard, Lockdowns, Scope, release
 from sealroom.kms.kek import FileKekBackend, Pkcs11Config, Pkcs11KekBackend
+from sealroom.kms.lockdown import LockdownRefused, lockdown_order
 from sealroom.kms.store import KeyManager
+from tests.kms.claims import snp_claims
 
 
 def test_file_kek_is_0600_and_wraps_rfc5649(tmp_path: Path) -> None:
@@ -136,3 +141,29 @@ def test_key_manager_on_softhsm_rotates_kek_and_destroys_old(
     assert not b.exists(old) and b.exists(new)
     # Nothing of the KEK on disk: the config names the token, not a key.
     assert not (tmp_path / "kms" / "kek").exists()
+
+
+def test_lockdown_on_softhsm_revokes_rotates_the_token_kek_and_destroys_the_old(
+    softhsm_token: Pkcs11Config, tmp_path: Path
+) -> None:
+    """Each lockdown step with the KEK in a real PKCS#11 token (issue 10's done-means)."""
+    admin = Ed25519PrivateKey.generate()
+    pub = admin.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    km = KeyManager.init(tmp_path / "kms", pkcs11=softhsm_token, admins={"root": pub})
+    km.create("ds", account="acme", actor="t")
+    claims = snp_claims(chip_id="0f" * 64)
+    _, released = release(km, "ds", None, claims, actor="kbs", policy="p")
+    kek_before = km.kek_label
+    b = Pkcs11KekBackend(softhsm_token)
+    assert b.exists(kek_before)
+
+    result = Lockdowns(km).apply(lockdown_order(Scope(chip_id="0f" * 64), admin))
+
+    with pytest.raises(LockdownRefused):  # (1) in force
+        LockdownGuard(km).check(claims, "acme")
+    assert result.revoked == ["ds/v1"]  # (2) what was released in scope
+    assert km.info("ds").versions[0].state == "revoked"
+    assert result.kek == (kek_before, km.kek_label)  # (3) rotated in the token ...
+    assert not b.exists(kek_before) and b.exists(km.kek_label)  # ... the old one gone
+    number, now = km.material("ds")
+    assert number == 2 and now != released and len(now) == 32

@@ -86,6 +86,23 @@ def test_kek_rotation_rewraps_and_destroys_old(km: KeyManager) -> None:
         km.backend.unwrap(old, __import__("base64").b64decode(old_wrapped["wrapped"]))
 
 
+def test_kek_rotated_by_another_process_is_used_by_a_running_key_manager(
+    km: KeyManager,
+) -> None:
+    """Defect: a KeyManager read kms.json once; after `sealroom kms lockdown` (another
+    process) rotated the KEK, a running `kbs serve` kept the destroyed KEK as current, so
+    it wrapped new versions under a KEK that no longer exists and reported the old label."""
+    km.create("ds1", account="acme", actor="a")
+    other = KeyManager(km.directory)  # e.g. the CLI, next to the running broker
+    old, new = other.rotate_kek(actor="lockdown")
+    assert km.kek_label == new
+    info = km.rotate("ds1", actor="a")  # wraps v2 under the new KEK, not the destroyed one
+    assert info.versions[-1].kek == new
+    assert len(km.material("ds1")[1]) == 32 and km.material("ds1", 1)[0] == 1
+    assert km.rotate_kek(actor="a")[0] == new  # rotating again starts from the current KEK
+    assert not km.backend.exists(old) and not km.backend.exists(new)
+
+
 def test_every_change_and_release_is_audited(km: KeyManager) -> None:
     km.create("ds1", account="acme", actor="alice")
     km.rotate("ds1", actor="alice")

@@ -21,15 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from sealroom.attestation.ear import VerifierKey
 from sealroom.attestation.sim.authority import SimAuthority
 from sealroom.cli.main import app as cli_app
 from sealroom.client.enclave import EnclaveClient
-from sealroom.crypto.keys import PartyKeys
+from sealroom.crypto.keys import PartyKeys, key_path
 from sealroom.errors import AccessDeniedError
 from sealroom.hostagent.launcher import runtime_measurement
 from sealroom.kbs.server import create_app, hash_admin_key
@@ -62,7 +60,7 @@ A, B = b"20", b"22"
 class Broker:
     kbs: Kbs
     km: KeyManager
-    admin: Ed25519PrivateKey
+    admin: PartyKeys
     kms_dir: Path
 
     def release_to(self, manifest_hash: str) -> None:
@@ -83,12 +81,11 @@ rules:
 
 @pytest.fixture
 def broker(tmp_path: Path, home: Path) -> Iterator[Broker]:
-    admin = Ed25519PrivateKey.generate()
-    pub = admin.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+    # The KMS admin is a party key in this home (`sealroom kms lockdown --as admin`).
+    admin = PartyKeys.generate("admin")
+    admin.save(key_path("admin"))
     kms_dir = tmp_path / "kms"
-    km = KeyManager.init(kms_dir, admins={"root": pub.hex()})
+    km = KeyManager.init(kms_dir, admins={"admin": admin.public.ed25519.hex()})
     for key_id in ("ds-a", "ds-b"):
         km.create(key_id, account="clinics", actor="clinic")
     # The broker trusts this machine's sim authority (the one the enclave's sim TEE uses).
@@ -290,7 +287,7 @@ def _revoked_key_version(b: Broker, s: Setup) -> None:
 
 
 def _lockdown_in_scope(b: Broker, s: Setup) -> None:
-    Lockdowns(b.km).apply(lockdown_order(Scope(tee_kind="snp"), b.admin, reason="drill"))
+    Lockdowns(b.km).apply(lockdown_order(Scope(tee_kind="snp"), b.admin.ed25519, reason="drill"))
 
 
 @pytest.mark.parametrize(

@@ -114,14 +114,21 @@ class KeyManager:
         self.directory = Path(directory)
         cfg_path = self.directory / CONFIG_NAME
         try:
-            self._config: dict[str, Any] = json.loads(cfg_path.read_text())
+            config: dict[str, Any] = json.loads(cfg_path.read_text())
         except FileNotFoundError as e:
             raise NotFoundError(
                 f"{cfg_path}: no KMS here (sealroom kms init --data-dir {self.directory})",
                 code="kms-not-initialised",
             ) from e
-        self.backend = _backend_from(self._config, self.directory)
+        self.backend = _backend_from(config, self.directory)
         self.audit = AuditLog(self.directory)
+
+    @property
+    def _config(self) -> dict[str, Any]:
+        """``kms.json`` as it is now: another process (``sealroom kms lockdown`` next to a
+        running ``sealroom kbs serve``) may have rotated the KEK since this one started."""
+        config: dict[str, Any] = json.loads((self.directory / CONFIG_NAME).read_text())
+        return config
 
     # ---- set-up ---------------------------------------------------------------------------
 
@@ -204,10 +211,10 @@ class KeyManager:
             what="key store",
         )
 
-    def _save_config(self) -> None:
+    def _save_config(self, config: dict[str, Any]) -> None:
         write_private(
             self.directory / CONFIG_NAME,
-            json.dumps(self._config, indent=2).encode(),
+            json.dumps(config, indent=2).encode(),
             overwrite=True,
         )
 
@@ -383,9 +390,10 @@ class KeyManager:
         Returns (old, new) labels."""
         with self.locked():
             keys = self._load()
-            old = self.kek_label
-            serial = int(self._config.get("kek_serial", 1)) + 1
-            new = f"sealroom-{self._config['id']}-kek-{serial}"
+            config = self._config
+            old = str(config["kek"])
+            serial = int(config.get("kek_serial", 1)) + 1
+            new = f"sealroom-{config['id']}-kek-{serial}"
             self.backend.create(new)
             for key_id, rec in keys.items():
                 for v in rec["versions"]:
@@ -400,9 +408,9 @@ class KeyManager:
                     v["wrapped"] = base64.b64encode(self.backend.wrap(new, material)).decode()
                     v["kek"] = new
             self._save(keys)
-            self._config["kek"] = new
-            self._config["kek_serial"] = serial
-            self._save_config()
+            config["kek"] = new
+            config["kek_serial"] = serial
+            self._save_config(config)
             self.backend.destroy(old)
             self.audit.append(
                 "kek-rotate",
