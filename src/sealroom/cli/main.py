@@ -28,6 +28,7 @@ from sealroom.cli.federation_cmd import federation_app
 from sealroom.cli.keys_cmd import keys_app
 from sealroom.cli.kms_cmd import kms_app
 from sealroom.cli.manifest_cmd import manifest_app
+from sealroom.cli.model_cmd import model_app
 from sealroom.cli.service_cmd import service_app
 from sealroom.cli.sim_cmd import sim_app
 from sealroom.cli.tlog_cmd import log_app
@@ -55,6 +56,7 @@ app.add_typer(controlplane_app, name="controlplane")
 app.add_typer(agent_app, name="agent")
 app.add_typer(federation_app, name="federation")
 app.add_typer(service_app, name="service")
+app.add_typer(model_app, name="model")
 app.command("demo")(demo_cmd)
 app.command("upload")(upload_cmd)
 app.command("result")(result_cmd)

@@ -200,14 +200,16 @@ def _append_private(path: Path) -> Iterator[IO[str]]:
         yield f
 
 
-def verdict_rows(a: AttestedService, url: str) -> list[tuple[str, str, str]]:
+def verdict_rows(
+    a: AttestedService, url: str, spec_flag: str = "--spec"
+) -> list[tuple[str, str, str]]:
     ok = a.appraisal.ok
     return [
         ("evidence", "authentic (signature, chain)", "SIMULATED" if a.simulated else "hardware"),
         ("policy", "pass" if ok else "FAIL", a.appraisal.policy_id),
         (
             "spec hash",
-            "matches --spec" if a.spec_checked else "not checked (no --spec)",
+            f"matches {spec_flag}" if a.spec_checked else f"not checked (no {spec_flag})",
             a.spec_hash.hex(),
         ),
         ("TLS key", "this connection's key is the attested key", a.keys.tls_spki_digest()),

@@ -61,6 +61,8 @@ class AttestedService:
     spec_checked: bool  # the verifier gave its own spec and the hash matched it
     measured_spec: dict[str, Any]
     attested_at: datetime
+    evidence: dict[str, Any]  # as the enclave sent it (kept for offline re-verification)
+    nonce: bytes
 
     @property
     def simulated(self) -> bool:
@@ -74,7 +76,41 @@ class ServiceResponse:
     body: bytes
 
 
+def appraise_bound_evidence(
+    evidence: dict[str, Any],
+    keys: EnclavePublicKeys,
+    bound_hash: bytes,
+    nonce: bytes,
+    policy: Policy,
+    *,
+    now: datetime,
+    collateral: CollateralSource,
+    extra_roots: tuple[x509.Certificate, ...] = (),
+) -> AppraisalResult:
+    """Signature and chain of ``evidence``, REPORT_DATA = binding(``bound_hash``, keys,
+    ``nonce``), HOST_DATA = ``bound_hash`` where the TEE has it, then ``policy``. Raises
+    for what is not authentic; returns the appraisal (``require_ok()`` is the caller's)."""
+    ctx = VerifyContext(
+        now=now,
+        collateral=collateral,
+        nonce=nonce,
+        extra_roots=extra_roots,
+        report_data_inputs=ReportDataInputs(bound_hash, keys.digest),
+    )
+    bundle = parse_envelope(json.dumps(evidence).encode())
+    verified = verify_bundle(bundle, ctx)
+    bound = check_binding(
+        verified=verified,
+        manifest_hash=bound_hash,
+        expected_report_data=sealroom_report_data(ReportDataInputs(bound_hash, keys.digest), nonce),
+    )
+    return appraise(verified, policy, ctx, caller_rules=bound)
+
+
 class ServiceClient:
+    #: The domain prefix of the hash the enclave binds (a model server: MODEL_DOMAIN).
+    spec_domain = SPEC_DOMAIN
+
     def __init__(
         self,
         url: str,
@@ -85,6 +121,7 @@ class ServiceClient:
         collateral: CollateralSource | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         timeout: float = 30.0,
+        expected_hash: bytes | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname or parts.port is None:
@@ -93,6 +130,7 @@ class ServiceClient:
         self.host, self.port = parts.hostname, parts.port
         self.policy = policy
         self.spec = spec
+        self.expected_hash = spec.spec_hash if spec is not None else expected_hash
         self.extra_roots = extra_roots
         self.collateral = collateral or NoCollateral()
         self.clock = clock
@@ -142,36 +180,37 @@ class ServiceClient:
             )
         if bytes.fromhex(answer.keys_digest) != keys.digest:
             raise AttestationError("keys_digest does not match the keys", code="binding-mismatch")
-        if hashlib.sha256(SPEC_DOMAIN + canonical_json(answer.spec)).digest() != claimed:
+        if hashlib.sha256(self.spec_domain + canonical_json(answer.spec)).digest() != claimed:
             raise AttestationError(
                 "the measured spec shown does not hash to the spec hash", code="binding-mismatch"
             )
-        if self.spec is not None and self.spec.spec_hash != claimed:
+        if self.expected_hash is not None and self.expected_hash != claimed:
             raise AttestationError(
-                f"the service runs spec {claimed.hex()}, not yours ({self.spec.spec_hash.hex()})",
+                f"the service runs spec {claimed.hex()}, not yours ({self.expected_hash.hex()})",
                 code="spec-mismatch",
             )
         if answer.nonce != nonce.hex():
             raise AttestationError("the answer is for another nonce", code="stale-nonce")
-        ctx = VerifyContext(
+        result = appraise_bound_evidence(
+            answer.evidence,
+            keys,
+            claimed,
+            nonce,
+            self.policy,
             now=self.clock(),
             collateral=self.collateral,
-            nonce=nonce,
             extra_roots=self.extra_roots,
-            report_data_inputs=ReportDataInputs(claimed, keys.digest),
         )
-        bundle = parse_envelope(json.dumps(answer.evidence).encode())
-        verified = verify_bundle(bundle, ctx)
-        bound = check_binding(
-            verified=verified,
-            manifest_hash=claimed,
-            expected_report_data=sealroom_report_data(
-                ReportDataInputs(claimed, keys.digest), nonce
-            ),
-        )
-        result = appraise(verified, self.policy, ctx, caller_rules=bound)
         self.attested = AttestedService(
-            self.url, keys, result, claimed, self.spec is not None, answer.spec, self.clock()
+            self.url,
+            keys,
+            result,
+            claimed,
+            self.expected_hash is not None,
+            answer.spec,
+            self.clock(),
+            answer.evidence,
+            nonce,
         )
         result.require_ok()
         return self.attested

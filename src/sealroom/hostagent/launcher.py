@@ -27,6 +27,7 @@ from sealroom.attestation.sim.authority import SimAuthority, measure_tree
 from sealroom.attestation.sim.service import SimTeeService
 from sealroom.errors import InvalidInputError, UnavailableError
 from sealroom.manifest import Manifest
+from sealroom.protocol.model import load_model_spec
 from sealroom.protocol.service import load_spec
 
 START_TIMEOUT = 60.0
@@ -137,14 +138,17 @@ def launch_local(
     outbox: Path | None = None,
     storage: str | None = None,
     is_service: bool = False,
+    weights: Path | None = None,
 ) -> LocalEnclave:
     """Start the runtime for a manifest, or (``is_service=True``) for a service spec
-    (docs/adr/0032): HOST_DATA then carries the spec hash."""
-    workload_hash = (
-        load_spec(manifest_path).spec_hash
-        if is_service
-        else Manifest.load(manifest_path).manifest_hash
-    )
+    (docs/adr/0032): HOST_DATA then carries the spec hash; or, with ``weights``, for a
+    model spec (docs/adr/0040): HOST_DATA carries the model spec hash."""
+    if weights is not None:
+        workload_hash = load_model_spec(manifest_path).spec_hash
+    elif is_service:
+        workload_hash = load_spec(manifest_path).spec_hash
+    else:
+        workload_hash = Manifest.load(manifest_path).manifest_hash
     tmp = tempfile.TemporaryDirectory(prefix="sealroom-host-")
     os.chmod(tmp.name, 0o700)
     service: SimTeeService | None = None
@@ -171,8 +175,11 @@ def launch_local(
             sys.executable,
             "-m",
             "sealroom.runtime",
-            "--service" if is_service else "--manifest",
-            str(manifest_path),
+            *(
+                ["--model", str(manifest_path), "--weights", str(weights)]
+                if weights is not None
+                else ["--service" if is_service else "--manifest", str(manifest_path)]
+            ),
             "--tee",
             spec,
             "--listen",

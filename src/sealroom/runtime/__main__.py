@@ -98,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--service", type=Path, default=None, help="run a long-lived service (a spec file)"
     )
+    ap.add_argument(
+        "--model", type=Path, default=None, help="serve one pinned model (a model spec file)"
+    )
+    ap.add_argument(
+        "--weights", type=Path, default=None, help="the model's weights (checked against --model)"
+    )
     ap.add_argument("--tee", required=True, help="evidence provider, e.g. sim:/run/sim.sock")
     ap.add_argument(
         "--listen", default="127.0.0.1:0", help="HOST:PORT (loopback) or unix:/path/to.sock"
@@ -117,12 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         "--linger", type=float, default=None, help="exit this many seconds after the run ended"
     )
     args = ap.parse_args(argv)
-    if (args.manifest is None) == (args.service is None):
-        ap.error("give exactly one of --manifest and --service")
+    if sum(x is not None for x in (args.manifest, args.service, args.model)) != 1:
+        ap.error("give exactly one of --manifest, --service and --model")
+    if (args.model is None) != (args.weights is None):
+        ap.error("--model and --weights go together")
     # First, while the process has one thread: the kernel refuses it later.
     namespace_note = private_mount_namespace() if args.storage != "disk" else "not asked"
     lines = _Lines()
-    if args.service is not None:
+    if args.service is not None or args.model is not None:
         from sealroom.runtime.service_main import run_service
 
         return run_service(args, namespace_note, lines)

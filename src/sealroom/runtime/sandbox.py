@@ -146,6 +146,36 @@ class ServiceNet:
     egress_ports: tuple[int, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     egress_names: tuple[str, ...] = ()
+    #: Packages of the enclave's own interpreter the workload may import (read-only at
+    #: RUNTIME_SITE/<name>); only names in RUNTIME_PACKAGES (the model server's
+    #: onnxruntime and numpy, docs/adr/0040). Service specs cannot ask for them.
+    packages: tuple[str, ...] = ()
+
+
+RUNTIME_SITE = "/opt/sealroom/site"
+#: Compiled packages the enclave image provides to a workload (name -> the directories
+#: a package's import needs, relative to its site-packages directory).
+RUNTIME_PACKAGES: dict[str, tuple[str, ...]] = {
+    "numpy": ("numpy", "numpy.libs"),
+    "onnxruntime": ("onnxruntime",),
+}
+
+
+def _runtime_package_dirs(names: Sequence[str]) -> list[tuple[str, str]]:
+    """(host directory, sandbox path) for each directory the named packages need."""
+    out: list[tuple[str, str]] = []
+    for name in names:
+        if name not in RUNTIME_PACKAGES:
+            raise ValueError(f"{name!r} is not a runtime-provided package")
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise SandboxUnavailableError(f"package {name} is not installed in the enclave")
+        site_dir = Path(spec.origin).resolve().parent.parent
+        for d in RUNTIME_PACKAGES[name]:
+            host = site_dir / d
+            if host.is_dir():
+                out.append((os.fspath(host), f"{RUNTIME_SITE}/{d}"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -990,6 +1020,8 @@ def _spec(
         # The algorithm's own directory, then any pure-Python wheels at its top level
         # (zipimport reads them in place): that is how dependencies travel.
         sys_path = ["/algorithm", *(f"/algorithm/{w}" for w in wheels)]
+        if service is not None and service.packages:
+            sys_path.append(RUNTIME_SITE)
     return {
         "version": 1,
         "stage1": {
@@ -1111,6 +1143,10 @@ def _outer_args(
             str(service.bridge_dir),
             BRIDGE_DIR,
         ]
+    if service is not None and service.packages:
+        a += [*_ancestor_dirs(f"{RUNTIME_SITE}/x", have)]
+        for host, inside in _runtime_package_dirs(service.packages):
+            a += ["--ro-bind", host, inside]
     if as_root:
         a += ["--perms", "0755", "--dir", SANDBOX_TMP]  # the inner sandbox's tmpfs goes here
     else:

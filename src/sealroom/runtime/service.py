@@ -25,7 +25,7 @@ from typing import Any
 
 from sealroom.attestation.binding import ReportDataInputs, sealroom_report_data
 from sealroom.attestation.evidence import EvidenceBundle
-from sealroom.errors import InvalidInputError, SealroomError, UnavailableError
+from sealroom.errors import InvalidInputError, NotFoundError, SealroomError, UnavailableError
 from sealroom.protocol.enclave_api import PublicKeysWire
 from sealroom.protocol.service import (
     INGRESS_SOCKET,
@@ -126,9 +126,19 @@ class Service:
             enclave_keys=PublicKeysWire.of(self.keys.public),
             keys_digest=self.keys.public.digest.hex(),
             spec_hash=self.spec_hash.hex(),
-            spec=self.spec.measured(),
+            spec=self.measured_spec(),
             nonce=nonce.hex(),
         )
+
+    def measured_spec(self) -> dict[str, Any]:
+        """The public form of what ``spec_hash`` covers (shown in the attestation)."""
+        return self.spec.measured()
+
+    def handle_enclave_post(self, path: str, body: bytes) -> bytes:
+        """A POST to one of the enclave's own paths (``/.well-known/sealroom/...``)
+        answered by the runtime itself; a plain service has none (the model server's
+        inference path: docs/adr/0040)."""
+        raise NotFoundError(f"no enclave path {path}")
 
     # ---- the workload ---------------------------------------------------------------
     @property

@@ -1,5 +1,6 @@
 """The enclave runtime in service mode: ``python -m sealroom.runtime --service SPEC.json
---tee TEE [--listen ...]`` (docs/adr/0032).
+--tee TEE [--listen ...]`` (docs/adr/0032), or serving one model: ``--model MODEL.json
+--weights FILE`` (docs/adr/0040; ``manifest_hash`` is then the model spec hash).
 
 Prints the ``listening`` line (``workload: service``; ``manifest_hash`` is the spec hash)
 once the TLS front listens, then a ``service_health`` line on every change of the
@@ -17,8 +18,10 @@ from types import FrameType
 from typing import Any, Protocol
 
 from sealroom.errors import SealroomError
+from sealroom.protocol.model import load_model_spec
 from sealroom.protocol.runtime_lines import ErrorLine, Listening, ServiceHealthLine
 from sealroom.protocol.service import load_spec
+from sealroom.runtime.model import ModelService
 from sealroom.runtime.sandbox import check_sandbox
 from sealroom.runtime.service import Health, Service
 from sealroom.runtime.service_server import bind_service
@@ -44,16 +47,28 @@ def run_service(args: argparse.Namespace, namespace_note: str | None, lines: Lin
     storage: EnclaveStorage | None = None
     try:
         check_sandbox()
-        spec = load_spec(args.service)
-        provider = open_provider(args.tee)
-        r = spec.resources
-        storage = EnclaveStorage.create(
-            args.workdir,
-            (r.state_mb + 16) * 2**20 + sum(len(f.content) for f in spec.files.values()),
-            mode=args.storage,
-            namespace_note=namespace_note,
-        )
-        service = Service(spec, storage.path, provider, on_health=on_health)
+        service: Service
+        if args.model is not None:
+            model = load_model_spec(args.model)
+            provider = open_provider(args.tee)
+            storage = EnclaveStorage.create(
+                args.workdir,
+                model.size + 64 * 2**20,
+                mode=args.storage,
+                namespace_note=namespace_note,
+            )
+            service = ModelService(model, args.weights, storage.path, provider, on_health=on_health)
+        else:
+            spec = load_spec(args.service)
+            provider = open_provider(args.tee)
+            r = spec.resources
+            storage = EnclaveStorage.create(
+                args.workdir,
+                (r.state_mb + 16) * 2**20 + sum(len(f.content) for f in spec.files.values()),
+                mode=args.storage,
+                namespace_note=namespace_note,
+            )
+            service = Service(spec, storage.path, provider, on_health=on_health)
         server = bind_service(args.listen, service)
     except SealroomError as e:
         if storage is not None:

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from sealroom.errors import InvalidInputError, SealroomError, to_problem
+from sealroom.errors import InvalidInputError, PayloadTooLargeError, SealroomError, to_problem
+from sealroom.protocol.model import MAX_REQUEST_BYTES
 from sealroom.protocol.service import WELL_KNOWN_ATTESTATION
 from sealroom.runtime.server import bind_private_unix, tls_context
 from sealroom.runtime.service import Service
@@ -35,6 +36,9 @@ IDLE_TIMEOUT = 300.0
 MAX_HEAD = 64 << 10
 BUF = 1 << 16
 HEALTH_PATH = "/.well-known/sealroom/health"
+#: POSTs under this prefix are the runtime's own (the model server's sealed inference,
+#: docs/adr/0040); the connection stays open for more of them (keep-alive).
+ENCLAVE_POST_PREFIX = "/.well-known/sealroom/"
 
 
 class _Front:
@@ -55,6 +59,13 @@ class _Front:
             if not head:
                 return
             target = _target(head)
+            if (
+                target is not None
+                and head.startswith(b"POST ")
+                and target.startswith(ENCLAVE_POST_PREFIX)
+            ):
+                self._enclave_posts(tls, head)
+                return
             if target is not None and (
                 target.startswith(WELL_KNOWN_ATTESTATION + "?")
                 or target in (WELL_KNOWN_ATTESTATION, HEALTH_PATH)
@@ -91,6 +102,60 @@ class _Front:
             _respond(tls, 200, self.service.attestation(raw).wire())
         except SealroomError as e:
             _respond(tls, e.http_status, to_problem(e, e.http_status, type(e).__name__))
+
+    def _enclave_posts(self, tls: ssl.SSLSocket, buf: bytes) -> None:
+        """POSTs to the runtime's own paths, one after another on this connection, each
+        ``Content-Length`` framed (no chunked bodies), until the client closes."""
+        while buf:
+            end = buf.index(b"\r\n\r\n") + 4
+            head, rest = buf[:end], buf[end:]
+            target = _target(head) or ""
+            if not head.startswith(b"POST ") or not target.startswith(ENCLAVE_POST_PREFIX):
+                _respond(tls, 400, {"title": "enclave paths only on this connection"})
+                return
+            length = _content_length(head)
+            if length is None or not 0 <= length <= MAX_REQUEST_BYTES:
+                e: SealroomError = PayloadTooLargeError(
+                    f"request body must have a Content-Length of at most {MAX_REQUEST_BYTES}"
+                )
+                _respond(tls, e.http_status, to_problem(e, e.http_status, type(e).__name__))
+                return
+            body = bytearray(rest)
+            while len(body) < length:
+                chunk = tls.recv(BUF)
+                if not chunk:
+                    return
+                body += chunk
+            extra = bytes(body[length:])
+            try:
+                out = self.service.handle_enclave_post(urlsplit(target).path, bytes(body[:length]))
+            except SealroomError as err:
+                _respond(tls, err.http_status, to_problem(err, err.http_status, type(err).__name__))
+                return
+            tls.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                + f"Content-Length: {len(out)}\r\nCache-Control: no-store\r\n\r\n".encode()
+                + out
+            )
+            buf = extra
+            while b"\r\n\r\n" not in buf:
+                if len(buf) > MAX_HEAD:
+                    return
+                chunk = tls.recv(BUF)
+                if not chunk:
+                    return
+                buf += chunk
+
+
+def _content_length(head: bytes) -> int | None:
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"content-length":
+            try:
+                return int(value.strip())
+            except ValueError:
+                return None
+    return None
 
 
 def _read_head(tls: ssl.SSLSocket) -> bytes:
