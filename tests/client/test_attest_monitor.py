@@ -11,8 +11,10 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,13 @@ from sealroom.cli.main import app
 from sealroom.client.attest_monitor import AttestationMonitor
 from sealroom.client.enclave import PinnedHTTPSConnection
 from sealroom.client.service import ServiceClient
+from sealroom.client.tlog import LogClient
 from sealroom.crypto.signing import verify_signed_json
 from sealroom.errors import AttestationError
 from sealroom.hostagent.launcher import LocalEnclave, launch_local
 from sealroom.hostagent.relay import TcpToUnixRelay
 from sealroom.protocol.service import HEARTBEAT_DOMAIN, WELL_KNOWN_ATTESTATION, heartbeat_hash
+from sealroom.testing.postgres import free_port
 from tests.runtime.test_service_e2e import _roots, sim_policy, sim_policy_doc, write_spec
 
 pytestmark = pytest.mark.skipif(
@@ -239,3 +243,70 @@ def test_cli_run_with_heartbeats_and_verify_shows_last_good(home: Path, tmp_path
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def test_unlogged_heartbeat_keeps_the_gate_closed(stack: Stack) -> None:
+    """A heartbeat that cannot be published (the log is down) does not count: the gate
+    stays closed until one is both verified and logged."""
+    dead = LogClient(f"http://127.0.0.1:{free_port()}", "admin-key")
+    logged: list[dict[str, Any]] = []
+    m = stack.monitor(publish=lambda signed: dead.append("heartbeat", signed))
+    rec = m.beat()["payload"]
+    assert rec["ok"]  # the evidence verified ...
+    assert not m.trusted and m.untrusted_reason.startswith("heartbeat-unlogged")  # ... unlogged
+    assert stack.public.gate_closed
+    with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+        stack.get()
+    m.publish = logged.append
+    m.beat()
+    assert m.trusted and stack.public.gate_closed is None and len(logged) == 1
+    assert stack.get() == b"hello /hi world"
+
+
+def test_watchdog_fails_closed_while_the_log_hangs(stack: Stack) -> None:
+    """A publish that hangs holds the heartbeat chain; the watchdog must still close the
+    gate when the period passes (it does not wait for the chain)."""
+    now = [datetime(2026, 12, 5, tzinfo=UTC)]
+    release = threading.Event()
+    hanging = threading.Event()
+
+    def publish(signed: dict[str, Any]) -> None:
+        if signed["payload"]["seq"] > 0:
+            hanging.set()
+            release.wait(120)
+
+    m = stack.monitor(period=10.0, publish=publish, clock=lambda: now[0])
+    m.beat()
+    assert m.trusted and stack.public.gate_closed is None
+    beat = threading.Thread(target=m.beat, daemon=True)
+    beat.start()
+    _wait(hanging.is_set, "the hanging publish")
+    now[0] += timedelta(seconds=21)  # period x grace passed
+    watchdog = threading.Thread(target=m.check_missed, daemon=True)
+    watchdog.start()
+    try:
+        _wait(lambda: stack.public.gate_closed is not None, "the watchdog to close the gate")
+        assert not m.trusted and m.untrusted_reason.startswith("heartbeat-missed")
+    finally:
+        release.set()
+        beat.join(60)
+        watchdog.join(60)
+
+
+def test_verify_json_refuses_an_untrusted_latest_heartbeat(stack: Stack, tmp_path: Path) -> None:
+    """Defect: with --json, `service verify --heartbeats` printed its document and exited
+    0 when the latest heartbeat was UNTRUSTED (only the table form raised)."""
+    m = stack.monitor(policy=sim_policy(snp={"measurements": ["00" * 48]}))
+    signed = m.beat()
+    assert not signed["payload"]["ok"]
+    key = m.signer.public_key().public_bytes_raw().hex()
+    beats = tmp_path / "beats.jsonl"
+    beats.write_text(json.dumps({"signer": key, "heartbeat": signed}) + "\n")
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(sim_policy_doc()))
+    args = ["service", "verify", stack.private.endpoint, "--policy", str(policy)]
+    args += ["--heartbeats", str(beats), "--heartbeat-key", key]
+    for extra in ([], ["--json"]):
+        r = CliRunner().invoke(app, [*args, *extra], env={"SEALROOM_HOME": str(stack.home)})
+        assert isinstance(r.exception, AttestationError), r.output
+        assert r.exception.code == "heartbeat-untrusted"

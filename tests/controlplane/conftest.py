@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from sealroom.attestation.sim.authority import SimAuthority
@@ -21,7 +24,7 @@ from sealroom.controlplane.state import ControlPlane
 from sealroom.crypto.keys import PartyKeys
 from sealroom.errors import UnavailableError
 from sealroom.manifest import Manifest
-from sealroom.testing.postgres import PgCluster, throwaway_cluster
+from sealroom.testing.postgres import PgCluster, free_port, throwaway_cluster
 from sealroom.testing.receipts import sim_receipt
 from tests.controlplane.reports import reached
 
@@ -248,3 +251,29 @@ def make_env(
 @pytest.fixture
 def env(make_env: Callable[..., Env]) -> Env:
     return make_env()
+
+
+@pytest.fixture
+def live(make_env: Callable[..., Env]) -> Iterator[tuple[Env, str]]:
+    env = make_env()
+    port = free_port()
+    srv = uvicorn.Server(
+        uvicorn.Config(
+            env.client.app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    while not srv.started:
+        assert t.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield env, f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        t.join()

@@ -8,44 +8,13 @@ import json
 import os
 import shutil
 import subprocess
-import threading
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from sealroom.cli.main import run
-from sealroom.testing.postgres import free_port
 from sealroom.tlog.entries import Kind
 from tests.controlplane.conftest import Env, manifest_doc
-
-
-@pytest.fixture
-def live(make_env: Callable[..., Env]) -> Iterator[tuple[Env, str]]:
-    env = make_env()
-    port = free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(
-            env.client.app,
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-        )
-    )
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    while not srv.started:
-        assert t.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield env, f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        t.join()
 
 
 def sh(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

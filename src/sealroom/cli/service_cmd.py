@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -27,8 +28,11 @@ from sealroom.cli.common import (
     simulated_banner,
 )
 from sealroom.cli.enclave_cmd import JsonOpt, RootOpt, trusted_roots
+from sealroom.cli.tlog_cmd import load_vkey
 from sealroom.client.attest_monitor import AttestationMonitor
+from sealroom.client.controlplane import load_config
 from sealroom.client.service import AttestedService, ServiceClient
+from sealroom.client.tlog import LogClient
 from sealroom.crypto.signing import verify_signed_json
 from sealroom.errors import AttestationError, InvalidInputError
 from sealroom.hostagent.launcher import launch_local, runtime_measurement
@@ -36,9 +40,14 @@ from sealroom.hostagent.relay import TcpToUnixRelay
 from sealroom.protocol.service import (
     HEARTBEAT_DOMAIN,
     HeartbeatRecord,
+    deployment_log_payload,
     heartbeat_hash,
+    heartbeat_log_payload,
     load_spec,
 )
+from sealroom.tlog.checkpoint import open_checkpoint
+from sealroom.tlog.entries import Kind, encode_entry
+from sealroom.tlog.merkle import leaf_hash, verify_inclusion
 
 service_app = typer.Typer(help="Long-running services in attested enclaves.", no_args_is_help=True)
 
@@ -113,12 +122,23 @@ def run_cmd(
     heartbeats: Annotated[
         Path | None, typer.Option("--heartbeats", help="append signed heartbeats here (JSONL)")
     ] = None,
+    log_url: Annotated[
+        str | None,
+        typer.Option(
+            "--log",
+            help="Control plane URL: log the deployment and every heartbeat in its "
+            "transparency log (admin key: SEALROOM_API_KEY or `sealroom login`); a heartbeat "
+            "that cannot be logged does not count.",
+        ),
+    ] = None,
     root: RootOpt = [],  # noqa: B006
     as_json: JsonOpt = False,
 ) -> None:
     """Start a standalone service enclave and serve until stopped (Ctrl-C)."""
     if attest_every is not None and policy is None:
         raise InvalidInputError("--attest-every needs --policy (the owner's policy)")
+    if log_url is not None and attest_every is None:
+        raise InvalidInputError("--log logs heartbeats: it needs --attest-every and --policy")
     with contextlib.ExitStack() as stack:
         watched = attest_every is not None and policy is not None
         sock_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sealroom-svc-")))
@@ -130,67 +150,137 @@ def run_cmd(
             is_service=True,
         )
         stack.callback(enclave.stop)
-        url = enclave.url
-        info: dict[str, object] = {}
-        if watched:
-            assert attest_every is not None and policy is not None
-            host, _, port = listen.rpartition(":")
-            public = TcpToUnixRelay(sock_dir / "svc.sock", host=host, port=int(port or 0))
-            public.close_gate("not attested yet")  # fail closed from the first byte
-            stack.enter_context(public)
-            # The verifier's own path to the enclave: not behind the gate it controls.
-            private = stack.enter_context(TcpToUnixRelay(sock_dir / "svc.sock"))
-            url = public.endpoint
-            signer = Ed25519PrivateKey.generate()
-            key_hex = signer.public_key().public_bytes_raw().hex()
-            info["heartbeat_key"] = key_hex
-
-            def on_heartbeat(signed: dict[str, object]) -> None:
-                line = json.dumps({"signer": key_hex, "heartbeat": signed})
-                if heartbeats is not None:
-                    with _append_private(heartbeats) as f:
-                        f.write(line + "\n")
-                payload = signed["payload"]
-                assert isinstance(payload, dict)
-                if not as_json:
-                    state = "ok" if payload["ok"] else f"UNTRUSTED ({payload['reason']})"
-                    console.print(f"heartbeat {payload['seq']} {payload['time']}: {state}")
-
-            def on_untrusted(reason: str) -> None:
-                public.close_gate(reason)
-                err_console.print(f"service untrusted, traffic stopped: {reason}")
-
-            monitor = AttestationMonitor(
-                ServiceClient(
-                    private.endpoint,
-                    Policy.load(policy),
-                    spec=load_spec(spec),
-                    extra_roots=trusted_roots(root),
-                    timeout=max(1.0, attest_every),
-                ),
-                signer,
-                period=attest_every,
-                on_heartbeat=on_heartbeat,
-                on_untrusted=on_untrusted,
-                on_trusted=public.open_gate,
+        info: dict[str, object] = {"url": enclave.url}
+        if attest_every is not None and policy is not None:
+            watch = _Watch(sock_dir / "svc.sock", listen, heartbeats, as_json)
+            info.update(
+                watch.start(
+                    stack,
+                    ServiceClient(
+                        watch.private.endpoint,
+                        Policy.load(policy),
+                        spec=load_spec(spec),
+                        extra_roots=trusted_roots(root),
+                        timeout=max(1.0, attest_every),
+                    ),
+                    attest_every,
+                    LogClient(log_url, _admin_key()) if log_url is not None else None,
+                )
             )
-            monitor.start()
-            stack.callback(monitor.stop)
-        info.update(url=url, spec_hash=enclave.manifest_hash, simulated=enclave.simulated)
+        info.update(spec_hash=enclave.manifest_hash, simulated=enclave.simulated)
         if as_json:
             sys.stdout.write(json.dumps(info) + "\n")
             sys.stdout.flush()
         else:
             if enclave.simulated:
                 simulated_banner()
-            console.print(f"service listening on [bold]{url}[/] spec {enclave.manifest_hash}")
+            console.print(
+                f"service listening on [bold]{info['url']}[/] spec {enclave.manifest_hash}"
+            )
             if watched:
                 console.print(f"heartbeats signed by {info['heartbeat_key']}")
+            if "deployment_log_index" in info:
+                console.print(f"deployment logged at index {info['deployment_log_index']}")
             console.print("verify: `sealroom service verify URL --policy P --spec FILE`")
         try:
             enclave.wait()
         except KeyboardInterrupt:
             pass
+
+
+def _admin_key() -> str:
+    try:
+        _, key = load_config()
+    except InvalidInputError:
+        key = os.environ.get("SEALROOM_API_KEY")
+    if not key:
+        raise InvalidInputError(
+            "--log appends to the transparency log as the operator: set SEALROOM_API_KEY "
+            "(an admin key) or run `sealroom login`",
+            code="admin-key-required",
+        )
+    return key
+
+
+class _Watch:
+    """``service run --attest-every``: a gated public relay (closed until the first good
+    heartbeat), the verifier's own ungated relay, the monitor, and where heartbeats go
+    (the 0600 JSONL file, the transparency log). docs/adr/0033."""
+
+    def __init__(self, sock: Path, listen: str, heartbeats: Path | None, quiet: bool) -> None:
+        host, _, port = listen.rpartition(":")
+        self.public = TcpToUnixRelay(sock, host=host, port=int(port or 0))
+        self.public.close_gate("not attested yet")  # fail closed from the first byte
+        # The verifier's own path to the enclave: not behind the gate it controls.
+        self.private = TcpToUnixRelay(sock)
+        self.heartbeats = heartbeats
+        self.quiet = quiet
+        self.signer = Ed25519PrivateKey.generate()
+        self.key_hex = self.signer.public_key().public_bytes_raw().hex()
+        self.log: LogClient | None = None
+        self.log_index: dict[int, int] = {}
+
+    def start(
+        self,
+        stack: contextlib.ExitStack,
+        client: ServiceClient,
+        period: float,
+        log: LogClient | None,
+    ) -> dict[str, object]:
+        stack.enter_context(self.public)
+        stack.enter_context(self.private)
+        self.log = log
+        monitor = AttestationMonitor(
+            client,
+            self.signer,
+            period=period,
+            on_heartbeat=self.on_heartbeat,
+            on_untrusted=self.on_untrusted,
+            on_trusted=self.public.open_gate,
+            publish=self.publish if log is not None else None,
+        )
+        out: dict[str, object] = {"url": self.public.endpoint, "heartbeat_key": self.key_hex}
+        if log is not None:
+            # The deployment is logged before any traffic: which spec, which enclave keys
+            # (attested now, with the owner's policy), who signs its heartbeats. An enclave
+            # that does not attest, or a log that does not take the entry, stops the start.
+            attested = client.attest()
+            monitor.pinned_keys = attested.keys.digest.hex()
+            entry = deployment_log_payload(
+                subject=self.public.endpoint,
+                spec_hash=attested.spec_hash.hex(),
+                keys_digest=monitor.pinned_keys,
+                signer=self.key_hex,
+                simulated=attested.simulated,
+                time=datetime.now(UTC).isoformat(),
+            )
+            out["deployment_log_index"] = log.append(Kind.SERVICE_DEPLOYMENT, entry).index
+        monitor.start()
+        stack.callback(monitor.stop)
+        return out
+
+    def publish(self, signed: dict[str, Any]) -> None:
+        assert self.log is not None
+        appended = self.log.append(Kind.HEARTBEAT, heartbeat_log_payload(self.key_hex, signed))
+        self.log_index[signed["payload"]["seq"]] = appended.index
+
+    def on_heartbeat(self, signed: dict[str, Any]) -> None:
+        payload = signed["payload"]
+        line = heartbeat_log_payload(self.key_hex, signed)
+        index = self.log_index.pop(payload["seq"], None)
+        if index is not None:
+            line = {**line, "log_index": index}
+        if self.heartbeats is not None:
+            with _append_private(self.heartbeats) as f:
+                f.write(json.dumps(line) + "\n")
+        if not self.quiet:
+            state = "ok" if payload["ok"] else f"UNTRUSTED ({payload['reason']})"
+            at = f" (log index {index})" if index is not None else ""
+            console.print(f"heartbeat {payload['seq']} {payload['time']}: {state}{at}")
+
+    def on_untrusted(self, reason: str) -> None:
+        self.public.close_gate(reason)
+        err_console.print(f"service untrusted, traffic stopped: {reason}")
 
 
 @contextlib.contextmanager
@@ -231,12 +321,33 @@ def verify_cmd(
         str | None,
         typer.Option("--heartbeat-key", help="the heartbeat signer's Ed25519 key (hex)"),
     ] = None,
+    max_age: Annotated[
+        float | None,
+        typer.Option(
+            "--max-age",
+            help="Refuse unless the latest heartbeat is good and at most this many seconds "
+            "old (a lapsed continuous attestation).",
+        ),
+    ] = None,
+    log_url: Annotated[
+        str | None,
+        typer.Option("--log", help="Control plane URL: the latest heartbeat must be in its log."),
+    ] = None,
+    log_key: Annotated[
+        str | None,
+        typer.Option("--log-key", help="The log's verifier key (from the operator), or a file."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fresh nonce -> evidence -> your policy; spec hash; the TLS key of THIS connection;
-    with --heartbeats, the time of the last good heartbeat (continuous attestation)."""
+    with --heartbeats, the time of the last good heartbeat (continuous attestation), its
+    age (--max-age) and its inclusion in the transparency log (--log, --log-key)."""
     if (heartbeats is None) != (heartbeat_key is None):
         raise InvalidInputError("--heartbeats and --heartbeat-key go together")
+    if (log_url is None) != (log_key is None):
+        raise InvalidInputError("--log and --log-key go together")
+    if heartbeats is None and (max_age is not None or log_url is not None):
+        raise InvalidInputError("--max-age and --log check heartbeats: give --heartbeats")
     client = _client(url, policy, spec, root)
     try:
         attested = client.attest()
@@ -244,11 +355,18 @@ def verify_cmd(
         a = client.attested
         if a is not None and not as_json:
             render_result(a.appraisal)
-    beats = (
-        read_heartbeats(heartbeats, heartbeat_key, attested.keys.digest.hex())
-        if heartbeats is not None and heartbeat_key is not None
-        else None
-    )
+    beats: dict[str, Any] | None = None
+    problem: AttestationError | None = None
+    if heartbeats is not None and heartbeat_key is not None:
+        beats, latest = read_heartbeats(heartbeats, heartbeat_key, attested.keys.digest.hex())
+        problem = heartbeat_problem(beats, max_age, datetime.now(UTC))
+        if problem is None and log_url is not None and log_key is not None:
+            try:
+                beats["log"] = check_logged(latest, heartbeat_key, log_url, log_key)
+            except AttestationError as e:
+                problem = e
+    if problem is not None and as_json:
+        raise problem  # the JSON error carries the reason; never a verdict that reads ok
     if as_json:
         print_json(
             {
@@ -264,7 +382,8 @@ def verify_cmd(
             }
         )
         return
-    table = Table(title=f"service {client.url}: ACCEPTED")
+    verdict = "ACCEPTED" if problem is None else "REFUSED"
+    table = Table(title=f"service {client.url}: {verdict}")
     for col in ("check", "verdict", "detail"):
         table.add_column(col)
     for row in verdict_rows(attested, client.url):
@@ -274,18 +393,76 @@ def verify_cmd(
             "heartbeats",
             "last good: " + (beats["last_good"] or "never"),
             f"{beats['count']} signed; latest "
-            + ("ok" if beats["latest_ok"] else f"UNTRUSTED ({beats['latest_reason']})"),
+            + ("ok" if beats["latest_ok"] else f"UNTRUSTED ({beats['latest_reason']})")
+            + (f"; {beats['age_seconds']:.0f} s old" if "age_seconds" in beats else ""),
         )
+        if "log" in beats:
+            table.add_row(
+                "heartbeat logged",
+                "ok",
+                f"index {beats['log']['index']} in {beats['log']['origin']} "
+                f"size {beats['log']['tree_size']}",
+            )
     console.print(table)
-    if beats is not None and not beats["latest_ok"]:
-        raise AttestationError(
+    if problem is not None:
+        raise problem
+
+
+def heartbeat_problem(
+    beats: dict[str, Any], max_age: float | None, now: datetime
+) -> AttestationError | None:
+    """Why the heartbeats do not vouch for the service now, or None."""
+    if not beats["latest_ok"]:
+        return AttestationError(
             f"continuous attestation failed: {beats['latest_reason']}", code="heartbeat-untrusted"
         )
+    if max_age is not None:
+        age = (now - datetime.fromisoformat(beats["latest_time"])).total_seconds()
+        beats["age_seconds"] = age
+        if age > max_age:
+            return AttestationError(
+                f"continuous attestation lapsed: the latest heartbeat is {age:.0f} s old, "
+                f"--max-age is {max_age:g} s",
+                code="heartbeat-lapsed",
+            )
+    return None
 
 
-def read_heartbeats(path: Path, key_hex: str, keys_digest: str) -> dict[str, Any]:
+def check_logged(line: dict[str, Any], key_hex: str, log_url: str, log_key: str) -> dict[str, Any]:
+    """The latest heartbeat is in the transparency log: a checkpoint signed by the log key
+    the verifier pinned, and an inclusion proof of the leaf recomputed from the record."""
+    index = line.get("log_index")
+    if not isinstance(index, int) or index < 0:
+        raise AttestationError(
+            "the latest heartbeat names no log index (service run without --log?)",
+            code="heartbeat-not-logged",
+        )
+    leaf = leaf_hash(
+        encode_entry(Kind.HEARTBEAT, heartbeat_log_payload(key_hex, line["heartbeat"]))
+    )
+    with LogClient(log_url) as c:
+        cp = open_checkpoint(c.checkpoint(), [load_vkey(log_key)])
+        if index >= cp.size:
+            raise AttestationError(
+                f"log index {index} is beyond the log's signed size {cp.size}",
+                code="heartbeat-not-logged",
+            )
+        hashes = c.inclusion(index, cp.size)
+    try:
+        verify_inclusion(leaf, index, cp.size, hashes, cp.root_hash)
+    except AttestationError as e:
+        raise AttestationError(
+            f"the latest heartbeat is not the log's entry {index}: {e.message}",
+            code="heartbeat-not-logged",
+        ) from e
+    return {"index": index, "tree_size": cp.size, "origin": cp.origin}
+
+
+def read_heartbeats(
+    path: Path, key_hex: str, keys_digest: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Verify a heartbeat log: every record signed by ``key_hex``, chained by ``prev``;
-    the last good one for these enclave keys and the latest one."""
+    the last good one for these enclave keys and the latest one (summary, latest line)."""
     try:
         key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(key_hex))
     except ValueError as e:
@@ -293,12 +470,14 @@ def read_heartbeats(path: Path, key_hex: str, keys_digest: str) -> dict[str, Any
     prev = ""
     last_good: str | None = None
     latest: dict[str, Any] | None = None
+    latest_line: dict[str, Any] = {}
     count = 0
-    for n, line in enumerate(read_input(str(path), "heartbeats").splitlines(), 1):
-        if not line.strip():
+    for n, text in enumerate(read_input(str(path), "heartbeats").splitlines(), 1):
+        if not text.strip():
             continue
         try:
-            signed = json.loads(line)["heartbeat"]
+            line = json.loads(text)
+            signed = line["heartbeat"]
         except (ValueError, KeyError, TypeError) as e:
             raise InvalidInputError(f"{path}:{n}: not a heartbeat line") from e
         payload = verify_signed_json(signed, key, HEARTBEAT_DOMAIN)
@@ -310,18 +489,19 @@ def read_heartbeats(path: Path, key_hex: str, keys_digest: str) -> dict[str, Any
             )
         prev = heartbeat_hash(signed)
         count += 1
-        latest = payload
+        latest, latest_line = payload, line
         if record.ok and record.keys_digest == keys_digest:
             last_good = record.time
     if latest is None:
         raise InvalidInputError(f"{path}: no heartbeats")
-    return {
+    summary = {
         "count": count,
         "last_good": last_good,
         "latest_ok": bool(latest["ok"]) and latest.get("keys_digest") == keys_digest,
         "latest_reason": latest.get("reason") or "for other enclave keys",
         "latest_time": latest["time"],
     }
+    return summary, latest_line
 
 
 @service_app.command("curl")

@@ -10,6 +10,11 @@ accepted) and is younger than ``period * grace``. Any failure, or no good heartb
 time, makes it untrusted at once: ``on_untrusted(reason)`` (e.g. the agent relay's
 ``close_gate``: fail closed) and an event; a later good heartbeat for the same keys calls
 ``on_trusted()``.
+
+``publish(signed)``, when given, records each heartbeat where others can audit it (the
+transparency log, ``POST /api/v1/log/entries``) before it counts: a heartbeat that cannot
+be published is not a recorded heartbeat, so a good one that fails to publish leaves the
+enclave untrusted (``heartbeat-unlogged``) and the next period tries again.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class AttestationMonitor:
         on_heartbeat: Callable[[dict[str, Any]], None] | None = None,
         on_untrusted: Callable[[str], None] | None = None,
         on_trusted: Callable[[], None] | None = None,
+        publish: Callable[[dict[str, Any]], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if period <= 0 or grace < 1:
@@ -55,6 +61,7 @@ class AttestationMonitor:
         self.on_heartbeat = on_heartbeat
         self.on_untrusted = on_untrusted
         self.on_trusted = on_trusted
+        self.publish = publish
         self.clock = clock
         self.pinned_keys: str | None = None
         self.trusted = False
@@ -62,6 +69,7 @@ class AttestationMonitor:
         self.last_good: datetime | None = None
         self.records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._chain_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -95,8 +103,10 @@ class AttestationMonitor:
         return self._record(fields)
 
     def _record(self, fields: dict[str, Any]) -> dict[str, Any]:
-        now = self.clock()
-        with self._lock:
+        # Two locks: the chain (signing, publishing: may wait on the log) and the verdict
+        # (quick), so a hung log never keeps the watchdog from failing the enclave.
+        with self._chain_lock:
+            now = self.clock()
             record = HeartbeatRecord(
                 subject=self.client.url,
                 seq=len(self.records),
@@ -106,20 +116,31 @@ class AttestationMonitor:
             )
             signed = signed_json(record.model_dump(mode="json"), self.signer, HEARTBEAT_DOMAIN)
             self.records.append(signed)
-            was = self.trusted
-            if record.ok:
-                self.trusted, self.untrusted_reason, self.last_good = True, "", now
-            else:
-                self.trusted, self.untrusted_reason = False, record.reason
-        if self.on_heartbeat is not None:
-            self.on_heartbeat(signed)
-        if record.ok and not was and self.on_trusted is not None:
+            ok, reason = record.ok, record.reason
+            if self.publish is not None:
+                try:
+                    self.publish(signed)
+                except SealroomError as e:
+                    if ok:
+                        ok, reason = False, f"heartbeat-unlogged: {e.code}: {e.message}"[:500]
+            with self._lock:
+                was = self.trusted
+                if ok:
+                    self.trusted, self.untrusted_reason, self.last_good = True, "", now
+                else:
+                    self.trusted, self.untrusted_reason = False, reason
+            if self.on_heartbeat is not None:
+                self.on_heartbeat(signed)
+        if ok and not was and self.on_trusted is not None:
             self.on_trusted()
-        if not record.ok:
-            log.warning("service %s untrusted: %s", self.client.url, record.reason)
-            if self.on_untrusted is not None:
-                self.on_untrusted(record.reason)
+        if not ok:
+            self._untrusted(reason)
         return signed
+
+    def _untrusted(self, reason: str) -> None:
+        log.warning("service %s untrusted: %s", self.client.url, reason)
+        if self.on_untrusted is not None:
+            self.on_untrusted(reason)
 
     def check_missed(self) -> bool:
         """Untrusted if no good heartbeat for ``period * grace``; True if it just failed."""
@@ -131,14 +152,12 @@ class AttestationMonitor:
                 and last is not None
                 and (now - last).total_seconds() > self.period * self.grace
             )
+            reason = f"heartbeat-missed: no verified heartbeat since {last}"
+            if late:
+                self.trusted, self.untrusted_reason = False, reason
         if late:
-            self._record(
-                {
-                    "nonce": "",
-                    "ok": False,
-                    "reason": f"heartbeat-missed: no verified heartbeat since {last}",
-                }
-            )
+            self._untrusted(reason)  # at once, before the record (which may wait on the log)
+            self._record({"nonce": "", "ok": False, "reason": reason})
         return late
 
     # ---- the loop -------------------------------------------------------------------

@@ -304,3 +304,25 @@ class HeartbeatRecord(BaseModel):
 
 def heartbeat_hash(signed: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(signed)).hexdigest()
+
+
+def heartbeat_log_payload(signer: str, signed: dict[str, Any]) -> dict[str, Any]:
+    """The transparency-log payload (kind ``heartbeat``) of one signed heartbeat: the
+    signer's Ed25519 key (hex) and the signed record as it is, so anyone holding the
+    record recomputes the leaf. Public facts only (hashes, a verdict, a time)."""
+    return {"signer": signer, "heartbeat": signed}
+
+
+def deployment_log_payload(
+    *, subject: str, spec_hash: str, keys_digest: str, signer: str, simulated: bool, time: str
+) -> dict[str, Any]:
+    """The transparency-log payload (kind ``service-deployment``) of a service the operator
+    started and watches: which spec, which enclave keys, who signs its heartbeats."""
+    return {
+        "subject": subject,
+        "spec_hash": spec_hash,
+        "keys_digest": keys_digest,
+        "heartbeat_signer": signer,
+        "simulated": simulated,
+        "time": time,
+    }

@@ -1,0 +1,153 @@
+"""Continuous attestation in the transparency log (docs/adr/0033), as a user runs it:
+`sealroom service run --attest-every --log URL` in its own process (sim TEE, bubblewrap
+sandbox, relays) logs its deployment and every heartbeat in a control plane served by
+uvicorn on 127.0.0.1; `sealroom service verify --heartbeats --log --log-key --max-age`
+checks the latest heartbeat's age and its inclusion under a checkpoint signed by the log
+key the verifier pinned. Negatives: another log's key, a log index that names another
+entry, a heartbeat that was never logged, a stale heartbeat file, a dead log at start."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sealroom.cli.main import run
+from sealroom.testing.postgres import free_port
+from sealroom.tlog.entries import Kind, decode_entry
+from tests.controlplane.conftest import Env
+from tests.hostagent.test_agent import wait_for
+from tests.runtime.test_service_e2e import sim_policy_doc, write_spec
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="bubblewrap (Debian 'bubblewrap') is not installed"
+)
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    # only complete lines: the service may be writing the next one
+    return [json.loads(x) for x in path.read_text().split("\n")[:-1] if x.strip()]
+
+
+def _write(path: Path, lines: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def test_service_heartbeats_in_the_log(
+    live: tuple[Env, str],
+    make_env: Callable[..., Env],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env, url = live
+    home = tmp_path / "home"
+    monkeypatch.setenv("SEALROOM_HOME", str(home))
+    spec = write_spec(tmp_path, 1)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(sim_policy_doc()))
+    beats = tmp_path / "beats.jsonl"
+    cmd = [sys.executable, "-m", "sealroom.cli.main", "service", "run", "--spec", str(spec)]
+    cmd += ["--attest-every", "1", "--policy", str(policy), "--heartbeats", str(beats)]
+    cmd += ["--log", url, "--json"]
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, "SEALROOM_HOME": str(home), "SEALROOM_API_KEY": env.admin_key},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        # the deployment is logged before any traffic: spec, keys, the heartbeat signer
+        kind, dep = decode_entry(env.cp.tlog.entry(info["deployment_log_index"]))
+        assert kind == Kind.SERVICE_DEPLOYMENT
+        assert dep["spec_hash"] == info["spec_hash"] and dep["simulated"] is True
+        assert dep["heartbeat_signer"] == info["heartbeat_key"]
+        wait_for(lambda: len(_lines(beats)) >= 3, "three logged heartbeats", tries=2400)
+        lines = _lines(beats)
+        for line in lines:  # each heartbeat is the log's entry at its index, as it is
+            kind, logged = decode_entry(env.cp.tlog.entry(line["log_index"]))
+            assert kind == Kind.HEARTBEAT
+            assert logged == {"signer": info["heartbeat_key"], "heartbeat": line["heartbeat"]}
+
+        vkey = env.cp.tlog.vkey()
+        base = ["service", "verify", info["url"], "--policy", str(policy)]
+        hb = ["--heartbeat-key", info["heartbeat_key"]]
+
+        def verify(path: Path, *extra: str, key: str = vkey) -> tuple[int, str, str]:
+            argv = [*base, "--heartbeats", str(path), *hb, "--log", url, "--log-key", key]
+            rc = run([*argv, *extra, "--json"])
+            out = capsys.readouterr()
+            return rc, out.out, out.err
+
+        rc, out, err = verify(beats, "--max-age", "3600")
+        assert rc == 0, err
+        shown = json.loads(out)["heartbeats"]
+        assert shown["latest_ok"] and shown["log"]["tree_size"] > shown["log"]["index"]
+        assert shown["age_seconds"] < 3600
+
+        # another log's key: its checkpoint does not verify
+        other = make_env().cp.tlog.vkey()
+        rc, _, err = verify(beats, key=other)
+        assert rc == 2 and json.loads(err)["error"].startswith("tlog-"), err
+
+        # a log index that names another entry (the deployment), and no index at all
+        moved = [*lines[:-1], {**lines[-1], "log_index": info["deployment_log_index"]}]
+        rc, _, err = verify(_write(tmp_path / "moved.jsonl", moved))
+        assert rc == 2 and json.loads(err)["error"] == "heartbeat-not-logged", err
+        unlogged = [*lines[:-1], {k: v for k, v in lines[-1].items() if k != "log_index"}]
+        rc, _, err = verify(_write(tmp_path / "unlogged.jsonl", unlogged))
+        assert rc == 2 and json.loads(err)["error"] == "heartbeat-not-logged", err
+
+        # a host serving an old copy of the file (its tail cut): the latest heartbeat it
+        # shows is older than the period, so --max-age of less than the period refuses it
+        old = _write(tmp_path / "old.jsonl", lines[:2])
+        wait_for(lambda: len(_lines(beats)) >= 4, "a fourth heartbeat", tries=2400)
+        rc, _, err = verify(old, "--max-age", "0.5")
+        assert rc == 2 and json.loads(err)["error"] == "heartbeat-lapsed", err
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def test_service_run_with_a_dead_log_does_not_start(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    spec = write_spec(tmp_path, 1)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(sim_policy_doc()))
+    cmd = [sys.executable, "-m", "sealroom.cli.main", "service", "run", "--spec", str(spec)]
+    cmd += ["--attest-every", "1", "--policy", str(policy)]
+    cmd += ["--log", f"http://127.0.0.1:{free_port()}", "--json"]
+    r = subprocess.run(
+        cmd,
+        env={**os.environ, "SEALROOM_HOME": str(home), "SEALROOM_API_KEY": "k"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert r.returncode == 3, r.stderr  # unavailable: no deployment entry, no service
+    assert r.stdout == ""
+    assert json.loads(r.stderr.strip().splitlines()[-1])["error"] == "control-plane-unreachable"
+
+
+def test_log_needs_attest_every(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SEALROOM_HOME", str(tmp_path / "home"))
+    spec = write_spec(tmp_path, 1)
+    rc = run(["service", "run", "--spec", str(spec), "--log", "http://127.0.0.1:1"])
+    assert rc == 1 and "--attest-every" in capsys.readouterr().err
+    rc = run(["service", "verify", "https://127.0.0.1:1", "--policy", str(spec), "--max-age", "1"])
+    assert rc == 1 and "--heartbeats" in capsys.readouterr().err
