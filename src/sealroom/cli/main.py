@@ -6,33 +6,21 @@ Exit codes: 0 ok, 1 bad input, 2 not authentic, 3 unavailable, 4 policy violatio
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import logging
 import sys
+from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.text import Text
 
 from sealroom import __version__
-from sealroom.cli.account_cmd import account_app
-from sealroom.cli.agent_cmd import agent_app
-from sealroom.cli.attest_cmd import attest_app
 from sealroom.cli.common import err_console
-from sealroom.cli.controlplane_cmd import controlplane_app
-from sealroom.cli.cp_cmd import computation_app, down_cmd, host_app, login_cmd, up_cmd
-from sealroom.cli.data_cmd import data_app
-from sealroom.cli.demo import demo_cmd
-from sealroom.cli.ear_cmd import ear_app
-from sealroom.cli.enclave_cmd import enclave_app, log_cmd, receipt_app, result_cmd, upload_cmd
-from sealroom.cli.federation_cmd import federation_app
-from sealroom.cli.keys_cmd import keys_app
-from sealroom.cli.kms_cmd import kms_app
-from sealroom.cli.manifest_cmd import manifest_app
-from sealroom.cli.model_cmd import model_app
-from sealroom.cli.service_cmd import service_app
-from sealroom.cli.sim_cmd import sim_app
-from sealroom.cli.tlog_cmd import log_app
 from sealroom.errors import SealroomError
+from sealroom.extras import MissingExtraError, missing_extra
 
 app = typer.Typer(
     name="sealroom",
@@ -40,32 +28,83 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(attest_app, name="attest")
-app.add_typer(ear_app, name="ear")
-app.add_typer(sim_app, name="sim")
-app.add_typer(keys_app, name="keys")
-app.add_typer(kms_app, name="kms")
-app.add_typer(data_app, name="data")
-app.add_typer(manifest_app, name="manifest")
-app.add_typer(enclave_app, name="enclave")
-app.add_typer(receipt_app, name="receipt")
-app.add_typer(computation_app, name="computation")
-app.add_typer(host_app, name="host")
-app.add_typer(account_app, name="account")
-app.add_typer(controlplane_app, name="controlplane")
-app.add_typer(agent_app, name="agent")
-app.add_typer(federation_app, name="federation")
-app.add_typer(service_app, name="service")
-app.add_typer(model_app, name="model")
-app.command("demo")(demo_cmd)
-app.command("upload")(upload_cmd)
-app.command("result")(result_cmd)
-# the sealed run log of a computation (was `sealroom log`; `log` is the transparency log)
-app.command("run-log")(log_cmd)
-app.add_typer(log_app, name="log")
-app.command("up")(up_cmd)
-app.command("down")(down_cmd)
-app.command("login")(login_cmd)
+
+# Command groups by module. A group whose role's extra is not installed (ADR 0034: the core
+# distribution is the enclave side only) stays listed and fails with the extra's name.
+_GROUPS: tuple[tuple[str, str, str], ...] = (
+    ("attest", "sealroom.cli.attest_cmd", "attest_app"),
+    ("ear", "sealroom.cli.ear_cmd", "ear_app"),
+    ("sim", "sealroom.cli.sim_cmd", "sim_app"),
+    ("keys", "sealroom.cli.keys_cmd", "keys_app"),
+    ("kms", "sealroom.cli.kms_cmd", "kms_app"),
+    ("data", "sealroom.cli.data_cmd", "data_app"),
+    ("manifest", "sealroom.cli.manifest_cmd", "manifest_app"),
+    ("enclave", "sealroom.cli.enclave_cmd", "enclave_app"),
+    ("receipt", "sealroom.cli.enclave_cmd", "receipt_app"),
+    ("computation", "sealroom.cli.cp_cmd", "computation_app"),
+    ("host", "sealroom.cli.cp_cmd", "host_app"),
+    ("account", "sealroom.cli.account_cmd", "account_app"),
+    ("controlplane", "sealroom.cli.controlplane_cmd", "controlplane_app"),
+    ("agent", "sealroom.cli.agent_cmd", "agent_app"),
+    ("federation", "sealroom.cli.federation_cmd", "federation_app"),
+    ("service", "sealroom.cli.service_cmd", "service_app"),
+    ("model", "sealroom.cli.model_cmd", "model_app"),
+    ("log", "sealroom.cli.tlog_cmd", "log_app"),
+)
+# Groups whose commands import their role's stack lazily: checked up front, so that even
+# `--help` says which extra is missing instead of failing later in the middle of a command.
+_ROLE_MODULES: dict[str, tuple[str, ...]] = {
+    "controlplane": ("fastapi", "sqlalchemy", "uvicorn", "alembic"),
+    "up": ("httpx", "fastapi", "sqlalchemy", "uvicorn", "alembic"),
+}
+# The extra to name where a role's is wider than the one module found missing.
+_ROLE_EXTRA = {"agent": "agent", "up": "all", "down": "all"}
+_COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("demo", "sealroom.cli.demo", "demo_cmd"),
+    ("upload", "sealroom.cli.enclave_cmd", "upload_cmd"),
+    ("result", "sealroom.cli.enclave_cmd", "result_cmd"),
+    # the sealed run log of a computation (was `sealroom log`; `log` is the transparency log)
+    ("run-log", "sealroom.cli.enclave_cmd", "log_cmd"),
+    ("up", "sealroom.cli.cp_cmd", "up_cmd"),
+    ("down", "sealroom.cli.cp_cmd", "down_cmd"),
+    ("login", "sealroom.cli.cp_cmd", "login_cmd"),
+)
+
+
+def _unavailable(name: str, err: MissingExtraError) -> None:
+    def stub(ctx: typer.Context) -> None:
+        raise MissingExtraError(err.extra, err.module, f"'sealroom {name}'")
+
+    app.command(
+        name,
+        help=escape(f"(needs: pip install 'sealroom[{err.extra}]')"),
+        add_help_option=False,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(stub)
+
+
+def _load(module: str, attr: str, name: str) -> Any | None:
+    try:
+        for role_module in _ROLE_MODULES.get(name, ()):
+            if importlib.util.find_spec(role_module) is None:
+                raise ModuleNotFoundError(f"No module named {role_module!r}", name=role_module)
+        return getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as e:
+        err = missing_extra(e)
+        if err is None:
+            raise
+        _unavailable(name, MissingExtraError(_ROLE_EXTRA.get(name, err.extra), err.module))
+        return None
+
+
+for _name, _module, _attr in _GROUPS:
+    _sub = _load(_module, _attr, _name)
+    if _sub is not None:
+        app.add_typer(_sub, name=_name)
+for _name, _module, _attr in _COMMANDS:
+    _cmd = _load(_module, _attr, _name)
+    if _cmd is not None:
+        app.command(_name)(_cmd)
 
 
 def _version(value: bool) -> None:
@@ -92,7 +131,14 @@ def version_cmd() -> None:
 def run(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="sealroom: %(levelname)s: %(message)s")
     try:
-        app(args=argv, prog_name="sealroom")
+        try:
+            app(args=argv, prog_name="sealroom")
+        except ModuleNotFoundError as e:
+            # a command's lazy import of a role's module that this installation lacks
+            err = missing_extra(e)
+            if err is None:
+                raise
+            raise err from e
     except SealroomError as e:
         if "--json" in (sys.argv[1:] if argv is None else argv):
             # asked for machine-readable output: the error is machine-readable too (stderr,
