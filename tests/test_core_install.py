@@ -17,7 +17,7 @@ import pytest
 from sealroom.image.deps import core_distributions, distribution_paths
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-CONTROL_PLANE = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg", "httpx")
+CONTROL_PLANE = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg")
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,9 @@ def _run(
 
 def test_core_set_has_no_control_plane_distribution() -> None:
     names = {d.metadata["Name"].lower() for d in core_distributions()}
-    assert {"cryptography", "pydantic", "wasmtime", "pyhpke"} <= names
-    assert not names & {"fastapi", "sqlalchemy", "uvicorn", "alembic", "psycopg", "httpx"}
+    # httpx is core: the runtime fetches KBS-sourced datasets with it
+    assert {"cryptography", "pydantic", "wasmtime", "pyhpke", "httpx"} <= names
+    assert not names & {"fastapi", "sqlalchemy", "uvicorn", "alembic", "psycopg"}
 
 
 def test_core_environment_lacks_the_control_plane(core_python: Path) -> None:
@@ -145,6 +146,14 @@ def test_full_environment_lists_no_missing_extra() -> None:
     assert r.exit_code == 0 and "needs: pip install" not in r.stdout
 
 
+def test_models_modules_name_the_models_extra() -> None:
+    from sealroom.extras import missing_extra
+
+    for mod in ("onnxruntime", "numpy.linalg", "onnx"):
+        err = missing_extra(ModuleNotFoundError("x", name=mod))
+        assert err is not None and err.extra == "models", mod
+
+
 def test_missing_module_of_no_extra_stays_a_bug() -> None:
     from sealroom.extras import missing_extra
 
@@ -161,10 +170,9 @@ def test_in_process_interpreter_is_not_the_core_one(core_python: Path) -> None:
 def test_groups_added_since_the_split_load_in_core_and_name_their_extras(
     core_python: Path, tmp_path: Path
 ) -> None:
-    """The rebase onto main's new groups (kms, data, service, federation, log, account):
-    enclave-side groups load without extras; the KMS's PKCS#11 path names [hsm], its
-    lockdown's control-plane stop names [client] before anything changes; the transparency
-    log and account groups (HTTP clients) name [client]."""
+    """The rebase onto main's new groups (kms, data, service, federation, model, log,
+    account): they load without extras (httpx is core); the KMS's PKCS#11 path names
+    [hsm] instead of a traceback; the control plane still names [controlplane]."""
     env = {**os.environ, "SEALROOM_HOME": str(tmp_path / "home")}
     for k in ("PYTHONPATH", "VIRTUAL_ENV"):
         env.pop(k, None)
@@ -172,35 +180,19 @@ def test_groups_added_since_the_split_load_in_core_and_name_their_extras(
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return _run(core_python, "-m", "sealroom.cli.main", *args, env=env)
 
-    for group in ("kms", "data", "service", "federation"):
+    for group in ("kms", "data", "service", "federation", "model", "log", "account", "attest"):
         r = cli(group, "--help")
         assert r.returncode == 0 and "needs: pip install" not in r.stdout, (group, r.stderr)
-    for group in ("log", "account"):
-        r = cli(group, "--help")
-        assert r.returncode == 3 and "sealroom[client]" in r.stderr, (group, r.stderr)
+    r = cli("controlplane", "--help")
+    assert r.returncode == 3 and "sealroom[controlplane]" in r.stderr, r.stderr
 
     pin = tmp_path / "pin"
     pin.write_text("1234")
     pin.chmod(0o600)
-    r = cli(
-        "kms",
-        "init",
-        "--data-dir",
-        str(tmp_path / "hsm-kms"),
-        "--pkcs11-module",
-        "/nonexistent/libsofthsm2.so",
-        "--pkcs11-token",
-        "t",
-        "--pkcs11-pin-file",
-        str(pin),
-    )
+    r = cli("kms", "init", "--data-dir", str(tmp_path / "hsm-kms"),
+            "--pkcs11-module", "/nonexistent/libsofthsm2.so", "--pkcs11-token", "t",
+            "--pkcs11-pin-file", str(pin))  # fmt: skip
     assert r.returncode == 3 and "sealroom[hsm]" in r.stderr and "Traceback" not in r.stderr
-
-    assert cli("keys", "new", "admin").returncode == 0
-    kms = str(tmp_path / "kms")
-    r = cli("kms", "init", "--data-dir", kms, "--admin", "admin")
+    assert not (tmp_path / "hsm-kms" / "kms.json").exists()
+    r = cli("kms", "init", "--data-dir", str(tmp_path / "kms"))
     assert r.returncode == 0 and "(file)" in r.stdout, r.stderr
-    before = sorted(p.name for p in Path(kms).rglob("*"))
-    r = cli("kms", "lockdown", "--data-dir", kms, "--scope", "tee=sim", "--as", "admin")
-    assert r.returncode == 3 and "sealroom[client]" in r.stderr, r.stderr
-    assert sorted(p.name for p in Path(kms).rglob("*")) == before  # refused before any change

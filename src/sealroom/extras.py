@@ -13,8 +13,6 @@ from sealroom.errors import UnavailableError
 
 # top-level import name -> the extra that installs it
 EXTRA_OF_MODULE: dict[str, str] = {
-    "httpx": "client",
-    "httpcore": "client",
     "fastapi": "controlplane",
     "starlette": "controlplane",
     "uvicorn": "controlplane",
