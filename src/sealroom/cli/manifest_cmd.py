@@ -13,6 +13,11 @@ which ``validate`` reports by field until it is filled in::
 
 ``--dataset NAME:KEY[:FILE]``: with FILE, its SHA-256 and size (as ``max_size``) are
 filled in; without, a placeholder hash and a 1 MiB ``max_size``.
+
+``--kbs-dataset NAME:KEY:SHA256:FILE.enc`` (with ``--kbs-url``): a slot the enclave fills
+itself from the key broker (docs/adr/0027): FILE.enc is what ``sealroom data encrypt``
+wrote (its header names the KMS key version, the resource asked for), SHA256 what it
+printed. ``kbs-policy`` writes the broker's policies for such a manifest.
 """
 
 from __future__ import annotations
@@ -122,6 +127,39 @@ def _policy(tee: str, manifest_id: str) -> dict[str, Any]:
     }
 
 
+def _kbs_dataset(spec: str, kbs_url: str | None) -> dict[str, Any]:
+    """One ``--kbs-dataset NAME:KEY:SHA256:FILE.enc`` slot."""
+    from sealroom.crypto.dataset import read_header
+
+    parts = spec.split(":", 3)
+    if len(parts) != 4 or not all(parts):
+        raise InvalidInputError(f"--kbs-dataset {spec!r}: want NAME:KEY:SHA256:FILE.enc")
+    name, key, sha256, file = parts
+    if not kbs_url:
+        raise InvalidInputError("--kbs-dataset needs --kbs-url (the key broker's URL)")
+    path = Path(file).resolve()
+    try:
+        with open(path, "rb") as f:
+            header = read_header(f)
+        size = path.stat().st_size
+    except OSError as e:
+        raise InvalidInputError(f"--kbs-dataset {name}: cannot read {file}: {e.strerror}") from e
+    return {
+        "name": name,
+        "sha256": sha256.lower(),
+        "provider": _party(key, f"--kbs-dataset {name}"),
+        "max_size": max(1, size),  # the plaintext is smaller than its ciphertext
+        "archive": None,
+        "source": {
+            "kbs": {
+                "url": kbs_url.rstrip("/"),
+                "resource": f"kms/{header.key_id}/v{header.version}",
+                "ciphertext": str(path),
+            }
+        },
+    }
+
+
 def _placeholders(obj: Any, where: str = "manifest") -> list[str]:
     if isinstance(obj, str):
         return [where] if obj.startswith(PLACEHOLDER) else []
@@ -191,6 +229,18 @@ def init_cmd(
             "(e.g. the algorithm provider), repeatable.",
         ),
     ] = None,
+    kbs_datasets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kbs-dataset",
+            help="NAME:KEY:SHA256:FILE.enc, repeatable: the enclave gets the key from the "
+            "key broker and decrypts FILE.enc (sealroom data encrypt) itself.",
+            show_default=False,
+        ),
+    ] = None,
+    kbs_url: Annotated[
+        str | None, typer.Option("--kbs-url", help="The key broker of --kbs-dataset slots.")
+    ] = None,
 ) -> None:
     """Write a complete starting manifest; unknown values become REPLACE placeholders."""
     if tee not in ("sim", "snp", "tdx"):
@@ -236,7 +286,9 @@ def init_cmd(
             entry["sha256"], entry["max_size"] = _file_digest(Path(parts[2]), "--dataset")
             entry["max_size"] = max(1, entry["max_size"])
         ds.append(entry)
-    if datasets is None:
+    for spec in kbs_datasets or []:
+        ds.append(_kbs_dataset(spec, kbs_url))
+    if datasets is None and kbs_datasets is None:
         for n, owner in (("a", "dp1"), ("b", "dp2")):
             ds.append(
                 {
@@ -353,3 +405,55 @@ def hash_cmd(
 ) -> None:
     """Print the manifest hash (hex SHA-256 of the RFC 8785 canonical form)."""
     typer.echo(_load(file).manifest_hash.hex())
+
+
+@manifest_app.command("kbs-policy")
+def kbs_policy_cmd(
+    file: Annotated[Path, typer.Argument(help="Manifest JSON file with --kbs-dataset slots.")],
+    release: Annotated[
+        Path, typer.Option("--release", help="Write the resource (release) policy here.")
+    ],
+    attestation: Annotated[
+        Path, typer.Option("--attestation", help="Write the attestation policy here.")
+    ],
+    force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
+) -> None:
+    """The key broker's policies for this manifest's KBS-sourced slots: each key version
+    is released only to an enclave whose HOST_DATA is this manifest's hash and whose
+    evidence passes the manifest's own policy (docs/adr/0027). Set them with `sealroom kbs
+    policy set`."""
+    m = _load(file)
+    slots = [s for s in m.slots() if s.kbs is not None]
+    if not slots:
+        raise InvalidInputError(f"{file}: no KBS-sourced dataset (manifest init --kbs-dataset)")
+    doc = json.loads(json.dumps(m.to_json_obj()["policy"]))
+    doc["id"] = f"{m.id}-kbs"
+    for section in doc.values():
+        if isinstance(section, dict):
+            # the broker binds REPORT_DATA itself (nonce + tee-pubkey, ADR 0024)
+            section.pop("report_data", None)
+    simulated = bool(doc.get("allow_simulated"))
+    if simulated and isinstance(doc.get("snp"), dict) and not doc["snp"].get("measurements"):
+        from sealroom.hostagent.launcher import runtime_measurement
+
+        # the sim TEE measures this installation's runtime (SIMULATED)
+        doc["snp"]["measurements"] = [runtime_measurement().hex()]
+    kinds = doc.get("require") or list(m.policy().sections)
+    rules = [
+        {
+            "resources": s.kbs.resource,
+            "status": "warning" if simulated else "affirming",
+            "allow_simulated": simulated,
+            "kinds": kinds,
+            "claims": {"host_data": [m.manifest_hash.hex()]},
+        }
+        for s in slots
+        if s.kbs is not None
+    ]
+    policy = {"version": 1, "id": f"{m.id}-release", "rules": rules}
+    _write_new(release, json.dumps(policy, indent=2) + "\n", force)
+    _write_new(attestation, json.dumps(doc, indent=2) + "\n", force)
+    typer.echo(f"wrote {release} ({len(rules)} rule(s), host_data {m.manifest_hash.hex()})")
+    typer.echo(f"wrote {attestation}")
+    if simulated:
+        typer.echo("note: these policies accept SIMULATED evidence", err=True)
