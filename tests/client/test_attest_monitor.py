@@ -28,7 +28,7 @@ from sealroom.client.enclave import PinnedHTTPSConnection
 from sealroom.client.service import ServiceClient
 from sealroom.client.tlog import LogClient
 from sealroom.crypto.signing import verify_signed_json
-from sealroom.errors import AttestationError
+from sealroom.errors import AttestationError, InvalidInputError
 from sealroom.hostagent.launcher import LocalEnclave, launch_local
 from sealroom.hostagent.relay import TcpToUnixRelay
 from sealroom.protocol.service import HEARTBEAT_DOMAIN, WELL_KNOWN_ATTESTATION, heartbeat_hash
@@ -310,3 +310,59 @@ def test_verify_json_refuses_an_untrusted_latest_heartbeat(stack: Stack, tmp_pat
         r = CliRunner().invoke(app, [*args, *extra], env={"SEALROOM_HOME": str(stack.home)})
         assert isinstance(r.exception, AttestationError), r.output
         assert r.exception.code == "heartbeat-untrusted"
+
+
+def test_run_refuses_an_existing_heartbeat_file(home: Path, tmp_path: Path) -> None:
+    """Defect: `service run --heartbeats F` appended to an existing F, so a second run put
+    a new chain under a new key after the first one and `verify` reported the whole file
+    as heartbeat-chain-broken. Each run now needs a new file; nothing starts otherwise."""
+    spec = write_spec(tmp_path, 1)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(sim_policy_doc()))
+    beats = tmp_path / "beats.jsonl"
+    beats.write_text("earlier run\n")
+    args = ["service", "run", "--spec", str(spec), "--attest-every", "1"]
+    args += ["--policy", str(policy), "--heartbeats", str(beats)]
+    r = CliRunner().invoke(app, args, env={"SEALROOM_HOME": str(home)})
+    assert isinstance(r.exception, InvalidInputError), r.output
+    assert r.exception.code == "heartbeat-file-exists"
+    assert beats.read_text() == "earlier run\n"
+
+
+def _watch(stack: Stack, policy: Path, beats: Path, *extra: str) -> Any:
+    args = ["service", "watch", stack.public.endpoint, "--policy", str(policy)]
+    args += ["--every", "0.1", "--count", "2", "--heartbeats", str(beats), "--json", *extra]
+    return CliRunner().invoke(app, args, env={"SEALROOM_HOME": str(stack.home)})
+
+
+def test_watch_a_remote_service(stack: Stack, tmp_path: Path) -> None:
+    """`service watch`: a verifier that does not run the service (the owner, a client)
+    keeps attesting it; its heartbeats verify with `service verify --heartbeats`."""
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(sim_policy_doc()))
+    beats = tmp_path / "watch.jsonl"
+    r = _watch(stack, policy, beats)
+    assert r.exit_code == 0, r.output
+    key = json.loads(r.stdout.splitlines()[0])["heartbeat_key"]
+    lines = [json.loads(x) for x in beats.read_text().splitlines()]
+    assert [x["heartbeat"]["payload"]["seq"] for x in lines] == [0, 1]
+    assert oct(beats.stat().st_mode & 0o777) == "0o600"
+    args = ["service", "verify", stack.public.endpoint, "--policy", str(policy)]
+    args += ["--heartbeats", str(beats), "--heartbeat-key", key, "--max-age", "3600"]
+    r = CliRunner().invoke(app, args, env={"SEALROOM_HOME": str(stack.home)})
+    assert r.exit_code == 0, r.output
+    assert "last good" in r.output
+
+    # the owner's policy refuses this enclave: the heartbeats say so, the watch exits 2
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(sim_policy_doc(snp={"measurements": ["00" * 48]})))
+    r = _watch(stack, bad, tmp_path / "bad.jsonl")
+    assert isinstance(r.exception, AttestationError) and r.exception.code == "heartbeat-untrusted"
+    recs = [json.loads(x)["heartbeat"]["payload"] for x in (tmp_path / "bad.jsonl").open()]
+    assert len(recs) == 2 and not any(x["ok"] for x in recs)
+    assert recs[0]["reason"].startswith("policy-violation")
+
+    # the service stops answering (its gate closed): failed heartbeats, exit 2
+    stack.public.close_gate("test")
+    r = _watch(stack, policy, tmp_path / "closed.jsonl")
+    assert isinstance(r.exception, AttestationError) and r.exception.code == "heartbeat-untrusted"

@@ -7,10 +7,11 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -31,6 +32,7 @@ from sealroom.cli.enclave_cmd import JsonOpt, RootOpt, trusted_roots
 from sealroom.cli.tlog_cmd import load_vkey
 from sealroom.client.attest_monitor import AttestationMonitor
 from sealroom.client.controlplane import load_config
+from sealroom.client.heartbeats import HeartbeatSink
 from sealroom.client.service import AttestedService, ServiceClient
 from sealroom.client.tlog import LogClient
 from sealroom.crypto.signing import verify_signed_json
@@ -141,6 +143,11 @@ def run_cmd(
         raise InvalidInputError("--log logs heartbeats: it needs --attest-every and --policy")
     with contextlib.ExitStack() as stack:
         watched = attest_every is not None and policy is not None
+        sink = None
+        if watched:  # before the enclave starts: a bad file or key stops nothing running
+            log = LogClient(log_url, _admin_key()) if log_url is not None else None
+            sink = HeartbeatSink(Ed25519PrivateKey.generate(), heartbeats, log, _show(as_json))
+            stack.callback(sink.close)
         sock_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sealroom-svc-")))
         enclave = launch_local(
             spec,
@@ -151,8 +158,8 @@ def run_cmd(
         )
         stack.callback(enclave.stop)
         info: dict[str, object] = {"url": enclave.url}
-        if attest_every is not None and policy is not None:
-            watch = _Watch(sock_dir / "svc.sock", listen, heartbeats, as_json)
+        if sink is not None and attest_every is not None and policy is not None:
+            watch = _Watch(sock_dir / "svc.sock", listen)
             info.update(
                 watch.start(
                     stack,
@@ -164,7 +171,7 @@ def run_cmd(
                         timeout=max(1.0, attest_every),
                     ),
                     attest_every,
-                    LogClient(log_url, _admin_key()) if log_url is not None else None,
+                    sink,
                 )
             )
         info.update(spec_hash=enclave.manifest_hash, simulated=enclave.simulated)
@@ -202,44 +209,47 @@ def _admin_key() -> str:
     return key
 
 
+def _show(quiet: bool) -> Callable[[dict[str, Any], int | None], None] | None:
+    def show(payload: dict[str, Any], index: int | None) -> None:
+        state = "ok" if payload["ok"] else f"UNTRUSTED ({payload['reason']})"
+        at = f" (log index {index})" if index is not None else ""
+        console.print(f"heartbeat {payload['seq']} {payload['time']}: {state}{at}")
+
+    return None if quiet else show
+
+
 class _Watch:
     """``service run --attest-every``: a gated public relay (closed until the first good
     heartbeat), the verifier's own ungated relay, the monitor, and where heartbeats go
     (the 0600 JSONL file, the transparency log). docs/adr/0033."""
 
-    def __init__(self, sock: Path, listen: str, heartbeats: Path | None, quiet: bool) -> None:
+    def __init__(self, sock: Path, listen: str) -> None:
         host, _, port = listen.rpartition(":")
         self.public = TcpToUnixRelay(sock, host=host, port=int(port or 0))
         self.public.close_gate("not attested yet")  # fail closed from the first byte
         # The verifier's own path to the enclave: not behind the gate it controls.
         self.private = TcpToUnixRelay(sock)
-        self.heartbeats = heartbeats
-        self.quiet = quiet
-        self.signer = Ed25519PrivateKey.generate()
-        self.key_hex = self.signer.public_key().public_bytes_raw().hex()
-        self.log: LogClient | None = None
-        self.log_index: dict[int, int] = {}
 
     def start(
         self,
         stack: contextlib.ExitStack,
         client: ServiceClient,
         period: float,
-        log: LogClient | None,
+        sink: HeartbeatSink,
     ) -> dict[str, object]:
+        log = sink.log
         stack.enter_context(self.public)
         stack.enter_context(self.private)
-        self.log = log
         monitor = AttestationMonitor(
             client,
-            self.signer,
+            sink.signer,
             period=period,
-            on_heartbeat=self.on_heartbeat,
+            on_heartbeat=sink.write,
             on_untrusted=self.on_untrusted,
             on_trusted=self.public.open_gate,
-            publish=self.publish if log is not None else None,
+            publish=sink.publish,
         )
-        out: dict[str, object] = {"url": self.public.endpoint, "heartbeat_key": self.key_hex}
+        out: dict[str, object] = {"url": self.public.endpoint, "heartbeat_key": sink.key_hex}
         if log is not None:
             # The deployment is logged before any traffic: which spec, which enclave keys
             # (attested now, with the owner's policy), who signs its heartbeats. An enclave
@@ -250,7 +260,7 @@ class _Watch:
                 subject=self.public.endpoint,
                 spec_hash=attested.spec_hash.hex(),
                 keys_digest=monitor.pinned_keys,
-                signer=self.key_hex,
+                signer=sink.key_hex,
                 simulated=attested.simulated,
                 time=datetime.now(UTC).isoformat(),
             )
@@ -259,35 +269,68 @@ class _Watch:
         stack.callback(monitor.stop)
         return out
 
-    def publish(self, signed: dict[str, Any]) -> None:
-        assert self.log is not None
-        appended = self.log.append(Kind.HEARTBEAT, heartbeat_log_payload(self.key_hex, signed))
-        self.log_index[signed["payload"]["seq"]] = appended.index
-
-    def on_heartbeat(self, signed: dict[str, Any]) -> None:
-        payload = signed["payload"]
-        line = heartbeat_log_payload(self.key_hex, signed)
-        index = self.log_index.pop(payload["seq"], None)
-        if index is not None:
-            line = {**line, "log_index": index}
-        if self.heartbeats is not None:
-            with _append_private(self.heartbeats) as f:
-                f.write(json.dumps(line) + "\n")
-        if not self.quiet:
-            state = "ok" if payload["ok"] else f"UNTRUSTED ({payload['reason']})"
-            at = f" (log index {index})" if index is not None else ""
-            console.print(f"heartbeat {payload['seq']} {payload['time']}: {state}{at}")
-
     def on_untrusted(self, reason: str) -> None:
         self.public.close_gate(reason)
         err_console.print(f"service untrusted, traffic stopped: {reason}")
 
 
-@contextlib.contextmanager
-def _append_private(path: Path) -> Iterator[IO[str]]:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "a") as f:
-        yield f
+@service_app.command("watch")
+def watch_cmd(
+    url: UrlArg,
+    policy: PolicyReq,
+    every: Annotated[float, typer.Option("--every", help="seconds between heartbeats")],
+    spec: SpecOpt = None,
+    root: RootOpt = [],  # noqa: B006
+    heartbeats: Annotated[
+        Path | None,
+        typer.Option("--heartbeats", help="write signed heartbeats here (a new JSONL file)"),
+    ] = None,
+    log_url: Annotated[
+        str | None,
+        typer.Option(
+            "--log",
+            help="Control plane URL: append every heartbeat to its transparency log "
+            "(admin key: SEALROOM_API_KEY or `sealroom login`).",
+        ),
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, help="stop after this many heartbeats")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Continuously attest a service you do not run (the owner's or a client's verifier):
+    every --every seconds a fresh nonce, your policy and spec, a signed, chained heartbeat.
+    Exits 2 if the latest heartbeat is not good (with --count, or when stopped)."""
+    if every <= 0:
+        raise InvalidInputError("--every must be > 0 seconds")
+    log = LogClient(log_url, _admin_key()) if log_url is not None else None
+    sink = HeartbeatSink(Ed25519PrivateKey.generate(), heartbeats, log, _show(as_json))
+    client = _client(url, policy, spec, root)
+    client.timeout = max(1.0, min(every, 30.0))
+    monitor = AttestationMonitor(
+        client, sink.signer, period=every, on_heartbeat=sink.write, publish=sink.publish
+    )
+    if as_json:  # one line, as `service run --json` prints it: read before any heartbeat
+        sys.stdout.write(json.dumps({"url": client.url, "heartbeat_key": sink.key_hex}) + "\n")
+        sys.stdout.flush()
+    else:
+        console.print(f"watching {client.url}; heartbeats signed by {sink.key_hex}")
+    n = 0
+    try:
+        while count is None or n < count:
+            if n:
+                time.sleep(every)
+            monitor.beat()
+            n += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sink.close()
+    if not monitor.trusted:
+        raise AttestationError(
+            f"continuous attestation failed: {monitor.untrusted_reason}",
+            code="heartbeat-untrusted",
+        )
 
 
 def verdict_rows(
