@@ -18,13 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sealroom.cli.main import run
+from sealroom.client.attest_monitor import AttestationMonitor
+from sealroom.client.heartbeats import HeartbeatSink
+from sealroom.client.service import ServiceClient
+from sealroom.client.tlog import LogClient
 from sealroom.testing.postgres import free_port
 from sealroom.tlog.entries import Kind, decode_entry
+from tests.client.test_attest_monitor import Stack
 from tests.controlplane.conftest import Env
 from tests.hostagent.test_agent import wait_for
-from tests.runtime.test_service_e2e import sim_policy_doc, write_spec
+from tests.runtime.test_service_e2e import _roots, sim_policy, sim_policy_doc, write_spec
 
 pytestmark = pytest.mark.skipif(
     shutil.which("bwrap") is None, reason="bubblewrap (Debian 'bubblewrap') is not installed"
@@ -110,12 +116,17 @@ def test_service_heartbeats_in_the_log(
         rc, _, err = verify(_write(tmp_path / "unlogged.jsonl", unlogged))
         assert rc == 2 and json.loads(err)["error"] == "heartbeat-not-logged", err
 
-        # a host serving an old copy of the file (its tail cut): the latest heartbeat it
-        # shows is older than the period, so --max-age of less than the period refuses it
+        # a host serving an old copy of the file (its tail cut): on its own, the latest
+        # heartbeat it shows is older than the period, so --max-age below the period
+        # refuses it; with the log, the newer logged heartbeats supersede the file
         old = _write(tmp_path / "old.jsonl", lines[:2])
         wait_for(lambda: len(_lines(beats)) >= 4, "a fourth heartbeat", tries=2400)
-        rc, _, err = verify(old, "--max-age", "0.5")
+        rc = run([*base, "--heartbeats", str(old), *hb, "--max-age", "0.5", "--json"])
+        err = capsys.readouterr().err
         assert rc == 2 and json.loads(err)["error"] == "heartbeat-lapsed", err
+        rc, out, err = verify(old)
+        shown = json.loads(out)["heartbeats"]
+        assert rc == 0 and shown["behind_log"] and shown["log"]["index"] > lines[1]["log_index"]
     finally:
         proc.terminate()
         proc.wait(60)
@@ -150,4 +161,80 @@ def test_log_needs_attest_every(
     rc = run(["service", "run", "--spec", str(spec), "--log", "http://127.0.0.1:1"])
     assert rc == 1 and "--attest-every" in capsys.readouterr().err
     rc = run(["service", "verify", "https://127.0.0.1:1", "--policy", str(spec), "--max-age", "1"])
-    assert rc == 1 and "--heartbeats" in capsys.readouterr().err
+    assert rc == 1 and "--heartbeat-key" in capsys.readouterr().err
+    verify = ["service", "verify", "https://127.0.0.1:1", "--policy", str(spec)]
+    rc = run([*verify, "--heartbeat-key", "00" * 32])
+    assert rc == 1 and "--heartbeats FILE or --log URL" in capsys.readouterr().err
+    rc = run([*verify, "--log", "http://127.0.0.1:1", "--log-key", "k", "--heartbeat-key", "0"])
+    assert rc != 0
+    rc = run([*verify, "--heartbeats", str(spec)])
+    assert rc == 1 and "--heartbeat-key" in capsys.readouterr().err
+
+
+def test_the_log_catches_a_withheld_failing_heartbeat(
+    live: tuple[Env, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A host serves its heartbeat file without the failing tail: the log, searched after
+    the file's latest entry, has the newer failed heartbeat, and verify refuses. Without a
+    file, verify finds the signer's newest heartbeat in the log itself."""
+    env, url = live
+    home = tmp_path / "home"
+    monkeypatch.setenv("SEALROOM_HOME", str(home))
+    stack = Stack(home, tmp_path)
+    try:
+        sink = HeartbeatSink(
+            Ed25519PrivateKey.generate(), tmp_path / "beats.jsonl", LogClient(url, env.admin_key)
+        )
+        m = AttestationMonitor(
+            ServiceClient(stack.private.endpoint, sim_policy(), extra_roots=_roots(home)),
+            sink.signer,
+            period=3600.0,
+            publish=sink.publish,
+            on_heartbeat=sink.write,
+        )
+        m.beat()
+        m.beat()
+        good_only = _write(tmp_path / "good.jsonl", _lines(tmp_path / "beats.jsonl"))
+        policy = tmp_path / "policy.json"
+        policy.write_text(json.dumps(sim_policy_doc()))
+        vkey = env.cp.tlog.vkey()
+        base = ["service", "verify", stack.private.endpoint, "--policy", str(policy)]
+        base += ["--heartbeat-key", sink.key_hex, "--log", url, "--log-key", vkey, "--json"]
+
+        def verify(*extra: str) -> tuple[int, dict[str, Any]]:
+            rc = run([*base, *extra])
+            out = capsys.readouterr()
+            return rc, json.loads(out.out if rc == 0 else out.err)
+
+        rc, doc = verify()  # no file: the newest heartbeat of this signer, from the log
+        assert rc == 0, doc
+        assert doc["heartbeats"]["latest_ok"] and doc["heartbeats"]["log"]["index"] >= 1
+
+        # someone with the admin key appends an entry naming the signer, unsigned by it:
+        # it is no heartbeat of this signer and changes nothing
+        forged = {"signer": sink.key_hex, "heartbeat": {"payload": {}}}
+        LogClient(url, env.admin_key).append("heartbeat", forged)
+        rc, doc = verify("--heartbeats", str(good_only))
+        assert rc == 0 and not doc["heartbeats"].get("behind_log"), doc
+
+        m.client.policy = sim_policy(snp={"measurements": ["00" * 48]})
+        assert not m.beat()["payload"]["ok"]  # logged, and in the full file
+        rc, doc = verify("--heartbeats", str(good_only))  # the file without its tail
+        assert rc == 2 and doc["error"] == "heartbeat-untrusted", doc
+        assert "policy-violation" in doc["message"]
+        rc, doc = verify()  # from the log alone
+        assert rc == 2 and doc["error"] == "heartbeat-untrusted", doc
+
+        # more entries after the file's latest than --scan: no verdict without reading them
+        rc, doc = verify("--heartbeats", str(good_only), "--scan", "1")
+        assert rc == 2 and doc["error"] == "heartbeat-scan-limit", doc
+        # a signer with no heartbeat in the log at all
+        other = Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
+        rc = run([*base[:5], "--heartbeat-key", other, *base[7:]])
+        assert rc == 2 and json.loads(capsys.readouterr().err)["error"] == "heartbeat-not-logged"
+    finally:
+        sink.close()
+        stack.close()

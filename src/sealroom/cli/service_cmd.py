@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,7 +36,7 @@ from sealroom.client.heartbeats import HeartbeatSink
 from sealroom.client.service import AttestedService, ServiceClient
 from sealroom.client.tlog import LogClient
 from sealroom.crypto.signing import verify_signed_json
-from sealroom.errors import AttestationError, InvalidInputError
+from sealroom.errors import AttestationError, InvalidInputError, SealroomError
 from sealroom.hostagent.launcher import launch_local, runtime_measurement
 from sealroom.hostagent.relay import TcpToUnixRelay
 from sealroom.protocol.service import (
@@ -47,8 +47,9 @@ from sealroom.protocol.service import (
     heartbeat_log_payload,
     load_spec,
 )
-from sealroom.tlog.checkpoint import open_checkpoint
-from sealroom.tlog.entries import Kind, encode_entry
+from sealroom.tlog import note
+from sealroom.tlog.checkpoint import Checkpoint, open_checkpoint
+from sealroom.tlog.entries import Kind, decode_entry, encode_entry
 from sealroom.tlog.merkle import leaf_hash, verify_inclusion
 
 service_app = typer.Typer(help="Long-running services in attested enclaves.", no_args_is_help=True)
@@ -380,17 +381,28 @@ def verify_cmd(
         str | None,
         typer.Option("--log-key", help="The log's verifier key (from the operator), or a file."),
     ] = None,
+    scan: Annotated[
+        int,
+        typer.Option(
+            "--scan",
+            min=1,
+            help="With --log: log entries searched for a newer heartbeat of this signer "
+            "(after the file's latest, or back from the end without --heartbeats).",
+        ),
+    ] = 10_000,
     as_json: JsonOpt = False,
 ) -> None:
     """Fresh nonce -> evidence -> your policy; spec hash; the TLS key of THIS connection;
     with --heartbeats, the time of the last good heartbeat (continuous attestation), its
     age (--max-age) and its inclusion in the transparency log (--log, --log-key)."""
-    if (heartbeats is None) != (heartbeat_key is None):
-        raise InvalidInputError("--heartbeats and --heartbeat-key go together")
     if (log_url is None) != (log_key is None):
         raise InvalidInputError("--log and --log-key go together")
-    if heartbeats is None and (max_age is not None or log_url is not None):
-        raise InvalidInputError("--max-age and --log check heartbeats: give --heartbeats")
+    if heartbeat_key is None and (heartbeats is not None or log_url is not None):
+        raise InvalidInputError("--heartbeats and --log need --heartbeat-key (the signer)")
+    if heartbeat_key is not None and heartbeats is None and log_url is None:
+        raise InvalidInputError("--heartbeat-key: give --heartbeats FILE or --log URL")
+    if max_age is not None and heartbeat_key is None:
+        raise InvalidInputError("--max-age checks heartbeats: give --heartbeat-key")
     client = _client(url, policy, spec, root)
     try:
         attested = client.attest()
@@ -400,14 +412,22 @@ def verify_cmd(
             render_result(a.appraisal)
     beats: dict[str, Any] | None = None
     problem: AttestationError | None = None
-    if heartbeats is not None and heartbeat_key is not None:
-        beats, latest = read_heartbeats(heartbeats, heartbeat_key, attested.keys.digest.hex())
-        problem = heartbeat_problem(beats, max_age, datetime.now(UTC))
-        if problem is None and log_url is not None and log_key is not None:
-            try:
-                beats["log"] = check_logged(latest, heartbeat_key, log_url, log_key)
-            except AttestationError as e:
-                problem = e
+    if heartbeat_key is not None:
+        keys = attested.keys.digest.hex()
+        beats, latest = (
+            read_heartbeats(heartbeats, heartbeat_key, keys)
+            if heartbeats is not None
+            else ({}, None)
+        )
+        try:
+            if log_url is not None and log_key is not None:
+                with LogClient(log_url) as c:
+                    beats = heartbeats_in_log(
+                        c, load_vkey(log_key), heartbeat_key, keys, beats, latest, scan
+                    )
+            problem = heartbeat_problem(beats, max_age, datetime.now(UTC))
+        except AttestationError as e:
+            problem = e
     if problem is not None and as_json:
         raise problem  # the JSON error carries the reason; never a verdict that reads ok
     if as_json:
@@ -437,7 +457,8 @@ def verify_cmd(
             "last good: " + (beats["last_good"] or "never"),
             f"{beats['count']} signed; latest "
             + ("ok" if beats["latest_ok"] else f"UNTRUSTED ({beats['latest_reason']})")
-            + (f"; {beats['age_seconds']:.0f} s old" if "age_seconds" in beats else ""),
+            + (f"; {beats['age_seconds']:.0f} s old" if "age_seconds" in beats else "")
+            + ("; the file is behind the log" if beats.get("behind_log") else ""),
         )
         if "log" in beats:
             table.add_row(
@@ -471,34 +492,105 @@ def heartbeat_problem(
     return None
 
 
-def check_logged(line: dict[str, Any], key_hex: str, log_url: str, log_key: str) -> dict[str, Any]:
-    """The latest heartbeat is in the transparency log: a checkpoint signed by the log key
-    the verifier pinned, and an inclusion proof of the leaf recomputed from the record."""
-    index = line.get("log_index")
-    if not isinstance(index, int) or index < 0:
-        raise AttestationError(
-            "the latest heartbeat names no log index (service run without --log?)",
-            code="heartbeat-not-logged",
-        )
-    leaf = leaf_hash(
-        encode_entry(Kind.HEARTBEAT, heartbeat_log_payload(key_hex, line["heartbeat"]))
-    )
-    with LogClient(log_url) as c:
-        cp = open_checkpoint(c.checkpoint(), [load_vkey(log_key)])
-        if index >= cp.size:
+def heartbeats_in_log(
+    c: LogClient,
+    vkey: note.Verifier,
+    key_hex: str,
+    keys_digest: str,
+    beats: dict[str, Any],
+    latest: dict[str, Any] | None,
+    scan: int,
+) -> dict[str, Any]:
+    """The heartbeats against the transparency log, under a checkpoint signed by the log
+    key the verifier pinned. With a file (``latest`` is its last line): that heartbeat
+    must be the log's entry at its ``log_index``, and a newer heartbeat of the same signer
+    logged after it supersedes the file (a host serving a stale file, its failing tail
+    cut, is caught). Without a file: the newest heartbeat of the signer in the log's last
+    ``scan`` entries. Every entry read is proven to be the log's leaf first."""
+    cp = open_checkpoint(c.checkpoint(), [vkey])
+    signer = _ed25519(key_hex)
+    if latest is not None:
+        index = latest.get("log_index")
+        if not isinstance(index, int) or not 0 <= index < cp.size:
             raise AttestationError(
-                f"log index {index} is beyond the log's signed size {cp.size}",
+                f"the latest heartbeat names no log index under the log's signed size "
+                f"{cp.size} ({index!r}; service run without --log?)",
                 code="heartbeat-not-logged",
             )
-        hashes = c.inclusion(index, cp.size)
+        entry = encode_entry(Kind.HEARTBEAT, heartbeat_log_payload(key_hex, latest["heartbeat"]))
+        try:
+            _prove(c, cp, index, entry)
+        except AttestationError as e:
+            raise AttestationError(
+                f"the latest heartbeat is not the log's entry {index}: {e.message}",
+                code="heartbeat-not-logged",
+            ) from e
+        beats["log"] = {"index": index, "tree_size": cp.size, "origin": cp.origin}
+        after = range(index + 1, cp.size)
+        if len(after) > scan:
+            raise AttestationError(
+                f"the log holds {len(after)} entries after the latest heartbeat, more than "
+                f"--scan {scan}: cannot rule out a newer one",
+                code="heartbeat-scan-limit",
+            )
+        seq = latest["heartbeat"]["payload"]["seq"]
+        newer = [
+            x for x in _signed_by(c, cp, signer, key_hex, after) if x[1]["payload"]["seq"] > seq
+        ]
+        if newer:
+            i, signed = newer[-1]
+            beats.update(_summary(signed["payload"], keys_digest), behind_log=True)
+            beats["log"] = {"index": i, "tree_size": cp.size, "origin": cp.origin}
+        return beats
+    back = range(cp.size - 1, max(-1, cp.size - 1 - scan), -1)
+    for i, signed in _signed_by(c, cp, signer, key_hex, back):
+        out = _summary(signed["payload"], keys_digest)
+        out["count"] = 1
+        out["log"] = {"index": i, "tree_size": cp.size, "origin": cp.origin}
+        return out
+    raise AttestationError(
+        f"no heartbeat signed by {key_hex[:16]}… in the log's last {len(back)} entries",
+        code="heartbeat-not-logged",
+    )
+
+
+def _prove(c: LogClient, cp: Checkpoint, index: int, entry: bytes) -> None:
+    verify_inclusion(leaf_hash(entry), index, cp.size, c.inclusion(index, cp.size), cp.root_hash)
+
+
+def _signed_by(
+    c: LogClient, cp: Checkpoint, signer: Ed25519PublicKey, key_hex: str, indexes: range
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The heartbeats of ``signer`` at ``indexes``, each entry proven to be the log's leaf
+    (a log cannot hide one behind an entry it did not sign into the tree)."""
+    for i in indexes:
+        data = c.entry(i)
+        _prove(c, cp, i, data)
+        kind, payload = decode_entry(data)
+        if kind != Kind.HEARTBEAT or payload.get("signer") != key_hex:
+            continue
+        try:
+            verify_signed_json(payload.get("heartbeat"), signer, HEARTBEAT_DOMAIN)
+        except SealroomError:
+            continue  # appended by someone naming this signer without its signature
+        yield i, payload["heartbeat"]
+
+
+def _ed25519(key_hex: str) -> Ed25519PublicKey:
     try:
-        verify_inclusion(leaf, index, cp.size, hashes, cp.root_hash)
-    except AttestationError as e:
-        raise AttestationError(
-            f"the latest heartbeat is not the log's entry {index}: {e.message}",
-            code="heartbeat-not-logged",
-        ) from e
-    return {"index": index, "tree_size": cp.size, "origin": cp.origin}
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(key_hex))
+    except ValueError as e:
+        raise InvalidInputError(f"--heartbeat-key is not an Ed25519 key: {e}") from e
+
+
+def _summary(latest: dict[str, Any], keys_digest: str) -> dict[str, Any]:
+    ok = bool(latest["ok"]) and latest.get("keys_digest") == keys_digest
+    return {
+        "latest_ok": ok,
+        "latest_reason": latest.get("reason") or "for other enclave keys",
+        "latest_time": latest["time"],
+        "last_good": latest["time"] if ok else None,
+    }
 
 
 def read_heartbeats(
@@ -506,10 +598,7 @@ def read_heartbeats(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Verify a heartbeat log: every record signed by ``key_hex``, chained by ``prev``;
     the last good one for these enclave keys and the latest one (summary, latest line)."""
-    try:
-        key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(key_hex))
-    except ValueError as e:
-        raise InvalidInputError(f"--heartbeat-key is not an Ed25519 key: {e}") from e
+    key = _ed25519(key_hex)
     prev = ""
     last_good: str | None = None
     latest: dict[str, Any] | None = None
@@ -537,14 +626,7 @@ def read_heartbeats(
             last_good = record.time
     if latest is None:
         raise InvalidInputError(f"{path}: no heartbeats")
-    summary = {
-        "count": count,
-        "last_good": last_good,
-        "latest_ok": bool(latest["ok"]) and latest.get("keys_digest") == keys_digest,
-        "latest_reason": latest.get("reason") or "for other enclave keys",
-        "latest_time": latest["time"],
-    }
-    return summary, latest_line
+    return {**_summary(latest, keys_digest), "count": count, "last_good": last_good}, latest_line
 
 
 @service_app.command("curl")

@@ -40,6 +40,10 @@ class LogClient(ApiClient):
             "POST", "/api/v1/log/entries", Appended, json={"kind": kind, "payload": payload}
         )
 
+    def entry(self, index: int) -> bytes:
+        """The logged bytes of entry ``index`` (a claim until proven against a checkpoint)."""
+        return self.request("GET", f"/log/entries/{index}", auth=False).content
+
     def checkpoint(self) -> bytes:
         return self.request("GET", "/log/checkpoint", auth=False).content
 
