@@ -69,8 +69,19 @@ def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
+def public_key(cert: x509.Certificate, what: str = "certificate") -> CertificatePublicKeyTypes:
+    """The certificate's public key; a key that does not decode (an unknown curve or
+    algorithm OID, a bad point) is malformed evidence, never a library exception."""
+    try:
+        return _public_key_cached(cert)
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise MalformedEvidenceError(
+            f"{what} public key does not decode: {e}", code="certificate-key-malformed"
+        ) from e
+
+
 @lru_cache(maxsize=1024)
-def public_key(cert: x509.Certificate) -> CertificatePublicKeyTypes:
+def _public_key_cached(cert: x509.Certificate) -> CertificatePublicKeyTypes:
     return cert.public_key()
 
 
@@ -244,7 +255,7 @@ def check_crl(
             f"{issuer.subject.rfc4514_string()!r}",
             code="crl-invalid",
         )
-    pub = issuer.public_key()
+    pub = public_key(issuer, what)
     if not isinstance(pub, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
         raise AttestationError(f"{what}: unsupported issuer key", code="crl-invalid")
     if not crl.is_signature_valid(pub):

@@ -12,6 +12,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from sealroom.attestation import kinds
 from sealroom.attestation.evidence import EvidenceBundle, EvidenceItem
@@ -20,7 +23,8 @@ from sealroom.attestation.policy import Policy
 from sealroom.attestation.tdx.claims import DcapClaims, TdxClaims
 from sealroom.attestation.tdx.tcb import TcbStatus
 from sealroom.attestation.verifier import verify_and_appraise
-from sealroom.errors import AttestationError, UnavailableError
+from sealroom.attestation.x509util import load_certificate, public_key
+from sealroom.errors import AttestationError, MalformedEvidenceError, UnavailableError
 from sealroom.testing.fake_intel import FakeIntelPki, Platform, other_key
 
 NOW = datetime(2026, 1, 15, tzinfo=UTC)
@@ -449,3 +453,41 @@ def test_processor_ca_platform_fmspc() -> None:
     c = verify(pki, pki.quote(version=3), pki.collateral(tdx=False), kind="sgx")
     assert c.pck_issuer == "processor"
     assert c.fmspc == bytes.fromhex("00606a000000")
+
+
+P256_OID = bytes.fromhex("06082a8648ce3d030107")  # id-ecPublicKey's namedCurve prime256v1
+
+
+def test_pck_with_unknown_curve_oid_is_malformed_not_unsupported_algorithm(
+    pki: FakeIntelPki,
+) -> None:
+    """CI's fuzz run found it: a PCK certificate whose curve OID had one byte changed
+    (1.2.840... -> 0.38.840...) made cryptography raise UnsupportedAlgorithm out of the
+    verifier instead of a typed malformed-evidence error."""
+    der = pki.pck.cert.public_bytes(serialization.Encoding.DER)
+    assert der.count(P256_OID) == 1
+    bad = der.replace(P256_OID, P256_OID[:2] + b"\x26" + P256_OID[3:])
+    bad_pem = x509.load_der_x509_certificate(bad).public_bytes(serialization.Encoding.PEM)
+    chain = bad_pem + pki.pck_ca.pem + pki.root.pem
+    with pytest.raises(MalformedEvidenceError, match="public key does not decode") as e:
+        verify(pki, pki.quote(pck_chain=chain + b"\x00"), pki.collateral())
+    assert e.value.code == "certificate-key-malformed"
+
+
+def test_unknown_curve_oid_in_any_certificate_is_malformed() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "t")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW)
+        .not_valid_after(NOW + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    der = cert.public_bytes(serialization.Encoding.DER)
+    bad = load_certificate(der.replace(P256_OID, P256_OID[:2] + b"\x26" + P256_OID[3:]))
+    with pytest.raises(MalformedEvidenceError, match="leaf public key does not decode"):
+        public_key(bad, "leaf")

@@ -42,7 +42,7 @@ from sealroom.attestation.nvidia.abi import (
 )
 from sealroom.attestation.nvidia.claims import NvidiaClaims
 from sealroom.attestation.nvidia.formats import DECLARED_PREFIX, KIND_NAME
-from sealroom.attestation.x509util import fingerprint, subject_cn, verify_chain
+from sealroom.attestation.x509util import fingerprint, public_key, subject_cn, verify_chain
 from sealroom.errors import AttestationError, UnavailableError
 
 
@@ -116,7 +116,7 @@ def _check_leaf(leaf: x509.Certificate) -> ec.EllipticCurvePublicKey:
             f"{what} keyUsage lacks digitalSignature, so it cannot sign SPDM responses",
             code="nvidia-leaf-invalid",
         )
-    key = leaf.public_key()
+    key = public_key(leaf, what)
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
         got = key.curve.name if isinstance(key, ec.EllipticCurvePublicKey) else type(key).__name__
         raise AttestationError(

@@ -61,6 +61,7 @@ from sealroom.attestation.x509util import (
     fingerprint,
     load_certificates,
     load_crl,
+    public_key,
     subject_cn,
     verify_chain,
     verify_issued_by,
@@ -291,7 +292,7 @@ def _verify_signature(report: Report, vek: x509.Certificate, key: object = None)
             f"SIGNATURE_ALGO is {report.signature_algo}, only 1 (ECDSA P-384 SHA-384) is defined",
             code="snp-signature-algorithm",
         )
-    key = key or vek.public_key()
+    key = key or public_key(vek, "VEK")
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
         raise AttestationError("VEK key is not ECDSA P-384", code="snp-signature-invalid")
     der = encode_dss_signature(report.signature_r, report.signature_s)
@@ -355,7 +356,7 @@ def _anchor(
         root=root,
         simulated=root not in amd_arks(),
         vek_fingerprint=fingerprint(vek),
-        vek_key=vek.public_key(),
+        vek_key=public_key(vek, info.kind.value.upper()),
         root_cn=subject_cn(root),
         validity=(*chain, (subject_cn(root), root)),
     )

@@ -80,6 +80,7 @@ from sealroom.attestation.x509util import (
     load_certificate,
     load_certificates,
     load_crl,
+    public_key,
     subject_cn,
     verify_chain,
 )
@@ -109,12 +110,12 @@ def _cert(der: bytes) -> x509.Certificate:
     # corrupted certificate is a parse error, not a ValueError deep inside verification.
     try:
         _ = (cert.subject, cert.issuer, cert.extensions, cert.not_valid_after_utc)
-        cert.public_key()
     except ValueError as e:
         raise MalformedEvidenceError(
             f"certificate {cert.serial_number:#x} does not decode: {e}",
             code="tdx-certificate-malformed",
         ) from e
+    public_key(cert, f"certificate {cert.serial_number:#x}")
     return cert
 
 
@@ -146,7 +147,7 @@ def _pck_extension(der: bytes) -> PckExtension:
 
 @functools.lru_cache(maxsize=256)
 def _public_key(der: bytes) -> ec.EllipticCurvePublicKey:
-    key = _cert(der).public_key()
+    key = public_key(_cert(der))
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise AttestationError(
             f"{subject_cn(_cert(der))!r} does not hold a P-256 key", code="tdx-pck-key-invalid"

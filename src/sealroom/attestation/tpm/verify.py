@@ -57,6 +57,7 @@ from sealroom.attestation.x509util import (
     is_simulated_root,
     load_certificate,
     load_certificates,
+    public_key,
     subject_cn,
     verify_chain,
 )
@@ -139,7 +140,7 @@ def check_pcr_digest(
 
 
 def _ak_from_cert(cert: x509.Certificate) -> AkKey:
-    key = cert.public_key()
+    key = public_key(cert, "AK certificate")
     if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
         raise AttestationError(
             f"AK certificate holds a {type(key).__name__}, an AK is RSA or ECC",
