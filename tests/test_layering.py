@@ -63,6 +63,16 @@ FORBIDDEN = {
     ),
     "hostagent": ("sealroom.cli", "sealroom.testing"),
     "controlplane": ("sealroom.cli", "sealroom.testing"),
+    # the guest image: built from packages and measured; runs nothing of the host's
+    "image": (
+        *WEB_DB,
+        "sealroom.cli",
+        "sealroom.controlplane",
+        "sealroom.hostagent",
+        "sealroom.runtime",
+        "sealroom.testing",
+        "httpx",
+    ),
     "client": ("sealroom.cli", "sealroom.testing"),
     # Online collateral (ADR 0023): HTTP lives here, above attestation; it serves verifiers
     # and knows nothing of the services that use it.

@@ -25,6 +25,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "python_multipart": "controlplane",
     "fastapi_offline": "controlplane",
     "pkcs11": "hsm",
+    "sevsnpmeasure": "agent",
     "onnxruntime": "models",
     "onnx": "models",
     "numpy": "models",

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from sealroom.hostagent.backends.vm import free_port_pair as _free_port_pair
+
 TOOLS = ("tpm2_createek", "tpm2_createak", "tpm2_quote", "tpm2_pcrextend", "tpm2_evictcontrol")
 
 
@@ -24,23 +26,6 @@ class Swtpm:
     @property
     def tcti(self) -> str:
         return f"swtpm:host=127.0.0.1,port={self.port}"
-
-
-def _free_port_pair() -> tuple[int, int]:
-    """Two consecutive free ports (server P, control P+1) on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65535:
-            continue
-        try:
-            with socket.socket() as s2:
-                s2.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port, port + 1
-    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
 
 
 def _wait_listening(proc: subprocess.Popen[bytes], port: int) -> bool:

@@ -50,6 +50,7 @@ _GROUPS: tuple[tuple[str, str, str], ...] = (
     ("service", "sealroom.cli.service_cmd", "service_app"),
     ("model", "sealroom.cli.model_cmd", "model_app"),
     ("log", "sealroom.cli.tlog_cmd", "log_app"),
+    ("image", "sealroom.cli.image_cmd", "image_app"),
 )
 # Groups whose commands import their role's stack lazily: checked up front, so that even
 # `--help` says which extra is missing instead of failing later in the middle of a command.
