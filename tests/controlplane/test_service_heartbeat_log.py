@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -212,6 +213,10 @@ def test_the_log_catches_a_withheld_failing_heartbeat(
         rc, doc = verify()  # no file: the newest heartbeat of this signer, from the log
         assert rc == 0, doc
         assert doc["heartbeats"]["latest_ok"] and doc["heartbeats"]["log"]["index"] >= 1
+        curl = ["service", "curl", stack.private.endpoint, "/x", "--policy", str(policy)]
+        curl += base[5:-1]  # the same heartbeat demands: key, log, log key
+        assert run(curl) == 0
+        assert capsys.readouterr().out == "hello /x world"
 
         # someone with the admin key appends an entry naming the signer, unsigned by it:
         # it is no heartbeat of this signer and changes nothing
@@ -227,6 +232,9 @@ def test_the_log_catches_a_withheld_failing_heartbeat(
         assert "policy-violation" in doc["message"]
         rc, doc = verify()  # from the log alone
         assert rc == 2 and doc["error"] == "heartbeat-untrusted", doc
+        assert run(curl) == 2  # a client refuses to talk to it: nothing sent, nothing read
+        out = capsys.readouterr()
+        assert out.out == "" and "heartbeat-untrusted" in out.err
 
         # more entries after the file's latest than --scan: no verdict without reading them
         rc, doc = verify("--heartbeats", str(good_only), "--scan", "1")
@@ -238,3 +246,39 @@ def test_the_log_catches_a_withheld_failing_heartbeat(
     finally:
         sink.close()
         stack.close()
+
+
+def test_sigusr1_re_attests_on_demand(tmp_path: Path) -> None:
+    """`kill -USR1` makes `service run` and `service watch` re-attest now: with a period of
+    an hour, a second heartbeat can only come from the signal."""
+    home = tmp_path / "home"
+    env = {**os.environ, "SEALROOM_HOME": str(home)}
+    spec = write_spec(tmp_path, 1)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(sim_policy_doc()))
+    beats, watched = tmp_path / "run.jsonl", tmp_path / "watch.jsonl"
+    cli = [sys.executable, "-m", "sealroom.cli.main", "service"]
+    run_cmd = [*cli, "run", "--spec", str(spec), "--attest-every", "3600"]
+    run_cmd += ["--policy", str(policy), "--heartbeats", str(beats), "--json"]
+    proc = subprocess.Popen(run_cmd, env=env, stdout=subprocess.PIPE, text=True)
+    watch: subprocess.Popen[str] | None = None
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        wait_for(lambda: len(_lines(beats)) == 1, "the first heartbeat", tries=2400)
+        proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: len(_lines(beats)) == 2, "the heartbeat on demand", tries=2400)
+        assert _lines(beats)[1]["heartbeat"]["payload"]["ok"]
+
+        watch_cmd = [*cli, "watch", info["url"], "--policy", str(policy), "--every", "3600"]
+        watch_cmd += ["--count", "2", "--heartbeats", str(watched), "--json"]
+        watch = subprocess.Popen(watch_cmd, env=env, stdout=subprocess.PIPE, text=True)
+        wait_for(lambda: len(_lines(watched)) == 1, "the watcher's first heartbeat", tries=2400)
+        watch.send_signal(signal.SIGUSR1)
+        assert watch.wait(120) == 0
+        assert [x["heartbeat"]["payload"]["ok"] for x in _lines(watched)] == [True, True]
+    finally:
+        for p in (watch, proc):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                p.wait(60)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
-import time
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -266,6 +268,7 @@ class _Watch:
                 time=datetime.now(UTC).isoformat(),
             )
             out["deployment_log_index"] = log.append(Kind.SERVICE_DEPLOYMENT, entry).index
+        _on_demand(stack, monitor.trigger)  # before the first heartbeat anyone could see
         monitor.start()
         stack.callback(monitor.stop)
         return out
@@ -273,6 +276,14 @@ class _Watch:
     def on_untrusted(self, reason: str) -> None:
         self.public.close_gate(reason)
         err_console.print(f"service untrusted, traffic stopped: {reason}")
+
+
+def _on_demand(stack: contextlib.ExitStack, trigger: Callable[[], None]) -> None:
+    """SIGUSR1 re-attests now (on demand), not at the next period (`kill -USR1 PID`)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach the main thread only (e.g. the CLI embedded in a server)
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: trigger())
+    stack.callback(signal.signal, signal.SIGUSR1, previous)
 
 
 @service_app.command("watch")
@@ -317,16 +328,19 @@ def watch_cmd(
     else:
         console.print(f"watching {client.url}; heartbeats signed by {sink.key_hex}")
     n = 0
-    try:
-        while count is None or n < count:
-            if n:
-                time.sleep(every)
-            monitor.beat()
-            n += 1
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sink.close()
+    wake = threading.Event()
+    with contextlib.ExitStack() as stack:
+        stack.callback(sink.close)
+        _on_demand(stack, wake.set)
+        try:
+            while count is None or n < count:
+                if n:
+                    wake.wait(every)
+                    wake.clear()
+                monitor.beat()
+                n += 1
+        except KeyboardInterrupt:
+            pass
     if not monitor.trusted:
         raise AttestationError(
             f"continuous attestation failed: {monitor.untrusted_reason}",
@@ -351,58 +365,101 @@ def verdict_rows(
     ]
 
 
+HeartbeatsOpt = Annotated[
+    Path | None,
+    typer.Option("--heartbeats", help="signed heartbeat log (service run|watch --heartbeats)"),
+]
+HeartbeatKeyOpt = Annotated[
+    str | None,
+    typer.Option("--heartbeat-key", help="the heartbeat signer's Ed25519 key (hex)"),
+]
+MaxAgeOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-age",
+        help="Refuse unless the latest heartbeat is good and at most this many seconds "
+        "old (a lapsed continuous attestation).",
+    ),
+]
+LogUrlOpt = Annotated[
+    str | None,
+    typer.Option("--log", help="Control plane URL: the latest heartbeat must be in its log."),
+]
+LogKeyOpt = Annotated[
+    str | None,
+    typer.Option("--log-key", help="The log's verifier key (from the operator), or a file."),
+]
+ScanOpt = Annotated[
+    int,
+    typer.Option(
+        "--scan",
+        min=1,
+        help="With --log: log entries searched for a newer heartbeat of this signer "
+        "(after the file's latest, or back from the end without --heartbeats).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class HeartbeatCheck:
+    """What a client demands of a service's continuous attestation (docs/adr/0033)."""
+
+    heartbeats: Path | None
+    key: str | None
+    max_age: float | None
+    log_url: str | None
+    log_key: str | None
+    scan: int
+
+    def __post_init__(self) -> None:
+        if (self.log_url is None) != (self.log_key is None):
+            raise InvalidInputError("--log and --log-key go together")
+        if self.key is None and (self.heartbeats is not None or self.log_url is not None):
+            raise InvalidInputError("--heartbeats and --log need --heartbeat-key (the signer)")
+        if self.key is not None and self.heartbeats is None and self.log_url is None:
+            raise InvalidInputError("--heartbeat-key: give --heartbeats FILE or --log URL")
+        if self.max_age is not None and self.key is None:
+            raise InvalidInputError("--max-age checks heartbeats: give --heartbeat-key")
+
+    def run(
+        self, attested: AttestedService
+    ) -> tuple[dict[str, Any] | None, AttestationError | None]:
+        """(what the heartbeats say, why they do not vouch for ``attested`` now or None)."""
+        if self.key is None:
+            return None, None
+        keys = attested.keys.digest.hex()
+        beats: dict[str, Any] = {}
+        latest: dict[str, Any] | None = None
+        if self.heartbeats is not None:
+            beats, latest = read_heartbeats(self.heartbeats, self.key, keys)
+        try:
+            if self.log_url is not None and self.log_key is not None:
+                with LogClient(self.log_url) as c:
+                    vkey = load_vkey(self.log_key)
+                    beats = heartbeats_in_log(c, vkey, self.key, keys, beats, latest, self.scan)
+            return beats, heartbeat_problem(beats, self.max_age, datetime.now(UTC))
+        except AttestationError as e:
+            return beats, e
+
+
 @service_app.command("verify")
 def verify_cmd(
     url: UrlArg,
     policy: PolicyReq,
     spec: SpecOpt = None,
     root: RootOpt = [],  # noqa: B006
-    heartbeats: Annotated[
-        Path | None,
-        typer.Option("--heartbeats", help="signed heartbeat log (service run --heartbeats)"),
-    ] = None,
-    heartbeat_key: Annotated[
-        str | None,
-        typer.Option("--heartbeat-key", help="the heartbeat signer's Ed25519 key (hex)"),
-    ] = None,
-    max_age: Annotated[
-        float | None,
-        typer.Option(
-            "--max-age",
-            help="Refuse unless the latest heartbeat is good and at most this many seconds "
-            "old (a lapsed continuous attestation).",
-        ),
-    ] = None,
-    log_url: Annotated[
-        str | None,
-        typer.Option("--log", help="Control plane URL: the latest heartbeat must be in its log."),
-    ] = None,
-    log_key: Annotated[
-        str | None,
-        typer.Option("--log-key", help="The log's verifier key (from the operator), or a file."),
-    ] = None,
-    scan: Annotated[
-        int,
-        typer.Option(
-            "--scan",
-            min=1,
-            help="With --log: log entries searched for a newer heartbeat of this signer "
-            "(after the file's latest, or back from the end without --heartbeats).",
-        ),
-    ] = 10_000,
+    heartbeats: HeartbeatsOpt = None,
+    heartbeat_key: HeartbeatKeyOpt = None,
+    max_age: MaxAgeOpt = None,
+    log_url: LogUrlOpt = None,
+    log_key: LogKeyOpt = None,
+    scan: ScanOpt = 10_000,
     as_json: JsonOpt = False,
 ) -> None:
     """Fresh nonce -> evidence -> your policy; spec hash; the TLS key of THIS connection;
     with --heartbeats, the time of the last good heartbeat (continuous attestation), its
     age (--max-age) and its inclusion in the transparency log (--log, --log-key)."""
-    if (log_url is None) != (log_key is None):
-        raise InvalidInputError("--log and --log-key go together")
-    if heartbeat_key is None and (heartbeats is not None or log_url is not None):
-        raise InvalidInputError("--heartbeats and --log need --heartbeat-key (the signer)")
-    if heartbeat_key is not None and heartbeats is None and log_url is None:
-        raise InvalidInputError("--heartbeat-key: give --heartbeats FILE or --log URL")
-    if max_age is not None and heartbeat_key is None:
-        raise InvalidInputError("--max-age checks heartbeats: give --heartbeat-key")
+    check = HeartbeatCheck(heartbeats, heartbeat_key, max_age, log_url, log_key, scan)
     client = _client(url, policy, spec, root)
     try:
         attested = client.attest()
@@ -410,24 +467,7 @@ def verify_cmd(
         a = client.attested
         if a is not None and not as_json:
             render_result(a.appraisal)
-    beats: dict[str, Any] | None = None
-    problem: AttestationError | None = None
-    if heartbeat_key is not None:
-        keys = attested.keys.digest.hex()
-        beats, latest = (
-            read_heartbeats(heartbeats, heartbeat_key, keys)
-            if heartbeats is not None
-            else ({}, None)
-        )
-        try:
-            if log_url is not None and log_key is not None:
-                with LogClient(log_url) as c:
-                    beats = heartbeats_in_log(
-                        c, load_vkey(log_key), heartbeat_key, keys, beats, latest, scan
-                    )
-            problem = heartbeat_problem(beats, max_age, datetime.now(UTC))
-        except AttestationError as e:
-            problem = e
+    beats, problem = check.run(attested)
     if problem is not None and as_json:
         raise problem  # the JSON error carries the reason; never a verdict that reads ok
     if as_json:
@@ -639,10 +679,22 @@ def curl_cmd(
     data: Annotated[str | None, typer.Option("-d", "--data", help="request body")] = None,
     header: Annotated[list[str], typer.Option("-H", "--header", help="'Name: value'")] = [],  # noqa: B006
     root: RootOpt = [],  # noqa: B006
+    heartbeats: HeartbeatsOpt = None,
+    heartbeat_key: HeartbeatKeyOpt = None,
+    max_age: MaxAgeOpt = None,
+    log_url: LogUrlOpt = None,
+    log_key: LogKeyOpt = None,
+    scan: ScanOpt = 10_000,
 ) -> None:
-    """Verify the service, then make one request over a connection pinned to its key."""
+    """Verify the service (and, with --heartbeat-key, its continuous attestation: the
+    same checks as `service verify`), then make one request over a connection pinned to
+    its key. Nothing is sent to a service that fails any check."""
+    check = HeartbeatCheck(heartbeats, heartbeat_key, max_age, log_url, log_key, scan)
     client = _client(url, policy, spec, root)
     attested = client.attest()
+    _, problem = check.run(attested)
+    if problem is not None:
+        raise problem
     if attested.simulated:
         print("sealroom: SIMULATED TEE evidence (verified under allow_simulated)", file=sys.stderr)
     headers = {}
