@@ -185,3 +185,22 @@ def test_not_an_image_is_refused(tmp_path: Path) -> None:
     (tmp_path / "image.json").write_text('{"format": "other"}')
     r = CliRunner().invoke(app, ["image", "measure", str(tmp_path)])
     assert isinstance(r.exception, InvalidInputError) and "format" in str(r.exception)
+
+
+@pytest.mark.skipif(not OVMF.is_file(), reason="Debian ovmf is not installed")
+def test_manifest_init_snp_image_fills_the_measurement(tmp_path: Path) -> None:
+    img = _image(tmp_path)
+    tool = shutil.which("sev-snp-measure") or str(Path(sys.executable).with_name("sev-snp-measure"))
+    want = subprocess.run(
+        [tool, "--mode", "snp", "--vcpus", "1", "--vcpu-type", "EPYC-v4", "--ovmf", str(OVMF)],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    out = tmp_path / "m.json"
+    args = ["--image", str(img.directory), "--ovmf", str(OVMF), "--out", str(out)]
+    r = CliRunner().invoke(app, ["manifest", "init", "--tee", "snp", *args])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert doc["policy"]["snp"]["measurements"] == [want]
+    assert "FIRMWARE ONLY" in r.output  # Debian's OVMF: said loudly
+    r = CliRunner().invoke(app, ["manifest", "init", "--tee", "tdx", "--image", str(img.directory)])
+    assert isinstance(r.exception, InvalidInputError)

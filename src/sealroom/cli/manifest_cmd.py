@@ -87,7 +87,22 @@ def _file_digest(path: Path, option: str) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def _policy(tee: str, manifest_id: str) -> dict[str, Any]:
+def _image_measurement(image: Path | None, ovmf: Path | None, vcpu_type: str) -> str | None:
+    """The SNP launch MEASUREMENT of a guest image (1 vCPU, as the manifest's limits say),
+    with sev-snp-measure; a warning on stderr when it covers the firmware only."""
+    if image is None:
+        return None
+    from sealroom.hostagent.backends.qemu import OVMF
+    from sealroom.image.build import GuestImage
+    from sealroom.image.measure import expected_snp
+
+    snp = expected_snp(GuestImage.load(image), ovmf or OVMF, vcpus=1, vcpu_type=vcpu_type)
+    if not snp.covers_kernel:
+        typer.echo(f"WARNING: the launch measurement {snp.note}", err=True)
+    return snp.measurement.hex()
+
+
+def _policy(tee: str, manifest_id: str, measurement: str | None = None) -> dict[str, Any]:
     binding = {"mode": "sealroom-v1"}  # REPORT_DATA binds manifest, enclave keys, nonce
     if tee == "sim":
         return {
@@ -108,7 +123,9 @@ def _policy(tee: str, manifest_id: str) -> dict[str, Any]:
             "require": ["snp"],
             "snp": {
                 "products": ["Milan", "Genoa", "Turin"],
-                "measurements": [f"{PLACEHOLDER}96-hex-digit launch MEASUREMENT of the runtime"],
+                "measurements": [
+                    measurement or f"{PLACEHOLDER}96-hex-digit launch MEASUREMENT of the runtime"
+                ],
                 "report_data": binding,
                 "allow_debug": False,
             },
@@ -241,10 +258,26 @@ def init_cmd(
     kbs_url: Annotated[
         str | None, typer.Option("--kbs-url", help="The key broker of --kbs-dataset slots.")
     ] = None,
+    image: Annotated[
+        Path | None,
+        typer.Option(
+            "--image",
+            help="--tee snp: a guest image (sealroom image build) whose launch measurement "
+            "fills the policy, with --ovmf and --vcpu-type.",
+        ),
+    ] = None,
+    ovmf: Annotated[
+        Path | None, typer.Option("--ovmf", help="With --image: the OVMF the launch uses.")
+    ] = None,
+    vcpu_type: Annotated[
+        str, typer.Option("--vcpu-type", help="With --image: the guest CPU model.")
+    ] = "EPYC-v4",
 ) -> None:
     """Write a complete starting manifest; unknown values become REPLACE placeholders."""
     if tee not in ("sim", "snp", "tdx"):
         raise InvalidInputError(f"--tee {tee!r}: want sim, snp or tdx")
+    if image is not None and tee != "snp":
+        raise InvalidInputError(f"--image computes an SNP measurement; --tee {tee} has none yet")
     if kind is not None and kind not in ("python", "wasm", "binary"):
         raise InvalidInputError(f"--kind {kind!r}: want python, wasm or binary")
 
@@ -313,7 +346,7 @@ def init_cmd(
         **(
             {"log_readers": [_party(r, "--log-reader") for r in log_readers]} if log_readers else {}
         ),
-        "policy": _policy(tee, manifest_id),
+        "policy": _policy(tee, manifest_id, _image_measurement(image, ovmf, vcpu_type)),
         "limits": {
             "vcpus": 1,
             "memory_mb": 512,
