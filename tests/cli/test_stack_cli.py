@@ -19,6 +19,10 @@ def test_readme_stack_flow(workspace: Path, env: dict[str, str]) -> None:
     try:
         up = json.loads(r.stdout)
         assert up["url"].startswith("http://127.0.0.1:")
+        # `sealroom up` also runs the key broker; the kbs commands find it and its key
+        assert up["kbs_url"].startswith("http://127.0.0.1:")
+        r = cli("kbs", "resource", "list", env=env, cwd=w)
+        assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
         r = cli("host", "list", "--json", env=env, cwd=w)
         hosts = json.loads(r.stdout)
         assert r.returncode == 0 and len(hosts) == 1 and hosts[0]["state"] == "online"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -332,3 +333,36 @@ def test_error_body_is_exactly_type_and_detail(kbs: Kbs) -> None:
     r = httpx.post(f"{kbs.url}/kbs/v0/auth", content=b"not json")
     assert r.status_code == 401 and json.loads(r.text).keys() == {"type", "detail"}
     assert _err(r) == "SerdeError"
+
+
+def test_trustee_snp_evidence_runs_through_and_fails_only_the_binding(
+    kbs: Kbs, vectors: Path
+) -> None:
+    """Trustee's own AS end-to-end SNP evidence (its JSON format, tee "snp"), at its pinned
+    time: authentic and appraised; refused only because its REPORT_DATA was not made for
+    this session's runtime data."""
+    evidence = json.loads((vectors / "amd/genoa_trustee_e2e/snp_evidence.json").read_text())
+    kbs.clock.offset = datetime(2025, 6, 1, tzinfo=UTC) - datetime.now(UTC)
+    kbs.set_attestation_policy("version: 1\nid: real\nsnp: {}\n")
+    with pytest.raises(KbsRefused) as ei:
+        KbsClient(kbs.url, "snp", lambda _digest: evidence).attest()
+    detail = str(ei.value)
+    assert "1 rule(s) failed" in detail and "kbs.REPORT_DATA" in detail, detail
+
+
+def test_tee_without_sealroom_verifier_refused(kbs: Kbs) -> None:
+    with pytest.raises(KbsRefused) as ei:
+        KbsClient(kbs.url, "cca", lambda _d: {}).attest()
+    assert "unsupported-tee" in str(ei.value)
+
+
+def test_cookie_lifetime_does_not_depend_on_guest_clock(kbs: Kbs) -> None:
+    """Defect: with the KBS clock pinned in the past (real vectors) the cookie's Expires
+    was already past for the guest, whose cookie jar dropped it. Max-Age fixes that."""
+    kbs.clock.offset = timedelta(days=-400)
+    r = httpx.post(
+        f"{kbs.url}/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp", "extra-params": ""}
+    )
+    header = r.headers["set-cookie"].lower()
+    assert "max-age=300" in header and "expires=" in header
+    assert r.cookies.get(SESSION_COOKIE)

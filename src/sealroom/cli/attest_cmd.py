@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,8 +18,10 @@ from sealroom.attestation.policy import Policy, starter_policy
 from sealroom.attestation.verifier import appraise, verify_bundle
 from sealroom.cli.common import (
     console,
+    parse_hex,
     parse_now,
     print_json,
+    read_input,
     render_claims,
     render_result,
 )
@@ -45,6 +47,7 @@ from sealroom.cli.verify_many import (
     verify_many,
 )
 from sealroom.errors import InvalidInputError, PolicyViolationError, SealroomError
+from sealroom.files import write_private
 
 attest_app = typer.Typer(help="Inspect, verify and appraise TEE evidence.", no_args_is_help=True)
 policy_app = typer.Typer(help="Appraisal policies.", no_args_is_help=True)
@@ -95,7 +98,9 @@ def verify_cmd(
             show_default=False,
         ),
     ],
-    policy: Annotated[Path, typer.Option("--policy", help="Appraisal policy (YAML/JSON).")],
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Appraisal policy (YAML/JSON).")
+    ] = None,
     kind: KindOpt = None,
     certs: CertsOpt = [],  # noqa: B006
     collateral: Annotated[
@@ -148,6 +153,20 @@ def verify_cmd(
             "--jobs", "-j", help="Processes for many files (default: one per core).", min=1
         ),
     ] = None,
+    service: Annotated[
+        str | None,
+        typer.Option("--service", help="Verify remotely at this attestation service URL."),
+    ] = None,
+    service_jwks: Annotated[
+        Path | None,
+        typer.Option(
+            "--service-jwks",
+            help="With --service: the service's JWKS you pinned (never taken from the answer).",
+        ),
+    ] = None,
+    policy_id: Annotated[
+        str | None, typer.Option("--policy-id", help="With --service: the service's policy id.")
+    ] = None,
 ) -> None:
     """Verify evidence (signatures, chains, revocation) and appraise it against a policy.
 
@@ -162,6 +181,24 @@ def verify_cmd(
     authentic, then policy violation, then unavailable, then bad input.
     """
     evidence = expand_inputs(files)
+    if service is not None:
+        if len(evidence) != 1:
+            raise InvalidInputError("--service takes one evidence file")
+        _verify_at_service(
+            evidence[0],
+            kind,
+            attachments(certs, pcrs),
+            service,
+            service_jwks,
+            policy_id,
+            now,
+            nonce,
+            as_json,
+            ear,
+        )
+        return
+    if policy is None:
+        raise InvalidInputError("--policy is required (or --service with --policy-id)")
     if len(evidence) != 1 or any(f != "-" and Path(f).is_dir() for f in files):
         if ear is not None or online:
             raise InvalidInputError(
@@ -237,6 +274,77 @@ def verify_cmd(
         raise PolicyViolationError(
             f"policy {pol.id!r} rejected the evidence: {len(bad)} rule(s) failed", result
         )
+
+
+def _verify_at_service(
+    file: str,
+    kind: str | None,
+    extra: dict[str, bytes],
+    service: str,
+    service_jwks: Path | None,
+    policy_id: str | None,
+    now: str | None,
+    nonce: str | None,
+    as_json: bool,
+    ear: Path | None,
+) -> None:
+    from sealroom.kbs.as_client import verify_remote
+
+    if service_jwks is None or policy_id is None:
+        raise InvalidInputError(
+            "--service needs --policy-id and --service-jwks: the service's JWKS, pinned "
+            "beforehand over a channel you trust (e.g. from its operator); the key is never "
+            "taken from the same answer it is meant to check"
+        )
+    verdict = verify_remote(
+        service,
+        load_bundle(file, kind, extra),
+        policy_id,
+        read_input(str(service_jwks), "pinned JWKS"),
+        now=parse_now(now),
+        nonce=parse_hex(nonce, "--nonce"),
+    )
+    if ear is not None:
+        write_private(ear, verdict.raw.encode(), overwrite=True, what="EAR token")
+    submods = {
+        n: {"status": s.status.value, "simulated": verdict.token.simulated(n)}
+        for n, s in verdict.token.submods.items()
+    }
+    summary: dict[str, Any] = {
+        "service": service,
+        "status": verdict.token.status.value,
+        "key": verdict.token.key_thumbprint,
+        "submods": submods,
+        "failed_rules": verdict.failed_rules,
+    }
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(
+            f"EAR from {service} verified against the pinned JWKS: status "
+            f"[bold]{summary['status']}[/]"
+        )
+        for n, sub in submods.items():
+            sim = " (SIMULATED)" if sub["simulated"] else ""
+            console.print(f"  {n}: {sub['status']}{sim}")
+        for r in verdict.failed_rules:
+            console.print(f"  [red]failed[/] {r.get('submod')}: {r}")
+    if not verdict.ok:
+        raise PolicyViolationError(
+            f"the attestation service's EAR says the evidence failed policy {policy_id!r}: "
+            f"{len(verdict.failed_rules)} rule(s) failed",
+            None,
+        )
+
+
+@attest_app.command("challenge")
+def challenge_cmd(
+    service: Annotated[str, typer.Option("--service", help="Attestation service URL.")],
+) -> None:
+    """A fresh single-use nonce from an attestation service (hex, for --report-data/--nonce)."""
+    from sealroom.kbs.as_client import challenge
+
+    typer.echo(challenge(service).hex())
 
 
 @attest_app.command("fetch")

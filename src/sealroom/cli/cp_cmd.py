@@ -56,7 +56,9 @@ def up_cmd(
     """Start a control plane, host agents and the sim TEE on 127.0.0.1 (SQLite)."""
     s = stack_mod.up(_data_dir(data_dir), port=port, agents=agents)
     if as_json:
-        print_json({"url": s.url, "admin_key": s.admin_key, "data_dir": s.data_dir})
+        print_json(
+            {"url": s.url, "admin_key": s.admin_key, "data_dir": s.data_dir, "kbs_url": s.kbs_url}
+        )
         return
     simulated_banner()
     console.print(f"control plane: [bold]{s.url}[/]  (API docs: {s.url}/docs)")
@@ -65,6 +67,11 @@ def up_cmd(
         f"{paths.cli_config()}, mode 0600)"
     )
     console.print(f"host agents: {len(s.agent_pids)}; logs in {s.data_dir}/logs")
+    if s.kbs_url:
+        console.print(
+            f"key broker (Trustee KBS 0.4.0) + attestation service: [bold]{s.kbs_url}[/]  "
+            f"(admin key: {s.data_dir}/kbs/admin.key)"
+        )
     console.print(
         "next: `sealroom host list`, `sealroom computation create manifest.json`, `sealroom down`"
     )

@@ -38,6 +38,7 @@ _GROUPS: tuple[tuple[str, str, str], ...] = (
     ("keys", "sealroom.cli.keys_cmd", "keys_app"),
     ("kms", "sealroom.cli.kms_cmd", "kms_app"),
     ("data", "sealroom.cli.data_cmd", "data_app"),
+    ("kbs", "sealroom.cli.kbs_cmd", "kbs_app"),
     ("manifest", "sealroom.cli.manifest_cmd", "manifest_app"),
     ("enclave", "sealroom.cli.enclave_cmd", "enclave_app"),
     ("receipt", "sealroom.cli.enclave_cmd", "receipt_app"),

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import httpx
+
 from sealroom.client.controlplane import ControlPlaneClient, save_config
 from sealroom.errors import UnavailableError
 from sealroom.files import write_private
@@ -31,6 +33,9 @@ class Stack:
     admin_key: str
     controlplane_pid: int
     agent_pids: list[int]
+    # the key broker + attestation service (ADR 0024/0025); its admin key is kbs/admin.key
+    kbs_url: str = ""
+    kbs_pid: int = 0
 
     def save(self) -> None:
         path = Path(self.data_dir) / "stack.json"  # holds the admin key: private
@@ -144,6 +149,7 @@ def up(data_dir: Path, *, port: int | None = None, agents: int = 1) -> Stack:
     )
     client = ControlPlaneClient(url)
     agent_pids: list[int] = []
+    kbs_pid = 0
     try:
         _wait(client.healthy, "the control plane", cp_log, cp_pid)
         key_file = data_dir / "controlplane" / "bootstrap-admin-key"
@@ -181,11 +187,34 @@ def up(data_dir: Path, *, port: int | None = None, agents: int = 1) -> Stack:
 
             _wait(online, f"host agent {n}", log, agent_pids[-1])
             token_file.unlink(missing_ok=True)  # used: the agent has its credential now
+        kbs_port = _free_port()
+        kbs_url = f"http://127.0.0.1:{kbs_port}"
+        kbs_log = logs / "kbs.log"
+        kbs_pid = _spawn(
+            [
+                "kbs",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{kbs_port}",
+                "--data-dir",
+                str(data_dir / "kbs"),
+            ],
+            kbs_log,
+        )
+
+        def kbs_healthy() -> bool:
+            try:
+                return httpx.get(f"{kbs_url}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait(kbs_healthy, "the key broker", kbs_log, kbs_pid)
     except BaseException:
-        for pid in [*agent_pids, cp_pid]:
-            _terminate(pid)
+        for pid in [*agent_pids, kbs_pid, cp_pid]:
+            if pid:
+                _terminate(pid)
         raise
-    stack = Stack(str(data_dir), url, admin_key, cp_pid, agent_pids)
+    stack = Stack(str(data_dir), url, admin_key, cp_pid, agent_pids, kbs_url, kbs_pid)
     stack.save()
     save_config(url, admin_key)
     return stack
@@ -217,7 +246,7 @@ def down(data_dir: Path) -> bool:
         obj = json.loads((data_dir / "stack.json").read_text())
     except (OSError, ValueError):
         return False
-    for pid in [*obj.get("agent_pids", []), obj.get("controlplane_pid", 0)]:
+    for pid in [*obj.get("agent_pids", []), obj.get("kbs_pid", 0), obj.get("controlplane_pid", 0)]:
         if pid:
             _terminate(int(pid))
     (data_dir / "stack.json").unlink(missing_ok=True)

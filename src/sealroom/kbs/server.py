@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from sealroom.attestation.ear import verify_ear
 from sealroom.attestation.policy import Policy
-from sealroom.errors import SealroomError
+from sealroom.errors import SealroomError, to_problem
 from sealroom.kbs import jwe as kbs_jwe
 from sealroom.kbs.protocol import (
     DEFAULT_SESSION_MINUTES,
@@ -123,6 +123,15 @@ def create_app(
     async def _kbs_error(_r: Request, e: KbsError) -> JSONResponse:
         return JSONResponse(error_body(e.variant, e.detail), status_code=e.variant.status)
 
+    @app.exception_handler(SealroomError)
+    async def _problem(_r: Request, e: SealroomError) -> JSONResponse:
+        # only the attestation-service routes served alongside raise these (ADR 0025)
+        return JSONResponse(
+            to_problem(e, e.http_status, type(e).__name__),
+            status_code=e.http_status,
+            media_type="application/problem+json",
+        )
+
     def jwks() -> dict[str, Any]:
         return verifier.key.jwks()
 
@@ -168,7 +177,7 @@ def create_app(
         expires = now + timedelta(minutes=session_minutes)
         store.add_session(Session(sid, req.tee, nonce, "", expires, None, None, None, None))
         resp = JSONResponse({"nonce": nonce, "extra-params": ""})
-        _set_cookie(resp, sid, expires)
+        _set_cookie(resp, sid, expires, now)
         return resp
 
     def live_session(request: Request) -> Session | None:
@@ -204,7 +213,7 @@ def create_app(
             raise _attest_error("RCAR handshake Attest failed: session expired.")
         if s.token is not None:
             resp = JSONResponse({"token": s.token})
-            _set_cookie(resp, s.id, s.expires_at)
+            _set_cookie(resp, s.id, s.expires_at, now)
             return resp
         if att.runtime_data.nonce != s.nonce:
             raise _attest_error(
@@ -263,7 +272,7 @@ def create_app(
             again = store.get_session(s.id)
             token = again.token if again is not None and again.token else token
         resp = JSONResponse({"token": token})
-        _set_cookie(resp, s.id, s.expires_at)
+        _set_cookie(resp, s.id, s.expires_at, now)
         return resp
 
     # ------------------------------------------------------------------ resources
@@ -499,5 +508,10 @@ def _path(repo: str, rtype: str, tag: str) -> ResourcePath:
     return ResourcePath(repo, rtype, tag)
 
 
-def _set_cookie(resp: Response, sid: str, expires: datetime) -> None:
-    resp.set_cookie(SESSION_COOKIE, sid, expires=expires, httponly=True, samesite="strict")
+def _set_cookie(resp: Response, sid: str, expires: datetime, now: datetime) -> None:
+    """``Expires`` as Trustee sends it, plus ``Max-Age`` (which RFC 6265 makes win): the
+    lifetime then does not depend on the guest's clock agreeing with ours."""
+    max_age = max(0, int((expires - now).total_seconds()))
+    resp.set_cookie(
+        SESSION_COOKIE, sid, expires=expires, max_age=max_age, httponly=True, samesite="strict"
+    )
