@@ -78,6 +78,14 @@ def run_cmd(
             "required with a wildcard --listen).",
         ),
     ] = None,
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-cert",
+            help="The control plane's certificate (or CA) to trust for an https URL "
+            "(default: the system's store, or SEALROOM_CA_CERT).",
+        ),
+    ] = None,
 ) -> None:
     """Run the host agent until SIGTERM/Ctrl-C."""
     if listen in ("0.0.0.0", "::") and not advertise:  # noqa: S104 - checking, not binding
@@ -97,5 +105,6 @@ def run_cmd(
         sim_authority=sim_authority,
         orphan_timeout=orphan_timeout,
         relay_address=RelayAddress(listen=listen, advertise=advertise),
+        ca_cert=ca_cert,
     )
     raise typer.Exit(serve(config))

@@ -76,12 +76,20 @@ def serve(
             "sharing a database must share it. Default: SEALROOM_LOG_KEY or DIR/tlog-ed25519.pem.",
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="Serve HTTPS with this certificate (PEM).")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="... and this private key (PEM, 0600).")
+    ] = None,
 ) -> None:
     """Serve the control plane API on HOST:PORT (SQLite in DATA_DIR unless --db).
     Quotas (unset: unlimited) bound what one account's unfinished computations hold; an
     admin sets an account's own with PUT /api/v1/accounts/{id}/quota."""
     from sealroom.controlplane.serve import run
 
+    if (tls_cert is None) != (tls_key is None):
+        raise InvalidInputError("--tls-cert and --tls-key go together")
     token = os.environ.get("SEALROOM_METRICS_TOKEN") or None
     if metrics_token_file is not None:
         token = read_secret_file(metrics_token_file, "metrics token")
@@ -98,4 +106,6 @@ def serve(
         metrics_token=token,
         log_origin=log_origin,
         log_key=log_key,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )

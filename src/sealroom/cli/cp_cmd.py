@@ -51,17 +51,34 @@ def up_cmd(
     data_dir: DataDirOpt = None,
     port: Annotated[int | None, typer.Option("--port", help="Control plane port.")] = None,
     agents: Annotated[int, typer.Option("--agents", help="Host agents to start.")] = 1,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls", help="HTTPS with a self-signed certificate the CLI pins (fingerprint shown)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a control plane, host agents and the sim TEE on 127.0.0.1 (SQLite)."""
-    s = stack_mod.up(_data_dir(data_dir), port=port, agents=agents)
+    s = stack_mod.up(_data_dir(data_dir), port=port, agents=agents, tls=tls)
+    fp = stack_mod.tls_fingerprint(s)
     if as_json:
         print_json(
-            {"url": s.url, "admin_key": s.admin_key, "data_dir": s.data_dir, "kbs_url": s.kbs_url}
+            {
+                "url": s.url,
+                "admin_key": s.admin_key,
+                "data_dir": s.data_dir,
+                "kbs_url": s.kbs_url,
+                "tls_sha256": fp,
+            }
         )
         return
     simulated_banner()
-    console.print(f"control plane: [bold]{s.url}[/]  (API docs: {s.url}/docs)")
+    console.print(
+        f"control plane: [bold]{s.url}[/]  (API docs: {s.url}/docs, dashboard: {s.url}/ui)"
+    )
+    if fp:
+        console.print(f"TLS certificate SHA-256: [bold]{fp}[/]  (pinned by this CLI)")
     console.print(
         f"admin API key: [bold]{s.admin_key}[/]  (saved for this CLI in "
         f"{paths.cli_config()}, mode 0600)"
@@ -85,7 +102,17 @@ def down_cmd(data_dir: DataDirOpt = None) -> None:
         console.print("no running stack")
 
 
-def login_cmd(url: Annotated[str, typer.Argument(help="Control plane URL")]) -> None:
+def login_cmd(
+    url: Annotated[str, typer.Argument(help="Control plane URL")],
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-cert",
+            help="Trust exactly this certificate for an https URL (the operator's "
+            "tls.crt; compare its fingerprint with the one `sealroom up --tls` printed).",
+        ),
+    ] = None,
+) -> None:
     """Save the control plane URL and an API key for this CLI (0600). The key is read
     from a hidden prompt, or from standard input (`sealroom login URL < keyfile`); never
     from the command line, where `ps` and shell history would show it."""
@@ -93,9 +120,9 @@ def login_cmd(url: Annotated[str, typer.Argument(help="Control plane URL")]) -> 
     key = (typer.prompt("API key", hide_input=True) if tty else sys.stdin.readline()).strip()
     if not key:
         raise InvalidInputError("no API key given on standard input or at the prompt")
-    client = ControlPlaneClient(url, key)
+    client = ControlPlaneClient(url, key, ca_cert=ca_cert)
     me = client.me()
-    path = save_config(url, key)
+    path = save_config(url, key, ca_cert)
     console.print(f"logged in as {me.name} ({me.role}); saved to {path}")
 
 

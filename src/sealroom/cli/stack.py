@@ -36,6 +36,8 @@ class Stack:
     # the key broker + attestation service (ADR 0024/0025); its admin key is kbs/admin.key
     kbs_url: str = ""
     kbs_pid: int = 0
+    # the self-signed certificate of `up --tls` (the CLI's only trust anchor for url)
+    ca_cert: str | None = None
 
     def save(self) -> None:
         path = Path(self.data_dir) / "stack.json"  # holds the admin key: private
@@ -124,7 +126,15 @@ def status(data_dir: Path) -> Stack | None:
     return stack
 
 
-def up(data_dir: Path, *, port: int | None = None, agents: int = 1) -> Stack:
+def tls_fingerprint(stack: Stack) -> str | None:
+    if not stack.ca_cert:
+        return None
+    from sealroom.controlplane.tls import fingerprint
+
+    return fingerprint(Path(stack.ca_cert).read_bytes())
+
+
+def up(data_dir: Path, *, port: int | None = None, agents: int = 1, tls: bool = False) -> Stack:
     running = status(data_dir)
     if running is not None:
         return running
@@ -132,7 +142,14 @@ def up(data_dir: Path, *, port: int | None = None, agents: int = 1) -> Stack:
     logs = data_dir / "logs"
     port = _choose_port(data_dir, port)
     (data_dir / "port").write_text(f"{port}\n")
-    url = f"http://127.0.0.1:{port}"
+    cert: Path | None = None
+    tls_args: list[str] = []
+    if tls:
+        from sealroom.controlplane.tls import self_signed
+
+        cert, key = self_signed(data_dir / "controlplane" / "tls")
+        tls_args = ["--tls-cert", str(cert), "--tls-key", str(key)]
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     cp_log = logs / "controlplane.log"
     cp_pid = _spawn(
         [
@@ -144,10 +161,11 @@ def up(data_dir: Path, *, port: int | None = None, agents: int = 1) -> Stack:
             "127.0.0.1",
             "--port",
             str(port),
+            *tls_args,
         ],
         cp_log,
     )
-    client = ControlPlaneClient(url)
+    client = ControlPlaneClient(url, ca_cert=cert)
     agent_pids: list[int] = []
     kbs_pid = 0
     try:
@@ -177,6 +195,7 @@ def up(data_dir: Path, *, port: int | None = None, agents: int = 1) -> Stack:
                         str(agent_dir),
                         "--name",
                         f"host-{n}",
+                        *(["--ca-cert", str(cert)] if cert else []),
                     ],
                     log,
                 )
@@ -214,9 +233,18 @@ def up(data_dir: Path, *, port: int | None = None, agents: int = 1) -> Stack:
             if pid:
                 _terminate(pid)
         raise
-    stack = Stack(str(data_dir), url, admin_key, cp_pid, agent_pids, kbs_url, kbs_pid)
+    stack = Stack(
+        str(data_dir),
+        url,
+        admin_key,
+        cp_pid,
+        agent_pids,
+        kbs_url,
+        kbs_pid,
+        str(cert) if cert else None,
+    )
     stack.save()
-    save_config(url, admin_key)
+    save_config(url, admin_key, cert)
     return stack
 
 

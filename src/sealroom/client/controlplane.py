@@ -82,10 +82,27 @@ def load_config() -> tuple[str, str | None]:
     return str(url), key
 
 
-def save_config(url: str, api_key: str) -> Path:
+def config_ca_cert() -> Path | None:
+    """The certificate the CLI pinned for its control plane (`sealroom up --tls`,
+    `sealroom login URL --ca-cert F`), if any."""
+    if os.environ.get("SEALROOM_URL"):
+        return None  # an explicitly configured URL: SEALROOM_CA_CERT, if set, applies
+    try:
+        ca = json.loads(config_path().read_text()).get("ca_cert")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(ca) if isinstance(ca, str) and ca else None
+
+
+def save_config(url: str, api_key: str, ca_cert: Path | None = None) -> Path:
+    """URL, key and (for an https control plane with its own certificate) the one
+    certificate the CLI trusts for it."""
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    data = json.dumps({"url": url, "api_key": api_key}).encode()
+    doc: dict[str, str] = {"url": url, "api_key": api_key}
+    if ca_cert is not None:
+        doc["ca_cert"] = str(Path(ca_cert).resolve())
+    data = json.dumps(doc).encode()
     write_private(path, data, overwrite=True, what="CLI config")
     return path
 
@@ -94,8 +111,15 @@ class ControlPlaneClient(ApiClient):
     """The CLI's (and any party's) client of the control plane's user API; answers are
     the contract's models (``sealroom.protocol.api``)."""
 
-    def __init__(self, url: str, api_key: str | None = None, timeout: float = 30.0) -> None:
-        super().__init__(url, api_key, timeout=timeout)
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        *,
+        ca_cert: Path | None = None,
+    ) -> None:
+        super().__init__(url, api_key, timeout=timeout, ca_cert=ca_cert)
 
     @property
     def url(self) -> str:
@@ -112,7 +136,7 @@ class ControlPlaneClient(ApiClient):
     @classmethod
     def from_config(cls) -> ControlPlaneClient:
         url, key = load_config()
-        return cls(url, key)
+        return cls(url, key, ca_cert=config_ca_cert())
 
     # ---- accounts, hosts ----------------------------------------------------------------
     def me(self) -> MeOut:

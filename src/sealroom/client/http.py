@@ -22,8 +22,10 @@ the enclave's attested key on the standard library's ``ssl``.
 from __future__ import annotations
 
 import http.client
+import os
 import secrets
 import select
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -43,6 +45,22 @@ CHUNK = 1 << 20
 _jitter = secrets.SystemRandom()
 
 
+CA_CERT_ENV = "SEALROOM_CA_CERT"
+
+
+def tls_verify(ca_cert: Path | None) -> ssl.SSLContext | bool:
+    """How an https control plane is checked: against exactly the certificate (or CA) in
+    ``ca_cert``, else ``$SEALROOM_CA_CERT``, else the system's trust store. A file given
+    is the only trust anchor: `sealroom up --tls` pins its self-signed certificate so."""
+    path = ca_cert or (Path(os.environ[CA_CERT_ENV]) if os.environ.get(CA_CERT_ENV) else None)
+    if path is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as e:
+        raise InvalidInputError(f"CA certificate {path}: cannot load ({e})") from e
+
+
 class ApiClient:
     """A base URL, an optional bearer credential and one pooled httpx client."""
 
@@ -56,6 +74,7 @@ class ApiClient:
         retries: int = 2,
         backoff: float = 0.2,
         what: str = "control plane",
+        ca_cert: Path | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -67,11 +86,14 @@ class ApiClient:
         self.retries = max(0, retries)
         self.backoff = backoff
         self.what = what
+        verify = tls_verify(ca_cert)
+        self._tls = verify if isinstance(verify, ssl.SSLContext) else None
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            verify=verify,
             # connection failures are retried for every method: nothing was sent
-            transport=httpx.HTTPTransport(retries=self.retries),
+            transport=httpx.HTTPTransport(retries=self.retries, verify=verify),
         )
 
     def close(self) -> None:
@@ -196,11 +218,14 @@ class ApiClient:
         """PUT a file streamed from disk with its Content-Length; stops sending as soon as
         the server answers (a refusal from the headers alone). Returns the status."""
         parts = urlsplit(self.base_url)
-        conn_cls = (
-            http.client.HTTPSConnection if parts.scheme == "https" else (http.client.HTTPConnection)
-        )
         timeout = self._http.timeout.read or 30.0
-        conn = conn_cls(parts.hostname or "", parts.port, timeout=timeout)
+        conn: http.client.HTTPConnection
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(
+                parts.hostname or "", parts.port, timeout=timeout, context=self._tls
+            )
+        else:
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
         hdrs = {**self._headers(headers, True), "Content-Length": str(source.stat().st_size)}
         try:
             conn.putrequest("PUT", parts.path.rstrip("/") + path)

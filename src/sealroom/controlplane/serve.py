@@ -25,6 +25,8 @@ def run(
     metrics_token: str | None = None,
     log_origin: str | None = None,
     log_key: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
 ) -> None:
     configure_logging()
     Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -41,4 +43,12 @@ def run(
     if log_origin is not None:
         settings = replace(settings, log_origin=log_origin)
     app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+    )

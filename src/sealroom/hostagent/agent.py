@@ -86,6 +86,9 @@ class AgentConfig:
     sim_authority: Path | None = None  # default: $SEALROOM_HOME/sim-authority
     orphan_timeout: float = ORPHAN_TIMEOUT
     relay_address: RelayAddress = field(default_factory=RelayAddress)
+    # the control plane's certificate (or CA) to trust for an https URL (None: the
+    # system's trust store, or $SEALROOM_CA_CERT)
+    ca_cert: Path | None = None
 
 
 class Agent:
@@ -105,7 +108,7 @@ class Agent:
         self.backend = backend
         self.enclaves: dict[str, ProcessEnclave] = {}
         self.launched: set[str] = set()
-        self.client = ControlPlaneClient(config.control_plane)
+        self.client = ControlPlaneClient(config.control_plane, ca_cert=config.ca_cert)
         self.host_id = ""
         self.interval = config.heartbeat
         self.failures = 0

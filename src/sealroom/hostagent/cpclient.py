@@ -34,10 +34,15 @@ TIMEOUT = 15.0
 
 class ControlPlaneClient(ApiClient):
     def __init__(
-        self, base_url: str, credential: str | None = None, timeout: float = TIMEOUT
+        self,
+        base_url: str,
+        credential: str | None = None,
+        timeout: float = TIMEOUT,
+        *,
+        ca_cert: Path | None = None,
     ) -> None:
         # the agent has its own backoff loop: one quick retry of a lost connection only
-        super().__init__(base_url, credential, timeout=timeout, retries=1)
+        super().__init__(base_url, credential, timeout=timeout, retries=1, ca_cert=ca_cert)
 
     def register(
         self, join_token: str, name: str, tee_kinds: list[str], resources: dict[str, int]
