@@ -48,9 +48,7 @@ def server(db_url: str, tmp_path: Path) -> Iterator[str]:
         t.join()
 
 
-def test_concurrent_http_creates_exactly_n_succeed(
-    server: str, parties: dict[str, PartyKeys]
-) -> None:
+def _register_host(server: str, cpus: int) -> None:
     h = {"Authorization": f"Bearer {ADMIN}"}
     with httpx.Client(base_url=server, timeout=60) as c:
         tok = c.post("/api/v1/hosts/join-tokens", headers=h).json()["token"]
@@ -60,10 +58,17 @@ def test_concurrent_http_creates_exactly_n_succeed(
                 "join_token": tok,
                 "name": "h1",
                 "tee_kinds": ["sim"],
-                "resources": {"cpu_total": 6, "memory_mb_total": 1 << 20},
+                "resources": {"cpu_total": cpus, "memory_mb_total": 1 << 20},
             },
         )
         assert r.status_code == 201
+
+
+def test_concurrent_http_creates_exactly_n_succeed(
+    server: str, parties: dict[str, PartyKeys]
+) -> None:
+    h = {"Authorization": f"Bearer {ADMIN}"}
+    _register_host(server, cpus=6)
     doc = manifest_doc(parties)
 
     def create(_: int) -> tuple[int, Any]:
@@ -79,3 +84,31 @@ def test_concurrent_http_creates_exactly_n_succeed(
     with httpx.Client(base_url=server, timeout=60) as c:
         hosts = c.get("/api/v1/hosts", headers=h).json()["hosts"]
         assert hosts[0]["resources"]["cpu_used"] == 6
+
+
+def test_follow_missed_the_final_event_reached_while_reading_events(
+    server: str, parties: dict[str, PartyKeys]
+) -> None:
+    """`computation events --follow` read the events, then the state; a computation that
+    ended in between was returned as final without its last event (CI saw `failed` missing
+    from a followed run). Here the computation is cancelled while the follower holds the
+    first page of events: the follower must still print the cancellation."""
+    from sealroom.client.controlplane import ControlPlaneClient
+
+    h = {"Authorization": f"Bearer {ADMIN}"}
+    _register_host(server, cpus=2)
+    with httpx.Client(base_url=server, timeout=60) as c:
+        r = c.post("/api/v1/computations", json={"manifest": manifest_doc(parties)}, headers=h)
+        assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+    client = ControlPlaneClient(server, ADMIN)
+    seen: list[tuple[str, str | None]] = []
+
+    def on_event(ev: Any) -> None:
+        if not seen:
+            client.cancel(cid)  # ends it between the follower's two reads
+        seen.append((ev.type, ev.state))
+
+    done = client.wait_for(cid, (), 60, on_event=on_event)
+    assert done.state.value == "failed"
+    assert seen[-1][1] == "failed", seen

@@ -203,13 +203,22 @@ class ControlPlaneClient(ApiClient):
         """Poll until the computation is in one of ``states`` (or final)."""
         deadline = time.monotonic() + timeout
         seq = 0
-        while True:
+
+        def drain() -> None:
+            nonlocal seq
             for ev in self.events(cid, seq):
                 seq = max(seq, ev.seq)
                 if on_event:
                     on_event(ev)
+
+        while True:
+            drain()
             comp = self.computation(cid)
             if comp.state in states or comp.state.final:
+                # the state may have changed after the events were read: its own event is
+                # written with it, so one more read shows what led there (a follower that
+                # returned here would miss the final event)
+                drain()
                 return comp
             if time.monotonic() > deadline:
                 raise UnavailableError(
