@@ -4,6 +4,7 @@ with its own SEALROOM_HOME."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import stat
@@ -16,6 +17,7 @@ import rfc8785
 
 from sealroom.crypto.keys import PartyKeys
 from sealroom.manifest import Manifest
+from sealroom.runtime.archive import archive_dir
 
 
 def sealroom(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -166,3 +168,39 @@ def test_manifest_init_refuses_a_private_key_file_as_public_key(home: Path, tmp_
     r = sealroom(home, "manifest", "init", "--consumer", str(home / "keys" / "eve.json"))
     assert r.returncode == 1 and "private-key-not-accepted" in r.stderr
     assert "_private" not in r.stdout
+
+
+def test_manifest_init_real_tee_has_no_demo_defaults_and_checks_limits(home: Path) -> None:
+    """Issue 15: a manifest for a real TEE never carries the sim template's `demo-001` /
+    "Example computation" (they are placeholders `validate` reports), and a limit flag out
+    of range is refused by name."""
+    r = sealroom(home, "manifest", "init", "--tee", "snp")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["id"].startswith("REPLACE") and doc["name"].startswith("REPLACE")
+    assert "manifest.id" in r.stderr and "manifest.name" in r.stderr
+    assert "demo-001" not in r.stdout and "Example computation" not in r.stdout
+    r = sealroom(home, "manifest", "init", "--tee", "snp", "--id", "ward-7", "--name", "Ward 7")
+    assert json.loads(r.stdout)["id"] == "ward-7"
+    r = sealroom(home, "manifest", "init", "--memory-mb", "0")
+    assert r.returncode == 1 and "--memory-mb 0" in r.stderr, r.stderr
+
+
+def test_checksum_of_a_directory_is_its_deterministic_tar(home: Path, tmp_path: Path) -> None:
+    """`sealroom checksum DIR` is the SHA-256 of exactly the tar `upload` sends, whatever
+    the files' times; a symbolic link in it is refused (the archive never follows one)."""
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "x.csv").write_text("1,2\n")
+    buf = io.BytesIO()
+    archive_dir(d, buf)
+    r = sealroom(home, "checksum", str(d), "--json")
+    assert r.returncode == 0, r.stderr
+    [e] = json.loads(r.stdout)
+    assert e["sha256"] == hashlib.sha256(buf.getvalue()).hexdigest()
+    assert (e["max_size"], e["archive"]) == (len(buf.getvalue()), "tar")
+    os.utime(d / "x.csv", (1, 1))
+    assert json.loads(sealroom(home, "checksum", str(d), "--json").stdout) == [e]
+    (d / "link").symlink_to(d / "x.csv")
+    r = sealroom(home, "checksum", str(d))
+    assert r.returncode == 1 and "link" in r.stderr, r.stderr

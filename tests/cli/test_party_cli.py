@@ -159,3 +159,65 @@ def test_result_on_failed_run_shows_log_and_reason(workspace: Path, env: dict[st
     )
     out = json.loads(r.stdout)
     assert out["valid"] and out["exit"]["ok"] is False and set(out["logs"]) == {"analyst", "lab"}
+
+
+def test_manifest_init_from_directories_runs_as_uploaded(
+    workspace: Path, env: dict[str, str]
+) -> None:
+    """Issue 15: `manifest init` takes an algorithm directory (a package with its own
+    modules) and a dataset directory; it names them by the hash of the tar `upload` sends
+    (what `sealroom checksum` prints), the enclave unpacks them, and the limits come from
+    flags."""
+    w = workspace
+    (w / "alg").mkdir()
+    (w / "alg" / "helpers.py").write_text("def total(xs):\n    return sum(xs)\n")
+    (w / "alg" / "run.py").write_text(
+        "import pathlib\nfrom helpers import total\n"
+        "d = pathlib.Path('/inputs/clinic-a')\n"
+        "xs = [int(p.read_text()) for p in sorted(d.iterdir())]\n"
+        "xs.append(int(pathlib.Path('/inputs/clinic-b').read_text()))\n"
+        "pathlib.Path('/results/sum.txt').write_text(str(total(xs)))\n"
+    )
+    (w / "ds").mkdir()
+    (w / "ds" / "1.txt").write_text("30")
+    (w / "ds" / "2.txt").write_text("10")
+    r = cli(
+        "manifest", "init", "--algorithm-key", "lab", "--algorithm", "alg",
+        "--entrypoint", "run.py", "--dataset", "clinic-a:clinic-a:ds",
+        "--dataset", "clinic-b:clinic-b:b.txt", "--consumer", "analyst", "--tee", "sim",
+        "--vcpus", "1", "--memory-mb", "256", "--wall-seconds", "120",
+        "--max-result-bytes", "65536", "--out", "manifest.json", "--force",
+        env=env, cwd=w,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((w / "manifest.json").read_text())
+    r = cli("checksum", "alg", "ds", "b.txt", "--json", env=env, cwd=w)
+    assert r.returncode == 0, r.stderr
+    sums = {e["path"]: e for e in json.loads(r.stdout)}
+    alg, ds = doc["algorithm"], {d["name"]: d for d in doc["datasets"]}
+    assert (alg["sha256"], alg["archive"], alg["entrypoint"]) == (
+        sums["alg"]["sha256"], "tar", "run.py"
+    )  # fmt: skip
+    assert (ds["clinic-a"]["sha256"], ds["clinic-a"]["archive"]) == (sums["ds"]["sha256"], "tar")
+    assert ds["clinic-b"]["archive"] is None and sums["b.txt"]["archive"] is None
+    assert doc["limits"] == {
+        "vcpus": 1, "memory_mb": 256, "wall_seconds": 120, "max_result_bytes": 65536
+    }  # fmt: skip
+    with running_enclave(w, env) as url:
+        for path, slot, key in (("alg", "algorithm", "lab"), ("ds", "clinic-a", "clinic-a")):
+            r = cli(
+                "upload", url, path, "--manifest", "manifest.json", "--slot", slot,
+                "--key", key, env=env, cwd=w,
+            )  # fmt: skip
+            assert r.returncode == 0, r.stdout + r.stderr
+        r = cli(
+            "upload", url, "b.txt", "--manifest", "manifest.json", "--slot", "clinic-b",
+            "--key", "clinic-b", env=env, cwd=w,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = cli(
+            "result", url, "--manifest", "manifest.json", "--key", "analyst", "-o", "out",
+            "--wait", "60", env=env, cwd=w,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert (w / "out" / "sum.txt").read_text() == "42"

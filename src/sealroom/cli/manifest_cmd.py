@@ -11,18 +11,22 @@ which ``validate`` reports by field until it is filled in::
         --dataset a:dp1:a.csv --dataset b:dp2.pub.json \\
         --consumer alice
 
-``--dataset NAME:KEY[:FILE]``: with FILE, its SHA-256 and size (as ``max_size``) are
-filled in; without, a placeholder hash and a 1 MiB ``max_size``.
-
 ``--kbs-dataset NAME:KEY:SHA256:FILE.enc`` (with ``--kbs-url``): a slot the enclave fills
 itself from the key broker (docs/adr/0027): FILE.enc is what ``sealroom data encrypt``
 wrote (its header names the KMS key version, the resource asked for), SHA256 what it
 printed. ``kbs-policy`` writes the broker's policies for such a manifest.
+
+``--dataset NAME:KEY[:PATH]``: with PATH, its SHA-256 and size (as ``max_size``) are
+filled in; without, a placeholder hash and a 1 MiB ``max_size``. A directory (for
+``--algorithm`` too) is named by the hash of the deterministic tar that ``upload`` sends
+for it, with ``archive: "tar"``: the enclave unpacks it (``sealroom checksum PATH`` prints
+the same values). The limits have flags (``--vcpus``, ``--memory-mb``, ``--wall-seconds``,
+``--max-result-bytes``). With ``--tee snp|tdx`` an id and a title not given are
+placeholders: a real manifest never carries the sim template's ``demo-001``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -30,10 +34,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
+from sealroom.client.enclave import content_digest
 from sealroom.crypto.keys import PartyKeys, PartyPublic, key_path
 from sealroom.errors import ConflictError, InvalidInputError
-from sealroom.manifest import MANIFEST_VERSION, PLACEHOLDER, Manifest
+from sealroom.manifest import MANIFEST_VERSION, PLACEHOLDER, Limits, Manifest
 
 manifest_app = typer.Typer(
     help="Computation manifests: write a starting one, validate, hash.", no_args_is_help=True
@@ -74,21 +80,22 @@ def _party(ref: str, option: str) -> dict[str, str]:
     return PartyKeys.load(key_path(ref)).public.to_json_obj()
 
 
-def _file_digest(path: Path, option: str) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
+def digest(path: Path, option: str) -> tuple[str, int, str | None]:
+    """SHA-256 (hex), size and archive kind of what `upload` sends for PATH: the file, or
+    a directory's deterministic tar (archive "tar")."""
     try:
-        with path.open("rb") as f:
-            while chunk := f.read(1024 * 1024):
-                h.update(chunk)
-                size += len(chunk)
+        sha, size, archive = content_digest(path)
     except OSError as e:
         raise InvalidInputError(f"{option} {path}: cannot read: {e.strerror or e}") from e
-    return h.hexdigest(), size
+    except InvalidInputError as e:
+        raise InvalidInputError(f"{option} {path}: {e.message}", code=e.code) from e
+    return sha.hex(), size, archive
 
 
-def _image_measurement(image: Path | None, ovmf: Path | None, vcpu_type: str) -> str | None:
-    """The SNP launch MEASUREMENT of a guest image (1 vCPU, as the manifest's limits say),
+def _image_measurement(
+    image: Path | None, ovmf: Path | None, vcpu_type: str, vcpus: int = 1
+) -> str | None:
+    """The SNP launch MEASUREMENT of a guest image (its vCPUs as the manifest's limits say),
     with sev-snp-measure; a warning on stderr when it covers the firmware only."""
     if image is None:
         return None
@@ -96,13 +103,15 @@ def _image_measurement(image: Path | None, ovmf: Path | None, vcpu_type: str) ->
     from sealroom.image.build import GuestImage
     from sealroom.image.measure import expected_snp
 
-    snp = expected_snp(GuestImage.load(image), ovmf or OVMF, vcpus=1, vcpu_type=vcpu_type)
+    snp = expected_snp(GuestImage.load(image), ovmf or OVMF, vcpus=vcpus, vcpu_type=vcpu_type)
     if not snp.covers_kernel:
         typer.echo(f"WARNING: the launch measurement {snp.note}", err=True)
     return snp.measurement.hex()
 
 
 def _policy(tee: str, manifest_id: str, measurement: str | None = None) -> dict[str, Any]:
+    if manifest_id.startswith(PLACEHOLDER):
+        manifest_id = "computation"  # the policy's own id needs no placeholder of its own
     binding = {"mode": "sealroom-v1"}  # REPORT_DATA binds manifest, enclave keys, nonce
     if tee == "sim":
         return {
@@ -207,10 +216,19 @@ def init_cmd(
         Path | None, typer.Option("--out", "-o", help="Write here (default: standard output).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
-    manifest_id: Annotated[str, typer.Option("--id", help="Computation id.")] = "demo-001",
-    name: Annotated[str, typer.Option("--name", help="Human-readable title.")] = (
-        "Example computation"
-    ),
+    manifest_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id", help="Computation id (sim default: demo-001; snp/tdx: a placeholder)."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Human-readable title (sim default: Example computation; snp/tdx: a placeholder).",
+        ),
+    ] = None,
     tee: Annotated[
         str,
         typer.Option(
@@ -224,7 +242,18 @@ def init_cmd(
     ] = None,
     algorithm: Annotated[
         Path | None,
-        typer.Option("--algorithm", help="Algorithm file: fills sha256 (and kind, entrypoint)."),
+        typer.Option(
+            "--algorithm",
+            help="Algorithm file or directory: fills sha256, max_size (and kind, entrypoint, "
+            "archive).",
+        ),
+    ] = None,
+    entrypoint: Annotated[
+        str | None,
+        typer.Option(
+            "--entrypoint",
+            help="Python file to run inside an --algorithm directory (default: main.py).",
+        ),
     ] = None,
     kind: Annotated[
         str | None,
@@ -232,7 +261,11 @@ def init_cmd(
     ] = None,
     datasets: Annotated[
         list[str] | None,
-        typer.Option("--dataset", help="NAME:KEY[:FILE], repeatable.", show_default=False),
+        typer.Option(
+            "--dataset",
+            help="NAME:KEY[:PATH], repeatable; PATH a file or a directory (sent as a tar).",
+            show_default=False,
+        ),
     ] = None,
     consumers: Annotated[
         list[str] | None,
@@ -272,6 +305,14 @@ def init_cmd(
     vcpu_type: Annotated[
         str, typer.Option("--vcpu-type", help="With --image: the guest CPU model.")
     ] = "EPYC-v4",
+    vcpus: Annotated[int, typer.Option("--vcpus", help="vCPUs of the enclave's run.")] = 1,
+    memory_mb: Annotated[int, typer.Option("--memory-mb", help="Memory of the run, MiB.")] = 512,
+    wall_seconds: Annotated[
+        int, typer.Option("--wall-seconds", help="Wall-clock limit of the run.")
+    ] = 60,
+    max_result_bytes: Annotated[
+        int, typer.Option("--max-result-bytes", help="Largest result the run may produce.")
+    ] = 10 * 1024 * 1024,
 ) -> None:
     """Write a complete starting manifest; unknown values become REPLACE placeholders."""
     if tee not in ("sim", "snp", "tdx"):
@@ -280,6 +321,22 @@ def init_cmd(
         raise InvalidInputError(f"--image computes an SNP measurement; --tee {tee} has none yet")
     if kind is not None and kind not in ("python", "wasm", "binary"):
         raise InvalidInputError(f"--kind {kind!r}: want python, wasm or binary")
+    limits = {
+        "vcpus": vcpus,
+        "memory_mb": memory_mb,
+        "wall_seconds": wall_seconds,
+        "max_result_bytes": max_result_bytes,
+    }
+    try:
+        Limits.model_validate(limits)
+    except ValidationError as e:
+        err = e.errors()[0]
+        flag = "--" + str(err["loc"][0]).replace("_", "-")
+        raise InvalidInputError(f"{flag} {err['input']!r}: {err['msg']}") from e
+    if manifest_id is None:
+        manifest_id = "demo-001" if tee == "sim" else f"{PLACEHOLDER}computation id"
+    if name is None:
+        name = "Example computation" if tee == "sim" else f"{PLACEHOLDER}title of the computation"
 
     alg: dict[str, Any] = {
         "kind": kind or "python",
@@ -293,13 +350,22 @@ def init_cmd(
         "args": [],
         "archive": None,
     }
+    if entrypoint is not None and (algorithm is None or not algorithm.is_dir()):
+        raise InvalidInputError("--entrypoint names a file inside an --algorithm directory")
     if algorithm is not None:
-        digest, size = _file_digest(algorithm, "--algorithm")
-        suffix = algorithm.suffix.lower()
-        alg["kind"] = kind or {".py": "python", ".wasm": "wasm"}.get(suffix, "binary")
-        alg["sha256"] = digest
-        alg["max_size"] = max(1, size)
-        alg["entrypoint"] = algorithm.name
+        sha, size, archive = digest(algorithm, "--algorithm")
+        alg["sha256"], alg["max_size"], alg["archive"] = sha, max(1, size), archive
+        if archive is None:
+            suffix = algorithm.suffix.lower()
+            alg["kind"] = kind or {".py": "python", ".wasm": "wasm"}.get(suffix, "binary")
+            alg["entrypoint"] = algorithm.name
+        else:
+            alg["entrypoint"] = entrypoint or "main.py"
+            if not (algorithm / alg["entrypoint"]).is_file():
+                raise InvalidInputError(
+                    f"--algorithm {algorithm}: no {alg['entrypoint']} in it to run "
+                    "(name the file with --entrypoint)"
+                )
     if alg["kind"] != "python":
         alg.pop("entrypoint")
 
@@ -316,8 +382,8 @@ def init_cmd(
             "archive": None,
         }
         if len(parts) == 3:
-            entry["sha256"], entry["max_size"] = _file_digest(Path(parts[2]), "--dataset")
-            entry["max_size"] = max(1, entry["max_size"])
+            sha, size, archive = digest(Path(parts[2]), f"--dataset {parts[0]}")
+            entry.update(sha256=sha, max_size=max(1, size), archive=archive)
         ds.append(entry)
     for spec in kbs_datasets or []:
         ds.append(_kbs_dataset(spec, kbs_url))
@@ -346,13 +412,8 @@ def init_cmd(
         **(
             {"log_readers": [_party(r, "--log-reader") for r in log_readers]} if log_readers else {}
         ),
-        "policy": _policy(tee, manifest_id, _image_measurement(image, ovmf, vcpu_type)),
-        "limits": {
-            "vcpus": 1,
-            "memory_mb": 512,
-            "wall_seconds": 60,
-            "max_result_bytes": 10 * 1024 * 1024,
-        },
+        "policy": _policy(tee, manifest_id, _image_measurement(image, ovmf, vcpu_type, vcpus)),
+        "limits": limits,
     }
     text = json.dumps(doc, indent=2) + "\n"
     todo = _placeholders(doc)
@@ -490,3 +551,23 @@ def kbs_policy_cmd(
     typer.echo(f"wrote {attestation}")
     if simulated:
         typer.echo("note: these policies accept SIMULATED evidence", err=True)
+
+
+def checksum_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Print what a manifest names for each PATH (an algorithm or a dataset): the SHA-256
+    and size of what `sealroom upload` sends, and archive "tar" for a directory (sent as
+    its deterministic tar, unpacked in the enclave)."""
+    out = []
+    for p in paths:
+        sha, size, archive = digest(p, "checksum")
+        out.append({"path": str(p), "sha256": sha, "max_size": max(1, size), "archive": archive})
+    if json_out:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    for e in out:
+        fragment = {k: e[k] for k in ("sha256", "max_size", "archive")}
+        what = "directory, sent as a tar" if e["archive"] else "file"
+        typer.echo(f"{e['path']} ({what}):\n  {json.dumps(fragment)}")

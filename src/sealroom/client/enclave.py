@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -562,5 +562,11 @@ def _as_file(source: Path) -> Iterator[Path]:
 
 def sha256_of(source: Path) -> bytes:
     """The hash a manifest must name for ``source`` (directories: their deterministic tar)."""
+    return content_digest(source)[0]
+
+
+def content_digest(source: Path) -> tuple[bytes, int, Literal["tar"] | None]:
+    """What a manifest names for ``source`` and `upload` sends: the SHA-256 and size of
+    the file, or of a directory's deterministic tar (then ``archive`` is "tar")."""
     with _as_file(source) as path:
-        return _sha256_file(path)
+        return _sha256_file(path), path.stat().st_size, (None if path == source else "tar")
