@@ -10,7 +10,7 @@ PYTHON=${PYTHON:-python3}
 # only where missing, so a developer machine is left alone). qemu-system-x86, ovmf and
 # python3.11 (Debian's, copied into the guest's initramfs) boot the measured guest image
 # (ADR 0034/0035); its kernel comes from `apt-get download` at build time.
-APT_PACKAGES=(python3-venv python3-dev gcc make git openssl swtpm swtpm-tools tpm2-tools bubblewrap libseccomp2 postgresql chromium golang-go golang-golang-x-mod-dev softhsm2 qemu-system-x86 ovmf python3.11)
+APT_PACKAGES=(python3-venv python3-dev gcc make git openssl swtpm swtpm-tools tpm2-tools bubblewrap libseccomp2 iproute2 postgresql chromium golang-go golang-golang-x-mod-dev softhsm2 qemu-system-x86 ovmf python3.11)
 
 # python3-venv/python3-dev matter only when the interpreter cannot make a venv itself.
 if "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then

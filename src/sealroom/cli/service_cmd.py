@@ -41,6 +41,7 @@ from sealroom.crypto.signing import verify_signed_json
 from sealroom.errors import AttestationError, InvalidInputError, SealroomError
 from sealroom.hostagent.launcher import launch_local, runtime_measurement
 from sealroom.hostagent.relay import TcpToUnixRelay
+from sealroom.protocol.runtime_lines import BreachLine, parse_runtime_line
 from sealroom.protocol.service import (
     HEARTBEAT_DOMAIN,
     HeartbeatRecord,
@@ -160,6 +161,7 @@ def run_cmd(
             is_service=True,
         )
         stack.callback(enclave.stop)
+        enclave.start_reader()
         info: dict[str, object] = {"url": enclave.url}
         if sink is not None and attest_every is not None and policy is not None:
             watch = _Watch(sock_dir / "svc.sock", listen)
@@ -196,6 +198,21 @@ def run_cmd(
             enclave.wait()
         except KeyboardInterrupt:
             pass
+        report_breach(enclave.lines)
+
+
+def report_breach(lines: list[dict[str, Any]]) -> None:
+    """A runtime that went down for a breach (docs/adr/0041): its signed event on stdout
+    (for anyone holding the attested key to check), the reason on stderr, exit 6."""
+    for raw in lines:
+        line = parse_runtime_line(raw)
+        if isinstance(line, BreachLine):
+            sys.stdout.write(json.dumps({"breach": line.signed}) + "\n")
+            err_console.print(
+                f"BREACH ({line.code}): {line.signed['payload'].get('message', '')}; the "
+                "workload was stopped, its sessions and the enclave's keys dropped"
+            )
+            raise typer.Exit(6)
 
 
 def _admin_key() -> str:

@@ -86,6 +86,17 @@ class ServiceHealthLine(_Line):
     since: str = ""
 
 
+class BreachLine(_Line):
+    """The workload tried to leave what it was granted (docs/adr/0041): the enclave
+    stopped it, dropped its sessions and keys and exits. ``signed`` is a ``signed_json``
+    document (domain ``BREACH_DOMAIN``) by the enclave's attested Ed25519 key. Public
+    facts only: what was attempted is never named (a destination can carry data)."""
+
+    event: Literal["breach"] = "breach"
+    code: str
+    signed: dict[str, Any]
+
+
 class Stopped(_Line):
     event: Literal["stopped"] = "stopped"
     state: State
@@ -98,6 +109,7 @@ RuntimeLine = Annotated[
     | ErrorLine
     | OutboxFailed
     | WipeIncomplete
+    | BreachLine
     | ServiceHealthLine
     | Stopped,
     Field(discriminator="event"),

@@ -44,6 +44,12 @@ BRIDGE_DIR = "/run/sealroom"
 INGRESS_SOCKET = "ingress.sock"
 #: Inside the sandbox, egress to allow-list entry ``i`` is 127.0.0.1:(EGRESS_PORT_BASE + i).
 EGRESS_PORT_BASE = 20000
+#: The in-enclave egress proxy (HTTP CONNECT; docs/adr/0041), inside the sandbox at
+#: 127.0.0.1:EGRESS_PROXY_PORT: a granted HOST:PORT is dialled, any other is a breach.
+EGRESS_PROXY_PORT = 19999
+EGRESS_PROXY_SOCKET = "egress-proxy.sock"
+#: A breach of the agent permission boundary, signed by the enclave (docs/adr/0041).
+BREACH_DOMAIN = b"sealroom/breach/v1\0"
 MAX_SPEC_BYTES = 16 << 20
 
 _NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"

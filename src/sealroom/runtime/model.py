@@ -127,6 +127,7 @@ class ModelService(Service):
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_health: Callable[[Health], None] | None = None,
+        on_breach: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         super().__init__(
             worker_spec(model),
@@ -135,6 +136,7 @@ class ModelService(Service):
             keys or EnclaveKeys(f"sealroom model {model.name}"),
             clock=clock,
             on_health=on_health,
+            on_breach=on_breach,
         )
         install_weights(model, weights, workdir / "inputs" / MODEL_FILE)
         self.model = model
@@ -153,6 +155,7 @@ class ModelService(Service):
             bridge_dir=net.bridge_dir,
             port=net.port,
             packages=WORKER_PACKAGES,
+            on_interfaces=net.on_interfaces,
         )
 
     # ---- requests ----------------------------------------------------------------------
@@ -162,6 +165,7 @@ class ModelService(Service):
         return self.infer_sealed(body)
 
     def infer_sealed(self, sealed: bytes) -> bytes:
+        self.check_open()
         try:
             plain = open_bytes(sealed, self.keys.x25519_key, info=REQUEST_INFO, aad=self._aad)
         except SealroomError as e:

@@ -54,7 +54,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from sealroom.errors import InvalidInputError, UnavailableError
-from sealroom.protocol.service import BRIDGE_DIR, INGRESS_SOCKET
+from sealroom.protocol.service import BRIDGE_DIR, EGRESS_PROXY_SOCKET, INGRESS_SOCKET
 from sealroom.runtime import cgroups, seccomp
 from sealroom.runtime.archive import MAX_TREE_DEPTH
 
@@ -150,6 +150,12 @@ class ServiceNet:
     #: RUNTIME_SITE/<name>); only names in RUNTIME_PACKAGES (the model server's
     #: onnxruntime and numpy, docs/adr/0040). Service specs cannot ask for them.
     packages: tuple[str, ...] = ()
+    #: The in-enclave egress proxy's port inside the sandbox (docs/adr/0041), bridged to
+    #: ``BRIDGE_DIR/EGRESS_PROXY_SOCKET``; HTTPS_PROXY/HTTP_PROXY point at it.
+    proxy_port: int | None = None
+    #: Called (once, after the sandbox was killed) when a network interface other than
+    #: loopback appears in the sandbox's namespace: a breach (docs/adr/0041).
+    on_interfaces: Callable[[int], None] | None = field(default=None, compare=False)
 
 
 RUNTIME_SITE = "/opt/sealroom/site"
@@ -496,6 +502,7 @@ def _run_leased(
     sup = _Supervisor(
         proc, status_r, info_r, block_w, cgroup, limits, results, kill_at, on_output, cancel
     )
+    sup.net_watch = service.on_interfaces if service is not None else None
     try:
         try:
             sup.loop()
@@ -507,6 +514,15 @@ def _run_leased(
         _destroy(cgroup)
     ended_at = datetime.now(UTC)
     return sup.outcome(kind, limits, started_at, ended_at)
+
+
+def _interfaces(pid: int) -> set[str]:
+    """The interface names in the network namespace of ``pid`` (empty if it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/net/dev").read_text()
+    except OSError:
+        return set()
+    return {ln.split(":", 1)[0].strip() for ln in text.splitlines()[2:] if ":" in ln}
 
 
 def _sandbox_cgroup(kind: str, limits: Limits, as_root: bool) -> cgroups.SandboxCgroup | None:
@@ -586,6 +602,19 @@ class _Supervisor:
         self.timed_out = False
         self.result_problem: str | None = None
         self.killed = False
+        self.net_watch: Callable[[int], None] | None = None
+        self.net_breach = False
+
+    def _check_interfaces(self) -> None:
+        """Only ``lo`` may exist in the sandbox's network namespace; anything else that
+        appears (whoever made it) kills the sandbox and is reported as a breach."""
+        if self.net_watch is None or self.init_pid is None or self.net_breach:
+            return
+        extra = _interfaces(self.init_pid) - {"lo"}
+        if extra:
+            self.net_breach = True
+            self._kill()
+            self.net_watch(len(extra))
 
     def _kill(self, *, leftovers: bool = False) -> None:
         if self.proc.poll() is None:
@@ -646,6 +675,7 @@ class _Supervisor:
                     self.result_problem = _results_problem(self.results, self.limits)
                     if self.result_problem is not None:
                         self._kill()
+                    self._check_interfaces()
                 if self.proc.poll() is not None:
                     if not sel.get_map():
                         break
@@ -965,6 +995,11 @@ def _env(service: ServiceNet | None = None) -> list[str]:
                 for n, p in zip(service.egress_names, service.egress_ports, strict=True)
             }
         )
+        if service.proxy_port is not None:
+            proxy = f"http://127.0.0.1:{service.proxy_port}"
+            env["SEALROOM_EGRESS_PROXY"] = proxy
+            env |= {"HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "https_proxy": proxy}
+            env |= {"http_proxy": proxy, "NO_PROXY": "127.0.0.1,localhost"}
     out = ["--clearenv"]
     for k, v in env.items():
         out += ["--setenv", k, v]
@@ -1050,7 +1085,17 @@ def _spec(
                 "egress": [
                     {"port": p, "socket": f"{BRIDGE_DIR}/egress-{i}.sock"}
                     for i, p in enumerate(service.egress_ports)
-                ],
+                ]
+                + (
+                    []
+                    if service.proxy_port is None
+                    else [
+                        {
+                            "port": service.proxy_port,
+                            "socket": f"{BRIDGE_DIR}/{EGRESS_PROXY_SOCKET}",
+                        }
+                    ]
+                ),
             },
         },
     }

@@ -22,12 +22,17 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from sealroom.attestation.binding import ReportDataInputs, sealroom_report_data
 from sealroom.attestation.evidence import EvidenceBundle
+from sealroom.crypto.signing import signed_json
 from sealroom.errors import InvalidInputError, NotFoundError, SealroomError, UnavailableError
 from sealroom.protocol.enclave_api import PublicKeysWire
 from sealroom.protocol.service import (
+    BREACH_DOMAIN,
+    EGRESS_PROXY_PORT,
+    EGRESS_PROXY_SOCKET,
     INGRESS_SOCKET,
     ServiceAttestationAnswer,
     ServiceSpec,
@@ -40,6 +45,8 @@ from sealroom.tee.base import EvidenceProvider
 SERVICE_WALL_SECONDS = 10 * 365 * 86400.0
 MAX_LOG_BYTES = 1 << 20
 CONNECT_TIMEOUT = 10.0
+MAX_PROXY_HEAD = 8192
+CONNECT_OK = b"HTTP/1.1 200 Connection established\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class Service:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_health: Callable[[Health], None] | None = None,
+        on_breach: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         if spec.kind == "oci":
             raise UnavailableError(
@@ -83,6 +91,8 @@ class Service:
         self.keys = keys or EnclaveKeys(f"sealroom service {spec.name}")
         self.clock = clock
         self.on_health = on_health
+        self.on_breach = on_breach
+        self.breached: dict[str, Any] | None = None  # the signed breach event, once
         for sub in ("algorithm", "inputs", "state", "bridge"):
             (workdir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lay_out_files()
@@ -118,7 +128,17 @@ class Service:
             item = replace(item, collected_at=self.clock())
         return EvidenceBundle.single(item)
 
+    def check_open(self) -> None:
+        """Refuse everything once the boundary was breached (the runtime is going down)."""
+        if self.breached is not None:
+            raise UnavailableError(
+                "this enclave stopped its workload after a breach of its permission "
+                "boundary and serves nothing more",
+                code="breached",
+            )
+
     def attestation(self, nonce: bytes) -> ServiceAttestationAnswer:
+        self.check_open()
         if not 8 <= len(nonce) <= 64:
             raise InvalidInputError(f"nonce must be 8 to 64 bytes, got {len(nonce)}")
         return ServiceAttestationAnswer(
@@ -187,6 +207,93 @@ class Service:
                 name=f"sealroom-egress-{i}",
                 daemon=True,
             ).start()
+        if self.spec.egress:
+            self._start_proxy()
+
+    def _start_proxy(self) -> None:
+        """The in-enclave egress proxy (docs/adr/0041): HTTP CONNECT HOST:PORT from the
+        workload; a granted destination is dialled, any other is a breach."""
+        path = self.workdir / "bridge" / EGRESS_PROXY_SOCKET
+        lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        lst.bind(os.fspath(path))
+        os.chmod(path, 0o666)  # noqa: S103 - inside the sandbox's 0700 bridge directory
+        lst.listen(64)
+        self._egress_listeners.append(lst)
+
+        def loop() -> None:
+            while not self._cancel.is_set():
+                try:
+                    inner, _ = lst.accept()
+                except OSError:
+                    return
+                threading.Thread(target=self._proxy_one, args=(inner,), daemon=True).start()
+
+        threading.Thread(target=loop, name="sealroom-egress-proxy", daemon=True).start()
+
+    def _proxy_one(self, inner: socket.socket) -> None:
+        inner.settimeout(CONNECT_TIMEOUT)
+        try:
+            head = bytearray()
+            while b"\r\n\r\n" not in head:
+                chunk = inner.recv(4096)
+                if not chunk or len(head) > MAX_PROXY_HEAD:
+                    inner.close()
+                    return
+                head += chunk
+        except OSError:
+            inner.close()
+            return
+        method, target = _proxy_target(bytes(head))
+        if target not in self.spec.egress:
+            with contextlib.suppress(OSError):
+                inner.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            inner.close()
+            self.breach(
+                "egress-denied",
+                "the workload asked the egress proxy for a destination its spec does not grant",
+            )
+            return
+        if method != b"CONNECT":
+            with contextlib.suppress(OSError):
+                inner.sendall(b"HTTP/1.1 405 Use CONNECT\r\nContent-Length: 0\r\n\r\n")
+            inner.close()
+            return
+        host, _, port = target.rpartition(":")
+        _dial_and_pipe(
+            inner, host.strip("[]"), int(port), b"HTTP/1.1 200 Connection established\r\n\r\n"
+        )
+
+    def _on_interfaces(self, count: int) -> None:
+        self.breach(
+            "network-interface",
+            f"{count} network interface(s) besides loopback appeared in the workload's sandbox",
+        )
+
+    def breach(self, code: str, message: str) -> None:
+        """The workload tried to leave what it was granted: sign an event saying why with
+        the enclave's key, stop the workload and every egress path, refuse every request
+        from now on; ``on_breach`` (the runtime's main) then drops the sessions and keys
+        by shutting the front down and exiting. Once; later attempts add nothing."""
+        with self._lock:
+            if self.breached is not None:
+                return
+            event = {
+                "type": "sealroom/breach/v1",
+                "code": code,
+                "message": message,
+                "spec_hash": self.spec_hash.hex(),
+                "keys_digest": self.keys.public.digest.hex(),
+                "time": self.clock().isoformat(),
+            }
+            self.breached = signed_json(event, self.keys.receipt_key, BREACH_DOMAIN)
+        self._cancel.set()
+        for lst in getattr(self, "_egress_listeners", []):
+            lst.close()
+        self._set_health("stopped", last_exit=f"breach: {code}")
+        if self.on_breach is not None:
+            self.on_breach(self.breached)
 
     def _egress_loop(self, lst: socket.socket, host: str, port: int) -> None:
         while not self._cancel.is_set():
@@ -203,6 +310,8 @@ class Service:
             port=self.spec.port,
             egress_ports=tuple(ports.values()),
             egress_names=tuple(ports),
+            proxy_port=EGRESS_PROXY_PORT if self.spec.egress else None,
+            on_interfaces=self._on_interfaces,
             env=tuple(sorted(self.spec.env.items())),
         )
 
@@ -280,6 +389,7 @@ class Service:
     def connect_workload(self, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
         """A stream to the workload's port: the sandbox's bridge dials it inside the
         sandbox's network namespace and hands the connected socket over (SCM_RIGHTS)."""
+        self.check_open()
         path = self.workdir / "bridge" / INGRESS_SOCKET
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(timeout)
@@ -321,12 +431,38 @@ class Service:
             self._thread.join(timeout)
 
 
-def _dial_and_pipe(inner: socket.socket, host: str, port: int) -> None:
+def _proxy_target(head: bytes) -> tuple[bytes, str]:
+    """(method, HOST:PORT) of a proxy request: CONNECT's authority, or an absolute URI's
+    host and port (80 for http); "" when there is none."""
+    parts = head.split(b"\r\n", 1)[0].split(b" ")
+    if len(parts) != 3:
+        return b"", ""
+    method, target = parts[0], parts[1].decode("latin-1")
+    if method == b"CONNECT":
+        return method, target
+    url = urlsplit(target)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return method, ""
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
+        return method, ""
+    return method, f"{url.hostname}:{port}"
+
+
+def _dial_and_pipe(inner: socket.socket, host: str, port: int, greeting: bytes = b"") -> None:
     try:
         outer = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
     except OSError:
         inner.close()
         return
+    if greeting:
+        try:
+            inner.sendall(greeting)
+        except OSError:
+            inner.close()
+            outer.close()
+            return
     outer.settimeout(None)
     inner.settimeout(None)
 

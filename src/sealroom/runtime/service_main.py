@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from sealroom.errors import SealroomError
 from sealroom.protocol.model import load_model_spec
-from sealroom.protocol.runtime_lines import ErrorLine, Listening, ServiceHealthLine
+from sealroom.protocol.runtime_lines import BreachLine, ErrorLine, Listening, ServiceHealthLine
 from sealroom.protocol.service import load_spec
 from sealroom.runtime.model import ModelService
 from sealroom.runtime.sandbox import check_sandbox
@@ -40,9 +40,22 @@ class LineSink(Protocol):
     def close(self, timeout: float = 5.0) -> None: ...
 
 
+#: The runtime's exit status after a breach of the workload's permission boundary.
+BREACH_EXIT = 6
+
+
 def run_service(args: argparse.Namespace, namespace_note: str | None, lines: LineSink) -> int:
+    stop = threading.Event()
+
     def on_health(h: Health) -> None:
         lines.put(ServiceHealthLine(**h.to_json_obj()).line())
+
+    def on_breach(signed: dict[str, Any]) -> None:
+        """docs/adr/0041: the signed event first, then down: the front stops (its
+        connections are cut when the process exits), the workload is stopped, enclave
+        storage is wiped, and the keys go with the process."""
+        lines.write(BreachLine(code=str(signed["payload"]["code"]), signed=signed).line())
+        stop.set()
 
     storage: EnclaveStorage | None = None
     try:
@@ -57,7 +70,14 @@ def run_service(args: argparse.Namespace, namespace_note: str | None, lines: Lin
                 mode=args.storage,
                 namespace_note=namespace_note,
             )
-            service = ModelService(model, args.weights, storage.path, provider, on_health=on_health)
+            service = ModelService(
+                model,
+                args.weights,
+                storage.path,
+                provider,
+                on_health=on_health,
+                on_breach=on_breach,
+            )
         else:
             spec = load_spec(args.service)
             provider = open_provider(args.tee)
@@ -68,14 +88,15 @@ def run_service(args: argparse.Namespace, namespace_note: str | None, lines: Lin
                 mode=args.storage,
                 namespace_note=namespace_note,
             )
-            service = Service(spec, storage.path, provider, on_health=on_health)
+            service = Service(
+                spec, storage.path, provider, on_health=on_health, on_breach=on_breach
+            )
         server = bind_service(args.listen, service)
     except SealroomError as e:
         if storage is not None:
             storage.close()
         print(json.dumps(ErrorLine(code=e.code, message=e.message).line()), flush=True)
         return e.exit_code
-    stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -106,4 +127,4 @@ def run_service(args: argparse.Namespace, namespace_note: str | None, lines: Lin
         storage.close()
         lines.write(ServiceHealthLine(**service.health.to_json_obj()).line())
         lines.close()
-    return 0
+    return BREACH_EXIT if service.breached is not None else 0
