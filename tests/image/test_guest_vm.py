@@ -78,9 +78,10 @@ def _modified(image: GuestImage, out: Path) -> GuestImage:
 
 
 def test_guest_quote_verifies_modified_initrd_refused_killed_vm_cleaned_up(
-    built: tuple[GuestImage, Path], tmp_path: Path
+    built: tuple[GuestImage, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     image, _ = built
+    monkeypatch.setenv("SEALROOM_HOME", str(tmp_path / "home"))  # the host's vTPM CA
     cli = CliRunner()
     policy_file = tmp_path / "guest-policy.yaml"
     # boot 1: the reference boot gives PCRs 0-7; PCR 9 is computed and must agree
@@ -100,6 +101,15 @@ def test_guest_quote_verifies_modified_initrd_refused_killed_vm_cleaned_up(
     verify = ["attest", "verify", str(ev), "--policy", str(policy_file), "--ak", str(ak)]
     r = cli.invoke(app, [*verify, "--nonce", nonce])
     assert r.exit_code == 0, r.output
+    # or: the AK certified by the host's vTPM CA, whose root the party was given
+    r = cli.invoke(app, ["image", "ca"])
+    (tmp_path / "ca.pem").write_text(r.stdout)
+    by_ca = ["attest", "verify", str(ev), "--policy", str(policy_file), "--nonce", nonce]
+    r = cli.invoke(app, [*by_ca, "--root", str(tmp_path / "ca.pem"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert "certified" in r.stdout
+    r = cli.invoke(app, by_ca)  # neither pinned nor a root given: not vouched for
+    assert isinstance(r.exception, PolicyViolationError), r.output
     r = cli.invoke(app, [*verify, "--nonce", os.urandom(32).hex()])  # a replayed quote
     assert isinstance(r.exception, PolicyViolationError), r.output  # exit 4 through run()
     assert r.exception.result is not None

@@ -92,7 +92,7 @@ def test_policy_section_pins_every_expected_pcr() -> None:
     exp = TpmExpectation({9: bytes(32), 0: b"\1" * 32}, (9,))
     sec = exp.policy_section()
     assert sec["pcrs"] == {"sha256": {0: ["01" * 32], 9: ["00" * 32]}}
-    assert sec["ak_trust"] == ["pinned"] and sec["require_event_log"] is True
+    assert sec["ak_trust"] == ["pinned", "certified"] and sec["require_event_log"] is True
     assert sec["extra_data"] == {"mode": "nonce", "require_nonce": True}
 
 

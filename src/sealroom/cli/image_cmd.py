@@ -121,31 +121,44 @@ def measure_cmd(
         console.print("PCRs 0-7 (firmware, kernel as loaded) need --reference-boot")
 
 
+@image_app.command("ca")
+def ca_cmd() -> None:
+    """Print this host's vTPM CA root (PEM), created on first use: parties pass it to
+    `--root` to accept the AKs it certifies (ak_trust: certified)."""
+    from sealroom.hostagent.backends.vtpm_ca import VtpmCa
+
+    typer.echo(VtpmCa.load_or_create().root_pem().decode(), nl=False)
+
+
 @image_app.command("attest")
 def attest_cmd(
     image: ImageDir,
     out: Annotated[Path, typer.Option("--out", help="Write the evidence envelope here.")],
     ak_out: Annotated[
-        Path, typer.Option("--ak-out", help="Write the vTPM's AK (TPMT_PUBLIC) here.")
-    ],
+        Path | None, typer.Option("--ak-out", help="Write the vTPM's AK (TPMT_PUBLIC) here.")
+    ] = None,
     nonce: Annotated[
         str | None, typer.Option("--nonce", help="Verifier nonce, hex (default: random).")
     ] = None,
     firmware: Firmware = OVMF,
     json_out: JsonOpt = False,
 ) -> None:
-    """Boot IMAGE in a VM with a fresh vTPM, take a TPM quote from inside the guest with the
-    nonce, power off. Check it with `sealroom attest verify OUT --ak AK --nonce N
-    --policy P` (P from `sealroom image measure --policy-out`)."""
+    """Boot IMAGE in a VM with a fresh vTPM (its AK certified by this host's vTPM CA), take
+    a TPM quote from inside the guest with the nonce, power off. Check it with `sealroom
+    attest verify OUT --root CA.pem --nonce N --policy P` (`sealroom image ca` prints the
+    root; P from `sealroom image measure --policy-out`), or pin the AK with --ak."""
     from sealroom.hostagent.backends.vm import boot_and_quote, guest_spec
+    from sealroom.hostagent.backends.vtpm_ca import VtpmCa
 
     n = parse_hex(nonce, "--nonce") or os.urandom(32)
     img = GuestImage.load(image)
     with tempfile.TemporaryDirectory(prefix="sealroom-vm-") as tmp:
-        q = boot_and_quote(guest_spec(img, Path(tmp), "attest", firmware=firmware), n)
+        spec = guest_spec(img, Path(tmp), "attest", firmware=firmware)
+        q = boot_and_quote(spec, n, ca=VtpmCa.load_or_create())
     out.write_text(EvidenceBundle.single(q.item).to_json())
-    ak_out.write_bytes(q.ak_pub)
-    info = {"nonce": n.hex(), "evidence": str(out), "ak": str(ak_out),
+    if ak_out is not None:
+        ak_out.write_bytes(q.ak_pub)
+    info = {"nonce": n.hex(), "evidence": str(out), "ak": str(ak_out) if ak_out else None,
             "ready_seconds": round(q.ready_after, 2), "quoted_seconds": round(q.quoted_after, 2),
             "guest_uptime": q.guest_uptime}  # fmt: skip
     if json_out:

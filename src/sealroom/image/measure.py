@@ -55,10 +55,11 @@ class TpmExpectation:
     firmware: str | None = None  # SHA-256 of the firmware the reference boot used
 
     def policy_section(self) -> dict[str, object]:
-        """A ``tpm`` policy section: restricted pinned AK, nonce freshness, these PCRs,
-        an event log that replays."""
+        """A ``tpm`` policy section: a restricted AK, pinned (``--ak``) or certified by a
+        root the verifier gives (the host's vTPM CA, ``--root``), nonce freshness, these
+        PCRs, an event log that replays."""
         return {
-            "ak_trust": ["pinned"],
+            "ak_trust": ["pinned", "certified"],
             "require_restricted_ak": True,
             "extra_data": {"mode": "nonce", "require_nonce": True},
             "pcrs": {"sha256": {i: [v.hex()] for i, v in sorted(self.pcrs.items())}},

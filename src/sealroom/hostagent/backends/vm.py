@@ -36,6 +36,7 @@ from sealroom.attestation.tpm.claims import TpmClaims
 from sealroom.attestation.tpm.formats import pcrs_json
 from sealroom.errors import AttestationError, InvalidInputError, UnavailableError
 from sealroom.hostagent.backends.qemu import OVMF, Accel, VmSpec, build_argv, default_accel
+from sealroom.hostagent.backends.vtpm_ca import VtpmCa
 from sealroom.image.build import GuestImage
 from sealroom.image.measure import FIRMWARE_PCRS, TpmExpectation, expected_tpm, file_sha256
 from sealroom.tee.tpm2 import Tpm2Config, Tpm2Provider
@@ -138,24 +139,28 @@ class GuestVm:
     swtpm: subprocess.Popen[bytes] | None
     ak_pub: bytes | None
     started: float
+    ak_cert: bytes | None = None
     _sock: socket.socket | None = None
     _buf: bytes = b""
 
     # ---------------------------------------------------------------- start / stop
 
     @classmethod
-    def start(cls, spec: VmSpec, *, vtpm: bool = True, qemu_bin: str | None = None) -> GuestVm:
-        """Provision the vTPM (if asked), start swtpm and QEMU; returns at once (the guest
-        boots meanwhile; :meth:`wait_ready` waits for its ``/init``)."""
+    def start(cls, spec: VmSpec, *, vtpm: bool = True, qemu_bin: str | None = None,
+              ca: VtpmCa | None = None) -> GuestVm:  # fmt: skip
+        """Provision the vTPM (if asked; its AK certified by ``ca`` if given), start swtpm
+        and QEMU; returns at once (the guest boots meanwhile; :meth:`wait_ready` waits for
+        its ``/init``)."""
         qemu = _need(qemu_bin or "qemu-system-x86_64", "qemu-system-x86")
         spec.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        ak_pub = None
+        ak_pub = ak_cert = None
         swtpm_proc = None
         if vtpm:
             if spec.tpm_socket is None:
                 raise InvalidInputError("vtpm=True needs spec.tpm_socket")
             state = spec.run_dir / "tpm" / "state"
             ak_pub = provision_vtpm(state)
+            ak_cert = ca.certify_ak(ak_pub, spec.name) if ca is not None else None
             with (spec.run_dir / "swtpm.log").open("ab") as err:
                 swtpm_proc = subprocess.Popen(  # noqa: S603 - swtpm, argv built here
                     [
@@ -177,7 +182,7 @@ class GuestVm:
             proc = subprocess.Popen(  # noqa: S603 - qemu, argv from build_argv
                 argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True
             )
-        return cls(spec, proc, swtpm_proc, ak_pub, time.monotonic())
+        return cls(spec, proc, swtpm_proc, ak_pub, time.monotonic(), ak_cert)
 
     def alive(self) -> bool:
         return self.qemu.poll() is None
@@ -296,6 +301,8 @@ class GuestVm:
         att = {"signature": sig, "pcrs": pcrs_json({HASH_BY_NAME["sha256"]: pcr_map})}
         if self.ak_pub is not None:
             att["ak_pub"] = self.ak_pub
+        if self.ak_cert is not None:
+            att["ak_cert"] = self.ak_cert
         if log:
             att["eventlog"] = log
         return EvidenceItem(kind="tpm", data=quote, attachments=att, collected_at=datetime.now(UTC))
@@ -337,10 +344,11 @@ class GuestQuote:
     guest_uptime: str
 
 
-def boot_and_quote(spec: VmSpec, nonce: bytes, pcrs: list[int] | None = None) -> GuestQuote:
+def boot_and_quote(spec: VmSpec, nonce: bytes, pcrs: list[int] | None = None, *,
+                   ca: VtpmCa | None = None) -> GuestQuote:  # fmt: skip
     """Boot ``spec`` with a fresh vTPM, take one quote from inside the guest, power off.
     The VM and its swtpm are gone when this returns (also on error)."""
-    vm = GuestVm.start(spec)
+    vm = GuestVm.start(spec, ca=ca)
     try:
         ready = vm.wait_ready()
         t_ready = time.monotonic() - vm.started
