@@ -180,11 +180,16 @@ def test_groups_added_since_the_split_load_in_core_and_name_their_extras(
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return _run(core_python, "-m", "sealroom.cli.main", *args, env=env)
 
-    for group in ("kms", "data", "service", "federation", "model", "log", "account", "attest"):
+    groups = ("kms", "data", "service", "federation", "model", "log", "account", "attest", "kbs")
+    for group in groups:
         r = cli(group, "--help")
         assert r.returncode == 0 and "needs: pip install" not in r.stdout, (group, r.stderr)
     r = cli("controlplane", "--help")
     assert r.returncode == 3 and "sealroom[controlplane]" in r.stderr, r.stderr
+    # the key broker's group loads (its client side is core); serving it needs the web stack
+    r = cli("kbs", "serve", "--data-dir", str(tmp_path / "kbs"), "--listen", "127.0.0.1:0")
+    assert r.returncode == 3 and "sealroom[controlplane]" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
 
     pin = tmp_path / "pin"
     pin.write_text("1234")
