@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sealroom.controlplane.services.placement import (
+    CapacityIndex,
     HostCapacity,
     Resources,
     place,
@@ -84,3 +85,62 @@ def test_never_overcommits(hosts: list[tuple[int, int]], reqs: list[tuple[int, i
     for h in caps:
         assert h.allocated.vcpus <= h.total.vcpus
         assert h.allocated.memory_mb <= h.total.memory_mb
+
+
+# The capacity index (docs/adr/0039) must give exactly place()'s answer, reason included,
+# while hosts come, go offline, change TEE kinds, report usage and take allocations.
+_host_change = st.tuples(
+    st.integers(0, 5),  # which host
+    st.integers(0, 8),  # vCPUs
+    st.integers(0, 4096),  # memory
+    st.integers(0, 3),  # reported used vCPUs
+    st.booleans(),  # online
+    st.sampled_from([frozenset({"sim"}), frozenset({"snp"}), frozenset({"sim", "snp"})]),
+)
+_request = st.tuples(
+    st.sampled_from(["sim", "snp", "tdx"]), st.integers(0, 4), st.integers(0, 2048)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_host_change, _request), max_size=60))
+def test_capacity_index_answers_as_place(ops: list[tuple[object, ...]]) -> None:
+    plain: dict[str, HostCapacity] = {}
+    index = CapacityIndex()
+    for op in ops:
+        if len(op) == 6:
+            i, cpu, mem, used, online, tee = op
+            hid = f"h{i}"
+            old = plain.get(hid)
+            h = HostCapacity(
+                hid,
+                hid,
+                bool(online),
+                tee,  # type: ignore[arg-type]
+                Resources(int(cpu), int(mem)),  # type: ignore[call-overload]
+                Resources(int(used)),  # type: ignore[call-overload]
+                old.allocated if old else NONE,
+            )
+            plain[hid] = h
+            index[hid] = h
+            continue
+        tee_kind, c, m = op
+        need = Resources(int(c), int(m))  # type: ignore[call-overload]
+        want = place(plain.values(), str(tee_kind), need)
+        got = index.place(str(tee_kind), need)
+        assert got == want
+        if got.host_id is not None:
+            plain[got.host_id] = with_allocation(plain[got.host_id], need)
+            index[got.host_id] = with_allocation(index[got.host_id], need)
+    assert {h.host_id: h for h in index.values()} == plain
+
+
+def test_capacity_index_forgets_a_host_that_went_offline() -> None:
+    index = CapacityIndex([host("a", 8, 8192), host("b", 4, 4096)])
+    assert index.place("sim", Resources(1, 1)).host_id == "a"
+    index["a"] = host("a", 8, 8192, online=False)
+    assert index.place("sim", Resources(1, 1)).host_id == "b"
+    index["b"] = host("b", 4, 4096, tee=frozenset({"snp"}))
+    p = index.place("sim", Resources(1, 1))
+    assert p.host_id is None and "no online host offers tee sim" in p.reason
+    assert index.place("snp", Resources(1, 1)).host_id == "b"

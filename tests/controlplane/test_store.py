@@ -4,14 +4,20 @@ loses nothing, and concurrent creates never overcommit a host."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 
 from sealroom.controlplane.services.auth import Principal
+from sealroom.controlplane.services.computations import _PendingCreate, capacities
 from sealroom.controlplane.store.db import Store
+from sealroom.controlplane.store.models import Computation, Counter
 from sealroom.errors import CapacityError
+from sealroom.manifest import Manifest
+from sealroom.testing.postgres import PgCluster
 from tests.controlplane.reports import reached, stopped
 
 from .conftest import Env, manifest_doc
@@ -162,3 +168,118 @@ def test_migrations_0003_0004_add_columns_and_downgrade(db_url: str) -> None:
     assert "quota_vcpus" in columns("accounts")
     assert {"receipt_ok", "receipt_at"} <= columns("computations")
     st.dispose()
+
+
+# -- group commit of creates (docs/adr/0039) ---------------------------------------------
+
+
+def _admin(e: Env) -> Principal:
+    p = e.cp.auth.authenticate_user(e.admin_key)
+    assert p.is_admin
+    return p
+
+
+def _pending(e: Env, doc: dict[str, object], *, queue: bool = False) -> _PendingCreate:
+    c = e.cp.computations
+    return _PendingCreate(_admin(e), Manifest.from_dict(doc), "sim", queue, c.now())
+
+
+def _listed(e: Env) -> list[dict[str, Any]]:
+    r = e.client.get("/api/v1/computations", headers=e.h())
+    assert r.status_code == 200, r.text
+    out: list[dict[str, Any]] = r.json()["computations"]
+    return out
+
+
+def _generation(e: Env) -> int:
+    with e.cp.store.session() as s:
+        return int(s.scalar(select(Counter.value).where(Counter.name == "placement")) or 0)
+
+
+def test_creates_waiting_for_the_lock_are_stored_by_one_transaction(
+    db_url: str, make_env: Callable[..., Env]
+) -> None:
+    """Five creates that queue up while the write lock is held are decided in arrival
+    order and committed together: the placement generation moves once, not five times,
+    and no host is overcommitted (3 fit, 2 are refused on their own)."""
+    e = make_env(db_url=db_url)
+    e.agent("h1", cpus=3)
+    comps = e.cp.computations
+    admin = _admin(e)
+    doc = manifest_doc(e.parties)
+    gen0 = _generation(e)
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        try:
+            c = comps.create(admin, doc, "sim", False)
+            out = c.state
+        except CapacityError as err:
+            out = err.code
+        with lock:
+            results.append(out)
+
+    threads = [threading.Thread(target=worker) for _ in range(5)]
+    with comps.lock:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while len(comps._pending) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(comps._pending) == 5
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["capacity", "capacity", "scheduled", "scheduled", "scheduled"]
+    assert _generation(e) == gen0 + 1
+    host = e.client.get("/api/v1/hosts", headers=e.h()).json()["hosts"][0]
+    assert host["resources"]["cpu_used"] == 3 and host["enclaves"] == 3
+    with e.cp.store.session() as s:
+        numbers = sorted(s.scalars(select(Computation.number)).all())
+    assert numbers == list(range(numbers[0], numbers[0] + 3))
+
+
+def test_group_commit_refuses_only_the_create_that_does_not_fit(
+    db_url: str, make_env: Callable[..., Env]
+) -> None:
+    e = make_env(db_url=db_url)
+    e.agent("h1", cpus=2)
+    comps = e.cp.computations
+    doc = manifest_doc(e.parties)
+    batch = [_pending(e, doc), _pending(e, doc), _pending(e, doc), _pending(e, doc, queue=True)]
+    with comps.lock:
+        comps._create_batch(batch)
+    assert all(r.done for r in batch)
+    assert [r.result.state if r.result else None for r in batch] == [
+        "scheduled",
+        "scheduled",
+        None,
+        "created",
+    ]
+    assert isinstance(batch[2].error, CapacityError) and batch[2].error.code == "capacity"
+    stored = {c["id"] for c in _listed(e)}
+    assert stored == {r.result.id for r in batch if r.result}
+    with comps.write() as s:
+        assert dict(comps.view()) == {h.host_id: h for h in capacities(s)}
+
+
+def test_group_commit_a_row_the_database_refuses_does_not_fail_the_others(
+    pg_cluster: PgCluster, make_env: Callable[..., Env]
+) -> None:
+    """PostgreSQL refuses a NUL character in text: that create fails when the shared
+    transaction commits, and the others of its batch are then stored one by one."""
+    e = make_env(db_url=pg_cluster.create_db())
+    e.agent("h1", cpus=4)
+    comps = e.cp.computations
+    doc = manifest_doc(e.parties)
+    bad = {**doc, "name": "nul\x00name"}
+    batch = [_pending(e, doc), _pending(e, bad), _pending(e, doc)]
+    with comps.lock:
+        comps._create_batch(batch)
+    assert batch[0].result is not None and batch[2].result is not None
+    assert batch[1].result is None and batch[1].error is not None
+    assert sorted(c["id"] for c in _listed(e)) == sorted([batch[0].result.id, batch[2].result.id])
+    host = e.client.get("/api/v1/hosts", headers=e.h()).json()["hosts"][0]
+    assert host["resources"]["cpu_used"] == 2
+    with comps.write() as s:
+        assert dict(comps.view()) == {h.host_id: h for h in capacities(s)}

@@ -25,10 +25,10 @@ from sealroom.controlplane.config import Settings
 from sealroom.controlplane.services.auth import Principal, new_id
 from sealroom.controlplane.services.blobs import BlobStore
 from sealroom.controlplane.services.placement import (
+    CapacityIndex,
     HostCapacity,
     Placement,
     Resources,
-    place,
     with_allocation,
 )
 from sealroom.controlplane.store.db import Store
@@ -48,6 +48,7 @@ from sealroom.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    UnavailableError,
 )
 from sealroom.manifest import Manifest
 from sealroom.protocol.controlplane import party_view_message, result_request_message
@@ -81,6 +82,20 @@ class Quota:
     used_computations: int
     used_vcpus: int
     used_memory_mb: int
+
+
+@dataclass(eq=False)
+class _PendingCreate:
+    """One create waiting for a group commit; ``done`` once a batch has decided it."""
+
+    actor: Principal
+    manifest: Manifest
+    tee: str
+    queue: bool
+    now: datetime
+    done: bool = False
+    result: Computation | None = None
+    error: BaseException | None = None
 
 
 def need_of(c: Computation) -> Resources:
@@ -144,9 +159,12 @@ class ComputationService:
         self.metrics = Metrics()
         # In-memory view of host capacities, valid while its generation equals the
         # database's "placement" counter (another replica's change invalidates it).
-        self._view: dict[str, HostCapacity] | None = None
+        self._view: CapacityIndex | None = None
         self._view_gen = -1
         self._dirty = False
+        # Creates waiting for the next group commit (see create()).
+        self._pending: list[_PendingCreate] = []
+        self._pending_lock = threading.Lock()
 
     # -- serialized writes and the capacity view ---------------------------------------
 
@@ -196,7 +214,7 @@ class ComputationService:
     def _refresh(self, s: Session) -> None:
         gen = self._generation(s)
         if self._view is None or gen != self._view_gen:
-            self._view = {h.host_id: h for h in capacities(s)}
+            self._view = CapacityIndex(capacities(s))
             self._view_gen = gen
 
     @property
@@ -204,7 +222,7 @@ class ComputationService:
         """Inside ``write()``: this transaction changed some host's capacity."""
         return self._dirty
 
-    def view(self) -> dict[str, HostCapacity]:
+    def view(self) -> CapacityIndex:
         if self._view is None:
             raise RuntimeError("capacity view used outside write()")
         return self._view
@@ -289,14 +307,16 @@ class ComputationService:
     def try_place(self, s: Session, c: Computation) -> Placement:
         """Place ``c`` (state created, or scheduled without a host) using the capacity
         view; inside ``write()`` only."""
-        view = self.view()
-        p = place(view.values(), c.tee, need_of(c))
+        p = self.view().place(c.tee, need_of(c))
         if p.host_id is not None:
-            c.host_id = p.host_id
-            self.adjust(p.host_id, need_of(c))
-            self.transition(s, c, State.SCHEDULED, f"placed on host {view[p.host_id].name}")
-            self.metrics.placed()
+            self._assign(s, c, p.host_id)
         return p
+
+    def _assign(self, s: Session, c: Computation, host_id: str) -> None:
+        c.host_id = host_id
+        self.adjust(host_id, need_of(c))
+        self.transition(s, c, State.SCHEDULED, f"placed on host {self.view()[host_id].name}")
+        self.metrics.placed()
 
     def schedule_queue(self) -> int:
         """Place queued computations (FIFO per TEE kind) where capacity has freed."""
@@ -406,55 +426,108 @@ class ComputationService:
     # -- user operations ---------------------------------------------------------------
 
     def create(self, actor: Principal, manifest_obj: Any, tee: str, queue: bool) -> Computation:
+        """Validate and store a computation, placed at once (or queued with ``queue``).
+
+        Group commit (docs/adr/0039): the request joins a queue of pending creates, and
+        whichever request holds the write lock next stores every pending one in ONE
+        serialized transaction (one generation read, one advisory lock, one counter bump,
+        one commit). Each create is still decided alone, in arrival order, against the
+        capacity the ones before it took; a refusal (capacity, quota) refuses only its own
+        request. If the shared transaction fails, each of its creates is retried alone."""
         if tee not in TEE_KINDS:
             raise InvalidInputError(f"tee: {tee!r} is not one of {', '.join(TEE_KINDS)}")
-        manifest = Manifest.from_dict(manifest_obj)
-        now = self.now()
-        with self.write() as s:
-            self._check_quota(s, actor, manifest.limits.vcpus, manifest.limits.memory_mb)
-            number = (s.scalar(select(func.max(Computation.number))) or 0) + 1
-            c = Computation(
-                id=new_id("cmp_"),
-                number=number,
-                account_id=actor.account_id,
-                name=manifest.name,
-                state=State.CREATED,
-                outcome=None,
-                reason="",
-                manifest=manifest.to_json_obj(),
-                manifest_hash=manifest.manifest_hash_hex,
-                tee=tee,
-                queue=queue,
-                vcpus=manifest.limits.vcpus,
-                memory_mb=manifest.limits.memory_mb,
-                gpus=0,
-                disk_mb=0,
-                host_id=None,
-                enclave_url=None,
-                stats={},
-                events_count=0,
-                created_at=now,
-                updated_at=now,
-            )
-            s.add(c)
-            self.event(
-                s,
-                c,
-                "state",
-                reason=f"created by {actor.name}",
-                message=f"manifest {manifest.manifest_hash_hex}",
-            )
-            p = self.try_place(s, c)
-            if p.host_id is None and not queue:
-                # Graceful rejection: nothing is stored, the transaction rolls back.
-                raise CapacityError(p.reason, code="capacity")
-            if p.host_id is None:
-                c.reason = f"queued: {p.reason}"
-                self.event(s, c, "queued", reason=c.reason, message="waiting for capacity")
+        req = _PendingCreate(actor, Manifest.from_dict(manifest_obj), tee, queue, self.now())
+        with self._pending_lock:
+            self._pending.append(req)
+        with self.lock:
+            if not req.done:
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._create_batch(batch)
+        if req.error is not None:
+            raise req.error
+        c = req.result
+        assert c is not None
         log.info(
             "computation created",
             extra={"computation_id": c.id, "account_id": actor.account_id, "state": c.state},
         )
+        return c
+
+    def _create_batch(self, batch: list[_PendingCreate]) -> None:
+        """Store ``batch`` in one transaction (inside ``self.lock``); every request in it
+        ends up ``done`` with a result or an error."""
+        try:
+            with self.write() as s:
+                number = (s.scalar(select(func.max(Computation.number))) or 0) + 1
+                for req in batch:
+                    try:
+                        req.result = self._create_one(s, req, number)
+                    except (CapacityError, NotFoundError) as e:
+                        # Raised before this create added anything to the session.
+                        req.error = e
+                    else:
+                        number += 1
+        except Exception as e:
+            # The transaction rolled back: none of the batch is stored. Alone, each
+            # create gets its own verdict (one bad row must not fail the others).
+            for req in batch:
+                req.result = None
+                req.error = e
+            if len(batch) > 1:
+                for req in batch:
+                    req.error = None
+                    self._create_batch([req])
+        finally:
+            for req in batch:
+                if req.result is None and req.error is None:  # interrupted mid-batch
+                    req.error = UnavailableError("create interrupted; nothing was stored")
+                req.done = True
+
+    def _create_one(self, s: Session, req: _PendingCreate, number: int) -> Computation:
+        manifest, actor = req.manifest, req.actor
+        self._check_quota(s, actor, manifest.limits.vcpus, manifest.limits.memory_mb)
+        need = Resources(manifest.limits.vcpus, manifest.limits.memory_mb, 0, 0)
+        p = self.view().place(req.tee, need)
+        if p.host_id is None and not req.queue:
+            # Graceful rejection: nothing of this create is stored.
+            raise CapacityError(p.reason, code="capacity")
+        c = Computation(
+            id=new_id("cmp_"),
+            number=number,
+            account_id=actor.account_id,
+            name=manifest.name,
+            state=State.CREATED,
+            outcome=None,
+            reason="",
+            manifest=manifest.to_json_obj(),
+            manifest_hash=manifest.manifest_hash_hex,
+            tee=req.tee,
+            queue=req.queue,
+            vcpus=need.vcpus,
+            memory_mb=need.memory_mb,
+            gpus=need.gpus,
+            disk_mb=need.disk_mb,
+            host_id=None,
+            enclave_url=None,
+            stats={},
+            events_count=0,
+            created_at=req.now,
+            updated_at=req.now,
+        )
+        s.add(c)
+        self.event(
+            s,
+            c,
+            "state",
+            reason=f"created by {actor.name}",
+            message=f"manifest {manifest.manifest_hash_hex}",
+        )
+        if p.host_id is not None:
+            self._assign(s, c, p.host_id)
+        else:
+            c.reason = f"queued: {p.reason}"
+            self.event(s, c, "queued", reason=c.reason, message="waiting for capacity")
         return c
 
     def _visible(self, s: Session, actor: Principal, cid: str) -> Computation:

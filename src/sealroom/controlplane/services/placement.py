@@ -9,6 +9,7 @@ and the agent's word alone can never cause overcommit.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -117,3 +118,64 @@ def place(hosts: Iterable[HostCapacity], tee: str, need: Resources) -> Placement
 def with_allocation(h: HostCapacity, need: Resources) -> HostCapacity:
     """The host after ``need`` was placed on it (negative: released)."""
     return replace(h, allocated=h.allocated + need)
+
+
+class CapacityIndex:
+    """Host capacities by id, plus, per TEE kind, the online hosts offering it sorted by
+    the placement rank (docs/adr/0039). ``place`` walks a kind's hosts best first and
+    takes the first that fits: the same answer (and the same reason when nothing fits)
+    as ``place(index.values(), ...)``, without looking at every host for every request.
+    Updates keep the order (a host that changes is moved; O(log n) search and a short
+    memmove)."""
+
+    def __init__(self, hosts: Iterable[HostCapacity] = ()) -> None:
+        self._hosts: dict[str, HostCapacity] = {}
+        self._ranked: dict[str, list[tuple[int, int, str]]] = {}
+        for h in hosts:
+            self[h.host_id] = h
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def __contains__(self, host_id: object) -> bool:
+        return host_id in self._hosts
+
+    def __getitem__(self, host_id: str) -> HostCapacity:
+        return self._hosts[host_id]
+
+    def get(self, host_id: str) -> HostCapacity | None:
+        return self._hosts.get(host_id)
+
+    def keys(self) -> Iterable[str]:
+        return self._hosts.keys()
+
+    def values(self) -> Iterable[HostCapacity]:
+        return self._hosts.values()
+
+    def __setitem__(self, host_id: str, h: HostCapacity) -> None:
+        if h.host_id != host_id:
+            raise ValueError(f"capacity of {h.host_id} stored under {host_id}")
+        old = self._hosts.get(host_id)
+        if old is not None and old.online:
+            key = _rank(old)
+            for kind in old.tee_kinds:
+                ranked = self._ranked[kind]
+                i = bisect.bisect_left(ranked, key)
+                if i < len(ranked) and ranked[i] == key:
+                    del ranked[i]
+        self._hosts[host_id] = h
+        if h.online:
+            key = _rank(h)
+            for kind in h.tee_kinds:
+                bisect.insort(self._ranked.setdefault(kind, []), key)
+
+    def place(self, tee: str, need: Resources) -> Placement:
+        ranked = self._ranked.get(tee, ())
+        for _, _, hid in ranked:
+            if self._hosts[hid].fits(need):
+                return Placement(hid)
+        msg = _describe_need(tee, need)
+        if not ranked:
+            return Placement(None, f"{msg} (no online host offers tee {tee})")
+        best = self._hosts[ranked[0][2]]
+        return Placement(None, f"{msg} (best: {_describe_free(best)})")
