@@ -129,6 +129,18 @@ def test_challenge_verify_ear_against_jwks(svc: Service) -> None:
     assert r.json()["appraisal"]["policy_id"] == "as-sim"
 
 
+def test_policy_update_seen_by_every_replica_despite_parse_cache(svc: Service) -> None:
+    """Stored policies are parsed once per text (kbs.verify.parse_policy): a replaced
+    policy takes effect at once, on the replica that stored it and on the other one."""
+    nonce = challenge(svc.url)
+    assert _verify(svc.url, svc.evidence(nonce + bytes(32)), nonce).json()["ok"] is True
+    svc.put_policy("sim", NONCE_POLICY.replace(MEASUREMENT.hex(), "00" * 48))
+    for rep in svc.replicas:
+        nonce = challenge(rep.url)
+        r = _verify(rep.url, svc.evidence(nonce + bytes(32)), nonce)
+        assert r.status_code == 200 and r.json()["ok"] is False, r.text
+
+
 def test_nonce_is_single_use(svc: Service) -> None:
     nonce = challenge(svc.url)
     assert _verify(svc.url, svc.evidence(nonce + bytes(32)), nonce).status_code == 200

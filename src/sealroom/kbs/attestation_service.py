@@ -40,7 +40,7 @@ from sealroom.errors import (
 )
 from sealroom.kbs.server import KbsError, hash_admin_key, set_reference_values
 from sealroom.kbs.store import Store
-from sealroom.kbs.verify import Verifier
+from sealroom.kbs.verify import Verifier, parse_policy
 
 PREFIX = "/api/v1/attestation"
 POLICY_DOC = "as-policy/"
@@ -147,7 +147,7 @@ def add_attestation_routes(
         text = store.get_document(POLICY_DOC + pid)
         if text is None:
             raise NotFoundError(f"no policy {pid!r} on this service", code="policy-not-found")
-        policy = Policy.loads(text, source=f"policy {pid}")
+        policy = parse_policy(text, f"policy {pid}")
         bundle = bundle_from_request(body)
         now = verifier.now()
         nonce: bytes | None = None

@@ -21,6 +21,7 @@ failed condition of each matching rule.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -70,6 +71,12 @@ class ResourcePolicy(BaseModel):
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(), sort_keys=True)
+
+
+@functools.lru_cache(maxsize=64)
+def parse_resource_policy(text: str | bytes) -> ResourcePolicy:
+    """The stored resource policy, parsed once per text (read from the store per request)."""
+    return ResourcePolicy.parse(text)
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from sealroom.kbs.protocol import (
     hash_algorithm_for,
     runtime_data_digest,
 )
-from sealroom.kbs.resource_policy import ResourcePolicy, evaluate
+from sealroom.kbs.resource_policy import ResourcePolicy, evaluate, parse_resource_policy
 from sealroom.kbs.seams import (
     AuditEvent,
     AuditHook,
@@ -62,7 +62,7 @@ from sealroom.kbs.seams import (
     ResourceStore,
 )
 from sealroom.kbs.store import Session, SqlResourceStore, Store
-from sealroom.kbs.verify import Verifier, bundle_from_tee_evidence
+from sealroom.kbs.verify import Verifier, bundle_from_tee_evidence, parse_policy
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def create_app(
             hash_algorithm_for(s.tee),
         )
         try:
-            policy = Policy.loads(policy_text, source="attestation-policy/default")
+            policy = parse_policy(policy_text, "attestation-policy/default")
             bundle = bundle_from_tee_evidence(s.tee, att.tee_evidence.primary_evidence)
             refs, expired = _refs(store, now)
             result = verifier.appraise(
@@ -314,7 +314,7 @@ def create_app(
             raise refuse(
                 ErrorVariant.POLICY_DENY, "Access denied by policy: no resource policy", ""
             )
-        policy = ResourcePolicy.parse(text)
+        policy = parse_resource_policy(text)
         decision = evaluate(policy, str(path), claims)
         if not decision.allowed:
             raise refuse(

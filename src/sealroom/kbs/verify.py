@@ -8,6 +8,7 @@ binding rule, reference values (Trustee's RVPS) as extra rules, and the EAR.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -98,6 +99,8 @@ def reference_value_rules(
     rule (never silently dropped)."""
     out: dict[str, list[RuleResult]] = {}
     names = set(refs) | set(expired)
+    if not names:
+        return out
     for v in verified:
         claims = to_jsonable(v.claims)
         for name in sorted(names):
@@ -127,6 +130,14 @@ def reference_value_rules(
                 rule = RuleResult(f"reference.{path}", str(got), want, ok, Trust.EXECUTABLES)
             out.setdefault(v.name, []).append(rule)
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def parse_policy(text: str, source: str) -> Policy:
+    """A stored policy's text, parsed once. The services read their policies from the shared
+    store on every request (so every replica sees an update at once); parsing the same YAML
+    again each time cost more than verifying an SNP report. Policies are immutable."""
+    return Policy.loads(text, source=source)
 
 
 @dataclass
