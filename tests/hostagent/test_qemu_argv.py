@@ -10,6 +10,7 @@ cbitpos=51,reduced-phys-bits=1`` with a memfd memory backend)."""
 from __future__ import annotations
 
 import base64
+import shutil
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,22 @@ def test_snp_parameter_off_means_no_snp(tmp_path: Path) -> None:
 def test_tdx_host_detected(tmp_path: Path) -> None:
     root = _fake_host(tmp_path, "vmx", dev__kvm="", sys__module__kvm_intel__parameters__tdx="Y")
     assert detect_host(root).tees() == ["none", "tdx"]
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU is not installed")
+def test_vm_that_cannot_start_says_why_and_leaves_nothing(tmp_path: Path) -> None:
+    """No boot: QEMU refuses firmware it cannot load (an empty file); the host's wait fails
+    at once with QEMU's own message (it used to show only the empty guest console)."""
+    from sealroom.errors import UnavailableError
+    from sealroom.hostagent.backends.vm import GuestVm
+
+    (tmp_path / "OVMF.fd").write_bytes(b"")
+    spec = _spec(tmp_path)
+    vm = GuestVm.start(spec, vtpm=False)
+    try:
+        with pytest.raises(UnavailableError, match="exited") as e:
+            vm.wait_ready(timeout=120)
+        assert "qemu: " in str(e.value) and str(tmp_path / "OVMF.fd") in str(e.value)
+    finally:
+        vm.remove()
+    assert not spec.run_dir.exists() and vm.qemu.poll() is not None

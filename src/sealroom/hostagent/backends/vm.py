@@ -229,7 +229,15 @@ class GuestVm:
         except subprocess.TimeoutExpired:
             pass
         tail = " | ".join(self.console().strip().splitlines()[-5:])
-        return f"VM {self.spec.name} exited (code {self.qemu.poll()}) {when}; console: {tail}"
+        try:  # QEMU's own complaint (a firmware or kernel it cannot load, a bad option)
+            qemu_log = (self.spec.run_dir / "qemu.log").read_text(errors="replace")
+        except OSError:
+            qemu_log = ""
+        said = " | ".join(qemu_log.strip().splitlines()[-3:])
+        return (
+            f"VM {self.spec.name} exited (code {self.qemu.poll()}) {when}; "
+            f"qemu: {said or '-'}; console: {tail or '-'}"
+        )
 
     def send(self, obj: dict[str, Any], timeout: float = BOOT_TIMEOUT) -> None:
         s = self._connect(time.monotonic() + timeout)
