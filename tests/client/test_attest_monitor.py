@@ -366,3 +366,18 @@ def test_watch_a_remote_service(stack: Stack, tmp_path: Path) -> None:
     stack.public.close_gate("test")
     r = _watch(stack, policy, tmp_path / "closed.jsonl")
     assert isinstance(r.exception, AttestationError) and r.exception.code == "heartbeat-untrusted"
+
+
+def test_a_heartbeat_published_too_late_does_not_open_the_gate(stack: Stack) -> None:
+    """A log that takes longer than period x grace to take a good heartbeat: by then the
+    watchdog has failed the enclave, and that old evidence must not reopen the gate."""
+    now = [datetime(2026, 12, 5, tzinfo=UTC)]
+
+    def slow_publish(signed: dict[str, Any]) -> None:
+        now[0] += timedelta(seconds=25)  # period 10 x grace 2 = 20 s
+
+    m = stack.monitor(period=10.0, publish=slow_publish, clock=lambda: now[0])
+    rec = m.beat()["payload"]
+    assert rec["ok"]  # the evidence verified when it was fetched ...
+    assert not m.trusted and m.untrusted_reason.startswith("heartbeat-late")  # ... too long ago
+    assert stack.public.gate_closed

@@ -123,6 +123,11 @@ class AttestationMonitor:
                 except SealroomError as e:
                     if ok:
                         ok, reason = False, f"heartbeat-unlogged: {e.code}: {e.message}"[:500]
+            took = (self.clock() - now).total_seconds()
+            if ok and took > self.period * self.grace:
+                # published so late that the watchdog may already have failed the enclave:
+                # evidence that old must not reopen the gate
+                ok, reason = False, f"heartbeat-late: recorded {took:.0f} s after it was made"
             with self._lock:
                 was = self.trusted
                 if ok:
