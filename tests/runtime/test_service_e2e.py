@@ -4,9 +4,13 @@ proxy, the egress allow-list (docs/adr/0032)."""
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import json
+import os
+import platform
 import shutil
+import signal
 import socketserver
 import ssl
 import threading
@@ -315,3 +319,22 @@ def test_crashed_workload_is_restarted(service: LocalEnclave, home: Path) -> Non
         pytest.fail("the workload was not restarted")
     health = [ln for ln in service.lines if ln.get("event") == "service_health"]
     assert any(h["state"] == "restarting" for h in health)
+
+
+_SYS_TGKILL = {"x86_64": 234, "aarch64": 131}.get(platform.machine())
+
+
+@pytest.mark.skipif(_SYS_TGKILL is None, reason="tgkill syscall number unknown here")
+def test_service_runtime_stops_on_a_sigterm_delivered_to_another_thread(
+    service: LocalEnclave,
+) -> None:
+    """Defect: the service runtime's main thread waited without a timeout, so a SIGTERM
+    the kernel delivered to one of its other threads (the agent's stop, the launcher's
+    PDEATHSIG) never ran the handler and the runtime never stopped (found as a leftover
+    process). Here the signal goes to a non-main thread on purpose."""
+    pid = service.process.pid
+    tids = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+    assert tids, "the service runtime has worker threads"
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(_SYS_TGKILL, pid, tids[0], signal.SIGTERM) == 0
+    assert service.process.wait(timeout=120) == 0  # stopped, cleanly

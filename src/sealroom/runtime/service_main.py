@@ -119,7 +119,10 @@ def run_service(args: argparse.Namespace, namespace_note: str | None, lines: Lin
     lines.put(ServiceHealthLine(**service.health.to_json_obj()).line())
     lines.open()
     try:
-        stop.wait()
+        # Wake up to run signal handlers: a SIGTERM the kernel delivers to another thread
+        # does not interrupt a blocking wait here, and the runtime would never stop.
+        while not stop.wait(0.5):
+            pass
     finally:
         server.shutdown()
         server.server_close()
