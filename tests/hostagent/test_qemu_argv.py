@@ -202,3 +202,15 @@ def test_vm_that_cannot_start_says_why_and_leaves_nothing(tmp_path: Path) -> Non
     finally:
         vm.remove()
     assert not spec.run_dir.exists() and vm.qemu.poll() is not None
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU is not installed")
+def test_bad_spec_is_refused_before_the_vtpm_starts(tmp_path: Path) -> None:
+    """The spec used to be checked after the swtpm was provisioned and started, so a bad
+    one left a swtpm process running; now nothing starts."""
+    from sealroom.hostagent.backends.vm import GuestVm
+
+    spec = _spec(tmp_path, name="bad,name", tpm_socket=tmp_path / "run" / "swtpm.sock")
+    with pytest.raises(InvalidInputError, match="VM name"):
+        GuestVm.start(spec)
+    assert not (tmp_path / "run").exists()

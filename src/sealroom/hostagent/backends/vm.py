@@ -152,6 +152,7 @@ class GuestVm:
         and QEMU; returns at once (the guest boots meanwhile; :meth:`wait_ready` waits for
         its ``/init``)."""
         qemu = _need(qemu_bin or "qemu-system-x86_64", "qemu-system-x86")
+        argv = build_argv(spec, qemu)  # a bad spec is refused before anything starts
         spec.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         ak_pub = ak_cert = None
         swtpm_proc = None
@@ -176,12 +177,16 @@ class GuestVm:
                     _stop(swtpm_proc)
                     raise UnavailableError("swtpm did not create its control socket")
                 time.sleep(0.02)
-        argv = build_argv(spec, qemu)
-        (spec.run_dir / "qemu.argv").write_text(json.dumps(argv) + "\n")
-        with (spec.run_dir / "qemu.log").open("ab") as err:
-            proc = subprocess.Popen(  # noqa: S603 - qemu, argv from build_argv
-                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True
-            )
+        try:
+            (spec.run_dir / "qemu.argv").write_text(json.dumps(argv) + "\n")
+            with (spec.run_dir / "qemu.log").open("ab") as err:
+                proc = subprocess.Popen(  # noqa: S603 - qemu, argv from build_argv
+                    argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True
+                )
+        except OSError as e:
+            if swtpm_proc is not None:
+                _stop(swtpm_proc)
+            raise UnavailableError(f"cannot start QEMU: {e}", code="vm-start-failed") from e
         return cls(spec, proc, swtpm_proc, ak_pub, time.monotonic(), ak_cert)
 
     def alive(self) -> bool:
