@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,17 @@ def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProce
         text=True,
         timeout=180,
     )
+
+
+def runner(env: dict[str, str], cwd: Path) -> Callable[..., str]:
+    """``run(*args, rc=0)``: the CLI in ``cwd``; asserts its exit code, returns its output."""
+
+    def run(*args: str, rc: int = 0) -> str:
+        r = cli(*args, env=env, cwd=cwd)
+        assert r.returncode == rc, (args, r.stdout, r.stderr)
+        return r.stdout + r.stderr
+
+    return run
 
 
 def upload_all(url: str, *, env: dict[str, str], cwd: Path) -> None:

@@ -7,17 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._party import cli
+from ._party import runner
 
 
 def test_manifest_kbs_dataset_and_kbs_policy(workspace: Path, env: dict[str, str]) -> None:
     w = workspace
 
-    def run(*args: str, rc: int = 0) -> str:
-        r = cli(*args, env=env, cwd=w)
-        assert r.returncode == rc, (args, r.stdout, r.stderr)
-        return r.stdout + r.stderr
-
+    run = runner(env, w)
     run("kms", "init")
     run("kms", "key", "create", "ds-a", "--account", "clinic-a")
     run("kms", "key", "rotate", "ds-a")

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from sealroom.cli.common import console, print_json
+from sealroom.cli.common import console, home_dir, print_json
 from sealroom.errors import (
     AccessDeniedError,
     InvalidInputError,
@@ -98,11 +98,27 @@ def serve_cmd(
     root: Annotated[
         list[Path], typer.Option("--root", help="Extra trusted root (PEM), e.g. a sim ARK.")
     ] = [],  # noqa: B006
+    kms_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--kms-dir",
+            help="Key manager to serve as kms/<key>/... (default $SEALROOM_HOME/kms when "
+            "`sealroom kms init` made one there).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the KBS (/kbs/v0) and the attestation service (/api/v1/attestation)."""
     from sealroom.kbs.serve import run
+    from sealroom.kms.store import CONFIG_NAME
 
-    run(data_dir, listen, db_url=db_url, roots=root)
+    if kms_dir is None:
+        default = home_dir() / "kms"
+        kms_dir = default if (default / CONFIG_NAME).is_file() else None
+    elif not (kms_dir / CONFIG_NAME).is_file():
+        raise InvalidInputError(
+            f"--kms-dir {kms_dir}: no KMS there (sealroom kms init --data-dir {kms_dir})"
+        )
+    run(data_dir, listen, db_url=db_url, roots=root, kms_dir=kms_dir)
 
 
 @resource_app.command("put")

@@ -19,13 +19,14 @@ from fastapi import FastAPI
 
 from sealroom import paths
 from sealroom.attestation.ear import VerifierKey
+from sealroom.attestation.sim.authority import SimAuthority
 from sealroom.attestation.x509util import load_certificates
 from sealroom.errors import InvalidInputError
 from sealroom.files import write_private
 from sealroom.kbs.attestation_service import add_attestation_routes
 from sealroom.kbs.seams import AuditHook, ReleaseGuard, ResourceStore
 from sealroom.kbs.server import create_app, hash_admin_key
-from sealroom.kbs.store import Store
+from sealroom.kbs.store import SqlResourceStore, Store
 from sealroom.kbs.verify import Verifier
 
 ADMIN_KEY_FILE = "admin.key"
@@ -58,9 +59,10 @@ def trusted_roots(roots: Sequence[Path], *, local_sim: bool = True) -> tuple[x50
             out.extend(load_certificates(p.read_bytes(), str(p)))
         except OSError as e:
             raise InvalidInputError(f"cannot read root {p}: {e.strerror}") from e
-    local = paths.sim_authority() / "ark.pem"
-    if local_sim and local.is_file():
-        out.extend(load_certificates(local.read_bytes(), str(local)))
+    if local_sim:
+        # Created if absent: a broker started before any enclave on this machine must
+        # still know the root that this machine's sim TEE will sign with (SIMULATED).
+        out.append(SimAuthority.load_or_create(paths.sim_authority()).root)
     return tuple(out)
 
 
@@ -72,10 +74,21 @@ def build(
     resource_store: ResourceStore | None = None,
     guards: Sequence[ReleaseGuard] = (),
     audit: Sequence[AuditHook] = (),
+    kms_dir: Path | None = None,
 ) -> KbsDeployment:
+    """``kms_dir``: serve that key manager's keys as ``kms/<key>/primary|v<N>``, with its
+    lockdown and revocation guard and its audit trail on every release (ADR 0026)."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key, key_path = admin_key(data_dir)
     store = Store(db_url or f"sqlite:///{data_dir / 'kbs.db'}")
+    if kms_dir is not None:
+        from sealroom.kms.broker import KmsBroker
+        from sealroom.kms.store import KeyManager
+
+        broker = KmsBroker(KeyManager(kms_dir), resource_store or SqlResourceStore(store))
+        resource_store = broker.store
+        guards = [*guards, broker.guard]
+        audit = [*audit, broker.audit]
     verifier = Verifier(
         VerifierKey.load_or_create(data_dir / "ear-key.pem"), extra_roots=trusted_roots(roots)
     )
@@ -100,12 +113,21 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def run(
-    data_dir: Path, listen: str, *, db_url: str | None = None, roots: Sequence[Path] = ()
+    data_dir: Path,
+    listen: str,
+    *,
+    db_url: str | None = None,
+    roots: Sequence[Path] = (),
+    kms_dir: Path | None = None,
 ) -> None:
     import uvicorn
 
     host, port = parse_listen(listen)
-    dep = build(data_dir, db_url=db_url, roots=roots)
+    dep = build(data_dir, db_url=db_url, roots=roots, kms_dir=kms_dir)
     print(f"sealroom KBS (Trustee KBS protocol 0.4.0) on http://{host}:{port}", flush=True)
     print(f"admin key: {dep.admin_key_path} (0600)", flush=True)
+    if kms_dir is not None:
+        print(f"KMS: {kms_dir} (resources kms/<key>/primary and kms/<key>/v<N>)", flush=True)
+    else:
+        print("KMS: none (sealroom kms init, then restart; or --kms-dir DIR)", flush=True)
     uvicorn.run(dep.app, host=host, port=port, access_log=False, log_config=None)
