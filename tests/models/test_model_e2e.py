@@ -313,3 +313,27 @@ def test_unsealed_or_oversized_request_refused(servers: tuple[Served, Served]) -
         raise UnavailableError(f"server dropped the connection: {e}") from e
     finally:
         conn.close()
+
+
+def test_raw_tensors_in_and_out(servers: tuple[Served, Served]) -> None:
+    """encoding b64: inputs and outputs as little-endian bytes (what JSON floats would
+    cost more than the inference); same numbers as onnxruntime in-process."""
+    a, _ = servers
+    x = np.array(X, dtype=np.float32)
+    raw = {
+        "dtype": "float32",
+        "shape": list(x.shape),
+        "b64": base64.b64encode(x.tobytes()).decode(),
+    }
+    c = _client(a)
+    try:
+        out = c.infer({"x": raw}, X25519PrivateKey.generate(), "b64").response["outputs"]["y"]
+        bad = c.infer(
+            {"x": {**raw, "dtype": "object"}}, X25519PrivateKey.generate(), "b64"
+        ).response
+    finally:
+        c.close()
+    assert out["dtype"] == "float32" and out["shape"] == [2, 3]
+    got = np.frombuffer(base64.b64decode(out["b64"]), dtype="<f4").reshape(out["shape"])
+    assert np.array_equal(got, np.array(_direct(a.weights, {"x": x})[0], dtype=np.float32))
+    assert "raw dtype must be one of" in bad["error"]

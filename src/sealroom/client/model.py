@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -57,6 +57,7 @@ from sealroom.protocol.model import (
 )
 
 BUNDLE_TYPE = "sealroom/model-answer-bundle/v1"
+TensorEncoding = Literal["json", "b64"]
 MAX_ANSWER_BYTES = 64 << 20
 
 
@@ -236,7 +237,7 @@ class ModelClient(ServiceClient):
         self._conn: PinnedHTTPSConnection | None = None
 
     def seal_request(
-        self, inputs: dict[str, Any], reply_key: X25519PrivateKey
+        self, inputs: dict[str, Any], reply_key: X25519PrivateKey, encoding: TensorEncoding = "json"
     ) -> tuple[bytes, bytes]:
         """(request plaintext, sealed request) for the attested enclave."""
         if self.attested is None or not self.attested.appraisal.ok:
@@ -246,6 +247,7 @@ class ModelClient(ServiceClient):
         plain = (
             RequestPlain(
                 inputs=inputs,
+                encoding=encoding,
                 reply_to=reply_pub.hex(),
                 evidence_sha256=evidence_sha256(self.attested.evidence).hex(),
             )
@@ -334,12 +336,15 @@ class ModelClient(ServiceClient):
         )
         return ModelAnswer(_response_obj(response), st, bundle)
 
-    def infer(self, inputs: dict[str, Any], reply_key: X25519PrivateKey) -> ModelAnswer:
+    def infer(
+        self, inputs: dict[str, Any], reply_key: X25519PrivateKey, encoding: TensorEncoding = "json"
+    ) -> ModelAnswer:
         """Seal, send, open, check. ``reply_key`` receives the answer (a party's X25519
-        key, or a fresh one per request)."""
+        key, or a fresh one per request). ``encoding="b64"``: numeric outputs come back
+        as raw tensors ``{"dtype", "shape", "b64"}`` (inputs may be raw tensors too)."""
         if not isinstance(inputs, dict) or not inputs:
             raise InvalidInputError("inputs must be an object {NAME: tensor as nested lists}")
-        plain, sealed = self.seal_request(inputs, reply_key)
+        plain, sealed = self.seal_request(inputs, reply_key, encoding)
         return self.open_answer(plain, sealed, self.post_sealed(sealed), reply_key)
 
     def close(self) -> None:

@@ -146,7 +146,8 @@ def request_aad(spec_hash: bytes, keys_digest: bytes) -> bytes:
 class RequestPlain(_Model):
     """The sealed request's plaintext."""
 
-    inputs: dict[str, Any]
+    inputs: dict[str, Any]  # NAME -> nested list, or {"dtype", "shape", "b64"} (raw, LE)
+    encoding: Literal["json", "b64"] = "json"  # how the worker returns outputs
     reply_to: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     evidence_sha256: Sha256Hex
 

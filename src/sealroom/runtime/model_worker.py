@@ -7,12 +7,15 @@ are mounted read-only from the enclave's interpreter, sandbox.RUNTIME_PACKAGES).
 It loads /inputs/model.onnx (the runtime checked its SHA-256 against the pinned hash
 before starting the sandbox) and answers frames on 127.0.0.1:$PORT: a frame is a 4-byte
 big-endian length and that many bytes of JSON. Request ``{"inputs": {NAME: nested
-list}}``; answer ``{"outputs": {NAME: nested list}}`` or ``{"error": TEXT}``. Plaintext
+list or raw tensor}, "encoding": "json" | "b64"}``; answer ``{"outputs": {NAME: ...}}``
+or ``{"error": TEXT}``; a raw tensor is ``{"dtype", "shape", "b64"}`` (little-endian). Plaintext
 inputs exist only here and in the runtime's memory: both inside the enclave.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import socket
@@ -36,6 +39,32 @@ _DTYPES = {
     "tensor(bool)": np.bool_,
     "tensor(string)": np.object_,
 }
+
+
+#: Raw tensors (``{"dtype", "shape", "b64"}``, little-endian bytes): numeric types only.
+_RAW_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool")
+
+
+def _tensor(value: Any, dtype: Any) -> Any:
+    """A nested list, or a raw tensor: JSON floats cost more than a small inference."""
+    if isinstance(value, dict):
+        name = value["dtype"]
+        if name not in _RAW_DTYPES:
+            raise ValueError(f"raw dtype must be one of {', '.join(_RAW_DTYPES)}")
+        data = base64.b64decode(value["b64"], validate=True)
+        arr = np.frombuffer(data, dtype=np.dtype(name).newbyteorder("<"))
+        return arr.reshape([int(d) for d in value["shape"]]).astype(dtype)
+    return np.array(value, dtype=dtype)
+
+
+def _encode(arr: Any, raw: bool) -> Any:
+    if raw and arr.dtype.name in _RAW_DTYPES:
+        return {
+            "dtype": arr.dtype.name,
+            "shape": list(arr.shape),
+            "b64": base64.b64encode(arr.astype(arr.dtype.newbyteorder("<")).tobytes()).decode(),
+        }
+    return arr.tolist()
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
@@ -67,15 +96,18 @@ class Worker:
             if dtype is None:
                 return {"error": f"input {name} has unsupported type {self.inputs[name]}"}
             try:
-                feed[name] = np.array(value, dtype=dtype)
-            except (TypeError, ValueError) as e:
+                feed[name] = _tensor(value, dtype)
+            except (TypeError, ValueError, KeyError, binascii.Error) as e:
                 return {"error": f"input {name} is not a {self.inputs[name]}: {e}"}
         try:
             results = self.session.run(None, feed)
         except Exception as e:  # onnxruntime raises its own exception types
             return {"error": f"inference failed: {str(e)[:500]}"}
         names = [o.name for o in self.session.get_outputs()]
-        return {"outputs": {n: np.asarray(r).tolist() for n, r in zip(names, results, strict=True)}}
+        raw = request.get("encoding") == "b64"
+        return {
+            "outputs": {n: _encode(np.asarray(r), raw) for n, r in zip(names, results, strict=True)}
+        }
 
     def serve(self, conn: socket.socket) -> None:
         with conn:
