@@ -15,6 +15,7 @@ from sealroom.attestation.policy import Policy
 from sealroom.cli.common import console, home_dir, print_json, render_result, simulated_banner
 from sealroom.cli.enclave_cmd import JsonOpt, RootOpt, load_party, trusted_roots
 from sealroom.cli.service_cmd import verdict_rows
+from sealroom.client.controlplane import ControlPlaneClient
 from sealroom.client.model import ModelClient, verify_answer_file
 from sealroom.errors import InvalidInputError
 from sealroom.files import write_private
@@ -44,6 +45,36 @@ def pin_cmd(
     out.write_text(json.dumps(spec.to_json_obj(), indent=1) + "\n")
     typer.echo(f"{spec.name} {spec.model_version} sha256 {spec.sha256} ({spec.size} bytes)")
     typer.echo(f"model spec hash (HOST_DATA): {spec.spec_hash.hex()}  -> {out}")
+
+
+@model_app.command("register")
+def register_cmd(
+    model: Annotated[Path, typer.Argument(help="the model spec (from `model pin`)")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a pinned model with the control plane (`sealroom login` first); it is then
+    listed in /api/v1/compute/status as available_models."""
+    spec = load_model_spec(model)
+    m = ControlPlaneClient.from_config().register_model(spec.to_json_obj())
+    if as_json:
+        print_json(m.model_dump(mode="json"))
+        return
+    typer.echo(f"registered {m.name}:{m.model_version} ({m.id}) sha256 {m.sha256}")
+
+
+@model_app.command("list")
+def list_cmd(as_json: JsonOpt = False) -> None:
+    """The control plane's registered models."""
+    models = ControlPlaneClient.from_config().models()
+    if as_json:
+        print_json([m.model_dump(mode="json") for m in models])
+        return
+    table = Table(title="registered models")
+    for col in ("name", "version", "format", "sha256", "size", "owner", "licence"):
+        table.add_column(col, overflow="fold")
+    for m in models:
+        table.add_row(m.name, m.model_version, m.format, m.sha256, str(m.size), m.owner, m.licence)
+    console.print(table)
 
 
 @model_app.command("policy")

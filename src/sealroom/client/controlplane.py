@@ -50,6 +50,8 @@ from sealroom.protocol.api import (
     JoinTokenOut,
     KeyOut,
     MeOut,
+    ModelOut,
+    ModelsOut,
     PartyViewOut,
     StateOut,
 )
@@ -159,6 +161,12 @@ class ControlPlaneClient(ApiClient):
 
     def hosts(self) -> list[HostOut]:
         return self.model("GET", "/api/v1/hosts", HostsOut).hosts
+
+    def register_model(self, spec: dict[str, Any]) -> ModelOut:
+        return self.model("POST", "/api/v1/models", ModelOut, json=spec)
+
+    def models(self) -> list[ModelOut]:
+        return self.model("GET", "/api/v1/models", ModelsOut).models
 
     def compute_status(self) -> ComputeStatus:
         return self.model("GET", "/api/v1/compute/status", ComputeStatus)

@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sealroom.controlplane import web
-from sealroom.controlplane.api import agent, compute, tlog, users
+from sealroom.controlplane.api import agent, compute, models, tlog, users
 from sealroom.controlplane.config import Settings
 from sealroom.controlplane.state import ControlPlane
 from sealroom.controlplane.store.models import Computation, Host
@@ -205,6 +205,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(users.router)
     app.include_router(agent.router)
     app.include_router(compute.router)
+    app.include_router(models.router)
     web.install(app, cp)
     app.include_router(tlog.router)
 

@@ -219,6 +219,25 @@ class ComputeStatus(BaseModel):
     system_metrics: SystemMetrics
 
 
+class ModelOut(BaseModel):
+    """A registered model (docs/adr/0040): the facts of its pinned spec."""
+
+    id: str
+    name: str
+    model_version: str
+    format: str
+    sha256: str
+    size: int
+    licence: str
+    spec_hash: str
+    owner: str
+    created_at: datetime
+
+
+class ModelsOut(BaseModel):
+    models: list[ModelOut]
+
+
 class ComputeAttestation(BaseModel):
     attestation_report: str | None
     tee_type: str

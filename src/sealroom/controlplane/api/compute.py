@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from sqlalchemy import func, select
 
 from sealroom.controlplane.api.deps import CP
+from sealroom.controlplane.api.models import available_models
 from sealroom.controlplane.services.computations import capacities
 from sealroom.controlplane.services.hosts import tee_labels
 from sealroom.controlplane.store.models import Computation, Host
@@ -70,7 +71,7 @@ def compute_status(cp: CP) -> ComputeStatus:
         attestation_status=attestation,  # type: ignore[arg-type]
         tee_claimed=claimed,
         tee_verified=verified,
-        available_models=[],
+        available_models=available_models(cp),
         system_metrics=SystemMetrics(
             hosts_online=len(online),
             hosts_total=len(caps),

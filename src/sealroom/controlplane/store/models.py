@@ -226,3 +226,22 @@ class TlogNode(Base):
     level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class RegisteredModel(Base):
+    """A model in the registry (docs/adr/0040): its pinned spec's facts. The weights are
+    not stored here; an enclave serving the model proves the spec hash in its evidence."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("name", "model_version"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    licence: Mapped[str] = mapped_column(String(200))
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[str] = mapped_column(Text)  # the spec's JSON, as registered
+    owner_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
