@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from ._party import cli, failing_workspace, needs_bwrap, upload_all
 
 pytestmark = needs_bwrap
@@ -21,6 +23,9 @@ def test_readme_stack_flow(workspace: Path, env: dict[str, str]) -> None:
         assert up["url"].startswith("http://127.0.0.1:")
         # `sealroom up` also runs the key broker; the kbs commands find it and its key
         assert up["kbs_url"].startswith("http://127.0.0.1:")
+        # and the control plane names that attestation service as its verification_service
+        att = httpx.get(f"{up['url']}/api/v1/compute/attestation", timeout=30).json()
+        assert att["verification_service"] == up["kbs_url"] + "/api/v1/attestation/verify"
         r = cli("kbs", "resource", "list", env=env, cwd=w)
         assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
         r = cli("host", "list", "--json", env=env, cwd=w)

@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 
 from sealroom.attestation.sim.authority import SimAuthority
+from sealroom.controlplane.app import create_app
+from sealroom.controlplane.config import Settings
 from sealroom.controlplane.logs import JsonFormatter
 from sealroom.crypto.keys import PartyKeys
+from sealroom.errors import InvalidInputError
 from sealroom.manifest import Manifest
 from sealroom.protocol.controlplane import result_request_message
 from sealroom.testing.receipts import sim_receipt
@@ -638,7 +641,22 @@ def test_compute_status_and_attestation_shapes(env: Env) -> None:
         "verification_instructions",
     }
     assert a["attestation_report"] is None and a["tee_type"] == "none"
-    assert a["verification_service"] == "sealroom attest verify"
+    # no attestation service configured: none is named (it used to name a CLI command)
+    assert a["verification_service"] is None
+
+
+def test_compute_attestation_names_the_attestation_service(
+    make_env: Callable[..., Env], tmp_path: Path
+) -> None:
+    """verification_service is the configured attestation service's verify URL; a setting
+    that is not an http(s) URL is refused when the control plane starts."""
+    env = make_env(attestation_service="http://127.0.0.1:8090/")
+    a = env.client.get("/api/v1/compute/attestation").json()
+    assert a["verification_service"] == "http://127.0.0.1:8090/api/v1/attestation/verify"
+    assert "--service URL" in a["verification_instructions"]
+    for bad in ("sealroom attest verify", "ftp://x/", "http://h/?q=1"):
+        with pytest.raises(InvalidInputError):
+            create_app(Settings(tmp_path / "bad", attestation_service=bad))
 
 
 def test_metrics_exposes_states_hosts_placements_latency(env: Env) -> None:

@@ -82,6 +82,14 @@ def serve(
     tls_key: Annotated[
         Path | None, typer.Option("--tls-key", help="... and this private key (PEM, 0600).")
     ] = None,
+    attestation_service: Annotated[
+        str | None,
+        typer.Option(
+            "--attestation-service",
+            help="Attestation service URL that GET /api/v1/compute/attestation names as its "
+            "verification_service (or SEALROOM_ATTESTATION_SERVICE; `sealroom up` sets its own).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the control plane API on HOST:PORT (SQLite in DATA_DIR unless --db).
     Quotas (unset: unlimited) bound what one account's unfinished computations hold; an
@@ -108,4 +116,5 @@ def serve(
         log_key=log_key,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        attestation_service=attestation_service,
     )

@@ -151,6 +151,10 @@ def up(data_dir: Path, *, port: int | None = None, agents: int = 1, tls: bool = 
         tls_args = ["--tls-cert", str(cert), "--tls-key", str(key)]
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     cp_log = logs / "controlplane.log"
+    # the key broker's port is chosen first: the control plane names its attestation
+    # service as verification_service (GET /api/v1/compute/attestation)
+    kbs_port = _free_port()
+    kbs_url = f"http://127.0.0.1:{kbs_port}"
     cp_pid = _spawn(
         [
             "controlplane",
@@ -162,6 +166,8 @@ def up(data_dir: Path, *, port: int | None = None, agents: int = 1, tls: bool = 
             "--port",
             str(port),
             *tls_args,
+            "--attestation-service",
+            kbs_url,
         ],
         cp_log,
     )
@@ -206,8 +212,6 @@ def up(data_dir: Path, *, port: int | None = None, agents: int = 1, tls: bool = 
 
             _wait(online, f"host agent {n}", log, agent_pids[-1])
             token_file.unlink(missing_ok=True)  # used: the agent has its credential now
-        kbs_port = _free_port()
-        kbs_url = f"http://127.0.0.1:{kbs_port}"
         kbs_log = logs / "kbs.log"
         kbs_pid = _spawn(
             [

@@ -137,6 +137,7 @@ def _announce_bootstrap_key(settings: Settings, key: str) -> None:
 
 
 def create_app(settings: Settings) -> FastAPI:
+    compute.verification_service(settings.attestation_service)  # a bad URL is refused at start
     cp = ControlPlane(settings)
     if cp.bootstrap_key is not None:
         _announce_bootstrap_key(settings, cp.bootstrap_key)

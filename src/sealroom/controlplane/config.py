@@ -53,6 +53,11 @@ class Settings:
     # when set, GET /metrics needs "Authorization: Bearer <this token>" (None: open, for a
     # scraper on a private network; the metrics carry counts, never ids or secrets)
     metrics_token: str | None = field(default=None, repr=False)
+    # the attestation service parties can send evidence to (``sealroom kbs serve``; ADR
+    # 0025), named by GET /api/v1/compute/attestation's verification_service (None: none)
+    attestation_service: str | None = field(
+        default_factory=lambda: os.environ.get("SEALROOM_ATTESTATION_SERVICE") or None
+    )
 
     @property
     def database_url(self) -> str:

@@ -27,6 +27,7 @@ def run(
     log_key: Path | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    attestation_service: str | None = None,
 ) -> None:
     configure_logging()
     Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -42,6 +43,8 @@ def run(
     )
     if log_origin is not None:
         settings = replace(settings, log_origin=log_origin)
+    if attestation_service is not None:
+        settings = replace(settings, attestation_service=attestation_service)
     app = create_app(settings)
     uvicorn.run(
         app,

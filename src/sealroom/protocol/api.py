@@ -242,7 +242,8 @@ class ComputeAttestation(BaseModel):
     attestation_report: str | None
     tee_type: str
     timestamp: datetime
-    verification_service: str
+    # the attestation service's verify URL (None: this control plane names none)
+    verification_service: str | None
     verification_instructions: str
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
@@ -10,6 +12,7 @@ from sealroom.controlplane.api.models import available_models
 from sealroom.controlplane.services.computations import capacities
 from sealroom.controlplane.services.hosts import tee_labels
 from sealroom.controlplane.store.models import Computation, Host
+from sealroom.errors import InvalidInputError
 from sealroom.protocol.api import (
     ComputeAttestation,
     ComputeStatus,
@@ -29,6 +32,27 @@ INSTRUCTIONS = (
     "(sim) evidence proves nothing about confidentiality and every policy rejects it unless "
     "it says allow_simulated: true."
 )
+SERVICE_INSTRUCTIONS = (
+    " Or send evidence to the attestation service named in verification_service: "
+    "`sealroom attest verify EVIDENCE --service URL --policy-id ID --service-jwks FILE` "
+    "(POST {evidence, nonce, policy_id}; a fresh nonce from POST "
+    "/api/v1/attestation/challenge); its answer is an EAR you check against the service's "
+    "JWKS (/.well-known/jwks.json) pinned beforehand, never one fetched with the answer."
+)
+VERIFY_PATH = "/api/v1/attestation/verify"
+
+
+def verification_service(base: str | None) -> str | None:
+    """The attestation service's verify URL from its base URL (a setting); a base that is not
+    an http(s) URL is refused (at start: ``create_app`` calls this)."""
+    if base is None:
+        return None
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise InvalidInputError(
+            f"attestation service {base!r} is not an http(s) URL (e.g. http://127.0.0.1:8090)"
+        )
+    return base.rstrip("/") + VERIFY_PATH
 
 
 @router.get("/healthz")
@@ -86,10 +110,11 @@ def compute_status(cp: CP) -> ComputeStatus:
 
 @router.get("/api/v1/compute/attestation")
 def compute_attestation(cp: CP) -> ComputeAttestation:
+    service = verification_service(cp.settings.attestation_service)
     return ComputeAttestation(
         attestation_report=None,
         tee_type="none",
         timestamp=cp.settings.clock(),
-        verification_service="sealroom attest verify",
-        verification_instructions=INSTRUCTIONS,
+        verification_service=service,
+        verification_instructions=INSTRUCTIONS + (SERVICE_INSTRUCTIONS if service else ""),
     )
