@@ -25,7 +25,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -190,6 +189,10 @@ class Policy:
 
     @classmethod
     def loads(cls, text: str, source: str = "policy") -> Policy:
+        # Imported here: the enclave runtime validates policies from manifests (dicts)
+        # and never parses YAML, and importing yaml is a cost on every enclave start.
+        import yaml
+
         try:
             obj = yaml.safe_load(text)
         except yaml.YAMLError as e:

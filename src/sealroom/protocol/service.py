@@ -28,7 +28,6 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sealroom.crypto.canonical import canonical_json
@@ -221,6 +220,10 @@ def load_spec(path: Path) -> ServiceSpec:
         raise InvalidInputError(f"cannot read service spec {path}: {e.strerror or e}") from e
     if len(raw) > MAX_SPEC_BYTES:
         raise InvalidInputError(f"service spec {path} is over {MAX_SPEC_BYTES} bytes")
+    # Imported here: the enclave runtime imports this module for its constants on every
+    # start, and only a service spec is YAML.
+    import yaml
+
     try:
         obj = json.loads(raw) if path.suffix == ".json" else yaml.safe_load(raw)
     except (ValueError, yaml.YAMLError) as e:

@@ -36,7 +36,6 @@ from sealroom.protocol.runtime_lines import (
     Stopped,
     WipeIncomplete,
 )
-from sealroom.runtime import kbs_source
 from sealroom.runtime import state as sm
 from sealroom.runtime.computation import Computation, storage_bytes
 from sealroom.runtime.sandbox import check_sandbox
@@ -191,7 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     lines.put(_state_line(comp.state))
     lines.open()
     # KBS-sourced datasets: the enclave fetches and decrypts them itself (ADR 0027).
-    kbs_source.start(comp)
+    # Imported only then: its HTTP client stack (httpx) is a third of the runtime's
+    # import time, and most computations have no KBS slot (docs/bench.md).
+    if any(s.kbs for s in comp.specs.values()):
+        from sealroom.runtime import kbs_source
+
+        kbs_source.start(comp)
     try:
         while not stop.is_set():
             if args.linger is not None and comp.state.finished:
