@@ -366,3 +366,28 @@ def test_cookie_lifetime_does_not_depend_on_guest_clock(kbs: Kbs) -> None:
     header = r.headers["set-cookie"].lower()
     assert "max-age=300" in header and "expires=" in header
     assert r.cookies.get(SESSION_COOKIE)
+
+
+def test_session_writes_skip_fsync_admin_writes_keep_it(tmp_path: Path) -> None:
+    """Creating/attesting a session does not wait for the disk (a power loss only makes
+    the guest attest again); resources, policies, nonces and session deletes do. Both
+    kinds of connection see each other's writes (one SQLite file in WAL mode)."""
+    from datetime import UTC, datetime
+
+    from sealroom.kbs.store import Session, Store
+
+    store = Store(f"sqlite:///{tmp_path / 'kbs.db'}")
+    try:
+        with store.engine.connect() as c:
+            assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        with store._session_engine.connect() as c:
+            assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        at = datetime.now(UTC)
+        store.add_session(Session("s1", "snp", "n", {}, at + timedelta(minutes=5), *[None] * 4))
+        assert store.attest_session("s1", "tok", {"a": 1}, {"kty": "EC"}, at)
+        got = store.get_session("s1")  # read on the durable engine
+        assert got is not None and got.token == "tok" and got.claims == {"a": 1}
+        store.delete_session("s1")
+        assert store.get_session("s1") is None
+    finally:
+        store.close()

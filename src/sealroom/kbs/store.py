@@ -113,29 +113,49 @@ class Store:
         if url.startswith(("postgresql://", "postgres://")):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
         self.url = url
-        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
-        if url.startswith("sqlite"):
-
-            @event.listens_for(self.engine, "connect")
-            def _pragmas(conn: Any, _rec: Any) -> None:
-                cur = conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA busy_timeout=10000")
-                cur.close()
-
+        self.engine: Engine = self._engine(url, durable=True)
+        # Creating and attesting a session are written without waiting for the disk: a
+        # power loss can only forget them (the guest attests again). Everything else
+        # (resources, policies, reference values, nonces spent, sessions deleted) waits
+        # for fsync. In WAL mode a later durable commit syncs the earlier frames as well.
+        self._session_engine: Engine = self._engine(url, durable=False)
         metadata.create_all(self.engine)
+
+    @staticmethod
+    def _engine(url: str, *, durable: bool) -> Engine:
+        if not url.startswith("sqlite"):
+            # PostgreSQL: the same choice per connection (synchronous_commit)
+            opts = {} if durable else {"options": "-c synchronous_commit=off"}
+            return create_engine(url, future=True, pool_pre_ping=True, connect_args=opts)
+        engine = create_engine(url, future=True)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: Any, _rec: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=10000")
+            cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            cur.close()
+
+        return engine
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
             yield conn
 
+    @contextmanager
+    def _session_tx(self) -> Iterator[Connection]:
+        with self._session_engine.begin() as conn:
+            yield conn
+
     def close(self) -> None:
         self.engine.dispose()
+        self._session_engine.dispose()
 
     # ---------------------------------------------------------------- sessions
     def add_session(self, s: Session) -> None:
-        with self.tx() as c:
+        with self._session_tx() as c:
             c.execute(
                 insert(sessions).values(
                     id=s.id,
@@ -172,7 +192,7 @@ class Store:
         at: datetime,
     ) -> bool:
         """Mark an un-attested session attested; False if another request did first."""
-        with self.tx() as c:
+        with self._session_tx() as c:
             res = c.execute(
                 update(sessions)
                 .where(sessions.c.id == sid, sessions.c.token.is_(None))
