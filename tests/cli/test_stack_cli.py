@@ -61,6 +61,20 @@ def test_readme_stack_flow(workspace: Path, env: dict[str, str]) -> None:
         assert (out / "sum.txt").read_text() == "42"
         r = cli("host", "list", env=env, cwd=w)
         assert "sim (verified)" in r.stdout and "claimed" not in r.stdout, r.stdout
+        # the operator's view: the stack's logs, about this computation only; what the
+        # algorithm printed and the keys are not in them
+        r = cli("logs", "--computation", comp["id"], "-n", "1000", "--json", env=env, cwd=w)
+        assert r.returncode == 0, r.stderr
+        recs = [json.loads(line) for line in r.stdout.splitlines()]
+        # the control plane's JSON records by field; the agent's text lines by mention
+        assert recs and all(
+            x.get("computation_id") == comp["id"] or comp["id"] in x.get("text", "") for x in recs
+        ), recs
+        assert "completed" in {x.get("state") for x in recs if x["component"] == "controlplane"}
+        r = cli("logs", "-n", "100000", env=env, cwd=w)
+        assert "controlplane" in r.stdout and "agent-1" in r.stdout, r.stdout
+        assert up["admin_key"] not in r.stdout and "42" not in r.stdout.split()
+        assert cli("logs", "nosuch", env=env, cwd=w).returncode == 1
         r = cli(
             "computation",
             "result",

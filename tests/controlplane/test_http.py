@@ -112,3 +112,39 @@ def test_follow_missed_the_final_event_reached_while_reading_events(
     done = client.wait_for(cid, (), 60, on_event=on_event)
     assert done.state.value == "failed"
     assert seen[-1][1] == "failed", seen
+
+
+def test_host_drain_and_remove_through_the_cli(server: str, tmp_path: Path) -> None:
+    """`sealroom host drain NAME`, `host list` showing it, `host drain --undo`, `host
+    remove NAME` against a control plane over HTTP."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    _register_host(server, cpus=2)
+    env = {
+        **os.environ,
+        "SEALROOM_HOME": str(tmp_path / "home"),
+        "SEALROOM_URL": server,
+        "SEALROOM_API_KEY": ADMIN,
+        "COLUMNS": "200",
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sealroom.cli.main", *args],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    r = cli("host", "drain", "h1")
+    assert r.returncode == 0 and "draining" in r.stdout, r.stderr
+    [h] = json.loads(cli("host", "list", "--json").stdout)
+    assert h["draining"] is True
+    r = cli("host", "drain", "h1", "--undo", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["draining"] is False, r.stderr
+    r = cli("host", "remove", "h1")
+    assert r.returncode == 0 and "removed" in r.stdout, r.stderr
+    assert json.loads(cli("host", "list", "--json").stdout) == []
+    r = cli("host", "remove", "h1", "--json")
+    assert r.returncode == 1 and json.loads(r.stderr)["error"] == "not-found", r.stderr

@@ -102,6 +102,93 @@ def down_cmd(data_dir: DataDirOpt = None) -> None:
         console.print("no running stack")
 
 
+def _log_line(component: str, line: str, as_json: bool, computation: str | None) -> str | None:
+    """One line of a stack process's log, shown as the operator reads it. Lines are the
+    control plane's and agents' JSON records (public lifecycle facts; the sealed run log
+    never reaches them) or, rarely, plain text a process printed."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        rec = None
+    if not isinstance(rec, dict):
+        if computation is not None and computation not in line:
+            return None
+        return (
+            json.dumps({"component": component, "text": line})
+            if as_json
+            else (f"{component:<13} {line}")
+        )
+    if computation is not None and rec.get("computation_id") != computation:
+        return None
+    if as_json:
+        return json.dumps({"component": component, **rec})
+    extra = " ".join(
+        f"{k}={v}" for k, v in rec.items() if k not in ("time", "level", "logger", "message")
+    )
+    when = str(rec.get("time", ""))[:19]
+    return f"{component:<13} {when} {rec.get('level', ''):<7} {rec.get('message', '')} {extra}"
+
+
+def logs_cmd(
+    component: Annotated[
+        str | None,
+        typer.Argument(help="controlplane, agent-N or kbs (default: all of them)."),
+    ] = None,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="Last N lines of each.")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
+    computation: Annotated[
+        str | None, typer.Option("--computation", help="Only lines about this computation.")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The logs of the stack `sealroom up` runs (operator): what the control plane, the
+    host agents and the key broker record. They hold public lifecycle facts only; what an
+    algorithm prints is sealed to its parties (`sealroom computation log`)."""
+    logs = _data_dir(data_dir) / "logs"
+    files = sorted(logs.glob("*.log")) if logs.is_dir() else []
+    names = [f.stem for f in files]
+    if component is not None:
+        if component not in names:
+            raise NotFoundError(
+                f"no log named {component!r} in {logs} (have: {', '.join(names) or 'none'})",
+                code="log-not-found",
+            )
+        files = [logs / f"{component}.log"]
+    if not files:
+        raise NotFoundError(f"no stack logs in {logs}; start one with `sealroom up`")
+    offsets: dict[Path, int] = {}
+    for f in files:
+        data = f.read_bytes()
+        data = data[: data.rfind(b"\n") + 1]  # a line being written is shown when complete
+        offsets[f] = len(data)
+        tail = data.decode(errors="replace").splitlines()
+        shown = [
+            out
+            for line in tail
+            if line.strip() and (out := _log_line(f.stem, line, as_json, computation)) is not None
+        ]
+        for out in shown[-lines:] if lines > 0 else []:
+            typer.echo(out)
+    while follow:
+        time.sleep(0.5)
+        for f in files:
+            size = f.stat().st_size
+            if size < offsets[f]:
+                offsets[f] = 0  # truncated or replaced: read it again from the start
+            if size == offsets[f]:
+                continue
+            with f.open("rb") as fh:
+                fh.seek(offsets[f])
+                chunk = fh.read()
+            complete = chunk[: chunk.rfind(b"\n") + 1]  # a line being written waits
+            offsets[f] += len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                if line.strip() and (out := _log_line(f.stem, line, as_json, computation)):
+                    typer.echo(out)
+                    sys.stdout.flush()
+
+
 def login_cmd(
     url: Annotated[str, typer.Argument(help="Control plane URL")],
     ca_cert: Annotated[
@@ -415,6 +502,7 @@ def hosts_cmd(as_json: JsonOpt = False) -> None:
             "id",
             "name",
             "state",
+            "draining",
             "tee",
             "res.cpu_total",
             "res.cpu_used",
@@ -425,6 +513,35 @@ def hosts_cmd(as_json: JsonOpt = False) -> None:
         ],
         "hosts",
     )
+
+
+@host_app.command("drain")
+def drain_cmd(
+    host: Annotated[str, typer.Argument(help="Host id or name")],
+    undo: Annotated[bool, typer.Option("--undo", help="Place computations there again.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Place no new computation on HOST; what runs there finishes (admin). Then `sealroom
+    host remove HOST` once `host list` shows 0 enclaves."""
+    h = _client().drain_host(host, not undo)
+    if as_json:
+        print_json(h.model_dump(mode="json"))
+        return
+    console.print(f"host {h.name} ({h.id}): {'draining' if h.draining else 'accepting work'}")
+
+
+@host_app.command("remove")
+def remove_cmd(
+    host: Annotated[str, typer.Argument(help="Host id or name")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Forget HOST and revoke its agent's credential (admin); refused while computations
+    are live on it (drain it first, or cancel them)."""
+    h = _client().remove_host(host)
+    if as_json:
+        print_json(h.model_dump(mode="json"))
+        return
+    console.print(f"host {h.name} ({h.id}): removed; its agent's credential no longer works")
 
 
 @host_app.command("join-token")

@@ -70,6 +70,7 @@ _COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("up", "sealroom.cli.cp_cmd", "up_cmd"),
     ("down", "sealroom.cli.cp_cmd", "down_cmd"),
     ("login", "sealroom.cli.cp_cmd", "login_cmd"),
+    ("logs", "sealroom.cli.cp_cmd", "logs_cmd"),
     ("checksum", "sealroom.cli.manifest_cmd", "checksum_cmd"),
 )
 

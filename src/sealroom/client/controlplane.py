@@ -45,6 +45,7 @@ from sealroom.protocol.api import (
     ComputeStatus,
     EventOut,
     EventsOut,
+    HostChangedOut,
     HostOut,
     HostsOut,
     JoinTokenOut,
@@ -167,6 +168,13 @@ class ControlPlaneClient(ApiClient):
 
     def models(self) -> list[ModelOut]:
         return self.model("GET", "/api/v1/models", ModelsOut).models
+
+    def drain_host(self, host: str, draining: bool = True) -> HostChangedOut:
+        path = f"/api/v1/hosts/{quote(host, safe='')}/drain"
+        return self.model("POST", path, HostChangedOut, json={"draining": draining})
+
+    def remove_host(self, host: str) -> HostChangedOut:
+        return self.model("DELETE", f"/api/v1/hosts/{quote(host, safe='')}", HostChangedOut)
 
     def compute_status(self) -> ComputeStatus:
         return self.model("GET", "/api/v1/compute/status", ComputeStatus)

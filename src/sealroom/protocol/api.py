@@ -107,10 +107,23 @@ class HostOut(BaseModel):
     tee: list[str]
     resources: ResourcesOut
     enclaves: int
+    # `sealroom host drain`: nothing new is placed on it; what runs there finishes
+    draining: bool = False
 
 
 class HostsOut(BaseModel):
     hosts: list[HostOut]
+
+
+class HostDrainIn(BaseModel):
+    draining: bool = True
+
+
+class HostChangedOut(BaseModel):
+    id: str
+    name: str
+    state: Literal["online", "lost", "removed"]
+    draining: bool
 
 
 class ComputationIn(_In):

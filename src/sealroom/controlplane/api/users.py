@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
@@ -14,9 +14,9 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from sealroom.controlplane.api.deps import CP, OptionalUser, User
 from sealroom.controlplane.services.auth import Principal
-from sealroom.controlplane.services.hosts import tee_labels
+from sealroom.controlplane.services.hosts import REMOVED, tee_labels
 from sealroom.controlplane.state import ControlPlane
-from sealroom.controlplane.store.models import Computation, Event
+from sealroom.controlplane.store.models import Computation, Event, Host
 from sealroom.errors import ConflictError, NotFoundError
 from sealroom.protocol.api import (
     AccountIn,
@@ -30,6 +30,8 @@ from sealroom.protocol.api import (
     ComputationsOut,
     EventOut,
     EventsOut,
+    HostChangedOut,
+    HostDrainIn,
     HostOut,
     HostsOut,
     JoinTokenOut,
@@ -160,10 +162,36 @@ def list_hosts(cp: CP, user: User) -> HostsOut:
                 tee=tee_labels(h.tee_kinds, h.tee_verified),
                 resources=ResourcesOut(**res),
                 enclaves=n,
+                draining=h.draining,
             )
             for h, res, n in cp.hosts.list_all()
         ]
     )
+
+
+HostRef = Annotated[str, Path(min_length=1, max_length=128, description="host id or name")]
+
+
+def _host_changed(h: Host) -> HostChangedOut:
+    state: Literal["online", "lost", "removed"] = (
+        "removed" if h.state == REMOVED else "online" if h.state == "online" else "lost"
+    )
+    return HostChangedOut(id=h.id, name=h.name, state=state, draining=h.draining)
+
+
+@router.post("/hosts/{host}/drain", responses=ERRORS)
+def drain_host(host: HostRef, body: HostDrainIn, cp: CP, user: User) -> HostChangedOut:
+    """Stop placing computations on a host (``draining: false`` resumes); admin."""
+    cp.auth.require_admin(user)
+    return _host_changed(cp.hosts.drain(host, body.draining))
+
+
+@router.delete("/hosts/{host}", responses=ERRORS)
+def remove_host(host: HostRef, cp: CP, user: User) -> HostChangedOut:
+    """Forget a host and revoke its agent's credential (409 while it runs computations);
+    admin."""
+    cp.auth.require_admin(user)
+    return _host_changed(cp.hosts.remove(host))
 
 
 @router.post("/computations", status_code=201, responses=ERRORS)

@@ -133,13 +133,14 @@ def capacities(s: Session) -> list[HostCapacity]:
             Host.memory_mb_used,
             Host.gpu_used,
             Host.disk_mb_used,
+            Host.draining,
         )
     ):
         out.append(
             HostCapacity(
                 host_id=row[0],
                 name=row[1],
-                online=row[2] == "online",
+                online=row[2] == "online" and not row[12],  # a draining host takes no more
                 tee_kinds=frozenset(row[3] or ()),
                 total=Resources(row[4], row[5], row[6], row[7]),
                 reported_used=Resources(row[8], row[9], row[10], row[11]),

@@ -33,6 +33,7 @@ from sealroom.controlplane.store.models import Blob, Computation, Event, Host, J
 from sealroom.crypto.sealing import sealed_size
 from sealroom.errors import (
     AccessDeniedError,
+    ConflictError,
     InvalidInputError,
     LengthRequiredError,
     NotFoundError,
@@ -56,6 +57,8 @@ from sealroom.tlog.entries import Kind, decode_entry, receipt_entry
 from sealroom.tlog.merkle import leaf_hash
 
 log = logging.getLogger("sealroom.controlplane.hosts")
+
+REMOVED = "removed"  # a host's state after `sealroom host remove` (its row stays: history)
 
 RESOURCE_FIELDS = (
     "cpu_total",
@@ -102,7 +105,7 @@ def _capacity_of(h: Host, allocated: Resources) -> HostCapacity:
     return HostCapacity(
         host_id=h.id,
         name=h.name,
-        online=h.state == "online",
+        online=h.state == "online" and not h.draining,
         tee_kinds=frozenset(h.tee_kinds or ()),
         total=Resources(h.cpu_total, h.memory_mb_total, h.gpu_total, h.disk_mb_total),
         reported_used=Resources(h.cpu_used, h.memory_mb_used, h.gpu_used, h.disk_mb_used),
@@ -177,7 +180,9 @@ class HostService:
                 if hid is not None:
                     counts[hid] = counts.get(hid, 0) + 1
             out = []
-            for h in s.scalars(select(Host).order_by(Host.registered_at, Host.id)):
+            for h in s.scalars(
+                select(Host).where(Host.state != REMOVED).order_by(Host.registered_at, Host.id)
+            ):
                 cap = caps[h.id]
                 u = cap.used
                 res = {
@@ -192,6 +197,68 @@ class HostService:
                 }
                 out.append((h, res, max(h.enclaves, counts.get(h.id, 0))))
             return out
+
+    # -- operator: drain and remove ----------------------------------------------------
+
+    def _find(self, s: Session, ref: str) -> Host:
+        """A host by id, or by name where one registered host has it."""
+        h = s.get(Host, ref)
+        if h is None or h.state == REMOVED:
+            named = s.scalars(select(Host).where(Host.name == ref, Host.state != REMOVED)).all()
+            if len(named) > 1:
+                raise ConflictError(
+                    f"{len(named)} hosts are named {ref!r}; give the id (sealroom host list)",
+                    code="host-name-ambiguous",
+                )
+            h = named[0] if named else None
+        if h is None:
+            raise NotFoundError(f"host {ref} not found")
+        return h
+
+    def drain(self, ref: str, draining: bool) -> Host:
+        """Stop (or resume) placing computations on a host; what it runs finishes."""
+        with self.comps.write() as s:
+            h = self._find(s, ref)
+            h.draining = draining
+            old = self.comps.view().get(h.id)
+            self.comps.set_host(_capacity_of(h, old.allocated if old else Resources()))
+            log.info("host drain" if draining else "host resumed", extra={"host_id": h.id})
+        if not draining:
+            self.comps.schedule_queue()
+        return h
+
+    def remove(self, ref: str) -> Host:
+        """Forget a host: its agent credential stops working at once and nothing is placed
+        there again. Refused while the host is online with computations still live on it
+        (drain it and let them finish, or cancel them); a lost host's finished
+        computations are marked destroyed ("host removed"): nobody will say so later."""
+        with self.comps.write() as s:
+            h = self._find(s, ref)
+            placed = s.scalars(
+                select(Computation)
+                .where(Computation.host_id == h.id, Computation.state.in_(HOLDING))
+                .order_by(Computation.number)
+            ).all()
+            live = [c.id for c in placed if c.state in LIVE]
+            if live and h.state == "online":
+                raise ConflictError(
+                    f"host {h.name} runs {len(live)} live computation(s) "
+                    f"({', '.join(live[:5])}); `sealroom host drain {h.name}` and let them "
+                    "finish, or cancel them, then remove it",
+                    code="host-busy",
+                )
+            for c in placed:
+                if c.state in LIVE:  # lost before the lost-host check reached it
+                    self.comps.transition(s, c, State.FAILED, f"host {h.name} removed")
+                self.comps.transition(s, c, State.DESTROYED, f"host {h.name} removed")
+            h.state = REMOVED
+            h.draining = True
+            # no token hashes to this (not hex): the agent's next request is refused
+            h.credential_hash = f"removed:{h.id}"
+            old = self.comps.view().get(h.id)
+            self.comps.set_host(_capacity_of(h, old.allocated if old else Resources()))
+            log.info("host removed", extra={"host_id": h.id, "host": h.name})
+        return h
 
     # -- heartbeat ---------------------------------------------------------------------
 

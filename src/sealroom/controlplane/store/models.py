@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -105,6 +106,8 @@ class Host(Base):
     # enclave on this host, and when (docs/adr/0019)
     tee_verified: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     tee_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # an operator's `sealroom host drain`: nothing new is placed here, what runs finishes
+    draining: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Computation(Base):
