@@ -296,3 +296,33 @@ def test_receipt_page_says_when_log_does_not_hold_it(env: Env) -> None:
     login(env.client, env.admin_key)
     rc = env.client.get(f"/ui/computations/{cid}/receipt").text
     assert "does not hold this receipt" in rc and 'id="tlog-ok"' not in rc
+
+
+def test_hosts_page_drains_resumes_and_removes_a_host(env: Env) -> None:
+    """Issue 15: the operator's drain/remove from the dashboard, behind CSRF and the admin
+    role; a busy host's removal is refused with the reason."""
+    hid, cred = env.agent("h1")
+    cid = env.create(manifest_doc(env.parties))["id"]
+    env.heartbeat(cred, [{"computation_id": cid, "state": "launching"}])
+    login(env.client, env.admin_key)
+    page = env.client.get("/ui/hosts").text
+    assert 'aria-label="Drain host h1"' in page
+    token = csrf_of(page)
+    r = env.client.post(f"/ui/hosts/{hid}/drain", data={"draining": "1"}, follow_redirects=False)
+    assert r.status_code == 403 and "csrf-token-invalid" in r.text  # no token: nothing done
+    r = env.client.post(f"/ui/hosts/{hid}/drain", data={"draining": "1", "csrf": token})
+    assert r.status_code == 200 and 'aria-label="Resume host h1"' in r.text
+    assert "draining" in r.text
+    r = env.client.post(f"/ui/hosts/{hid}/remove", data={"csrf": token})
+    assert r.status_code == 409 and "host-busy" in r.text and cid in r.text
+    env.client.post(f"/ui/computations/{cid}/cancel", data={"csrf": token})
+    r = env.client.post(f"/ui/hosts/{hid}/remove", data={"csrf": token})
+    assert r.status_code == 200 and "h1" not in r.text.split("<tbody>")[1]
+    # a user account may not, even with its own valid session and token
+    hid2, _ = env.agent("h2")
+    _, key = env.user("bob")
+    bob = browser(env, key)
+    bob_token = csrf_of(bob.get("/ui/computations").text)
+    r = bob.post(f"/ui/hosts/{hid2}/remove", data={"csrf": bob_token}, follow_redirects=False)
+    assert r.status_code == 403
+    assert "h2" in env.client.get("/ui/hosts").text

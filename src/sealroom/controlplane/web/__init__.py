@@ -242,6 +242,32 @@ def hosts(request: Request, user: WebUser) -> HTMLResponse:
     return _page(request, "hosts.html", {"rows": rows}, user)
 
 
+@router.post("/hosts/{host_id}/drain", response_model=None)
+def drain_host(
+    request: Request,
+    user: WebUser,
+    host_id: str,
+    csrf: Annotated[str, Form(max_length=128)] = "",
+    draining: Annotated[str, Form(max_length=1)] = "1",
+) -> Response:
+    _check_csrf(request, csrf)
+    cp = _cp(request)
+    cp.auth.require_admin(user.principal)
+    cp.hosts.drain(host_id, draining == "1")
+    return RedirectResponse(f"{PREFIX}/hosts", status_code=303)
+
+
+@router.post("/hosts/{host_id}/remove", response_model=None)
+def remove_host(
+    request: Request, user: WebUser, host_id: str, csrf: Annotated[str, Form(max_length=128)] = ""
+) -> Response:
+    _check_csrf(request, csrf)
+    cp = _cp(request)
+    cp.auth.require_admin(user.principal)
+    cp.hosts.remove(host_id)
+    return RedirectResponse(f"{PREFIX}/hosts", status_code=303)
+
+
 @router.get("/computations", response_model=None)
 def computations(request: Request, user: WebUser) -> HTMLResponse:
     cp = _cp(request)
