@@ -72,3 +72,65 @@ def test_up_tls_pins_its_certificate(tmp_path: Path, env: dict[str, str]) -> Non
             assert "secure" in cookie.lower() and "httponly" in cookie.lower()
     finally:
         cli("down", env=env, cwd=tmp_path)
+
+
+def test_second_party_on_another_address_verifies_and_uploads(
+    workspace: Path, env: dict[str, str]
+) -> None:
+    """Issue 15, "done means": the enclave listens on another address of the loopback
+    range (another machine's interface); a second hospital with only its own key, no
+    account, and the operator's certificate checks the computation's state over TLS,
+    verifies the enclave there and uploads; the analyst gets the result."""
+    w = workspace
+    r = cli(
+        "up", "--tls", "--enclave-listen", "127.0.0.2", "--enclave-advertise", "127.0.0.2",
+        "--json", env=env, cwd=w,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    try:
+        up = json.loads(r.stdout)
+        crt = Path(up["data_dir"]) / "controlplane" / "tls" / "tls.crt"
+        r = cli("computation", "create", "manifest.json", "--wait", "90", "--json", env=env, cwd=w)
+        assert r.returncode == 0, r.stdout + r.stderr
+        comp = json.loads(r.stdout)
+        enclave = comp["enclave_url"]
+        assert enclave.startswith("https://127.0.0.2:"), enclave
+        # the second hospital: its own home with only its own key, the operator's cert
+        home2 = w / "hospital-b"
+        (home2 / "keys").mkdir(parents=True, mode=0o700)
+        key = Path(env["SEALROOM_HOME"]) / "keys" / "clinic-b.json"
+        (home2 / "keys" / "clinic-b.json").write_bytes(key.read_bytes())
+        (home2 / "keys" / "clinic-b.json").chmod(0o600)
+        env2 = {
+            **{k: v for k, v in env.items() if not k.startswith("SEALROOM_")},
+            "SEALROOM_HOME": str(home2),
+            "SEALROOM_CA_CERT": str(crt),
+        }
+        args = ("--manifest", "manifest.json", "--key", "clinic-b")
+        r = cli("computation", "status", comp["id"], *args, "--control-plane", up["url"],
+                "--json", env=env2, cwd=w)  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        view = json.loads(r.stdout)
+        assert view["enclave_url"] == enclave and view["state"] == "awaiting_inputs", view
+        # a remote party trusts the operator's sim root only when told to (SIMULATED)
+        r = cli("enclave", "verify", enclave, "--manifest", "manifest.json", env=env2, cwd=w)
+        assert r.returncode == 2 and "untrusted-root" in r.stderr, r.stdout + r.stderr
+        r = cli("sim", "root", env=env, cwd=w)
+        assert r.returncode == 0, r.stderr
+        (w / "sim-root.pem").write_text(r.stdout)
+        root = ("--root", "sim-root.pem")
+        r = cli("enclave", "verify", enclave, "--manifest", "manifest.json", *root,
+                env=env2, cwd=w)  # fmt: skip
+        assert r.returncode == 0 and "SIMULATED" in r.stdout, r.stdout + r.stderr
+        r = cli("upload", enclave, "b.txt", "--slot", "clinic-b", *args, *root, env=env2, cwd=w)
+        assert r.returncode == 0, r.stdout + r.stderr
+        for path, slot, who in (("main.py", "algorithm", "lab"), ("a.txt", "clinic-a", "clinic-a")):
+            r = cli("upload", enclave, path, "--manifest", "manifest.json", "--slot", slot,
+                    "--key", who, env=env, cwd=w)  # fmt: skip
+            assert r.returncode == 0, r.stdout + r.stderr
+        r = cli("computation", "result", comp["id"], "--manifest", "manifest.json", "--key",
+                "analyst", "-o", str(w / "out"), "--wait", "90", env=env, cwd=w)  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (w / "out" / "sum.txt").read_text() == "42"
+    finally:
+        cli("down", env=env, cwd=w)

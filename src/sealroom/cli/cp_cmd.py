@@ -57,10 +57,29 @@ def up_cmd(
             "--tls", help="HTTPS with a self-signed certificate the CLI pins (fingerprint shown)."
         ),
     ] = False,
+    enclave_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--enclave-listen",
+            help="Address the agents' enclave endpoints listen on (agent run --listen), "
+            "e.g. 127.0.0.2 to stand for another machine.",
+        ),
+    ] = None,
+    enclave_advertise: Annotated[
+        str | None,
+        typer.Option("--enclave-advertise", help="... and the address parties are told."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a control plane, host agents and the sim TEE on 127.0.0.1 (SQLite)."""
-    s = stack_mod.up(_data_dir(data_dir), port=port, agents=agents, tls=tls)
+    s = stack_mod.up(
+        _data_dir(data_dir),
+        port=port,
+        agents=agents,
+        tls=tls,
+        enclave_listen=enclave_listen,
+        enclave_advertise=enclave_advertise,
+    )
     fp = stack_mod.tls_fingerprint(s)
     if as_json:
         print_json(

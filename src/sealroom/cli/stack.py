@@ -134,7 +134,15 @@ def tls_fingerprint(stack: Stack) -> str | None:
     return fingerprint(Path(stack.ca_cert).read_bytes())
 
 
-def up(data_dir: Path, *, port: int | None = None, agents: int = 1, tls: bool = False) -> Stack:
+def up(
+    data_dir: Path,
+    *,
+    port: int | None = None,
+    agents: int = 1,
+    tls: bool = False,
+    enclave_listen: str | None = None,
+    enclave_advertise: str | None = None,
+) -> Stack:
     running = status(data_dir)
     if running is not None:
         return running
@@ -202,6 +210,8 @@ def up(data_dir: Path, *, port: int | None = None, agents: int = 1, tls: bool = 
                         "--name",
                         f"host-{n}",
                         *(["--ca-cert", str(cert)] if cert else []),
+                        *(["--listen", enclave_listen] if enclave_listen else []),
+                        *(["--advertise", enclave_advertise] if enclave_advertise else []),
                     ],
                     log,
                 )
