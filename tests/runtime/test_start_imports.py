@@ -21,6 +21,7 @@ NOT_AT_START = ("httpx", "rich", "yaml", "sealroom.kbs.client", "sealroom.runtim
 PROBE = """
 import json, sys
 import sealroom.runtime.__main__
+import sealroom.runtime.computation_main
 print(json.dumps(sorted(sys.modules)))
 """
 

@@ -32,7 +32,7 @@ READY_TIMEOUT = 60.0
 
 
 class LineSink(Protocol):
-    """The runtime's stdout line writer (``runtime.__main__._Lines``)."""
+    """The runtime's stdout line writer (``runtime.computation_main._Lines``)."""
 
     def put(self, obj: dict[str, Any]) -> None: ...
     def write(self, obj: dict[str, Any]) -> None: ...
