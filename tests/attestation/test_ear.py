@@ -933,3 +933,31 @@ def test_signed_random_claims_only_raise_typed_errors(
 
 
 _FIXED_KEY = VerifierKey.generate()
+
+
+def test_jwks_parse_cache_never_trusts_a_key_no_longer_in_the_jwks(
+    key: VerifierKey, other_key: VerifierKey
+) -> None:
+    """The parsed JWKS is cached by its content: after a caller's JWKS changes (even the
+    same dict changed in place) a token of the key it dropped is refused at once."""
+    token = issue_ear(_result(), key, now=NOW, ttl=TTL)
+    jwks: dict[str, Any] = key.jwks()
+    assert verify_ear(token, jwks, now=NOW).key_thumbprint == key.kid  # now cached
+    jwks["keys"] = other_key.jwks()["keys"]  # rotated in place
+    with pytest.raises(AttestationError) as e:
+        verify_ear(token, jwks, now=NOW)
+    assert e.value.code == "ear-key-unknown"
+    jwks["keys"][0]["kid"] = key.kid  # the other key under the old kid: signature fails
+    with pytest.raises(AttestationError) as e:
+        verify_ear(token, jwks, now=NOW)
+    assert e.value.code == "ear-signature-invalid"
+    assert verify_ear(token, key.jwks(), now=NOW).key_thumbprint == key.kid
+
+
+def test_verifier_key_kid_and_jwk_are_its_own(key: VerifierKey, other_key: VerifierKey) -> None:
+    """kid and JWK members are computed once per key object, never shared between keys."""
+    assert key.kid == jwk_thumbprint(key.public_jwk()) != other_key.kid
+    assert key.public_jwk() is not key.public_jwk()  # callers get their own dict
+    jwk = key.public_jwk()
+    jwk["x"] = "tampered"
+    assert key.public_jwk()["x"] != "tampered"

@@ -294,3 +294,35 @@ def test_cli_attest_verify_service(svc: Service, tmp_path: Path) -> None:
     ev.write_text(svc.evidence(bytes(64)).to_json())
     r = runner.invoke(cli, [*args, "--service-jwks", str(jwks), "--nonce", nonce2.hex()])
     assert isinstance(r.exception, PolicyViolationError)  # exit 4 through sealroom's main
+
+
+def test_unknown_policy_does_not_spend_the_nonce(svc: Service) -> None:
+    """Policy, reference values and the nonce are read and spent in one transaction: a
+    request naming no stored policy is refused before the nonce is spent, and a spent nonce
+    stays spent on every replica."""
+    nonce = challenge(svc.url)
+    r = _verify(svc.url, svc.evidence(nonce + bytes(32)), nonce, pid="nope")
+    assert r.status_code == 404 and r.json()["type"] == "policy-not-found"
+    r = _verify(svc.replicas[1].url, svc.evidence(nonce + bytes(32)), nonce)
+    assert r.status_code == 200 and r.json()["ok"] is True
+    for rep in svc.replicas:
+        r = _verify(rep.url, svc.evidence(nonce + bytes(32)), nonce)
+        assert r.status_code == 401 and r.json()["type"] == "nonce-invalid"
+
+
+def test_reference_value_update_seen_at_once_by_the_other_replica(svc: Service) -> None:
+    """Nothing read per request is cached across requests: a reference value stored through
+    one replica decides the very next appraisal on the other."""
+    a, b = svc.replicas[0].url, svc.replicas[1].url
+    nonce = challenge(a)
+    assert _verify(b, svc.evidence(nonce + bytes(32)), nonce).json()["ok"] is True
+    with svc.admin(a) as c:
+        r = c.put(
+            "/api/v1/attestation/reference-values/snp.measurement",
+            json={"value": {"allowed": ["00" * 48]}},
+        )
+        assert r.status_code == 204, r.text
+    nonce = challenge(b)
+    r = _verify(b, svc.evidence(nonce + bytes(32)), nonce)
+    assert r.status_code == 200 and r.json()["ok"] is False
+    assert "reference.measurement" in json.dumps(r.json()["appraisal"]["submods"])

@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
 
 def to_jsonable(value: Any) -> Any:
     """Bytes → hex, dataclasses → dicts, enums → values, datetimes → ISO 8601."""
+    if type(value) in _PLAIN:  # most leaves: skip the checks below (exact types only)
+        return value
     if isinstance(value, bytes):
         return value.hex()
     if isinstance(value, enum.Enum):

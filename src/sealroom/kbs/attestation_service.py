@@ -144,23 +144,24 @@ def add_attestation_routes(
         pid = body.get("policy_id")
         if not isinstance(pid, str):
             raise InvalidInputError("policy_id is required")
-        text = store.get_document(POLICY_DOC + pid)
-        if text is None:
-            raise NotFoundError(f"no policy {pid!r} on this service", code="policy-not-found")
-        policy = parse_policy(text, f"policy {pid}")
         bundle = bundle_from_request(body)
         now = verifier.now()
         nonce: bytes | None = None
+        text_nonce: str | None = None
         if body.get("nonce") is not None:
-            text_nonce = body["nonce"]
-            nonce = _b64(text_nonce, "nonce")
-            if not store.consume_nonce(str(text_nonce), now):
-                raise UnauthenticatedError(
-                    "nonce was not issued by this service, has expired or was already used",
-                    code="nonce-invalid",
-                )
-        refs = store.reference_values(now)
-        expired = {n: t for n, t in store.expired_reference_values(now).items() if n not in refs}
+            nonce = _b64(body["nonce"], "nonce")
+            text_nonce = str(body["nonce"])
+        # one transaction: the policy, the reference values and the nonce spent
+        inputs = store.appraisal_inputs(POLICY_DOC + pid, now, nonce=text_nonce)
+        if inputs.policy_text is None:
+            raise NotFoundError(f"no policy {pid!r} on this service", code="policy-not-found")
+        policy = parse_policy(inputs.policy_text, f"policy {pid}")
+        if inputs.nonce_ok is False:
+            raise UnauthenticatedError(
+                "nonce was not issued by this service, has expired or was already used",
+                code="nonce-invalid",
+            )
+        refs, expired = inputs.refs, inputs.expired_refs
         result = verifier.appraise(
             bundle, policy, now=now, nonce=nonce, refs=refs, expired_refs=expired
         )

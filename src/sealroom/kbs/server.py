@@ -180,18 +180,6 @@ def create_app(
         _set_cookie(resp, sid, expires, now)
         return resp
 
-    def live_session(request: Request) -> Session | None:
-        sid = request.cookies.get(SESSION_COOKIE)
-        if not sid:
-            return None
-        s = store.get_session(sid)
-        if s is None:
-            return None
-        if s.expires_at < verifier.now():
-            store.delete_session(sid)
-            return None
-        return s
-
     @app.post("/kbs/v0/attest")
     async def attest(request: Request) -> JSONResponse:
         sid = request.cookies.get(SESSION_COOKIE)
@@ -229,8 +217,9 @@ def create_app(
                 "RCAR handshake Attest failed: additional (device) evidence is not supported "
                 "by this KBS yet"
             )
-        policy_text = store.get_document(ATTESTATION_POLICY_DOC + DEFAULT_POLICY_ID)
-        if policy_text is None:
+        # one transaction: the policy and the reference values
+        inputs = store.appraisal_inputs(ATTESTATION_POLICY_DOC + DEFAULT_POLICY_ID, now)
+        if inputs.policy_text is None:
             raise KbsError(
                 ErrorVariant.POLICY_DENY,
                 "Access denied by policy: no attestation policy is set (fail closed)",
@@ -242,11 +231,15 @@ def create_app(
             hash_algorithm_for(s.tee),
         )
         try:
-            policy = parse_policy(policy_text, "attestation-policy/default")
+            policy = parse_policy(inputs.policy_text, "attestation-policy/default")
             bundle = bundle_from_tee_evidence(s.tee, att.tee_evidence.primary_evidence)
-            refs, expired = _refs(store, now)
             result = verifier.appraise(
-                bundle, policy, now=now, runtime_digest=digest, refs=refs, expired_refs=expired
+                bundle,
+                policy,
+                now=now,
+                runtime_digest=digest,
+                refs=inputs.refs,
+                expired_refs=inputs.expired_refs,
             )
         except SealroomError as e:
             raise _attest_error(
@@ -280,8 +273,13 @@ def create_app(
         for hook in app.state.audit:
             hook(event)
 
-    def token_claims(request: Request) -> tuple[dict[str, Any], Session | None]:
-        s = live_session(request)
+    def token_claims(
+        request: Request, session: Session | None
+    ) -> tuple[dict[str, Any], Session | None]:
+        s = session
+        if s is not None and s.expires_at < verifier.now():
+            store.delete_session(s.id)
+            s = None
         token: str | None = s.token if s is not None else None
         if token is None:
             auth = request.headers.get("authorization", "")
@@ -299,7 +297,11 @@ def create_app(
     @app.get("/kbs/v0/resource/{repo}/{rtype}/{tag}")
     async def get_resource(request: Request, repo: str, rtype: str, tag: str) -> JSONResponse:
         path = _path(repo, rtype, tag)
-        claims, s = token_claims(request)
+        # one transaction: the guest's session and the resource policy
+        session, text = store.session_and_document(
+            request.cookies.get(SESSION_COOKIE), RESOURCE_POLICY_DOC
+        )
+        claims, s = token_claims(request, session)
         now = verifier.now()
         sid = s.id if s is not None else None
         tee = s.tee if s is not None else None
@@ -309,7 +311,6 @@ def create_app(
             emit(AuditEvent("refused", str(path), sid, tee, reason, policy_id, now, digest))
             return KbsError(variant, reason)
 
-        text = store.get_document(RESOURCE_POLICY_DOC)
         if text is None:
             raise refuse(
                 ErrorVariant.POLICY_DENY, "Access denied by policy: no resource policy", ""
@@ -494,9 +495,7 @@ def set_reference_values(store: Store, body: Any) -> None:
 
 
 def _refs(store: Store, now: datetime) -> tuple[dict[str, Any], dict[str, datetime]]:
-    live = store.reference_values(now)
-    expired = {n: t for n, t in store.expired_reference_values(now).items() if n not in live}
-    return live, expired
+    return store.reference_values(now), store.expired_reference_values(now)
 
 
 def _path(repo: str, rtype: str, tag: str) -> ResourcePath:

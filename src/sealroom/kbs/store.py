@@ -96,6 +96,16 @@ def _aware(t: datetime | None) -> datetime | None:
 
 
 @dataclass(frozen=True)
+class AppraisalInputs:
+    """What one appraisal reads from the store, read in one transaction."""
+
+    policy_text: str | None
+    refs: dict[str, Any]
+    expired_refs: dict[str, datetime]
+    nonce_ok: bool | None  # None: no nonce was given
+
+
+@dataclass(frozen=True)
 class Session:
     id: str
     tee: str
@@ -168,20 +178,15 @@ class Store:
 
     def get_session(self, sid: str) -> Session | None:
         with self.tx() as c:
-            row = c.execute(select(sessions).where(sessions.c.id == sid)).mappings().first()
-        if row is None:
-            return None
-        return Session(
-            id=row["id"],
-            tee=row["tee"],
-            nonce=row["nonce"],
-            extra_params=json.loads(row["extra_params"]),
-            expires_at=_aware(row["expires_at"]) or datetime.min.replace(tzinfo=UTC),
-            token=row["token"],
-            claims=json.loads(row["claims"]) if row["claims"] else None,
-            tee_pubkey=json.loads(row["tee_pubkey"]) if row["tee_pubkey"] else None,
-            attested_at=_aware(row["attested_at"]),
-        )
+            return _read_session(c, sid)
+
+    def session_and_document(self, sid: str | None, name: str) -> tuple[Session | None, str | None]:
+        """A session (when ``sid`` is given) and a named document, in one transaction (the
+        key broker's resource request reads both)."""
+        with self.tx() as c:
+            s = _read_session(c, sid) if sid else None
+            body = c.execute(select(documents.c.body).where(documents.c.name == name)).scalar()
+        return s, (str(body) if body is not None else None)
 
     def attest_session(
         self,
@@ -243,23 +248,29 @@ class Store:
     def reference_values(self, now: datetime) -> dict[str, Any]:
         """Reference values not expired at ``now`` (expired ones are never served)."""
         with self.tx() as c:
-            rows = c.execute(select(reference_values)).mappings().all()
-        out: dict[str, Any] = {}
-        for r in rows:
-            exp = _aware(r["expires_at"])
-            if exp is None or exp > now:
-                out[r["name"]] = json.loads(r["value"])
-        return out
+            return _split_reference_values(c, now)[0]
 
     def expired_reference_values(self, now: datetime) -> dict[str, datetime]:
         with self.tx() as c:
-            rows = c.execute(select(reference_values)).mappings().all()
-        out: dict[str, datetime] = {}
-        for r in rows:
-            exp = _aware(r["expires_at"])
-            if exp is not None and exp <= now:
-                out[r["name"]] = exp
-        return out
+            return _split_reference_values(c, now)[1]
+
+    def appraisal_inputs(
+        self, policy_doc: str, now: datetime, *, nonce: str | None = None
+    ) -> AppraisalInputs:
+        """The policy's text, the reference values (live and expired) and, when ``nonce`` is
+        given, its consumption, in one transaction instead of four. The nonce is spent only
+        when the policy exists (as before: a request naming an unknown policy does not burn
+        it) and by the same single ``UPDATE ... WHERE used = false`` as
+        :meth:`consume_nonce`, durable, so it stays single-use across replicas."""
+        with self.tx() as c:
+            text = c.execute(
+                select(documents.c.body).where(documents.c.name == policy_doc)
+            ).scalar()
+            if text is None:
+                return AppraisalInputs(None, {}, {}, None)
+            live, expired = _split_reference_values(c, now)
+            ok = _consume_nonce(c, nonce, now) if nonce is not None else None
+            return AppraisalInputs(str(text), live, expired, ok)
 
     # ---------------------------------------------------------------- nonces
     def add_nonce(self, nonce: str, expires_at: datetime) -> None:
@@ -270,15 +281,51 @@ class Store:
         """Single use across replicas: only one UPDATE can flip ``used``."""
         try:
             with self.tx() as c:
-                res = c.execute(
-                    update(nonces)
-                    .where(nonces.c.nonce == nonce, nonces.c.used.is_(False))
-                    .where(nonces.c.expires_at > now)
-                    .values(used=True)
-                )
-                return bool(res.rowcount == 1)
+                return _consume_nonce(c, nonce, now)
         except IntegrityError:
             return False
+
+
+def _read_session(c: Connection, sid: str) -> Session | None:
+    row = c.execute(select(sessions).where(sessions.c.id == sid)).mappings().first()
+    if row is None:
+        return None
+    return Session(
+        id=row["id"],
+        tee=row["tee"],
+        nonce=row["nonce"],
+        extra_params=json.loads(row["extra_params"]),
+        expires_at=_aware(row["expires_at"]) or datetime.min.replace(tzinfo=UTC),
+        token=row["token"],
+        claims=json.loads(row["claims"]) if row["claims"] else None,
+        tee_pubkey=json.loads(row["tee_pubkey"]) if row["tee_pubkey"] else None,
+        attested_at=_aware(row["attested_at"]),
+    )
+
+
+def _consume_nonce(c: Connection, nonce: str, now: datetime) -> bool:
+    res = c.execute(
+        update(nonces)
+        .where(nonces.c.nonce == nonce, nonces.c.used.is_(False))
+        .where(nonces.c.expires_at > now)
+        .values(used=True)
+    )
+    return bool(res.rowcount == 1)
+
+
+def _split_reference_values(
+    c: Connection, now: datetime
+) -> tuple[dict[str, Any], dict[str, datetime]]:
+    """One read of the reference values: (live at ``now``, expired with their expiry)."""
+    live: dict[str, Any] = {}
+    expired: dict[str, datetime] = {}
+    for r in c.execute(select(reference_values)).mappings().all():
+        exp = _aware(r["expires_at"])
+        if exp is None or exp > now:
+            live[r["name"]] = json.loads(r["value"])
+        else:
+            expired[r["name"]] = exp
+    return live, expired
 
 
 class SqlResourceStore:
