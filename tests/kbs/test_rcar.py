@@ -391,3 +391,33 @@ def test_session_writes_skip_fsync_admin_writes_keep_it(tmp_path: Path) -> None:
         assert store.get_session("s1") is None
     finally:
         store.close()
+
+
+def test_attestation_policy_change_on_one_replica_decides_the_next_attest_on_another(
+    kbs: Kbs, tmp_path: Path
+) -> None:
+    """The attest reads session, policy and reference values in one transaction, from the
+    shared store every time: a policy stored through one replica refuses sim evidence at
+    the very next attest on another replica over the same database."""
+    from sealroom.attestation.ear import VerifierKey
+    from sealroom.kbs.server import create_app, hash_admin_key
+    from sealroom.kbs.store import Store
+    from sealroom.kbs.verify import Verifier
+    from tests.kbs.conftest import serve
+
+    store2 = Store(f"sqlite:///{tmp_path / 'kbs.db'}")
+    app2 = create_app(
+        store2,
+        Verifier(VerifierKey.generate(), extra_roots=(kbs.authority.root,), clock=kbs.clock),
+        admin_key_hashes=[hash_admin_key(kbs.admin_key)],
+    )
+    url2, server2, _t = serve(app2)
+    try:
+        KbsClient(url2, "snp", kbs.evidence()).attest()  # the shared SIM_POLICY allows it
+        kbs.set_attestation_policy(REAL_ONLY_POLICY)  # stored through the first replica
+        with pytest.raises(KbsRefused) as ei:
+            KbsClient(url2, "snp", kbs.evidence()).attest()
+        assert ei.value.variant == "AttestationError" and "simulated" in str(ei.value)
+    finally:
+        server2.should_exit = True
+        store2.close()

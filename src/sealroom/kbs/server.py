@@ -192,10 +192,14 @@ def create_app(
             raise _attest_error(
                 f"RCAR handshake Attest failed: deserialize Attestation: {e}"
             ) from e
-        s = store.get_session(sid)
+        now = verifier.now()
+        # one transaction: the session, the attestation policy and the reference values
+        inputs = store.appraisal_inputs(
+            ATTESTATION_POLICY_DOC + DEFAULT_POLICY_ID, now, session_id=sid
+        )
+        s = inputs.session
         if s is None:
             raise _attest_error("RCAR handshake Attest failed: session not found")
-        now = verifier.now()
         if s.expires_at < now:
             store.delete_session(sid)
             raise _attest_error("RCAR handshake Attest failed: session expired.")
@@ -217,8 +221,6 @@ def create_app(
                 "RCAR handshake Attest failed: additional (device) evidence is not supported "
                 "by this KBS yet"
             )
-        # one transaction: the policy and the reference values
-        inputs = store.appraisal_inputs(ATTESTATION_POLICY_DOC + DEFAULT_POLICY_ID, now)
         if inputs.policy_text is None:
             raise KbsError(
                 ErrorVariant.POLICY_DENY,

@@ -103,6 +103,7 @@ class AppraisalInputs:
     refs: dict[str, Any]
     expired_refs: dict[str, datetime]
     nonce_ok: bool | None  # None: no nonce was given
+    session: Session | None = None  # when asked for by id
 
 
 @dataclass(frozen=True)
@@ -255,22 +256,29 @@ class Store:
             return _split_reference_values(c, now)[1]
 
     def appraisal_inputs(
-        self, policy_doc: str, now: datetime, *, nonce: str | None = None
+        self,
+        policy_doc: str,
+        now: datetime,
+        *,
+        nonce: str | None = None,
+        session_id: str | None = None,
     ) -> AppraisalInputs:
-        """The policy's text, the reference values (live and expired) and, when ``nonce`` is
-        given, its consumption, in one transaction instead of four. The nonce is spent only
+        """The policy's text, the reference values (live and expired), the session
+        ``session_id`` names and, when ``nonce`` is given, its consumption, in one
+        transaction instead of four. The nonce is spent only
         when the policy exists (as before: a request naming an unknown policy does not burn
         it) and by the same single ``UPDATE ... WHERE used = false`` as
         :meth:`consume_nonce`, durable, so it stays single-use across replicas."""
         with self.tx() as c:
+            session = _read_session(c, session_id) if session_id is not None else None
             text = c.execute(
                 select(documents.c.body).where(documents.c.name == policy_doc)
             ).scalar()
             if text is None:
-                return AppraisalInputs(None, {}, {}, None)
+                return AppraisalInputs(None, {}, {}, None, session)
             live, expired = _split_reference_values(c, now)
             ok = _consume_nonce(c, nonce, now) if nonce is not None else None
-            return AppraisalInputs(str(text), live, expired, ok)
+            return AppraisalInputs(str(text), live, expired, ok, session)
 
     # ---------------------------------------------------------------- nonces
     def add_nonce(self, nonce: str, expires_at: datetime) -> None:
