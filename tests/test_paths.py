@@ -48,3 +48,13 @@ def test_default_home_is_the_xdg_data_dir(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("SEALROOM_HOME", raising=False)
     monkeypatch.setenv("HOME", "/home/someone")
     assert paths.home() == Path("/home/someone/.local/share/sealroom")
+
+
+def test_image_package_cache_follows_xdg_cache_home_not_the_image_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """image/build.py worked out $XDG_CACHE_HOME itself (the test above failed on it)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
+    assert paths.package_cache() == tmp_path / "c" / "sealroom" / "debs"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert paths.package_cache() == Path.home() / ".cache" / "sealroom" / "debs"

@@ -57,3 +57,12 @@ def stack_dir() -> Path:
 def tpm2_state() -> Path:
     """State of the TPM2 evidence provider."""
     return home() / "tpm2"
+
+
+def package_cache() -> Path:
+    """Debian packages downloaded for guest images, kept between builds.
+
+    A cache, not state: it follows ``$XDG_CACHE_HOME`` (default ``~/.cache``) rather than
+    ``$SEALROOM_HOME``, so throw-away homes (tests, demos) share one download."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sealroom" / "debs"

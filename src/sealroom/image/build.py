@@ -15,7 +15,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
 import stat
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sealroom import paths
 from sealroom.errors import InvalidInputError, UnavailableError
 from sealroom.image import cpio
 
@@ -81,12 +81,6 @@ def _run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[bytes]:
         tail = proc.stderr.decode(errors="replace").strip()[-500:]
         raise UnavailableError(f"{' '.join(argv[:3])} failed: {tail}", code="image-build-failed")
     return proc
-
-
-def default_cache() -> Path:
-    """Where downloaded packages are kept between builds (``$XDG_CACHE_HOME/sealroom``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sealroom" / "debs"
 
 
 def download_kernel_deb(cache: Path) -> Path:
@@ -238,7 +232,7 @@ def build(out: Path, *, kernel_deb: Path | None = None, cache: Path | None = Non
     if shutil.which("dpkg-deb") is None:
         raise UnavailableError("dpkg-deb is missing: the image is built from Debian packages")
     if kernel_deb is None:
-        kernel_deb = download_kernel_deb(cache or default_cache())
+        kernel_deb = download_kernel_deb(cache or paths.package_cache())
     kernel, kernel_version = kernel_from_deb(kernel_deb)
     initrd, versions = initramfs(init_source())
     out.mkdir(parents=True, exist_ok=True)
