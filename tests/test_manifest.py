@@ -442,3 +442,26 @@ def test_invalid_kbs_source_names_the_field(field: str, value: str, want: str) -
         Manifest.from_dict(d)
     assert f"manifest.datasets[0].source.kbs.{field}" in ei.value.message, ei.value.message
     assert want in ei.value.message, ei.value.message
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where"),
+    [
+        (lambda d: d.__setitem__("name", "nul\x00name"), "manifest.name"),
+        (lambda d: d["datasets"][0].__setitem__("name", "a\x00"), "manifest.datasets[0].name"),
+        (lambda d: d.__setitem__("x\x00", 1), "manifest (a key)"),
+    ],
+)
+def test_nul_character_in_a_manifest_is_invalid_input_not_a_store_error(
+    mutate: Callable[[dict[str, Any]], None], where: str
+) -> None:
+    """A NUL in a manifest string passed validation and failed only when PostgreSQL
+    refused the row: the create ended in a store error instead of a 400 naming the field."""
+    d = example()
+    mutate(d)
+    with pytest.raises(InvalidInputError, match="NUL character") as ei:
+        Manifest.from_dict(d)
+    assert ei.value.message.startswith(where), ei.value.message
+    assert ei.value.code == "invalid-manifest"
+    with pytest.raises(InvalidInputError, match="NUL character"):
+        Manifest.loads(json.dumps(d))  # the JSON escape \u0000 is the same character

@@ -300,6 +300,25 @@ def _parse_json(text: str | bytes, source: str) -> Any:
         raise InvalidInputError(f"{source}: nested too deeply", code="invalid-manifest") from e
 
 
+def _path_with_nul(obj: Any, where: str) -> str | None:
+    """The path of the first key or string in ``obj`` that holds a NUL character."""
+    if isinstance(obj, str):
+        return where if "\x00" in obj else None
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(k, str) and "\x00" in k:
+                return f"{where} (a key)"
+            found = _path_with_nul(v, f"{where}.{k}")
+            if found is not None:
+                return found
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found = _path_with_nul(v, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
 @dataclass(frozen=True)
 class Manifest:
     version: int
@@ -333,6 +352,17 @@ class Manifest:
             raise InvalidInputError(
                 f"manifest.version: {obj['version']!r} is not supported (this sealroom reads "
                 f"version {MANIFEST_VERSION})",
+                code="invalid-manifest",
+            )
+        try:
+            nul = _path_with_nul(obj, "manifest")
+        except RecursionError as e:
+            raise InvalidInputError(f"{source}: nested too deeply", code="invalid-manifest") from e
+        if nul is not None:
+            # No text field holds a NUL: C strings, file names and PostgreSQL's text all
+            # refuse it, so a create would otherwise fail late, as a store error.
+            raise InvalidInputError(
+                f"{nul}: contains a NUL character (\\u0000), which no text field may hold",
                 code="invalid-manifest",
             )
         try:

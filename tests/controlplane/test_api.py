@@ -179,8 +179,9 @@ def test_create_places_on_host_and_hash_is_server_side(env: Env) -> None:
         (lambda d: d["limits"].pop("vcpus"), "manifest.limits.vcpus"),
         (lambda d: d["algorithm"].__setitem__("sha256", "XYZ"), "manifest.algorithm.sha256"),
         (lambda d: d["consumers"].clear(), "manifest.consumers"),
+        (lambda d: d.__setitem__("name", "nul\x00name"), "manifest.name"),
     ],
-    ids=["missing_vcpus", "bad_algorithm_hash", "no_consumers"],
+    ids=["missing_vcpus", "bad_algorithm_hash", "no_consumers", "nul_character_in_name"],
 )
 def test_invalid_manifest_is_400_naming_the_field(env: Env, mutate: Any, field: str) -> None:
     env.agent()
