@@ -2,6 +2,8 @@
 physical floor from the same run (in-process verification of the same evidence), the ratio.
 
 Rows, each measured with ``paired_rates`` (alternating slices of the same wall time):
+  (0) an empty round trip (``GET /healthz``) to the same server over the same connection:
+      what HTTP alone costs here, the ceiling of every row below;
   (a) EAR tokens/s from the attestation service: ``POST /api/v1/attestation/verify`` of
       one piece of evidence, answered with an ES256 EAR; the client checks nothing.
   (b) Full RCAR flows/s against the key broker, as a guest runs them: ``auth`` ->
@@ -195,6 +197,19 @@ def sim_rows(tmp: Path, seconds: float) -> list[Row]:
             if not floor.appraise(bundle, policy, now=datetime.now(UTC)).ok:
                 raise SystemExit("in-process appraisal refused the sim evidence")
 
+        def round_trip() -> None:
+            if http.get(f"{url}/healthz").status_code != 200:
+                raise SystemExit("healthz failed")
+
+        o, p = paired_rates(round_trip, in_process, seconds)
+        rows.append(
+            (
+                "HTTP round trip alone (GET /healthz, same server and client)",
+                o,
+                "in-process verify+appraise (the floor below)",
+                p,
+            )
+        )
         o, p = paired_rates(ours, in_process, seconds)
         rows.append(
             (
